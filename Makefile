@@ -1,0 +1,45 @@
+# Two entry points for a fresh clone (only Python >= 3.11 and make needed):
+#   make run    set up .venv if needed, then run the default study (snakemake --cores 4)
+#   make test   set up .venv if needed, then run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 4
+CONFIG ?=
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint format report clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, found " + sys.version.split()[0] + "; set PYTHON=python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) $(if $(CONFIG),--configfile $(CONFIG)) $(SNAKEMAKE_ARGS)
+
+report: $(STAMP)
+	$(BIN)/snakemake --cores 1 $(if $(CONFIG),--configfile $(CONFIG)) --report report.html
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src workflow tests
+	$(BIN)/ruff format --check src workflow tests
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint
+
+format: $(STAMP)
+	$(BIN)/ruff format src workflow tests
+	$(BIN)/ruff check --fix src workflow tests
+	$(BIN)/snakefmt Snakefile workflow/rules
+
+clean-results:
+	rm -rf results .snakemake

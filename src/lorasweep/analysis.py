@@ -1,0 +1,143 @@
+"""Summaries of the run tables: seed statistics, best settings per rank, efficiency vs full FT.
+
+Diverged runs are left out of every mean; :func:`diverged` lists them for the report.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+LORA_SETTINGS = ["alpha", "scaling", "init", "lr", "lr_ratio"]
+
+
+def _unique(keys: list[str]) -> list[str]:
+    return list(dict.fromkeys(keys))
+
+
+def completed(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "ok"]
+
+
+def diverged(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] != "ok"]
+
+
+def seed_stats(runs: pd.DataFrame, by: list[str], value: str = "final_val_loss") -> pd.DataFrame:
+    """Mean, sample standard deviation (0 for one seed) and count of ``value`` across seeds."""
+    grouped = completed(runs).groupby(_unique(by), dropna=False, sort=True)[value]
+    stats = grouped.agg(["mean", "std", "count"]).reset_index()
+    stats["std"] = stats["std"].fillna(0.0)
+    return stats
+
+
+def best_lora_settings(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """For each group in ``by`` (for example dataset and rank), the LoRA settings with the lowest
+    mean final validation loss across seeds, with that mean, sd and seed count."""
+    lora = runs[runs["method"] == "lora"]
+    stats = seed_stats(lora, [*by, *LORA_SETTINGS])
+    if stats.empty:
+        return stats
+    best = stats.loc[stats.groupby(by, dropna=False)["mean"].idxmin()]
+    return best.sort_values(by).reset_index(drop=True)
+
+
+def best_full(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, the full fine-tuning learning rate with the lowest mean final val loss."""
+    stats = seed_stats(runs[runs["method"] == "full"], ["dataset", "lr"])
+    if stats.empty:
+        return stats
+    return stats.loc[stats.groupby("dataset")["mean"].idxmin()].reset_index(drop=True)
+
+
+def select_runs(runs: pd.DataFrame, settings: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The runs (all seeds) whose ``keys`` match a row of ``settings``."""
+    keys = _unique(keys)
+    return completed(runs).merge(settings[keys], on=keys, how="inner")
+
+
+def efficiency_table(runs: pd.DataFrame, timings: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per dataset and method/rank: counts, training-state bytes, seconds per epoch and
+    final validation loss (mean ± sd over seeds) at the best settings, plus ratios to full FT."""
+    runs = runs.merge(timings, on="run_id", how="left") if timings is not None else runs
+    rows = []
+    lora_best = best_lora_settings(runs, ["dataset", "rank"])
+    full_best = best_full(runs)
+    keyed = [(lora_best, ["dataset", "rank", *LORA_SETTINGS], "lora")]
+    keyed.append((full_best, ["dataset", "lr"], "full"))
+    for settings, keys, method in keyed:
+        if settings.empty:
+            continue
+        chosen = select_runs(runs[runs["method"] == method], settings, keys)
+        group_keys = ["dataset", "rank"] if method == "lora" else ["dataset"]
+        for _, group in chosen.groupby(group_keys, sort=True):
+            first = group.iloc[0]
+            rows.append(
+                {
+                    "dataset": first["dataset"],
+                    "method": method,
+                    "rank": first["rank"] if method == "lora" else pd.NA,
+                    "settings": _settings_label(first, method),
+                    "trainable_params": int(first["trainable_params"]),
+                    "total_params": int(first["total_params"]),
+                    "trainable_pct": 100.0 * first["trainable_params"] / first["total_params"],
+                    "train_state_bytes": int(first["train_state_bytes"]),
+                    "adapter_bytes": int(first["adapter_bytes"]),
+                    "epoch_seconds": group["mean_epoch_seconds"].mean()
+                    if "mean_epoch_seconds" in group
+                    else float("nan"),
+                    "final_val_loss": group["final_val_loss"].mean(),
+                    "final_val_loss_sd": group["final_val_loss"].std(ddof=1)
+                    if len(group) > 1
+                    else 0.0,
+                    "seeds": len(group),
+                    "optimal_val_loss": first["optimal_val_loss"],
+                }
+            )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    full = table[table["method"] == "full"].set_index("dataset")
+    for column, ratio in (
+        ("trainable_params", "params_vs_full"),
+        ("train_state_bytes", "state_vs_full"),
+        ("final_val_loss", "loss_vs_full"),
+    ):
+        table[ratio] = table.apply(
+            lambda row, c=column: (
+                row[c] / full.loc[row["dataset"], c]
+                if row["dataset"] in full.index
+                else float("nan")
+            ),
+            axis=1,
+        )
+    return table
+
+
+def _settings_label(row: pd.Series, method: str) -> str:
+    if method == "full":
+        return f"lr={row['lr']:g}"
+    label = f"α={row['alpha']:g}, {row['scaling']}, {row['init']}, lr={row['lr']:g}"
+    if row.get("lr_ratio", 1) not in (1, 1.0):
+        label += f", λ={row['lr_ratio']:g}"
+    return label
+
+
+def seed_demo_count_note(runs: pd.DataFrame) -> list[dict]:
+    """For LoRA runs whose base bias trains (``bias="all"``, as in the seed demo): the count a
+    reader would expect from the adapter alone, the count that really trains, and the gap."""
+    notes = []
+    lora = runs[(runs["method"] == "lora") & (runs["bias"] == "all")]
+    for (dataset, rank), group in lora.groupby(["dataset", "rank"], sort=True):
+        first = group.iloc[0]
+        notes.append(
+            {
+                "dataset": dataset,
+                "rank": int(rank),
+                "adapter_params": int(first["adapter_params"]),
+                "trainable_params": int(first["trainable_params"]),
+                "total_params": int(first["total_params"]),
+                "bias_params": int(first["trainable_params"] - first["adapter_params"]),
+                "out_features": int(first["out_features"]),
+            }
+        )
+    return notes

@@ -1,0 +1,9 @@
+"""The allowed values of every named option, importable without torch or matplotlib."""
+
+SCALINGS = ("standard", "rslora", "constant")
+INITS = ("kaiming", "gaussian", "pissa", "randn")
+BIASES = ("none", "all")
+KINDS = ("lowrank", "noise")
+DEVICES = ("auto", "cpu", "cuda")
+METHODS = ("lora", "full")
+FIGURES = ("learning_curves", "loss_vs_rank", "loss_vs_params", "rank_alpha_heatmap")

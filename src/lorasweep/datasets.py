@@ -1,0 +1,195 @@
+"""Seeded synthetic regression tasks with a known ground truth.
+
+``lowrank``: a "pretrained" base (W₀, b₀) and a task shift ΔW* = U diag(s) Vᵀ of rank k, with
+inputs x ~ N(0, I) and targets y = (W₀ + ΔW*)x + b₀ + σε. Fine-tuning W₀ should recover ΔW*.
+
+``noise``: the seed demo's task. x and y are independent N(0, I) and N(0, σ²I); nothing can be
+learned, and the best possible MSE is σ².
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from lorasweep.choices import KINDS
+from lorasweep.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from lorasweep.seeding import generator
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset entry of the config (see config/README.md for each key)."""
+
+    name: str
+    kind: str
+    in_features: int
+    out_features: int
+    n_train: int
+    n_val: int
+    noise_std: float
+    task_rank: int = 0
+    task_scale: float = 1.0
+    spectrum_decay: float = 1.0
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, entry: dict) -> DatasetSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in entry.items() if k in known})
+
+    def task_singular_values(self) -> list[float]:
+        """s_i = task_scale · spectrum_decay^(i−1), i = 1…task_rank (empty for ``noise``)."""
+        if self.kind != "lowrank":
+            return []
+        return [self.task_scale * self.spectrum_decay**i for i in range(self.task_rank)]
+
+
+@dataclass
+class Dataset:
+    spec: DatasetSpec
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    @property
+    def noise_floor(self) -> float:
+        return noise_floor(self.spec)
+
+
+def noise_floor(spec: DatasetSpec) -> float:
+    """σ², the expected per-element MSE of the true model on fresh data."""
+    return spec.noise_std**2
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What fine-tuning from (W₀, b₀) has to learn: the map W* − W₀ and the bias gap b* − b₀.
+
+    For ``lowrank`` W* − W₀ = ΔW* and b* = b₀. For ``noise`` the true map is zero, so the update
+    has to cancel W₀ (and b₀, if the bias trains).
+    """
+
+    singular_values: tuple[float, ...]
+    bias_gap_sq: float
+    out_features: int
+    noise_floor: float
+
+    def optimal_loss(self, rank: int | None, bias_trains: bool) -> float:
+        """Best expected per-element MSE of W₀ + (rank-r update), x ~ N(0, I).
+
+        Eckart–Young–Mirsky: (1/d_out)·(Σ_{i>r} s_i² + ‖b* − b₀‖²·[bias frozen]) + σ², where s_i are
+        the singular values of W* − W₀. ``rank=None`` is an unrestricted update (full FT).
+        """
+        tail = self.singular_values[rank:] if rank is not None else ()
+        bias_term = 0.0 if bias_trains else self.bias_gap_sq
+        return (sum(s * s for s in tail) + bias_term) / self.out_features + self.noise_floor
+
+
+def _orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))[None, :]
+
+
+def generate(spec: DatasetSpec) -> Dataset:
+    """Draw the dataset. Each part has its own seeded stream, so e.g. changing ``n_train``
+    leaves W₀ and ΔW* unchanged."""
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
+    d_in, d_out = spec.in_features, spec.out_features
+    base_gen = generator(spec.seed, spec.name, "base")
+    if spec.kind == "noise":
+        bound = 1.0 / math.sqrt(d_in)
+        w0 = (torch.rand(d_out, d_in, generator=base_gen, dtype=torch.float64) * 2 - 1) * bound
+        b0 = (torch.rand(d_out, generator=base_gen, dtype=torch.float64) * 2 - 1) * bound
+        delta = torch.zeros(d_out, d_in, dtype=torch.float64)
+    else:
+        w0 = torch.randn(d_out, d_in, generator=base_gen, dtype=torch.float64) / math.sqrt(d_in)
+        b0 = 0.1 * torch.randn(d_out, generator=base_gen, dtype=torch.float64)
+        task_gen = generator(spec.seed, spec.name, "task")
+        u = _orthonormal(d_out, spec.task_rank, task_gen)
+        v = _orthonormal(d_in, spec.task_rank, task_gen)
+        s = torch.tensor(spec.task_singular_values(), dtype=torch.float64)
+        delta = (u * s[None, :]) @ v.T
+
+    tensors = {"W0": w0, "b0": b0, "delta_W": delta}
+    for split, n in (("train", spec.n_train), ("val", spec.n_val)):
+        split_gen = generator(spec.seed, spec.name, split)
+        x = torch.randn(n, d_in, generator=split_gen, dtype=torch.float64)
+        eps = torch.randn(n, d_out, generator=split_gen, dtype=torch.float64)
+        if spec.kind == "noise":
+            y = spec.noise_std * eps
+        else:
+            y = x @ (w0 + delta).T + b0 + spec.noise_std * eps
+        tensors[f"X_{split}"] = x
+        tensors[f"y_{split}"] = y
+    return Dataset(spec, {k: v.to(torch.float32) for k, v in tensors.items()})
+
+
+def ground_truth(dataset: Dataset) -> GroundTruth:
+    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD)."""
+    spec = dataset.spec
+    w0, b0 = dataset["W0"].double(), dataset["b0"].double()
+    if spec.kind == "noise":
+        gap_w, gap_b = -w0, -b0
+    else:
+        gap_w, gap_b = dataset["delta_W"].double(), torch.zeros_like(b0)
+    svals = torch.linalg.svdvals(gap_w)
+    return GroundTruth(
+        singular_values=tuple(float(s) for s in svals),
+        bias_gap_sq=float(gap_b.square().sum()),
+        out_features=spec.out_features,
+        noise_floor=noise_floor(spec),
+    )
+
+
+def save(dataset: Dataset, tensors_path: str | Path, meta_path: str | Path) -> None:
+    """Write the tensors (safetensors) and then a JSON sidecar with the spec, the ground truth
+    and the tensors file's SHA-256, which :func:`load` checks."""
+    spec = dataset.spec
+    save_tensors(tensors_path, dataset.tensors, metadata={"format_version": str(FORMAT_VERSION)})
+    write_json(
+        meta_path,
+        {
+            "format_version": FORMAT_VERSION,
+            "spec": asdict(spec),
+            "sha256": sha256_file(tensors_path),
+            "ground_truth": asdict(ground_truth(dataset)),
+            "shapes": {k: list(v.shape) for k, v in dataset.tensors.items()},
+        },
+    )
+
+
+class DatasetFileError(RuntimeError):
+    """A dataset file is missing, truncated, corrupted, or does not match its sidecar."""
+
+
+def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:
+    """Load a dataset written by :func:`save`, verifying its checksum first."""
+    tensors_path, meta_path = Path(tensors_path), Path(meta_path)
+    try:
+        meta = read_json(meta_path)
+    except (OSError, ValueError) as err:
+        raise DatasetFileError(f"{meta_path}: unreadable dataset metadata ({err})") from err
+    actual = sha256_file(tensors_path)
+    if actual != meta.get("sha256"):
+        raise DatasetFileError(
+            f"{tensors_path}: checksum mismatch (expected {meta.get('sha256')}, got {actual}); "
+            "the file is truncated or corrupted. Delete it and rerun to regenerate it."
+        )
+    try:
+        tensors = load_tensors(tensors_path)
+    except Exception as err:
+        raise DatasetFileError(f"{tensors_path}: cannot be loaded ({err})") from err
+    return Dataset(DatasetSpec(**meta["spec"]), tensors)
+
+
+def load_ground_truth(meta_path: str | Path) -> GroundTruth:
+    truth = read_json(meta_path)["ground_truth"]
+    return GroundTruth(**{**truth, "singular_values": tuple(truth["singular_values"])})

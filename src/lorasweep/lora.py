@@ -1,0 +1,200 @@
+"""Low-rank adaptation of a frozen ``nn.Linear`` (Hu et al. 2021, arXiv 2106.09685).
+
+Layout follows the paper and PEFT: ``A`` is r×d_in, ``B`` is d_out×r, and the layer computes
+``h = W₀x + b + s·B(Ax)``. The product ``BA`` is only formed by :meth:`LoRALinear.merge`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from lorasweep.choices import BIASES, INITS, SCALINGS
+
+
+def scaling_factor(rule: str, alpha: float, rank: int) -> float:
+    """The adapter's output multiplier s.
+
+    ``standard``: α/r (LoRA §4.1, loralib, PEFT default); ``rslora``: α/√r (Kalajdzievski 2023,
+    arXiv 2312.03732); ``constant``: α, independent of r (the seed demo uses α = 1).
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank}")
+    if rule == "standard":
+        return alpha / rank
+    if rule == "rslora":
+        return alpha / math.sqrt(rank)
+    if rule == "constant":
+        return float(alpha)
+    raise ValueError(f"unknown scaling {rule!r}; allowed: {', '.join(SCALINGS)}")
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable rank-r update ``s·BA``.
+
+    The base layer's weight is always frozen. Its bias trains only with ``bias="all"``.
+    Merging is explicit: :meth:`merge` folds ``s·BA`` into the base weight and :meth:`unmerge`
+    takes it out again; ``train()``/``eval()`` never merge behind the caller's back.
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        rank: int,
+        alpha: float = 1.0,
+        scaling: str = "standard",
+        init: str = "kaiming",
+        bias: str = "none",
+        dropout: float = 0.0,
+        generator: torch.Generator | None = None,
+        dropout_generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        d_out, d_in = base.weight.shape
+        if not 1 <= rank <= min(d_in, d_out):
+            raise ValueError(f"rank must be in 1..{min(d_in, d_out)} for a {d_in}→{d_out} layer")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
+        if bias not in BIASES:
+            raise ValueError(f"unknown bias policy {bias!r}; allowed: {', '.join(BIASES)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.base = base
+        self.rank = rank
+        self.alpha = alpha
+        self.scaling_rule = scaling
+        self.scaling = scaling_factor(scaling, alpha, rank)
+        self.init = init
+        self.merged = False
+        self.dropout = dropout
+        self.dropout_generator = dropout_generator
+        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        self.lora_A = nn.Parameter(torch.empty(rank, d_in, **factory))
+        self.lora_B = nn.Parameter(torch.empty(d_out, rank, **factory))
+        self.base.weight.requires_grad_(False)
+        if self.base.bias is not None:
+            self.base.bias.requires_grad_(bias == "all")
+        self.reset_adapter(generator)
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @torch.no_grad()
+    def reset_adapter(self, generator: torch.Generator | None = None) -> None:
+        """Initialise A and B by ``self.init``.
+
+        - ``kaiming``: A ~ U(±1/√d_in) (kaiming_uniform with a=√5, as loralib and PEFT), B = 0.
+        - ``gaussian``: A ~ N(0, (1/r)²) (PEFT's ``init_lora_weights="gaussian"``), B = 0.
+        - ``pissa``: W₀ = USVᵀ; A = S_r^½V_rᵀ/√s, B = U_rS_r^½/√s, and the frozen weight becomes
+          W₀ − s·BA, so the layer's output is unchanged (Meng et al. 2024, arXiv 2404.02948).
+        - ``randn``: A, B ~ N(0, 1), the seed demo's choice; the adapter is not a no-op at step 0.
+        """
+        if self.init == "kaiming":
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
+            nn.init.zeros_(self.lora_B)
+        elif self.init == "gaussian":
+            nn.init.normal_(self.lora_A, std=1.0 / self.rank, generator=generator)
+            nn.init.zeros_(self.lora_B)
+        elif self.init == "randn":
+            nn.init.normal_(self.lora_A, generator=generator)
+            nn.init.normal_(self.lora_B, generator=generator)
+        else:
+            weight = self.base.weight
+            u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+            root = s[: self.rank].sqrt() / math.sqrt(self.scaling)
+            self.lora_A.copy_((root[:, None] * vh[: self.rank]).to(weight.dtype))
+            self.lora_B.copy_((u[:, : self.rank] * root[None, :]).to(weight.dtype))
+            residual = weight.double() - self.scaling * (
+                self.lora_B.double() @ self.lora_A.double()
+            )
+            weight.copy_(residual.to(weight.dtype))
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update s·BA, shaped like the base weight (d_out×d_in)."""
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverted dropout on the adapter's input, drawn from ``dropout_generator``."""
+        if not self.training or self.dropout == 0:
+            return x
+        keep = torch.rand(x.shape, generator=self.dropout_generator, device="cpu") >= self.dropout
+        return x * keep.to(x.device, x.dtype) / (1.0 - self.dropout)
+
+    def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
+        """s·B(Ax), computed as (x Aᵀ) Bᵀ so that BA is never formed."""
+        return self.scaling * ((self._dropout(x) @ self.lora_A.T) @ self.lora_B.T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        return out + self.adapter_output(x)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold s·BA into the base weight: W = W₀ + s·BA. Forward then skips the adapter."""
+        if self.merged:
+            raise RuntimeError("adapter is already merged")
+        self.base.weight += self.delta_weight()
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Undo :meth:`merge`: W₀ = W − s·BA."""
+        if not self.merged:
+            raise RuntimeError("adapter is not merged")
+        self.base.weight -= self.delta_weight()
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return (
+            f"rank={self.rank}, alpha={self.alpha}, scaling={self.scaling_rule} "
+            f"(s={self.scaling:.4g}), init={self.init}, dropout={self.dropout}, "
+            f"merged={self.merged}"
+        )
+
+
+def apply_lora(
+    model: nn.Module,
+    pattern: str,
+    rank: int,
+    generator: torch.Generator | None = None,
+    **lora_kwargs,
+) -> list[str]:
+    """Replace every ``nn.Linear`` in ``model`` whose qualified name fully matches ``pattern``
+    (a regular expression) by a :class:`LoRALinear` around it, and freeze every other parameter.
+
+    Returns the names of the wrapped layers. Raises ``ValueError`` if nothing matched.
+    """
+    regex = re.compile(pattern)
+    targets = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and regex.fullmatch(name)
+    ]
+    if not targets:
+        raise ValueError(f"no nn.Linear in the model matches {pattern!r}")
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        wrapped = LoRALinear(getattr(parent, child), rank, generator=generator, **lora_kwargs)
+        setattr(parent, child, wrapped)
+    return targets
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
+    """Every :class:`LoRALinear` in ``model`` with its qualified name."""
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            yield name, module

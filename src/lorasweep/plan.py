@@ -1,0 +1,158 @@
+"""Expand a config into runs and group the runs into training jobs.
+
+This module never imports torch, so Snakemake can build the DAG of a large grid quickly.
+
+A *run* is one training of one model. Its id is derived only from its parameters, for example
+``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``.
+
+A *job* is one Snakemake job (one process) that trains several runs in turn, so that the cost of
+starting Python and importing torch (about 5 s here) is paid once per job rather than once per
+run. Runs are grouped by (dataset, method, seed, scaling, init, lr ratio); each group is cut into
+chunks of at most ``runs_per_job`` runs. Adding a seed, a dataset, a scaling rule or an init only
+adds jobs; adding a rank, an α or a learning rate changes the membership of existing groups, and
+those groups retrain.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+
+def format_number(value: float | int) -> str:
+    """Shortest exact text for a number: 8 → ``8``, 8.0 → ``8``, 0.001 → ``0.001``."""
+    if isinstance(value, bool):
+        raise TypeError("booleans are not numbers here")
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run's result (except the data, named by ``dataset``)."""
+
+    dataset: str
+    method: str
+    seed: int
+    lr: float
+    epochs: int
+    batch_size: int | None
+    bias: str
+    device: str
+    rank: int | None = None
+    alpha: float | None = None
+    scaling: str | None = None
+    init: str | None = None
+    lr_ratio: float = 1.0
+    dropout: float = 0.0
+
+    @property
+    def run_id(self) -> str:
+        if self.method == "full":
+            return f"{self.dataset}__full_lr{format_number(self.lr)}_s{self.seed}"
+        ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
+        return (
+            f"{self.dataset}__lora_r{self.rank}_a{format_number(self.alpha)}_{self.scaling}"
+            f"_{self.init}_lr{format_number(self.lr)}{ratio}_s{self.seed}"
+        )
+
+    @property
+    def group_key(self) -> str:
+        if self.method == "full":
+            return f"{self.dataset}__full_s{self.seed}"
+        ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
+        return f"{self.dataset}__lora_{self.scaling}_{self.init}{ratio}_s{self.seed}"
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunSpec:
+        return cls(**{k: v for k, v in data.items() if k != "run_id"})
+
+
+@dataclass
+class Plan:
+    runs: list[RunSpec]
+    jobs: dict[str, list[RunSpec]] = field(default_factory=dict)
+
+    def job_datasets(self, job_id: str) -> list[str]:
+        return sorted({run.dataset for run in self.jobs[job_id]})
+
+
+def expand_runs(config: dict) -> list[RunSpec]:
+    """The LoRA grid (datasets × seeds × rank × α × scaling × init × lr × lr_ratio) followed
+    by the full fine-tuning runs (datasets × seeds × lr), in a fixed order."""
+    train = config["train"]
+    grid = config["grid"]
+    common = {
+        "epochs": train["epochs"],
+        "batch_size": train.get("batch_size"),
+        "bias": train.get("bias", "none"),
+        "device": train.get("device", "auto"),
+    }
+    runs: list[RunSpec] = []
+    for dataset in config["datasets"]:
+        for seed in config["seeds"]:
+            for rank, alpha, scaling, init, lr, lr_ratio in itertools.product(
+                grid["rank"],
+                grid["alpha"],
+                grid["scaling"],
+                grid["init"],
+                grid["lr"],
+                grid.get("lr_ratio", [1.0]),
+            ):
+                runs.append(
+                    RunSpec(
+                        dataset=dataset["name"],
+                        method="lora",
+                        seed=seed,
+                        lr=lr,
+                        rank=rank,
+                        alpha=alpha,
+                        scaling=scaling,
+                        init=init,
+                        lr_ratio=lr_ratio,
+                        dropout=train.get("lora_dropout", 0.0),
+                        **common,
+                    )
+                )
+    full = config.get("full_finetune", {})
+    if full.get("enabled", False):
+        for dataset in config["datasets"]:
+            for seed in config["seeds"]:
+                for lr in full["lr"]:
+                    runs.append(
+                        RunSpec(dataset=dataset["name"], method="full", seed=seed, lr=lr, **common)
+                    )
+    return runs
+
+
+def group_runs(runs: list[RunSpec], runs_per_job: int) -> dict[str, list[RunSpec]]:
+    """Cut each group of runs into ceil(n / runs_per_job) near-equal chunks, in run order."""
+    if runs_per_job < 1:
+        raise ValueError(f"runs_per_job must be >= 1, got {runs_per_job}")
+    groups: dict[str, list[RunSpec]] = {}
+    for run in runs:
+        groups.setdefault(run.group_key, []).append(run)
+    jobs: dict[str, list[RunSpec]] = {}
+    for key, members in groups.items():
+        n_chunks = math.ceil(len(members) / runs_per_job)
+        if n_chunks == 1:
+            jobs[key] = members
+            continue
+        size = math.ceil(len(members) / n_chunks)
+        for index in range(n_chunks):
+            jobs[f"{key}_part{index + 1}of{n_chunks}"] = members[index * size : (index + 1) * size]
+    return jobs
+
+
+def build_plan(config: dict) -> Plan:
+    runs = expand_runs(config)
+    duplicates = [rid for rid, n in Counter(r.run_id for r in runs).items() if n > 1]
+    if duplicates:
+        raise ValueError(f"grid produces duplicate runs: {', '.join(duplicates[:3])}")
+    return Plan(runs=runs, jobs=group_runs(runs, config.get("runs_per_job", 64)))

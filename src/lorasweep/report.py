@@ -1,0 +1,201 @@
+"""A self-contained HTML report: summary, efficiency table, figures (embedded), notes.
+
+Every number in it is computed from the tables; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from lorasweep import analysis
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
+padding:0 1rem;color:#222;line-height:1.45}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+figure{margin:1.5rem 0}figure img{max-width:100%}figcaption{font-size:.9rem;color:#444}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem 1rem}
+code{background:#f4f4f4;padding:0 .2rem}
+"""
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def fmt_loss(mean: float, sd: float | None = None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.4g}" if not sd else f"{mean:.4g} ± {sd:.2g}"
+
+
+def _row_loss(row: pd.Series) -> str:
+    return fmt_loss(row["final_val_loss"], row["final_val_loss_sd"])
+
+
+def summary_sentences(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> list[str]:
+    """The generated findings, one or more sentences per dataset."""
+    sentences = []
+    for dataset, rows in table.groupby("dataset", sort=True):
+        lora = rows[rows["method"] == "lora"].sort_values("rank")
+        full = rows[rows["method"] == "full"]
+        meta = runs[runs["dataset"] == dataset].iloc[0]
+        shape = f"{meta['in_features']}→{meta['out_features']}"
+        task = (
+            f"task rank {meta['task_rank']}"
+            if meta["dataset_kind"] == "lowrank"
+            else "targets independent of inputs"
+        )
+        floor = meta["noise_floor"]
+        prefix = f"<b>{html.escape(dataset)}</b> ({shape}, {task}, noise floor σ² = {floor:.4g}): "
+        if full.empty:
+            best = lora.loc[lora["final_val_loss"].idxmin()]
+            sentences.append(
+                prefix + f"the lowest final validation MSE is {_row_loss(best)} "
+                f"at r = {best['rank']} with {best['trainable_params']:,} trainable parameters "
+                f"({best['trainable_pct']:.1f} % of {best['total_params']:,}); full fine-tuning "
+                "was not run in this config."
+            )
+            continue
+        ref = full.iloc[0]
+        matching = lora[lora["final_val_loss"] <= ref["final_val_loss"] * (1 + tolerance)]
+        full_text = (
+            f"full fine-tuning reaches {_row_loss(ref)} "
+            f"with {ref['trainable_params']:,} trainable parameters"
+        )
+        if matching.empty:
+            best = lora.loc[lora["final_val_loss"].idxmin()]
+            sentences.append(
+                prefix + full_text + f"; no LoRA rank comes within {tolerance:.0%} of it "
+                f"(best: r = {best['rank']} at {_row_loss(best)})."
+            )
+            continue
+        hit = matching.iloc[0]
+        sentences.append(
+            prefix + full_text + f"; LoRA at r = {hit['rank']} ({html.escape(hit['settings'])}) "
+            f"reaches {_row_loss(hit)}, within "
+            f"{tolerance:.0%}, with {hit['trainable_params']:,} trainable parameters "
+            f"({1 / hit['params_vs_full']:.1f}× fewer) and {fmt_bytes(hit['train_state_bytes'])} "
+            f"of training state against {fmt_bytes(ref['train_state_bytes'])} "
+            f"({1 / hit['state_vs_full']:.1f}× less)."
+        )
+    return sentences
+
+
+def count_notes(runs: pd.DataFrame) -> list[str]:
+    """Explain trainable counts that differ from the adapter's rank·(d_in + d_out)."""
+    notes = []
+    for note in analysis.seed_demo_count_note(runs):
+        notes.append(
+            f"<b>{html.escape(note['dataset'])}</b>, r = {note['rank']}: "
+            f"{note['trainable_params']:,} of {note['total_params']:,} parameters train. "
+            f"The adapter alone has r·(d_in + d_out) = {note['adapter_params']:,}, the number the "
+            f"seed demo's text claims; the other {note['bias_params']:,} are the base layer's bias "
+            f"(one per output feature, {note['out_features']}), which the demo leaves trainable "
+            "because it freezes only <code>linear.weight</code> (here: <code>bias: all</code>). "
+            "With <code>bias: none</code>, the PEFT and loralib default, "
+            f"{note['adapter_params']:,} would train."
+        )
+    return notes
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "<p>No completed runs.</p>"
+    shown = pd.DataFrame(
+        {
+            "dataset": table["dataset"],
+            "method": [
+                f"LoRA r={r}" if m == "lora" else "full FT"
+                for m, r in zip(table["method"], table["rank"], strict=True)
+            ],
+            "best settings": table["settings"],
+            "trainable params": table["trainable_params"].map("{:,}".format),
+            "% trainable": table["trainable_pct"].map("{:.2f}".format),
+            "training state": table["train_state_bytes"].map(fmt_bytes),
+            "saved weights": table["adapter_bytes"].map(fmt_bytes),
+            "time / epoch": table["epoch_seconds"].map(
+                lambda s: f"{1000 * s:.1f} ms" if math.isfinite(s) else "n/a"
+            ),
+            "final val MSE": [
+                fmt_loss(m, s)
+                for m, s in zip(table["final_val_loss"], table["final_val_loss_sd"], strict=True)
+            ],
+            "rank-r optimum": table["optimal_val_loss"].map(
+                lambda v: f"{v:.4g}" if pd.notna(v) else "n/a"
+            ),
+            "loss / full FT": table["loss_vs_full"].map(
+                lambda v: f"{v:.3f}" if math.isfinite(v) else "n/a"
+            ),
+            "seeds": table["seeds"],
+        }
+    )
+    return shown.to_html(index=False, escape=True, border=0)
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def render(
+    runs: pd.DataFrame,
+    timings: pd.DataFrame,
+    figures: Mapping[str, tuple[str | Path, str]],
+    title: str = "LoRA vs full fine-tuning",
+    tolerance: float = 0.05,
+) -> str:
+    """The report as one HTML string. ``figures`` maps a name to (PNG path, caption)."""
+    table = analysis.efficiency_table(runs, timings)
+    failed = analysis.diverged(runs)
+    n_lora = int((runs["method"] == "lora").sum())
+    n_full = int((runs["method"] == "full").sum())
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(runs)} runs ({n_lora} LoRA, {n_full} full fine-tuning) on "
+        f"{runs['dataset'].nunique()} dataset(s) with {runs['seed'].nunique()} seed(s); "
+        f"{len(failed)} diverged.</p>",
+        "<h2>Summary</h2>",
+        *(f"<p>{s}</p>" for s in summary_sentences(runs, table, tolerance)),
+    ]
+    notes = count_notes(runs)
+    if notes:
+        parts.append("<h2>Parameter counts</h2>")
+        parts.extend(f'<p class="note">{n}</p>' for n in notes)
+    parts += [
+        "<h2>Efficiency: LoRA vs full fine-tuning</h2>",
+        "<p>Each row uses the settings with the lowest mean final validation loss for that "
+        "rank (or, for full FT, that learning rate); losses are mean ± sd over seeds. Training "
+        "state is trainable parameters + gradients + Adam's two moments, measured from the "
+        "live tensors. Time per epoch is wall-clock on the machine that ran the job.</p>",
+        _table_html(table),
+        "<h2>Figures</h2>",
+    ]
+    for name, (png, caption) in figures.items():
+        parts.append(
+            f"<figure>{_image(Path(png))}<figcaption><b>{html.escape(name)}.</b> "
+            f"{html.escape(caption)}</figcaption></figure>"
+        )
+    if not failed.empty:
+        parts.append("<h2>Diverged runs</h2><p>Left out of every mean and figure.</p>")
+        parts.append(
+            failed[["run_id", "diverged_epoch"]].to_html(index=False, escape=True, border=0)
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

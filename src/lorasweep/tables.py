@@ -1,0 +1,103 @@
+"""Gather the per-run files of training jobs into three tables.
+
+- ``runs.csv``: one row per run (parameters, counts, losses, theory, status). Deterministic.
+- ``epochs.csv``: long format, one row per run and epoch. Deterministic.
+- ``timings.csv``: wall-clock seconds per run; the only table that changes between reruns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from lorasweep.io import read_json
+
+RUN_COLUMNS = [
+    "run_id", "dataset", "method", "rank", "alpha", "scaling", "init", "lr", "seed",
+    "trainable_params", "frozen_params", "total_params",
+    "final_train_loss", "final_val_loss", "best_val_loss", "status",
+    "lr_ratio", "bias", "dropout", "epochs", "batch_size", "device", "device_type",
+    "diverged_epoch", "adapter_params", "train_state_bytes", "adapter_bytes",
+    "initial_val_loss", "optimal_val_loss", "noise_floor", "gap_to_optimal",
+    "dataset_kind", "in_features", "out_features", "task_rank", "noise_std",
+    "cached_base", "job_id",
+]  # fmt: skip
+LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout"]
+SORT_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr", "lr_ratio", "seed"]
+INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "task_rank"]
+
+
+class IncompleteRunError(RuntimeError):
+    """A job folder lacks a run's ``metrics.json``, so the run did not finish."""
+
+
+def iter_run_dirs(job_dirs: Iterable[str | Path]) -> Iterable[tuple[str, Path]]:
+    """(job id, run folder) for every run listed in each job's ``job.json``."""
+    for job_dir in map(Path, job_dirs):
+        try:
+            run_ids = read_json(job_dir / "job.json")["runs"]
+        except FileNotFoundError as err:
+            raise IncompleteRunError(f"{job_dir}: no job.json, the job did not finish") from err
+        for run_id in run_ids:
+            run_dir = job_dir / run_id
+            if not (run_dir / "metrics.json").is_file():
+                raise IncompleteRunError(f"{run_dir}: metrics.json missing, run incomplete")
+            yield job_dir.name, run_dir
+
+
+def collect(job_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Build (runs, epochs, timings) from job folders written by :func:`lorasweep.jobs.run_job`."""
+    run_rows, epoch_frames, timing_rows = [], [], []
+    for job_id, run_dir in iter_run_dirs(job_dirs):
+        metrics = read_json(run_dir / "metrics.json")
+        dataset = read_json(run_dir / "provenance.json")["dataset"]["spec"]
+        run_rows.append(
+            {
+                **metrics,
+                "dataset_kind": dataset["kind"],
+                "in_features": dataset["in_features"],
+                "out_features": dataset["out_features"],
+                "task_rank": dataset["task_rank"] if dataset["kind"] == "lowrank" else None,
+                "noise_std": dataset["noise_std"],
+                "job_id": job_id,
+            }
+        )
+        epochs = pd.read_csv(run_dir / "epochs.csv")
+        epochs.insert(0, "run_id", metrics["run_id"])
+        epoch_frames.append(epochs)
+        seconds = read_json(run_dir / "timing.json")["epoch_seconds"]
+        timing_rows.append(
+            {
+                "run_id": metrics["run_id"],
+                "epochs_timed": len(seconds),
+                "mean_epoch_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
+                "total_train_seconds": sum(seconds),
+            }
+        )
+    if not run_rows:
+        raise IncompleteRunError("no runs found")
+    runs = pd.DataFrame(run_rows)
+    full = runs["method"] == "full"
+    runs.loc[full, [c for c in LORA_ONLY if c in runs]] = None
+    for column in INTEGER_COLUMNS:
+        runs[column] = pd.array(runs[column], dtype="Int64")
+    runs = runs.reindex(columns=RUN_COLUMNS)
+    runs = runs.sort_values(SORT_KEYS, na_position="first", kind="stable").reset_index(drop=True)
+    order = {run_id: i for i, run_id in enumerate(runs["run_id"])}
+    epochs = pd.concat(epoch_frames, ignore_index=True)
+    epochs = epochs.sort_values(
+        ["run_id", "epoch"], key=lambda s: s.map(order) if s.name == "run_id" else s
+    ).reset_index(drop=True)
+    timings = pd.DataFrame(timing_rows)
+    timings = timings.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    return runs, epochs, timings
+
+
+def read_runs(path: str | Path) -> pd.DataFrame:
+    runs = pd.read_csv(path)
+    for column in INTEGER_COLUMNS:
+        runs[column] = pd.array(runs[column], dtype="Int64")
+    return runs

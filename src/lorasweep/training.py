@@ -1,0 +1,278 @@
+"""Train one run: LoRA or full fine-tuning of the dataset's base layer, with Adam and MSE.
+
+Randomness comes from seeded generators, one per purpose, derived from the run's seed:
+``init`` (adapter initialisation; shared by runs of the same seed and rank, so α, scaling and lr
+comparisons are paired), ``shuffle`` (mini-batch order; shared by every run of the seed) and
+``dropout``. The global RNG is never used.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lorasweep.accounting import ParameterCounts, count_parameters, training_state_bytes
+from lorasweep.choices import DEVICES
+from lorasweep.datasets import Dataset, GroundTruth
+from lorasweep.lora import LoRALinear
+from lorasweep.plan import RunSpec
+from lorasweep.seeding import generator
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The config asks for a device this machine does not have."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``cpu``, ``cuda`` (an error if CUDA is missing) or ``auto`` (CUDA if present, else CPU)."""
+    if requested not in DEVICES:
+        raise ValueError(
+            f"train.device: unknown device {requested!r}; allowed: {', '.join(DEVICES)}"
+        )
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            "train.device is 'cuda' but CUDA is not available on this machine "
+            f"(torch {torch.__version__}, torch.cuda.is_available() is False); "
+            "set train.device to 'auto' or 'cpu'"
+        )
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Module:
+    """The dataset's base layer (W₀, b₀), wrapped in LoRA or left fully trainable."""
+    d_out, d_in = dataset["W0"].shape
+    base = nn.Linear(d_in, d_out, device=device)
+    with torch.no_grad():
+        base.weight.copy_(dataset["W0"])
+        base.bias.copy_(dataset["b0"])
+    if spec.method == "full":
+        return base
+    return LoRALinear(
+        base,
+        rank=spec.rank,
+        alpha=spec.alpha,
+        scaling=spec.scaling,
+        init=spec.init,
+        bias=spec.bias,
+        dropout=spec.dropout,
+        generator=generator(spec.seed, "init", spec.dataset, spec.rank),
+        dropout_generator=generator(spec.seed, "dropout", spec.run_id),
+    ).to(device)
+
+
+class CachedBaseForward:
+    """Forward pass of a LoRA layer whose input is data, with the frozen product W₀x precomputed.
+
+    W₀x does not depend on any trainable parameter, so it is computed once for the whole split;
+    each step then costs O(n·r·(d_in + d_out)) instead of O(n·d_in·d_out). The output is
+    ``W₀x + b + s·B(Ax)``, the same as :meth:`LoRALinear.forward` up to float rounding.
+    """
+
+    def __init__(self, layer: LoRALinear, splits: dict[str, torch.Tensor]) -> None:
+        self.layer = layer
+        with torch.no_grad():
+            self.base_products = {name: x @ layer.base.weight.T for name, x in splits.items()}
+
+    def __call__(self, split: str, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        base = self.base_products[split]
+        if index is not None:
+            base = base[index]
+        out = base + self.layer.adapter_output(x)
+        if self.layer.base.bias is not None:
+            out = out + self.layer.base.bias
+        return out
+
+
+def can_cache_base(model: nn.Module) -> bool:
+    """Caching W₀x is exact when the model is one unmerged LoRA layer fed directly by data
+    (no trainable layer before it, no dropout on the base path)."""
+    return isinstance(model, LoRALinear) and not model.merged
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    status: str
+    diverged_epoch: int | None
+    epochs: list[dict]
+    counts: ParameterCounts
+    train_state_bytes: int
+    tensors: dict[str, torch.Tensor] = field(repr=False)
+    device: str
+    device_name: str
+    epoch_seconds: list[float]
+    cached_base: bool
+
+    @property
+    def final(self) -> dict:
+        return self.epochs[-1]
+
+    @property
+    def best_val_loss(self) -> float:
+        finite = [e["val_loss"] for e in self.epochs if math.isfinite(e["val_loss"])]
+        return min(finite) if finite else math.nan
+
+    def summary(self, truth: GroundTruth | None) -> dict:
+        """Per-run metrics as stored in ``metrics.json`` (no wall-clock times)."""
+        spec = self.spec
+        optimal = noise = gap = None
+        if truth is not None:
+            rank = spec.rank if spec.method == "lora" else None
+            bias_trains = spec.method == "full" or spec.bias == "all"
+            optimal = truth.optimal_loss(rank, bias_trains)
+            noise = truth.noise_floor
+            if self.status == "ok":
+                gap = self.final["val_loss"] / optimal - 1.0
+        return {
+            **spec.as_dict(),
+            "trainable_params": self.counts.trainable,
+            "frozen_params": self.counts.frozen,
+            "total_params": self.counts.total,
+            "adapter_params": self.counts.adapter,
+            "train_state_bytes": self.train_state_bytes,
+            "final_train_loss": self.final["train_loss"],
+            "final_val_loss": self.final["val_loss"],
+            "best_val_loss": self.best_val_loss,
+            "initial_val_loss": self.epochs[0]["val_loss"],
+            "status": self.status,
+            "diverged_epoch": self.diverged_epoch,
+            "optimal_val_loss": optimal,
+            "noise_floor": noise,
+            "gap_to_optimal": gap,
+            "device_type": self.device,
+            "cached_base": self.cached_base,
+        }
+
+
+def _grad_norm(param: torch.Tensor) -> float:
+    return float(param.grad.norm()) if param.grad is not None else 0.0
+
+
+def train_run(
+    spec: RunSpec,
+    dataset: Dataset,
+    device: torch.device | None = None,
+    use_cache: bool | None = None,
+) -> RunResult:
+    """Train one run and return its per-epoch record, counts and final weights.
+
+    Epoch 0 is the model before any step. For epoch ≥ 1, ``train_loss`` is the sample-weighted
+    mean of the epoch's mini-batch losses and ``val_loss`` the loss on the whole validation split
+    after the epoch. A non-finite loss stops the run with ``status="diverged"``.
+    ``use_cache=None`` caches W₀x wherever :func:`can_cache_base` says it is exact.
+    """
+    device = device if device is not None else resolve_device(spec.device)
+    model = build_model(spec, dataset, device)
+    if use_cache is None:
+        use_cache = can_cache_base(model)
+    elif use_cache and not can_cache_base(model):
+        raise ValueError("W₀x can only be cached for a single unmerged LoRA layer")
+
+    data = {
+        split: (dataset[f"X_{split}"].to(device), dataset[f"y_{split}"].to(device))
+        for split in ("train", "val")
+    }
+    cache = CachedBaseForward(model, {s: xy[0] for s, xy in data.items()}) if use_cache else None
+
+    def predict(split: str, index: torch.Tensor | None = None) -> torch.Tensor:
+        x = data[split][0] if index is None else data[split][0][index]
+        return cache(split, x, index) if cache is not None else model(x)
+
+    def evaluate(split: str) -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(nn.functional.mse_loss(predict(split), data[split][1]))
+
+    if spec.method == "lora":
+        groups = [
+            {"params": [model.lora_A], "lr": spec.lr},
+            {"params": [model.lora_B], "lr": spec.lr * spec.lr_ratio},
+        ]
+        if spec.bias == "all":
+            groups.append({"params": [model.base.bias], "lr": spec.lr})
+        norm_params = {"grad_norm_A": model.lora_A, "grad_norm_B": model.lora_B}
+    else:
+        groups = [{"params": list(model.parameters()), "lr": spec.lr}]
+        norm_params = {"grad_norm_W": model.weight}
+    optimizer = torch.optim.Adam(groups)
+
+    n_train = data["train"][0].shape[0]
+    batch = spec.batch_size or n_train
+    shuffle = generator(spec.seed, "shuffle", spec.dataset)
+    nan = math.nan
+    epochs = [
+        {
+            "epoch": 0,
+            "train_loss": evaluate("train"),
+            "val_loss": evaluate("val"),
+            **dict.fromkeys(norm_params, nan),
+        }
+    ]
+    epoch_seconds: list[float] = []
+    status, diverged_epoch = "ok", None
+    for epoch in range(1, spec.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(n_train, generator=shuffle).to(device) if spec.batch_size else None
+        loss_sum, norm_sums, steps = 0.0, dict.fromkeys(norm_params, 0.0), 0
+        for lo in range(0, n_train, batch):
+            index = order[lo : lo + batch] if order is not None else None
+            target = data["train"][1] if index is None else data["train"][1][index]
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.mse_loss(predict("train", index), target)
+            loss_value = float(loss.detach())
+            loss_sum += loss_value * target.shape[0]
+            if not math.isfinite(loss_value):
+                break
+            loss.backward()
+            for name, param in norm_params.items():
+                norm_sums[name] += _grad_norm(param)
+            optimizer.step()
+            steps += 1
+        val_loss = evaluate("val") if math.isfinite(loss_sum) else nan
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_seconds.append(time.perf_counter() - start)
+        epochs.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / n_train if math.isfinite(loss_sum) else nan,
+                "val_loss": val_loss,
+                **{name: total / max(steps, 1) for name, total in norm_sums.items()},
+            }
+        )
+        if not (math.isfinite(loss_sum) and math.isfinite(val_loss)):
+            status, diverged_epoch = "diverged", epoch
+            break
+
+    if spec.method == "lora":
+        tensors = {"lora_A": model.lora_A, "lora_B": model.lora_B}
+        if spec.bias == "all":
+            tensors["bias"] = model.base.bias
+    else:
+        tensors = {"weight": model.weight, "bias": model.bias}
+    return RunResult(
+        spec=spec,
+        status=status,
+        diverged_epoch=diverged_epoch,
+        epochs=epochs,
+        counts=count_parameters(model),
+        train_state_bytes=training_state_bytes(model, optimizer),
+        tensors={k: v.detach().cpu() for k, v in tensors.items()},
+        device=device.type,
+        device_name=device_name(device),
+        epoch_seconds=epoch_seconds,
+        cached_base=cache is not None,
+    )

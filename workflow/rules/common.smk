@@ -1,0 +1,80 @@
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from lorasweep.config import ConfigError, check_semantics, describe_schema_error
+from lorasweep.plan import build_plan
+from lorasweep.choices import FIGURES
+
+
+def validated(config):
+    """Schema (with defaults filled in) and cross-key checks; one-line errors."""
+    try:
+        validate(config, "../schemas/config.schema.yaml")
+    except WorkflowError as err:
+        cause = err.__context__
+        if not hasattr(cause, "absolute_path"):
+            raise
+        raise describe_schema_error(cause) from None
+    check_semantics(config)
+    return config
+
+
+validated(config)
+RESULTS = config["results"]
+PLAN = build_plan(config)
+DATASETS = {d["name"]: d for d in config["datasets"]}
+GPU_PER_JOB = 1 if config["train"]["device"] == "cuda" else 0
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    job=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    figure="|".join(FIGURES),
+
+
+def dataset_files(name):
+    return [
+        f"{RESULTS}/datasets/{name}.safetensors",
+        f"{RESULTS}/datasets/{name}.json",
+    ]
+
+
+def job_inputs(wildcards):
+    names = PLAN.job_datasets(wildcards.job)
+    return {
+        "tensors": [dataset_files(n)[0] for n in names],
+        "meta": [dataset_files(n)[1] for n in names],
+    }
+
+
+def job_runs(wildcards):
+    return [run.as_dict() for run in PLAN.jobs[wildcards.job]]
+
+
+def job_dirs():
+    return [f"{RESULTS}/runs/{job}" for job in PLAN.jobs]
+
+
+def figure_files(ext):
+    return [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURES]
+
+
+def final_outputs():
+    return [
+        f"{RESULTS}/tables/runs.csv",
+        f"{RESULTS}/tables/epochs.csv",
+        *figure_files("pdf"),
+        *figure_files("png"),
+        f"{RESULTS}/report.html",
+    ]
+
+
+def caption_text(figure):
+    """The figure's caption, shared by the Snakemake report and the HTML report."""
+    path = Path(workflow.basedir) / "workflow" / "report" / "captions" / f"{figure}.rst"
+    return path.read_text(encoding="utf-8").strip()

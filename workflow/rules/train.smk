@@ -1,0 +1,17 @@
+rule train:
+    input:
+        unpack(job_inputs),
+    output:
+        directory(f"{RESULTS}/runs/{{job}}"),
+    log:
+        f"{RESULTS}/logs/train/{{job}}.log",
+    conda:
+        "../envs/lorasweep.yaml"
+    threads: 1
+    resources:
+        gpu=GPU_PER_JOB,
+    params:
+        runs=job_runs,
+        datasets=lambda wildcards: PLAN.job_datasets(wildcards.job),
+    script:
+        "../scripts/train.py"

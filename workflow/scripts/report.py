@@ -1,0 +1,30 @@
+"""Snakemake script: write the self-contained HTML report."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+
+from pathlib import Path
+
+import pandas as pd
+
+from lorasweep.io import write_text
+from lorasweep.report import render
+from lorasweep.scripting import logged_to
+from lorasweep.tables import read_runs
+
+with logged_to(snakemake.log[0]):  # noqa: F821
+    sm = snakemake  # noqa: F821
+    figures = {
+        Path(png).stem: (png, caption)
+        for png, caption in zip(sm.input.figures, sm.params.captions, strict=True)
+    }
+    html = render(
+        read_runs(sm.input.runs),
+        pd.read_csv(sm.input.timings),
+        figures,
+        title=sm.params.title,
+        tolerance=sm.params.tolerance,
+    )
+    write_text(sm.output[0], html)
