@@ -55,6 +55,8 @@ def _schema_allowed(schema: dict) -> str:
 
 def describe_schema_error(error) -> ConfigError:
     """Turn a ``jsonschema.ValidationError`` into a one-line :class:`ConfigError`."""
+    while error.parent is not None and error.parent.validator == "oneOf":
+        error = error.parent
     path = list(error.absolute_path)
     key = key_path(path)
     kind, value, schema = error.validator, error.instance, error.schema

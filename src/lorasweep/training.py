@@ -53,7 +53,7 @@ def device_name(device: torch.device) -> str:
 def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Module:
     """The dataset's base layer (W₀, b₀), wrapped in LoRA or left fully trainable."""
     d_out, d_in = dataset["W0"].shape
-    base = nn.Linear(d_in, d_out, device=device)
+    base = nn.utils.skip_init(nn.Linear, d_in, d_out, device=device)
     with torch.no_grad():
         base.weight.copy_(dataset["W0"])
         base.bias.copy_(dataset["b0"])

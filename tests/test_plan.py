@@ -1,0 +1,69 @@
+import copy
+
+import pytest
+import yaml
+
+from lorasweep.plan import build_plan, format_number, group_runs
+
+from .conftest import CONFIGS, REPO
+
+
+def load(path):
+    return yaml.safe_load(path.read_text())
+
+
+def test_run_ids_are_stable_unique_and_readable():
+    config = load(CONFIGS / "tiny.yaml")
+    plan = build_plan(config)
+    ids = [run.run_id for run in plan.runs]
+    assert len(ids) == len(set(ids)) == 2 * (2 * 2 * 2) + 2
+    assert "tiny__lora_r4_a8_rslora_kaiming_lr0.01_s1" in ids
+    assert "tiny__full_lr0.01_s0" in ids
+    assert [r.run_id for r in build_plan(copy.deepcopy(config)).runs] == ids
+
+
+def test_every_run_is_in_exactly_one_job_and_jobs_respect_runs_per_job():
+    config = load(CONFIGS / "tiny.yaml")
+    for per_job in (1, 3, 4, 100):
+        jobs = group_runs(build_plan(config).runs, per_job)
+        members = [run.run_id for runs in jobs.values() for run in runs]
+        assert sorted(members) == sorted(r.run_id for r in build_plan(config).runs)
+        assert max(len(runs) for runs in jobs.values()) <= per_job
+
+
+def test_adding_a_seed_leaves_existing_jobs_unchanged():
+    config = load(CONFIGS / "tiny.yaml")
+    before = build_plan(config).jobs
+    config["seeds"].append(5)
+    after = build_plan(config).jobs
+    for job, runs in before.items():
+        assert [r.run_id for r in after[job]] == [r.run_id for r in runs]
+    assert len(after) > len(before)
+
+
+def test_default_and_seed_demo_presets_expand():
+    default = load(REPO / "config" / "config.yaml")
+    plan = build_plan(default)
+    lora = [r for r in plan.runs if r.method == "lora"]
+    assert {r.rank for r in lora} == {1, 2, 4, 8, 16, 32, 64}
+    assert {r.scaling for r in lora} == {"standard", "rslora"}
+    assert any(r.method == "full" for r in plan.runs)
+    demo = {**default, **load(REPO / "config" / "seed_demo.yaml")}
+    runs = build_plan(demo).runs
+    assert len(runs) == 1
+    run = runs[0]
+    assert (run.rank, run.init, run.scaling, run.alpha, run.bias) == (
+        4,
+        "randn",
+        "constant",
+        1.0,
+        "all",
+    )
+    assert (run.lr, run.epochs, run.batch_size, run.seed) == (0.01, 10, None, 42)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(8, "8"), (8.0, "8"), (0.001, "0.001"), (1e-5, "1e-05")]
+)
+def test_format_number(value, text):
+    assert format_number(value) == text

@@ -1,0 +1,90 @@
+import math
+
+import pytest
+import torch
+
+from lorasweep import datasets as ds
+from lorasweep.plan import RunSpec
+from lorasweep.training import DeviceUnavailableError, resolve_device, train_run
+
+
+@pytest.fixture(scope="module")
+def data():
+    return ds.generate(
+        ds.DatasetSpec(name="d", kind="lowrank", in_features=32, out_features=24, n_train=512,
+                       n_val=128, noise_std=0.05, task_rank=2, task_scale=3.0, spectrum_decay=0.5)
+    )  # fmt: skip
+
+
+def lora(**overrides) -> RunSpec:
+    base = dict(dataset="d", method="lora", seed=0, lr=0.01, epochs=5, batch_size=64, bias="none",
+                device="cpu", rank=4, alpha=8.0, scaling="standard", init="kaiming")  # fmt: skip
+    return RunSpec(**{**base, **overrides})
+
+
+def test_cached_base_matches_uncached_path(data):
+    for spec in (lora(), lora(init="pissa", bias="all"), lora(dropout=0.2), lora(batch_size=None)):
+        cached = train_run(spec, data, use_cache=True)
+        plain = train_run(spec, data, use_cache=False)
+        assert cached.cached_base and not plain.cached_base
+        for a, b in zip(cached.epochs, plain.epochs, strict=True):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_cache_is_automatic_for_lora_and_off_for_full_ft(data):
+    assert train_run(lora(epochs=1), data).cached_base
+    full = RunSpec(dataset="d", method="full", seed=0, lr=0.01, epochs=1, batch_size=64,
+                   bias="none", device="cpu")  # fmt: skip
+    assert not train_run(full, data).cached_base
+
+
+def test_same_spec_gives_identical_results_and_leaves_global_rng_alone(data):
+    state = torch.random.get_rng_state()
+    a = train_run(lora(dropout=0.1), data)
+    b = train_run(lora(dropout=0.1), data)
+    assert a.epochs == b.epochs
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_seeds_change_init_and_order(data):
+    a, b = train_run(lora(seed=0), data), train_run(lora(seed=1), data)
+    assert not torch.equal(a.tensors["lora_A"], b.tensors["lora_A"])
+
+
+def test_lora_learns_the_task_and_full_ft_trains_every_parameter(data):
+    result = train_run(lora(epochs=40, rank=2), data)
+    truth = ds.ground_truth(data)
+    assert result.status == "ok"
+    assert result.final["val_loss"] < 0.2 * result.epochs[0]["val_loss"]
+    assert result.final["val_loss"] < 2.0 * truth.optimal_loss(2, bias_trains=False)
+    full = train_run(
+        RunSpec(dataset="d", method="full", seed=0, lr=0.01, epochs=2, batch_size=64,
+                bias="none", device="cpu"),
+        data,
+    )  # fmt: skip
+    assert full.counts.trainable == 32 * 24 + 24 and full.counts.frozen == 0
+
+
+def test_divergence_is_recorded_not_raised(data):
+    result = train_run(lora(lr=1e6, alpha=1e6, init="randn", scaling="constant", epochs=20), data)
+    assert result.status == "diverged"
+    assert 1 <= result.diverged_epoch <= 20
+    assert math.isnan(result.final["val_loss"])
+    assert len(result.epochs) == result.diverged_epoch + 1
+
+
+def test_epoch_zero_is_the_untrained_model(data):
+    result = train_run(lora(), data)
+    assert result.epochs[0]["epoch"] == 0
+    assert len(result.epochs) == 6
+    assert result.epochs[0]["val_loss"] > result.final["val_loss"]
+
+
+def test_cuda_request_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceUnavailableError, match="train.device is 'cuda'.*'auto' or 'cpu'"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"

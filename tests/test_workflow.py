@@ -1,0 +1,147 @@
+"""End-to-end: the workflow runs through Snakemake and produces the documented outputs."""
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from lorasweep.choices import FIGURES
+from lorasweep.tables import RUN_COLUMNS
+
+from .conftest import CONFIGS, REPO, snakemake
+
+pytestmark = pytest.mark.integration
+
+CONTRACT_COLUMNS = [
+    "run_id", "dataset", "method", "rank", "alpha", "scaling", "init", "lr", "seed",
+    "trainable_params", "frozen_params", "total_params", "final_train_loss",
+    "final_val_loss", "best_val_loss", "status",
+]  # fmt: skip
+
+
+def test_runs_table_has_the_contract_columns_and_one_row_per_run(tiny_run):
+    runs = pd.read_csv(tiny_run / "results" / "tables" / "runs.csv")
+    assert list(runs.columns[: len(CONTRACT_COLUMNS)]) == CONTRACT_COLUMNS
+    assert list(runs.columns) == RUN_COLUMNS
+    lora, full = runs[runs["method"] == "lora"], runs[runs["method"] == "full"]
+    assert len(lora) == 2 * 2 * 2 * 2 and len(full) == 2
+    assert runs["run_id"].is_unique
+    assert (runs["status"] == "ok").all()
+    assert full[["rank", "alpha", "scaling", "init"]].isna().all().all()
+    assert (lora["trainable_params"] == lora["rank"] * (16 + 12)).all()
+    assert (full["trainable_params"] == 16 * 12 + 12).all()
+    assert (runs["total_params"] == runs["trainable_params"] + runs["frozen_params"]).all()
+    assert (runs["best_val_loss"] <= runs["final_val_loss"]).all()
+
+
+def test_epochs_table_is_long_format_with_epoch_zero(tiny_run):
+    epochs = pd.read_csv(tiny_run / "results" / "tables" / "epochs.csv")
+    assert list(epochs.columns[:4]) == ["run_id", "epoch", "train_loss", "val_loss"]
+    assert len(epochs) == 18 * 5
+    assert sorted(epochs["epoch"].unique()) == [0, 1, 2, 3, 4]
+    runs = pd.read_csv(tiny_run / "results" / "tables" / "runs.csv")
+    last = epochs[epochs["epoch"] == 4].set_index("run_id")["val_loss"]
+    assert (runs.set_index("run_id")["final_val_loss"] == last).all()
+
+
+def test_per_run_files_exist(tiny_run):
+    run_dirs = list((tiny_run / "results" / "runs").glob("*/*__*"))
+    assert len(run_dirs) == 18
+    for run_dir in run_dirs:
+        names = {p.name for p in run_dir.iterdir()}
+        assert names == {
+            "weights.safetensors",
+            "epochs.csv",
+            "metrics.json",
+            "provenance.json",
+            "timing.json",
+        }
+
+
+def test_figures_exist_as_pdf_and_png(tiny_run):
+    for name in FIGURES:
+        for ext, magic in (("pdf", b"%PDF"), ("png", b"\x89PNG")):
+            path = tiny_run / "results" / "figures" / f"{name}.{ext}"
+            assert path.read_bytes()[:4] == magic, path
+
+
+def test_report_is_self_contained_with_efficiency_table(tiny_run):
+    html = (tiny_run / "results" / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(FIGURES)
+    assert not re.search(r'src="(?!data:)', html)
+    assert "Efficiency: LoRA vs full fine-tuning" in html
+    assert "full FT" in html and "LoRA r=4" in html
+    assert "training state" in html and "time / epoch" in html
+
+
+def test_snakemake_report_works(tiny_run):
+    snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", "snakemake-report.html")
+    html = (tiny_run / "snakemake-report.html").read_text(errors="replace")
+    assert len(html) > 10_000
+
+
+def test_seed_demo_preset_reproduces_306_of_946(tmp_path):
+    snakemake(tmp_path, "--cores", "1", "--configfile", str(REPO / "config" / "seed_demo.yaml"))
+    out = tmp_path / "results" / "seed_demo"
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert (row["trainable_params"], row["total_params"], row["adapter_params"]) == (306, 946, 296)
+    assert (row["init"], row["scaling"], row["alpha"], row["bias"]) == (
+        "randn",
+        "constant",
+        1.0,
+        "all",
+    )
+    epochs = pd.read_csv(out / "tables" / "epochs.csv")
+    assert len(epochs) == 11
+    assert epochs["val_loss"].iloc[0] > 50, "randn init should start far from the noise floor"
+    html = (out / "report.html").read_text()
+    assert "306" in html and "946" in html and "296" in html
+    assert "linear.weight" in html
+
+
+def test_dry_run_of_default_config():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-q"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    shutil.copy(CONFIGS / "tiny.yaml", tmp_path / "tiny.yaml")
+    (tmp_path / "bad.yaml").write_text("grid:\n  rank: [0]\n")
+    result = snakemake(
+        tmp_path, "--cores", "1", "--configfile", "tiny.yaml", "bad.yaml", check=False
+    )
+    assert result.returncode != 0
+    assert "config error: grid.rank[0]: got 0; allowed: an integer >= 1" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_lint_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_snakefmt_and_ruff_are_clean():
+    bin_dir = REPO / ".venv" / "bin"
+    tools = {
+        name: shutil.which(name, path=f"{bin_dir}:{sys.prefix}/bin")
+        for name in ("snakefmt", "ruff")
+    }
+    missing = [name for name, path in tools.items() if path is None]
+    assert not missing, f"not installed: {missing}"
+    for cmd in (
+        [tools["snakefmt"], "--check", "Snakefile", "workflow/rules"],
+        [tools["ruff"], "check", "src", "workflow", "tests"],
+        [tools["ruff"], "format", "--check", "src", "workflow", "tests"],
+    ):
+        result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, f"{cmd}: {result.stdout}{result.stderr}"
