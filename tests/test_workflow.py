@@ -7,13 +7,16 @@ import sys
 
 import pandas as pd
 import pytest
+import yaml
 
-from lorasweep.choices import FIGURES
+from lorasweep.plan import figures_for
 from lorasweep.tables import RUN_COLUMNS
 
 from .conftest import CONFIGS, REPO, snakemake
 
 pytestmark = pytest.mark.integration
+
+TINY_FIGURES = figures_for(yaml.safe_load((CONFIGS / "tiny.yaml").read_text()))
 
 CONTRACT_COLUMNS = [
     "run_id", "dataset", "method", "rank", "alpha", "scaling", "init", "lr", "seed",
@@ -62,7 +65,8 @@ def test_per_run_files_exist(tiny_run):
 
 
 def test_figures_exist_as_pdf_and_png(tiny_run):
-    for name in FIGURES:
+    assert {"loss_vs_params", "subspace_similarity", "rank_alpha_heatmap"} <= set(TINY_FIGURES)
+    for name in TINY_FIGURES:
         for ext, magic in (("pdf", b"%PDF"), ("png", b"\x89PNG")):
             path = tiny_run / "results" / "figures" / f"{name}.{ext}"
             assert path.read_bytes()[:4] == magic, path
@@ -70,11 +74,26 @@ def test_figures_exist_as_pdf_and_png(tiny_run):
 
 def test_report_is_self_contained_with_efficiency_table(tiny_run):
     html = (tiny_run / "results" / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == len(FIGURES)
+    assert html.count('src="data:image/png;base64,') == len(TINY_FIGURES)
     assert not re.search(r'src="(?!data:)', html)
     assert "Efficiency: LoRA vs full fine-tuning" in html
     assert "full FT" in html and "LoRA r=4" in html
     assert "training state" in html and "time / epoch" in html
+    findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
+    verdicts = re.findall(r"font-weight:600\">([^<]+)</td>", findings)
+    assert len(verdicts) == 5
+    assert set(verdicts) <= {"reproduced", "not reproduced", "not tested by this config"}
+
+
+def test_geometry_tables_cover_every_run(tiny_run):
+    tables = tiny_run / "results" / "tables"
+    geometry = pd.read_csv(tables / "geometry.csv")
+    runs = pd.read_csv(tables / "runs.csv")
+    assert set(geometry["run_id"]) == set(runs["run_id"])
+    assert geometry["amplification"].gt(0).all()
+    pairs = pd.read_csv(tables / "subspace_pairs.csv")
+    assert set(pairs["comparison"]) == {"rank", "seed"}
+    assert pairs["phi"].between(0, 1 + 1e-9).all()
 
 
 def test_snakemake_report_works(tiny_run):

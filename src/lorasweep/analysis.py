@@ -41,6 +41,31 @@ def best_lora_settings(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return best.sort_values(by).reset_index(drop=True)
 
 
+def reference_slice(lora: pd.DataFrame, vary: list[str]) -> pd.DataFrame:
+    """The LoRA runs in which only the axes in ``vary`` (and the seed) change.
+
+    The other settings are fixed at the combination that covers the most runs (ties broken by
+    sorted order), so a figure about one axis compares like with like.
+    """
+    fixed = [c for c in ["rank", *LORA_SETTINGS] if c not in vary]
+    if lora.empty or not fixed:
+        return lora
+    sizes = lora.groupby(["dataset", *fixed], dropna=False).size().rename("n").reset_index()
+    sizes = sizes.sort_values(
+        ["dataset", "n", *fixed], ascending=[True, False, *[True] * len(fixed)]
+    )
+    chosen = sizes.groupby("dataset").head(1)[["dataset", *fixed]]
+    return lora.merge(chosen, on=["dataset", *fixed], how="inner")
+
+
+def where_varies(frame: pd.DataFrame, by: list[str], axis: str) -> pd.DataFrame:
+    """Rows of the groups in ``by`` that have at least two values of ``axis``."""
+    if frame.empty:
+        return frame
+    counts = frame.groupby(by, dropna=False)[axis].transform("nunique")
+    return frame[counts >= 2]
+
+
 def best_full(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, the full fine-tuning learning rate with the lowest mean final val loss."""
     stats = seed_stats(runs[runs["method"] == "full"], ["dataset", "lr"])

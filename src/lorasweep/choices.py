@@ -6,4 +6,17 @@ BIASES = ("none", "all")
 KINDS = ("lowrank", "noise")
 DEVICES = ("auto", "cpu", "cuda")
 METHODS = ("lora", "full")
-FIGURES = ("learning_curves", "loss_vs_rank", "loss_vs_params", "rank_alpha_heatmap")
+FIGURES = (
+    "loss_vs_params",
+    "learning_curves",
+    "loss_vs_rank",
+    "grad_norm_vs_rank",
+    "rank_alpha_heatmap",
+    "alpha_lr_heatmap",
+    "subspace_similarity",
+    "amplification",
+    "init_comparison",
+    "lora_plus",
+    "task_rank_knee",
+)
+GEOMETRY_FIGURES = ("subspace_similarity", "amplification")

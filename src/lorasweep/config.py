@@ -99,7 +99,7 @@ def check_semantics(config: dict) -> None:
                 "datasets", f"dataset name {name!r} is given {count} times; names must be unique"
             )
 
-    smallest = None
+    limits = {}
     for index, dataset in enumerate(config["datasets"]):
         limit = min(dataset["in_features"], dataset["out_features"])
         key = f"datasets[{index}].task_rank"
@@ -108,13 +108,23 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(
                 key, f"got {task_rank}; allowed: 1..{limit} = min(in_features, out_features)"
             )
-        if smallest is None or limit < smallest[0]:
-            smallest = (limit, dataset["name"])
+        limits[dataset["name"]] = limit
 
-    for index, rank in enumerate(config["grid"]["rank"]):
-        if rank > smallest[0]:
-            raise ConfigError(
-                f"grid.rank[{index}]",
-                f"got {rank}; allowed: 1..{smallest[0]} = min(in_features, out_features) "
-                f"of dataset {smallest[1]!r}",
-            )
+    blocks = [("grid", config["grid"], None)] + [
+        (f"extra_grids[{i}]", block, block.get("datasets"))
+        for i, block in enumerate(config.get("extra_grids", []))
+    ]
+    for key, block, names in blocks:
+        for name in names or []:
+            if name not in limits:
+                raise ConfigError(
+                    f"{key}.datasets", f"unknown dataset {name!r}; allowed: {', '.join(limits)}"
+                )
+        smallest, where = min((limits[n], n) for n in (names or limits))
+        for index, rank in enumerate(block.get("rank", [])):
+            if rank > smallest:
+                raise ConfigError(
+                    f"{key}.rank[{index}]",
+                    f"got {rank}; allowed: 1..{smallest} = min(in_features, out_features) "
+                    f"of dataset {where!r}",
+                )

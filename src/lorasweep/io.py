@@ -85,3 +85,23 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def manifest(paths, root: str | os.PathLike) -> pd.DataFrame:
+    """``path`` (relative to ``root``), ``bytes`` and ``sha256`` of every file in ``paths``,
+    descending into folders, sorted by path."""
+    root = Path(root)
+    files: set[Path] = set()
+    for path in map(Path, paths):
+        files.update(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else files.add(
+            path
+        )
+    rows = [
+        {
+            "path": f.relative_to(root).as_posix(),
+            "bytes": f.stat().st_size,
+            "sha256": sha256_file(f),
+        }
+        for f in files
+    ]
+    return pd.DataFrame(rows, columns=["path", "bytes", "sha256"]).sort_values("path")

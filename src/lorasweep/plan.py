@@ -20,6 +20,8 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from lorasweep.choices import FIGURES
+
 
 def format_number(value: float | int) -> str:
     """Shortest exact text for a number: 8 → ``8``, 8.0 → ``8``, 0.001 → ``0.001``."""
@@ -83,11 +85,23 @@ class Plan:
         return sorted({run.dataset for run in self.jobs[job_id]})
 
 
+GRID_AXES = ("rank", "alpha", "scaling", "init", "lr", "lr_ratio")
+
+
+def grids(config: dict) -> list[dict]:
+    """The main grid, then each of ``extra_grids`` with missing axes taken from the main grid."""
+    main = {"lr_ratio": [1.0], **config["grid"]}
+    blocks = [{**main, "datasets": None}]
+    for extra in config.get("extra_grids", []):
+        blocks.append({**main, "datasets": None, **extra})
+    return blocks
+
+
 def expand_runs(config: dict) -> list[RunSpec]:
-    """The LoRA grid (datasets × seeds × rank × α × scaling × init × lr × lr_ratio) followed
-    by the full fine-tuning runs (datasets × seeds × lr), in a fixed order."""
+    """The LoRA runs (datasets × seeds × rank × α × scaling × init × lr × lr_ratio, for the main
+    grid and each extra grid, without repeats) followed by the full fine-tuning runs (datasets ×
+    seeds × lr), in a fixed order."""
     train = config["train"]
-    grid = config["grid"]
     common = {
         "epochs": train["epochs"],
         "batch_size": train.get("batch_size"),
@@ -95,15 +109,12 @@ def expand_runs(config: dict) -> list[RunSpec]:
         "device": train.get("device", "auto"),
     }
     runs: list[RunSpec] = []
-    for dataset in config["datasets"]:
+    for dataset, grid in itertools.product(config["datasets"], grids(config)):
+        if grid["datasets"] is not None and dataset["name"] not in grid["datasets"]:
+            continue
         for seed in config["seeds"]:
             for rank, alpha, scaling, init, lr, lr_ratio in itertools.product(
-                grid["rank"],
-                grid["alpha"],
-                grid["scaling"],
-                grid["init"],
-                grid["lr"],
-                grid.get("lr_ratio", [1.0]),
+                *(grid[axis] for axis in GRID_AXES)
             ):
                 runs.append(
                     RunSpec(
@@ -128,7 +139,7 @@ def expand_runs(config: dict) -> list[RunSpec]:
                     runs.append(
                         RunSpec(dataset=dataset["name"], method="full", seed=seed, lr=lr, **common)
                     )
-    return runs
+    return list(dict.fromkeys(runs))
 
 
 def group_runs(runs: list[RunSpec], runs_per_job: int) -> dict[str, list[RunSpec]]:
@@ -156,3 +167,31 @@ def build_plan(config: dict) -> Plan:
     if duplicates:
         raise ValueError(f"grid produces duplicate runs: {', '.join(duplicates[:3])}")
     return Plan(runs=runs, jobs=group_runs(runs, config.get("runs_per_job", 64)))
+
+
+def figures_for(config: dict) -> list[str]:
+    """The figures this config has the data for, in report order.
+
+    A figure that compares values of an axis needs at least two of them somewhere in the grid
+    (for example the α × lr heatmap needs two α and two learning rates in one grid block).
+    """
+    blocks = grids(config)
+
+    def varies(*axes: str) -> bool:
+        return any(all(len(set(block[a])) >= 2 for a in axes) for block in blocks)
+
+    task_ranks = {d.get("task_rank") for d in config["datasets"] if d["kind"] == "lowrank"}
+    wanted = {
+        "loss_vs_params": True,
+        "learning_curves": True,
+        "loss_vs_rank": True,
+        "grad_norm_vs_rank": varies("rank"),
+        "rank_alpha_heatmap": varies("rank", "alpha"),
+        "alpha_lr_heatmap": varies("alpha", "lr"),
+        "subspace_similarity": varies("rank"),
+        "amplification": True,
+        "init_comparison": varies("init"),
+        "lora_plus": varies("lr_ratio"),
+        "task_rank_knee": len(task_ranks) >= 2 and varies("rank"),
+    }
+    return [name for name in FIGURES if wanted[name]]

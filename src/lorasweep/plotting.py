@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -23,8 +24,20 @@ import seaborn as sns  # noqa: E402
 
 from lorasweep import analysis  # noqa: E402
 from lorasweep.choices import FIGURES as FIGURE_NAMES  # noqa: E402
-from lorasweep.choices import SCALINGS  # noqa: E402
+from lorasweep.choices import INITS, SCALINGS  # noqa: E402
 from lorasweep.io import write_bytes  # noqa: E402
+
+
+@dataclass
+class Tables:
+    """The tables a figure is drawn from; ``geometry`` and ``pairs`` only for the figures that
+    need saved adapters (see :data:`lorasweep.choices.GEOMETRY_FIGURES`)."""
+
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    geometry: pd.DataFrame | None = None
+    pairs: pd.DataFrame | None = None
+
 
 COLUMN_WIDTH = 3.4
 PANEL_HEIGHT = 2.6
@@ -101,9 +114,10 @@ def _noise_floor(runs: pd.DataFrame, dataset: str) -> float | None:
     return None if floor.empty else float(floor.iloc[0])
 
 
-def learning_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure:
+def learning_curves(t: Tables) -> plt.Figure:
     """Validation loss per epoch for each rank (best settings per rank), one panel per dataset
     and scaling rule, with the best full fine-tuning curve and the noise floor."""
+    runs, epochs = t.runs, t.epochs
     lora = runs[runs["method"] == "lora"]
     if analysis.completed(lora).empty:
         return _no_data("no completed LoRA runs")
@@ -148,9 +162,10 @@ def learning_curves(runs: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def loss_vs_rank(runs: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure:
+def loss_vs_rank(t: Tables) -> plt.Figure:
     """Final validation loss against rank per scaling rule (best other settings), with the
     Eckart–Young optimum for each rank, the noise floor, and full FT as a mean ± sd band."""
+    runs = t.runs
     lora = analysis.completed(runs[runs["method"] == "lora"])
     if lora.empty:
         return _no_data("no completed LoRA runs")
@@ -202,9 +217,10 @@ def loss_vs_rank(runs: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def loss_vs_params(runs: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure:
+def loss_vs_params(t: Tables) -> plt.Figure:
     """Final validation loss against trainable parameters (log x): LoRA at each rank (best
     settings) and full FT, with the break-even rank r = d_in·d_out/(d_in + d_out) marked."""
+    runs = t.runs
     lora = analysis.completed(runs[runs["method"] == "lora"])
     if lora.empty:
         return _no_data("no completed LoRA runs")
@@ -270,9 +286,10 @@ def loss_vs_params(runs: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def rank_alpha_heatmap(runs: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure:
+def rank_alpha_heatmap(t: Tables) -> plt.Figure:
     """Mean final validation loss for each rank × α (best init and lr), one panel per dataset
     and scaling rule; colour on a log scale."""
+    runs = t.runs
     lora = analysis.completed(runs[runs["method"] == "lora"])
     if lora.empty:
         return _no_data("no completed LoRA runs")
@@ -288,19 +305,361 @@ def rank_alpha_heatmap(runs: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure:
         grid = best[(best["dataset"] == dataset) & (best["scaling"] == scaling)].pivot(
             index="rank", columns="alpha", values="mean"
         )
-        sns.heatmap(
-            np.log10(grid),
-            ax=ax,
-            annot=grid.map(lambda v: f"{v:.3g}"),
-            fmt="",
-            annot_kws={"fontsize": 5},
-            cmap="viridis_r",
-            cbar_kws={"label": "log₁₀ final val MSE"},
-        )
-        ax.set_xticklabels([f"{float(t.get_text()):g}" for t in ax.get_xticklabels()])
+        _heatmap(ax, grid, cbar_kws={"label": "log₁₀ final val MSE"})
         ax.set_xlabel("α")
         ax.set_ylabel("rank r")
         ax.set_title(f"{dataset} · {_scaling_label(scaling)}")
+    fig.tight_layout()
+    return fig
+
+
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def grad_norm_vs_rank(t: Tables) -> plt.Figure:
+    """Mean gradient norm of A and of B during the first epoch against rank, per scaling rule
+    (colour) and α (line style), at one init and learning rate."""
+    lora = analysis.completed(t.runs[t.runs["method"] == "lora"])
+    if lora.empty:
+        return _no_data("no completed LoRA runs")
+    lora = analysis.reference_slice(lora, vary=["rank", "scaling", "alpha"])
+    lora = analysis.where_varies(lora, ["dataset", "scaling", "alpha"], "rank")
+    if lora.empty:
+        return _no_data("fewer than two ranks")
+    first = t.epochs[t.epochs["epoch"] == 1].merge(lora, on="run_id")
+    alphas = sorted(first["alpha"].unique())
+    style_of = {a: LINE_STYLES[k % len(LINE_STYLES)] for k, a in enumerate(alphas)}
+    datasets = sorted(first["dataset"].unique())
+    fig, axes = _panels(len(datasets), 2)
+    palette = dict(zip(SCALINGS, sns.color_palette("colorblind"), strict=False))
+    for i, dataset in enumerate(datasets):
+        panel = first[first["dataset"] == dataset]
+        for j, column in enumerate(("grad_norm_A", "grad_norm_B")):
+            ax = axes[i, j]
+            for scaling in _ordered_scalings(panel["scaling"]):
+                for alpha in sorted(panel["alpha"].unique()):
+                    group = panel[(panel["scaling"] == scaling) & (panel["alpha"] == alpha)]
+                    if group.empty:
+                        continue
+                    stats = group.groupby("rank")[column].agg(["mean", "std"]).fillna(0.0)
+                    ax.errorbar(
+                        stats.index,
+                        stats["mean"],
+                        yerr=stats["std"],
+                        marker="o",
+                        markersize=2.5,
+                        capsize=1.5,
+                        color=palette[scaling],
+                        linestyle=style_of[alpha],
+                        label=f"{_scaling_label(scaling)}, α={alpha:g}",
+                    )
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("LoRA rank r")
+            ax.set_ylabel(f"mean ‖∇{column[-1]}‖_F, epoch 1")
+            ax.set_title(f"{dataset} · gradient of {column[-1]}")
+    axes[0, -1].legend(frameon=True, ncol=1)
+    fig.tight_layout()
+    return fig
+
+
+def _heatmap(ax, grid: pd.DataFrame, fmt=lambda v: f"{v:.3g}", log=True, **kwargs) -> None:
+    values = np.log10(grid) if log else grid
+    sns.heatmap(
+        values,
+        ax=ax,
+        annot=grid.map(fmt),
+        fmt="",
+        annot_kws={"fontsize": 5},
+        cmap="viridis_r",
+        **kwargs,
+    )
+    ax.set_xticklabels([_tick(t.get_text()) for t in ax.get_xticklabels()])
+    ax.set_yticklabels([_tick(t.get_text()) for t in ax.get_yticklabels()], rotation=0)
+
+
+def _tick(text: str) -> str:
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
+def alpha_lr_heatmap(t: Tables) -> plt.Figure:
+    """Mean final validation loss for each α × learning rate at one rank, per dataset and
+    scaling rule. Under Adam, the adapter's step is about s·lr, so equal-loss cells should lie
+    along diagonals if tuning α is like tuning the learning rate."""
+    lora = analysis.completed(t.runs[t.runs["method"] == "lora"])
+    lora = analysis.reference_slice(lora, vary=["alpha", "lr", "scaling"])
+    lora = analysis.where_varies(lora, ["dataset", "scaling"], "alpha")
+    lora = analysis.where_varies(lora, ["dataset", "scaling"], "lr")
+    if lora.empty:
+        return _no_data("no α × lr grid")
+    stats = analysis.seed_stats(lora, ["dataset", "scaling", "rank", "alpha", "lr"])
+    panels = [
+        (d, s)
+        for d in sorted(stats["dataset"].unique())
+        for s in _ordered_scalings(stats.loc[stats["dataset"] == d, "scaling"])
+    ]
+    fig, axes = _panels(1, len(panels))
+    for j, (dataset, scaling) in enumerate(panels):
+        cell = stats[(stats["dataset"] == dataset) & (stats["scaling"] == scaling)]
+        grid = cell.pivot(index="alpha", columns="lr", values="mean").sort_index(ascending=False)
+        _heatmap(axes[0, j], grid, cbar_kws={"label": "log₁₀ final val MSE"})
+        axes[0, j].set_xlabel("learning rate")
+        axes[0, j].set_ylabel("α")
+        axes[0, j].set_title(
+            f"{dataset} · {_scaling_label(scaling)} · r={int(cell['rank'].iloc[0])}"
+        )
+    fig.tight_layout()
+    return fig
+
+
+def subspace_similarity(t: Tables) -> plt.Figure:
+    """φ(A_low, A_high, i, j) (LoRA Fig. 3), φ between two seeds at one rank (Fig. 4), and the
+    similarity of the learned update's top directions to the true ΔW*'s against rank."""
+    pairs = t.pairs if t.pairs is not None else pd.DataFrame()
+    panels = []
+    for kind in ("rank", "seed"):
+        part = pairs[pairs["comparison"] == kind] if not pairs.empty else pairs
+        if not part.empty:
+            panels.append((kind, part))
+    truth = (
+        t.geometry.merge(analysis.completed(t.runs), on="run_id")
+        if t.geometry is not None
+        else None
+    )
+    has_truth = truth is not None and truth["phi_true_right"].notna().any()
+    n = len(panels) + int(has_truth)
+    if n == 0:
+        return _no_data("no adapters to compare")
+    fig, axes = _panels(1, n)
+    for j, (kind, part) in enumerate(panels):
+        dataset = sorted(part["dataset"].unique())[0]
+        part = part[part["dataset"] == dataset]
+        grid = part.groupby(["i", "j"])["phi"].mean().unstack()
+        _heatmap(
+            axes[0, j], grid, fmt=lambda v: "", log=False, vmin=0, vmax=1, cbar_kws={"label": "φ"}
+        )
+        axes[0, j].invert_yaxis()
+        first = part.iloc[0]
+        if kind == "rank":
+            seeds = part["seed_a"].nunique()
+            title = f"φ(A_r={first['rank_a']}, A_r={first['rank_b']}), mean of {seeds} seed(s)"
+            axes[0, j].set_xlabel(f"j (top-j directions of A_r={first['rank_b']})")
+            axes[0, j].set_ylabel(f"i (top-i directions of A_r={first['rank_a']})")
+        else:
+            title = f"φ across seeds {first['seed_a']} and {first['seed_b']}, r={first['rank_a']}"
+            axes[0, j].set_xlabel(f"j (seed {first['seed_b']})")
+            axes[0, j].set_ylabel(f"i (seed {first['seed_a']})")
+        axes[0, j].set_title(f"{dataset} · {title}")
+        step = max(1, grid.shape[1] // 8)
+        axes[0, j].set_xticks(
+            np.arange(0, grid.shape[1], step) + 0.5, [str(v) for v in grid.columns[::step]]
+        )
+    if has_truth:
+        ax = axes[0, -1]
+        lora = truth[truth["method"] == "lora"]
+        palette = sns.color_palette("colorblind")
+        for k, (column, label) in enumerate(
+            (
+                ("phi_true_right", "input (right) subspace"),
+                ("phi_true_left", "output (left) subspace"),
+            )
+        ):
+            for m, dataset in enumerate(sorted(lora["dataset"].unique())):
+                stats = (
+                    lora[lora["dataset"] == dataset]
+                    .groupby("rank")[column]
+                    .agg(["mean", "std"])
+                    .fillna(0.0)
+                )
+                ax.errorbar(
+                    stats.index,
+                    stats["mean"],
+                    yerr=stats["std"],
+                    marker="o",
+                    markersize=2.5,
+                    capsize=1.5,
+                    color=palette[k],
+                    linestyle=["-", "--", ":"][m % 3],
+                    label=f"{label}, {dataset}",
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_xlabel("LoRA rank r")
+        ax.set_ylabel("φ(learned top-min(r,k), true ΔW*)")
+        ax.set_title("similarity to the true subspace")
+        ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def amplification(t: Tables) -> plt.Figure:
+    """Amplification factor ‖ΔW‖_F / ‖UᵀW₀V‖_F of the learned update against rank, per scaling
+    rule (other settings fixed, mean ± sd over seeds), with full fine-tuning's at r = rank(ΔW*)."""
+    if t.geometry is None or t.geometry.empty:
+        return _no_data("no adapters")
+    data = t.geometry.merge(analysis.completed(t.runs), on="run_id")
+    lora = analysis.reference_slice(data[data["method"] == "lora"], vary=["rank", "scaling"])
+    datasets = sorted(lora["dataset"].unique())
+    fig, axes = _panels(1, len(datasets))
+    palette = dict(zip(SCALINGS, sns.color_palette("colorblind"), strict=False))
+    for j, dataset in enumerate(datasets):
+        ax = axes[0, j]
+        panel = lora[lora["dataset"] == dataset]
+        for scaling in _ordered_scalings(panel["scaling"]):
+            stats = (
+                panel[panel["scaling"] == scaling]
+                .groupby("rank")["amplification"]
+                .agg(["mean", "std"])
+                .fillna(0.0)
+            )
+            ax.errorbar(
+                stats.index,
+                stats["mean"],
+                yerr=stats["std"],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                color=palette[scaling],
+                label=_scaling_label(scaling),
+            )
+        full = data[(data["method"] == "full") & (data["dataset"] == dataset)]["amplification"]
+        if not full.empty:
+            ax.axhline(
+                full.mean(),
+                color=FULL_COLOR,
+                linestyle="--",
+                linewidth=1,
+                label="full FT (r = rank ΔW*)",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("LoRA rank r")
+        ax.set_ylabel("amplification ‖ΔW‖ / ‖UᵀW₀V‖")
+        ax.set_title(dataset)
+        ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def init_comparison(t: Tables) -> plt.Figure:
+    """Validation loss per epoch for each initialisation (best other settings, at the rank
+    where most inits were run), and the loss at epoch 0, before any step."""
+    lora = analysis.completed(t.runs[t.runs["method"] == "lora"])
+    lora = analysis.where_varies(analysis.reference_slice(lora, vary=["init"]), ["dataset"], "init")
+    if lora.empty:
+        return _no_data("fewer than two inits")
+    best = analysis.best_lora_settings(lora, ["dataset", "rank", "init"])
+    chosen = analysis.select_runs(lora, best, ["dataset", "rank", *analysis.LORA_SETTINGS])
+    curves = t.epochs.merge(chosen[["run_id", "dataset", "init"]], on="run_id")
+    datasets = sorted(chosen["dataset"].unique())
+    fig, axes = _panels(len(datasets), 2)
+    palette = dict(zip(INITS, sns.color_palette("colorblind"), strict=False))
+    for i, dataset in enumerate(datasets):
+        ax, bar_ax = axes[i, 0], axes[i, 1]
+        panel = curves[curves["dataset"] == dataset]
+        starts = []
+        for init in [x for x in INITS if x in set(panel["init"])]:
+            group = panel[panel["init"] == init]
+            stats = group.groupby("epoch")["val_loss"].agg(["mean", "std"]).fillna(0.0)
+            _band(ax, stats.index, stats["mean"], stats["std"], palette[init], init)
+            start = group[group["epoch"] == 0]["val_loss"]
+            starts.append((init, start.mean(), start.std(ddof=1) if len(start) > 1 else 0.0))
+        floor = _noise_floor(t.runs, dataset)
+        for axis in (ax, bar_ax):
+            if floor:
+                axis.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
+            axis.set_yscale("log")
+        rank = int(chosen.loc[chosen["dataset"] == dataset, "rank"].iloc[0])
+        ax.set_title(f"{dataset} · r={rank}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation MSE")
+        ax.legend(frameon=True)
+        names = [s[0] for s in starts]
+        bar_ax.bar(
+            names,
+            [s[1] for s in starts],
+            yerr=[s[2] for s in starts],
+            color=[palette[n] for n in names],
+            capsize=2,
+        )
+        bar_ax.set_title(f"{dataset} · loss before training (epoch 0)")
+        bar_ax.set_ylabel("validation MSE at epoch 0")
+    fig.tight_layout()
+    return fig
+
+
+def lora_plus(t: Tables) -> plt.Figure:
+    """Final validation loss against LoRA+'s ratio λ = lr_B / lr_A (log x), one line per rank."""
+    lora = analysis.completed(t.runs[t.runs["method"] == "lora"])
+    lora = analysis.reference_slice(lora, vary=["lr_ratio", "rank"])
+    lora = analysis.where_varies(lora, ["dataset", "rank"], "lr_ratio")
+    if lora.empty:
+        return _no_data("fewer than two λ")
+    stats = analysis.seed_stats(lora, ["dataset", "rank", "lr_ratio"])
+    datasets = sorted(stats["dataset"].unique())
+    fig, axes = _panels(1, len(datasets))
+    colors = _rank_colors(stats["rank"].unique())
+    for j, dataset in enumerate(datasets):
+        ax = axes[0, j]
+        for rank, group in stats[stats["dataset"] == dataset].groupby("rank"):
+            ax.errorbar(
+                group["lr_ratio"],
+                group["mean"],
+                yerr=group["std"],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                color=colors[int(rank)],
+                label=f"r={rank}",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("λ = lr(B) / lr(A)")
+        ax.set_ylabel("final validation MSE")
+        ax.set_title(dataset)
+        ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def task_rank_knee(t: Tables) -> plt.Figure:
+    """Final validation loss over the noise floor against rank, one colour per dataset's task
+    rank k, with the rank-r optimum (dashed) and the expected knee at r = k (dotted)."""
+    lora = analysis.completed(t.runs[(t.runs["method"] == "lora")])
+    lora = lora[lora["dataset_kind"] == "lowrank"]
+    if lora.empty:
+        return _no_data("no lowrank datasets")
+    best = analysis.best_lora_settings(lora, ["dataset", "rank"])
+    meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
+    fig, axes = _panels(1, 1)
+    ax = axes[0, 0]
+    datasets = sorted(meta.index, key=lambda d: (meta.loc[d, "task_rank"], d))
+    palette = sns.color_palette("colorblind", n_colors=len(datasets))
+    for color, dataset in zip(palette, datasets, strict=True):
+        k, floor = int(meta.loc[dataset, "task_rank"]), float(meta.loc[dataset, "noise_floor"])
+        group = best[best["dataset"] == dataset]
+        ax.errorbar(
+            group["rank"],
+            group["mean"] / floor,
+            yerr=group["std"] / floor,
+            marker="o",
+            markersize=3,
+            capsize=2,
+            color=color,
+            label=f"k={k} ({dataset})",
+        )
+        optimum = lora[lora["dataset"] == dataset].groupby("rank")["optimal_val_loss"].first()
+        ax.plot(optimum.index, optimum.values / floor, color=color, linestyle="--", linewidth=0.8)
+        ax.axvline(k, color=color, linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("final validation MSE / σ²")
+    ax.set_title("knee at r = task rank k")
+    ax.legend(frameon=True)
     fig.tight_layout()
     return fig
 
@@ -314,19 +673,25 @@ def _scaling_label(scaling: str) -> str:
     return {"standard": "α/r", "rslora": "α/√r", "constant": "α"}.get(scaling, scaling)
 
 
-FIGURES: dict[str, Callable[[pd.DataFrame, pd.DataFrame], plt.Figure]] = {
+FIGURES: dict[str, Callable[[Tables], plt.Figure]] = {
+    "loss_vs_params": loss_vs_params,
     "learning_curves": learning_curves,
     "loss_vs_rank": loss_vs_rank,
-    "loss_vs_params": loss_vs_params,
+    "grad_norm_vs_rank": grad_norm_vs_rank,
     "rank_alpha_heatmap": rank_alpha_heatmap,
+    "alpha_lr_heatmap": alpha_lr_heatmap,
+    "subspace_similarity": subspace_similarity,
+    "amplification": amplification,
+    "init_comparison": init_comparison,
+    "lora_plus": lora_plus,
+    "task_rank_knee": task_rank_knee,
 }
-
 
 assert tuple(FIGURES) == FIGURE_NAMES, "lorasweep.choices.FIGURES is out of date"
 
 
-def make_figure(name: str, runs: pd.DataFrame, epochs: pd.DataFrame, pdf: str, png: str) -> None:
+def make_figure(name: str, tables: Tables, pdf: str | Path, png: str | Path) -> None:
     if name not in FIGURES:
         raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
     set_style()
-    save_figure(FIGURES[name](runs, epochs), pdf, png)
+    save_figure(FIGURES[name](tables), pdf, png)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorasweep import analysis
+from lorasweep import analysis, findings
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
@@ -22,6 +22,7 @@ h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+table.findings td{text-align:left;vertical-align:top}
 figure{margin:1.5rem 0}figure img{max-width:100%}figcaption{font-size:.9rem;color:#444}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem 1rem}
 code{background:#f4f4f4;padding:0 .2rem}
@@ -151,10 +152,31 @@ def _image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def findings_html(items: list[findings.Finding]) -> str:
+    colors = {
+        findings.REPRODUCED: "#1b7837",
+        findings.NOT_REPRODUCED: "#b2182b",
+        findings.NOT_TESTED: "#666",
+    }
+    rows = "".join(
+        f"<tr><td>{html.escape(f.statement)}</td>"
+        f'<td style="color:{colors[f.verdict]};font-weight:600">{f.verdict}</td>'
+        f"<td>{html.escape(f.evidence)}</td></tr>"
+        for f in items
+    )
+    return (
+        '<table class="findings"><thead><tr><th>claim</th><th>verdict</th>'
+        f"<th>this run</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
 def render(
     runs: pd.DataFrame,
+    epochs: pd.DataFrame,
     timings: pd.DataFrame,
     figures: Mapping[str, tuple[str | Path, str]],
+    pairs: pd.DataFrame | None = None,
+    provenance: pd.DataFrame | None = None,
     title: str = "LoRA vs full fine-tuning",
     tolerance: float = 0.05,
 ) -> str:
@@ -173,6 +195,9 @@ def render(
         f"{len(failed)} diverged.</p>",
         "<h2>Summary</h2>",
         *(f"<p>{s}</p>" for s in summary_sentences(runs, table, tolerance)),
+        "<h2>Findings</h2>",
+        "<p>Each claim from the LoRA and rsLoRA papers, checked against this run's tables.</p>",
+        findings_html(findings.all_findings(runs, epochs, pairs, table, tolerance)),
     ]
     notes = count_notes(runs)
     if notes:
@@ -197,5 +222,13 @@ def render(
         parts.append(
             failed[["run_id", "diverged_epoch"]].to_html(index=False, escape=True, border=0)
         )
+    if provenance is not None and not provenance.empty:
+        parts.append(
+            "<h2>Provenance</h2><p>Software, commit and device of the runs (one row per "
+            "distinct environment). Each run's <code>provenance.json</code> has its resolved "
+            "parameters and dataset checksum; <code>manifest.tsv</code> lists the SHA-256 of "
+            "every result file.</p>"
+        )
+        parts.append(provenance.to_html(index=False, escape=True, border=0))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -48,12 +48,33 @@ def iter_run_dirs(job_dirs: Iterable[str | Path]) -> Iterable[tuple[str, Path]]:
             yield job_dir.name, run_dir
 
 
-def collect(job_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Build (runs, epochs, timings) from job folders written by :func:`lorasweep.jobs.run_job`."""
-    run_rows, epoch_frames, timing_rows = [], [], []
+PROVENANCE_COLUMNS = [
+    "python", "torch", "numpy", "pandas", "snakemake", "safetensors", "lorasweep",
+    "git_commit", "device_type", "device_name", "torch_threads", "platform",
+]  # fmt: skip
+
+
+def collect(
+    job_dirs: Iterable[str | Path],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Build (runs, epochs, timings, provenance) from job folders written by
+    :func:`lorasweep.jobs.run_job`. ``provenance`` has one row per distinct environment, with
+    the number of runs that used it."""
+    run_rows, epoch_frames, timing_rows, environments = [], [], [], []
     for job_id, run_dir in iter_run_dirs(job_dirs):
         metrics = read_json(run_dir / "metrics.json")
-        dataset = read_json(run_dir / "provenance.json")["dataset"]["spec"]
+        provenance = read_json(run_dir / "provenance.json")
+        dataset = provenance["dataset"]["spec"]
+        environments.append(
+            {
+                **{k: v for k, v in provenance["versions"].items()},
+                "git_commit": provenance.get("git_commit"),
+                "device_type": provenance["device"]["type"],
+                "device_name": provenance["device"]["name"],
+                "torch_threads": provenance.get("torch_threads"),
+                "platform": provenance.get("platform"),
+            }
+        )
         run_rows.append(
             {
                 **metrics,
@@ -93,7 +114,15 @@ def collect(job_dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame,
     ).reset_index(drop=True)
     timings = pd.DataFrame(timing_rows)
     timings = timings.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
-    return runs, epochs, timings
+    env = pd.DataFrame(environments).reindex(columns=PROVENANCE_COLUMNS).astype("string")
+    provenance = (
+        env.fillna("")
+        .value_counts(sort=False)
+        .rename("runs")
+        .reset_index()
+        .sort_values(PROVENANCE_COLUMNS)
+    )
+    return runs, epochs, timings, provenance
 
 
 def read_runs(path: str | Path) -> pd.DataFrame:

@@ -7,8 +7,8 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from lorasweep.config import ConfigError, check_semantics, describe_schema_error
-from lorasweep.plan import build_plan
-from lorasweep.choices import FIGURES
+from lorasweep.choices import GEOMETRY_FIGURES
+from lorasweep.plan import build_plan, figures_for
 
 
 def validated(config):
@@ -29,12 +29,12 @@ RESULTS = config["results"]
 PLAN = build_plan(config)
 DATASETS = {d["name"]: d for d in config["datasets"]}
 GPU_PER_JOB = 1 if config["train"]["device"] == "cuda" else 0
+FIGURE_NAMES = figures_for(config)
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     job=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    figure="|".join(FIGURES),
 
 
 def dataset_files(name):
@@ -61,17 +61,37 @@ def job_dirs():
 
 
 def figure_files(ext):
-    return [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURES]
+    return [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURE_NAMES]
 
 
-def final_outputs():
+def figure_inputs(name):
+    inputs = {
+        "runs": f"{RESULTS}/tables/runs.csv",
+        "epochs": f"{RESULTS}/tables/epochs.csv",
+    }
+    if name in GEOMETRY_FIGURES:
+        inputs["geometry"] = f"{RESULTS}/tables/geometry.csv"
+        inputs["pairs"] = f"{RESULTS}/tables/subspace_pairs.csv"
+    return inputs
+
+
+TABLES = ["runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs"]
+
+
+def result_files():
+    """Every result file the workflow writes, except the logs and the manifest itself."""
     return [
-        f"{RESULTS}/tables/runs.csv",
-        f"{RESULTS}/tables/epochs.csv",
+        *[f for name in DATASETS for f in dataset_files(name)],
+        *job_dirs(),
+        *[f"{RESULTS}/tables/{name}.csv" for name in TABLES],
         *figure_files("pdf"),
         *figure_files("png"),
         f"{RESULTS}/report.html",
     ]
+
+
+def final_outputs():
+    return [*result_files(), f"{RESULTS}/manifest.tsv"]
 
 
 def caption_text(figure):

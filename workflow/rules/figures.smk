@@ -1,20 +1,22 @@
-rule figure:
-    input:
-        runs=f"{RESULTS}/tables/runs.csv",
-        epochs=f"{RESULTS}/tables/epochs.csv",
-    output:
-        pdf=f"{RESULTS}/figures/{{figure}}.pdf",
-        png=report(
-            f"{RESULTS}/figures/{{figure}}.png",
-            caption="../report/figure.rst",
-            category="Figures",
-            labels={"figure": "{figure}"},
-        ),
-    log:
-        f"{RESULTS}/logs/figures/{{figure}}.log",
-    conda:
-        "../envs/lorasweep.yaml"
-    params:
-        caption=lambda wildcards: caption_text(wildcards.figure),
-    script:
-        "../scripts/figure.py"
+for figure_name in FIGURE_NAMES:
+
+    rule:
+        name:
+            f"figure_{figure_name}"
+        input:
+            **figure_inputs(figure_name),
+        output:
+            pdf=f"{RESULTS}/figures/{figure_name}.pdf",
+            png=report(
+                f"{RESULTS}/figures/{figure_name}.png",
+                caption=f"../report/captions/{figure_name}.rst",
+                category="Figures",
+            ),
+        log:
+            f"{RESULTS}/logs/figures/{figure_name}.log",
+        conda:
+            "../envs/lorasweep.yaml"
+        params:
+            figure=figure_name,
+        script:
+            "../scripts/figure.py"

@@ -22,8 +22,11 @@ with logged_to(snakemake.log[0]):  # noqa: F821
     }
     html = render(
         read_runs(sm.input.runs),
+        pd.read_csv(sm.input.epochs),
         pd.read_csv(sm.input.timings),
         figures,
+        pairs=pd.read_csv(sm.input.pairs),
+        provenance=pd.read_csv(sm.input.provenance, dtype=str, keep_default_na=False),
         title=sm.params.title,
         tolerance=sm.params.tolerance,
     )

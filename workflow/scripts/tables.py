@@ -11,8 +11,9 @@ from lorasweep.tables import collect
 
 with logged_to(snakemake.log[0]):  # noqa: F821
     sm = snakemake  # noqa: F821
-    runs, epochs, timings = collect(sm.input)
+    runs, epochs, timings, provenance = collect(sm.input)
     write_csv(sm.output.runs, runs)
     write_csv(sm.output.epochs, epochs)
     write_csv(sm.output.timings, timings)
+    write_csv(sm.output.provenance, provenance)
     print(f"{len(runs)} runs, {len(epochs)} epoch rows")
