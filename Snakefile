@@ -17,6 +17,10 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
+onstart:
+    check_local_cuda()
+
+
 rule all:
     default_target: True
     input:

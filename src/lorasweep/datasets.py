@@ -153,7 +153,7 @@ def save(dataset: Dataset, tensors_path: str | Path, meta_path: str | Path) -> N
     """Write the tensors (safetensors) and then a JSON sidecar with the spec, the ground truth
     and the tensors file's SHA-256, which :func:`load` checks."""
     spec = dataset.spec
-    save_tensors(tensors_path, dataset.tensors, metadata={"format_version": str(FORMAT_VERSION)})
+    save_tensors(tensors_path, dataset.tensors, metadata={"format_version": FORMAT_VERSION})
     write_json(
         meta_path,
         {
@@ -170,19 +170,35 @@ class DatasetFileError(RuntimeError):
     """A dataset file is missing, truncated, corrupted, or does not match its sidecar."""
 
 
-def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:
-    """Load a dataset written by :func:`save`, verifying its checksum first."""
+def verify(tensors_path: str | Path, meta_path: str | Path) -> dict:
+    """Check a saved dataset against the SHA-256 in its sidecar; return the sidecar."""
     tensors_path, meta_path = Path(tensors_path), Path(meta_path)
     try:
         meta = read_json(meta_path)
     except (OSError, ValueError) as err:
-        raise DatasetFileError(f"{meta_path}: unreadable dataset metadata ({err})") from err
+        raise DatasetFileError(
+            f"{meta_path}: unreadable dataset metadata ({err}); delete it and "
+            f"{tensors_path.name} to regenerate them"
+        ) from err
     actual = sha256_file(tensors_path)
     if actual != meta.get("sha256"):
         raise DatasetFileError(
-            f"{tensors_path}: checksum mismatch (expected {meta.get('sha256')}, got {actual}); "
-            "the file is truncated or corrupted. Delete it and rerun to regenerate it."
+            f"{tensors_path}: checksum mismatch (expected {meta.get('sha256')}, got {actual}): "
+            f"the file is truncated or corrupted; delete it and {meta_path.name} to regenerate"
         )
+    return meta
+
+
+def verify_existing(pairs) -> None:
+    """Verify every (tensors, metadata) pair whose two files both exist (pre-flight check)."""
+    for tensors_path, meta_path in pairs:
+        if Path(tensors_path).exists() and Path(meta_path).exists():
+            verify(tensors_path, meta_path)
+
+
+def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:
+    """Load a dataset written by :func:`save`, verifying its checksum first."""
+    meta = verify(tensors_path, meta_path)
     try:
         tensors = load_tensors(tensors_path)
     except Exception as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -48,9 +49,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def _strict(obj: Any) -> Any:
+    """Replace NaN and ±inf (not valid JSON) by None, recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Deterministic JSON: sorted keys, fixed indentation, trailing newline."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    """Deterministic, strict JSON: sorted keys, fixed indentation, non-finite numbers as null."""
+    write_text(path, json.dumps(_strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -63,20 +75,37 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         frame.to_csv(f, index=False, float_format="%.17g", lineterminator="\n")
 
 
+METADATA_KEY = "lorasweep"
+
+
 def save_tensors(
-    path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None
+    path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
 ) -> None:
-    """Save tensors with safetensors (no pickle), atomically."""
+    """Save tensors with safetensors (no pickle), atomically, with identical bytes every time.
+
+    safetensors keeps metadata in a hash map whose order changes between processes, so the
+    metadata is stored as one canonical JSON string under the key ``lorasweep``.
+    """
     from safetensors.torch import save
 
     contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    write_bytes(path, save(contiguous, metadata=dict(metadata) if metadata else None))
+    header = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)} if metadata else None
+    write_bytes(path, save(contiguous, metadata=header))
 
 
 def load_tensors(path: str | os.PathLike) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+def load_metadata(path: str | os.PathLike) -> dict:
+    """The metadata written by :func:`save_tensors` (empty if there is none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    return json.loads(header[METADATA_KEY]) if METADATA_KEY in header else {}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -49,7 +49,13 @@ def write_run(run_dir: Path, result: RunResult, truth: ds.GroundTruth, provenanc
     weights = run_dir / "weights.safetensors"
     metadata = {"run_id": spec.run_id, "method": spec.method}
     if spec.method == "lora":
-        metadata |= {"rank": str(spec.rank), "alpha": repr(spec.alpha), "scaling": spec.scaling}
+        metadata |= {
+            "rank": spec.rank,
+            "alpha": spec.alpha,
+            "scaling_rule": spec.scaling,
+            "scaling": result.scaling,
+            "init": spec.init,
+        }
     save_tensors(weights, result.tensors, metadata=metadata)
     frame = pd.DataFrame(result.epochs).reindex(columns=EPOCH_COLUMNS)
     write_csv(run_dir / "epochs.csv", frame)

@@ -114,6 +114,7 @@ class RunResult:
     device_name: str
     epoch_seconds: list[float]
     cached_base: bool
+    scaling: float | None = None
 
     @property
     def final(self) -> dict:
@@ -275,4 +276,5 @@ def train_run(
         device_name=device_name(device),
         epoch_seconds=epoch_seconds,
         cached_base=cache is not None,
+        scaling=model.scaling if spec.method == "lora" else None,
     )

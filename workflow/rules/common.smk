@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from lorasweep.config import ConfigError, check_semantics, describe_schema_error
 from lorasweep.choices import GEOMETRY_FIGURES
+from lorasweep.datasets import verify_existing
 from lorasweep.plan import build_plan, figures_for
 
 
@@ -42,6 +43,18 @@ def dataset_files(name):
         f"{RESULTS}/datasets/{name}.safetensors",
         f"{RESULTS}/datasets/{name}.json",
     ]
+
+
+verify_existing(dataset_files(name) for name in DATASETS)
+
+
+def check_local_cuda():
+    """Fail before any job when CUDA is required here but missing. On a cluster the check runs
+    in each training job instead, since the submitting host may have no GPU."""
+    if GPU_PER_JOB and workflow.is_main_process and workflow.local_exec:
+        from lorasweep.training import resolve_device
+
+        resolve_device("cuda")
 
 
 def job_inputs(wildcards):
