@@ -21,6 +21,10 @@ onstart:
     check_local_cuda()
 
 
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from lorasweep.choices import FIGURES
 
@@ -167,6 +169,22 @@ def build_plan(config: dict) -> Plan:
     if duplicates:
         raise ValueError(f"grid produces duplicate runs: {', '.join(duplicates[:3])}")
     return Plan(runs=runs, jobs=group_runs(runs, config.get("runs_per_job", 64)))
+
+
+def visible_cuda_devices() -> int:
+    """GPUs this process could use, found without importing torch: the NVIDIA driver's list,
+    narrowed by CUDA_VISIBLE_DEVICES when it is set."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    count = len(list(gpus.iterdir())) if gpus.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip() not in ("", "-1")]))
+    return count
+
+
+def requests_gpu(device: str) -> bool:
+    """Whether training jobs should request a GPU: ``cuda``, or ``auto`` where one is visible."""
+    return device == "cuda" or (device == "auto" and visible_cuda_devices() > 0)
 
 
 def figures_for(config: dict) -> list[str]:

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from lorasweep.config import ConfigError, check_semantics, describe_schema_error
 from lorasweep.choices import GEOMETRY_FIGURES
 from lorasweep.datasets import verify_existing
-from lorasweep.plan import build_plan, figures_for
+from lorasweep.plan import build_plan, figures_for, requests_gpu
 
 
 def validated(config):
@@ -29,7 +29,7 @@ validated(config)
 RESULTS = config["results"]
 PLAN = build_plan(config)
 DATASETS = {d["name"]: d for d in config["datasets"]}
-GPU_PER_JOB = 1 if config["train"]["device"] == "cuda" else 0
+GPU_PER_JOB = int(requests_gpu(config["train"]["device"]))
 FIGURE_NAMES = figures_for(config)
 
 
@@ -51,7 +51,11 @@ verify_existing(dataset_files(name) for name in DATASETS)
 def check_local_cuda():
     """Fail before any job when CUDA is required here but missing. On a cluster the check runs
     in each training job instead, since the submitting host may have no GPU."""
-    if GPU_PER_JOB and workflow.is_main_process and workflow.local_exec:
+    if (
+        config["train"]["device"] == "cuda"
+        and workflow.is_main_process
+        and workflow.local_exec
+    ):
         from lorasweep.training import resolve_device
 
         resolve_device("cuda")

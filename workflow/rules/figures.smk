@@ -14,6 +14,7 @@ for figure_name in FIGURE_NAMES:
             ),
         log:
             f"{RESULTS}/logs/figures/{figure_name}.log",
+        localrule: True
         conda:
             "../envs/lorasweep.yaml"
         params:

@@ -10,6 +10,7 @@ rule report:
         f"{RESULTS}/report.html",
     log:
         f"{RESULTS}/logs/report.log",
+    localrule: True
     conda:
         "../envs/lorasweep.yaml"
     params:
@@ -28,6 +29,7 @@ rule manifest:
         f"{RESULTS}/manifest.tsv",
     log:
         f"{RESULTS}/logs/manifest.log",
+    localrule: True
     conda:
         "../envs/lorasweep.yaml"
     script:

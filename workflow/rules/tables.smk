@@ -8,6 +8,7 @@ rule tables:
         provenance=f"{RESULTS}/tables/provenance.csv",
     log:
         f"{RESULTS}/logs/tables.log",
+    localrule: True
     conda:
         "../envs/lorasweep.yaml"
     script:
@@ -24,6 +25,7 @@ rule geometry:
         pairs=f"{RESULTS}/tables/subspace_pairs.csv",
     log:
         f"{RESULTS}/logs/geometry.log",
+    localrule: True
     conda:
         "../envs/lorasweep.yaml"
     params:
