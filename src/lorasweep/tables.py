@@ -23,7 +23,7 @@ RUN_COLUMNS = [
     "diverged_epoch", "adapter_params", "train_state_bytes", "adapter_bytes",
     "initial_val_loss", "optimal_val_loss", "noise_floor", "gap_to_optimal",
     "dataset_kind", "in_features", "out_features", "task_rank", "noise_std",
-    "cached_base", "job_id",
+    "cached_base",
 ]  # fmt: skip
 LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout"]
 SORT_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr", "lr_ratio", "seed"]
@@ -83,7 +83,6 @@ def collect(
                 "out_features": dataset["out_features"],
                 "task_rank": dataset["task_rank"] if dataset["kind"] == "lowrank" else None,
                 "noise_std": dataset["noise_std"],
-                "job_id": job_id,
             }
         )
         epochs = pd.read_csv(run_dir / "epochs.csv")
@@ -93,6 +92,7 @@ def collect(
         timing_rows.append(
             {
                 "run_id": metrics["run_id"],
+                "job_id": job_id,
                 "epochs_timed": len(seconds),
                 "mean_epoch_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
                 "total_train_seconds": sum(seconds),

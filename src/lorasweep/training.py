@@ -73,26 +73,30 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
 
 
 class CachedBaseForward:
-    """Forward pass of a LoRA layer whose input is data, with the frozen product W₀x precomputed.
+    """Train a LoRA layer fed by data against the residual of its frozen base product.
 
-    W₀x does not depend on any trainable parameter, so it is computed once for the whole split;
-    each step then costs O(n·r·(d_in + d_out)) instead of O(n·d_in·d_out). The output is
-    ``W₀x + b + s·B(Ax)``, the same as :meth:`LoRALinear.forward` up to float rounding.
+    W₀x does not depend on any trainable parameter, so for each split it is computed once and
+    folded into the target: r = y − W₀x. A step then predicts ``b + s·B(Ax)`` and compares it
+    with r, which is the same loss as ``W₀x + b + s·B(Ax)`` against y up to float rounding, at
+    O(n·r·(d_in + d_out)) per epoch instead of O(n·d_in·d_out), holding one n×d_out tensor
+    instead of two.
     """
 
-    def __init__(self, layer: LoRALinear, splits: dict[str, torch.Tensor]) -> None:
+    def __init__(self, layer: LoRALinear, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]):
         self.layer = layer
         with torch.no_grad():
-            self.base_products = {name: x @ layer.base.weight.T for name, x in splits.items()}
+            self.residuals = {name: y - x @ layer.base.weight.T for name, (x, y) in splits.items()}
 
-    def __call__(self, split: str, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        base = self.base_products[split]
-        if index is not None:
-            base = base[index]
-        out = base + self.layer.adapter_output(x)
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output minus W₀x."""
+        out = self.layer.adapter_output(x)
         if self.layer.base.bias is not None:
             out = out + self.layer.base.bias
         return out
+
+    def target(self, split: str, index: torch.Tensor | None) -> torch.Tensor:
+        residual = self.residuals[split]
+        return residual if index is None else residual[index]
 
 
 def can_cache_base(model: nn.Module) -> bool:
@@ -185,16 +189,20 @@ def train_run(
         split: (dataset[f"X_{split}"].to(device), dataset[f"y_{split}"].to(device))
         for split in ("train", "val")
     }
-    cache = CachedBaseForward(model, {s: xy[0] for s, xy in data.items()}) if use_cache else None
+    cache = CachedBaseForward(model, data) if use_cache else None
 
-    def predict(split: str, index: torch.Tensor | None = None) -> torch.Tensor:
-        x = data[split][0] if index is None else data[split][0][index]
-        return cache(split, x, index) if cache is not None else model(x)
+    def loss_on(split: str, index: torch.Tensor | None = None) -> torch.Tensor:
+        x, y = data[split]
+        if index is not None:
+            x = x[index]
+        if cache is not None:
+            return nn.functional.mse_loss(cache.predict(x), cache.target(split, index))
+        return nn.functional.mse_loss(model(x), y if index is None else y[index])
 
     def evaluate(split: str) -> float:
         model.eval()
         with torch.no_grad():
-            return float(nn.functional.mse_loss(predict(split), data[split][1]))
+            return float(loss_on(split))
 
     if spec.method == "lora":
         groups = [
@@ -210,7 +218,8 @@ def train_run(
     optimizer = torch.optim.Adam(groups)
 
     n_train = data["train"][0].shape[0]
-    batch = spec.batch_size or n_train
+    batch = min(spec.batch_size or n_train, n_train)
+    shuffled = batch < n_train
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
     nan = math.nan
     epochs = [
@@ -226,15 +235,15 @@ def train_run(
     for epoch in range(1, spec.epochs + 1):
         start = time.perf_counter()
         model.train()
-        order = torch.randperm(n_train, generator=shuffle).to(device) if spec.batch_size else None
+        order = torch.randperm(n_train, generator=shuffle).to(device) if shuffled else None
         loss_sum, norm_sums, steps = 0.0, dict.fromkeys(norm_params, 0.0), 0
         for lo in range(0, n_train, batch):
             index = order[lo : lo + batch] if order is not None else None
-            target = data["train"][1] if index is None else data["train"][1][index]
+            size = min(batch, n_train - lo)
             optimizer.zero_grad(set_to_none=True)
-            loss = nn.functional.mse_loss(predict("train", index), target)
+            loss = loss_on("train", index)
             loss_value = float(loss.detach())
-            loss_sum += loss_value * target.shape[0]
+            loss_sum += loss_value * size
             if not math.isfinite(loss_value):
                 break
             loss.backward()

@@ -1,0 +1,91 @@
+"""Shared helpers: repeat timings, summarise them, write CSVs, print one table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = Path(os.environ.get("LORASWEEP_BENCH_OUT", REPO / "results" / "benchmarks"))
+
+
+def machine() -> str:
+    """One line naming this machine: CPU model, cores, memory, torch build."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, torch {torch.__version__}, {device}"
+
+
+def repeat(fn: Callable[[], object], repeats: int = 5, budget_s: float = 20.0, warmup: int = 1):
+    """Wall-clock seconds of ``fn`` over up to ``repeats`` calls (at least 3, fewer calls if the
+    budget runs out), after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def summary(times: list[float], prefix: str = "") -> dict:
+    return {
+        f"{prefix}median_s": statistics.median(times),
+        f"{prefix}min_s": min(times),
+        f"{prefix}max_s": max(times),
+        f"{prefix}repeats": len(times),
+    }
+
+
+def timed_command(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
+    """Seconds a command takes from start to exit; raises if it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{cmd} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def python_cmd(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def write(name: str, frame: pd.DataFrame) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.csv"
+    frame.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def show(title: str, frame: pd.DataFrame) -> None:
+    print(f"\n## {title}\n")
+    print(frame.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else frame.to_string(index=False))
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
