@@ -80,7 +80,11 @@ def write(name: str, frame: pd.DataFrame) -> Path:
 
 def show(title: str, frame: pd.DataFrame) -> None:
     print(f"\n## {title}\n")
-    print(frame.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else frame.to_string(index=False))
+    print(
+        frame.to_markdown(index=False, floatfmt=".4g")
+        if _has_tabulate()
+        else frame.to_string(index=False)
+    )
 
 
 def _has_tabulate() -> bool:

@@ -19,7 +19,16 @@ CORES = 2
 
 
 def pipeline(workdir: Path, configfile: Path | None) -> float:
-    args = ["-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores", str(CORES), "--quiet", "all"]
+    args = [
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--cores",
+        str(CORES),
+        "--quiet",
+        "all",
+    ]
     if configfile:
         args += ["--configfile", str(configfile)]
     return timed_command(python_cmd(*args, "--", "results/tables/runs.csv"), cwd=workdir)

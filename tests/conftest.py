@@ -32,3 +32,38 @@ def tiny_run(tmp_path_factory) -> Path:
     shutil.copy(CONFIGS / "tiny.yaml", workdir / "tiny.yaml")
     snakemake(workdir, "--cores", "2", "--configfile", "tiny.yaml")
     return workdir
+
+
+def _slurm_wanted() -> bool:
+    """Run the local Slurm cluster for this session: required (CI), or root with Slurm present."""
+    if os.environ.get("LORASWEEP_REQUIRE_SLURM") == "1":
+        return True
+    return os.geteuid() == 0 and shutil.which("sinfo") is not None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_cluster():
+    """The single-node Slurm cluster of ci/slurm/start.sh, up for the whole session.
+
+    Besides serving the Slurm tests, a live controller keeps every other Snakemake start-up
+    fast: snakemake-executor-plugin-slurm 2.8.0 runs ``scontrol show config`` (10 s timeout)
+    whenever Slurm's client tools are installed, and with no controller it waits the full 10 s.
+    Yields the partition name, or None when no cluster could be started (with the reason in
+    ``slurm_cluster.reason``).
+    """
+    if not _slurm_wanted():
+        slurm_cluster.reason = "Slurm is not installed here, or this is not root"
+        yield None
+        return
+    start = subprocess.run(
+        ["bash", str(REPO / "ci" / "slurm" / "start.sh")],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if start.returncode != 0:
+        slurm_cluster.reason = f"ci/slurm/start.sh failed:\n{start.stderr[-3000:]}"
+        yield None
+        return
+    try:
+        yield start.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(REPO / "ci" / "slurm" / "stop.sh")], timeout=120)

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from lorasweep.plan import build_plan, format_number, group_runs
+from lorasweep.plan import build_plan, estimated_cost, format_number, group_runs
 
 from .conftest import CONFIGS, REPO
 
@@ -24,21 +24,26 @@ def test_run_ids_are_stable_unique_and_readable():
 
 def test_every_run_is_in_exactly_one_job_and_jobs_respect_runs_per_job():
     config = load(CONFIGS / "tiny.yaml")
+    runs = build_plan(config).runs
+    datasets = {d["name"]: d for d in config["datasets"]}
     for per_job in (1, 3, 4, 100):
-        jobs = group_runs(build_plan(config).runs, per_job)
-        members = [run.run_id for runs in jobs.values() for run in runs]
-        assert sorted(members) == sorted(r.run_id for r in build_plan(config).runs)
-        assert max(len(runs) for runs in jobs.values()) <= per_job
+        for workers in (None, 1, 2, 3):
+            jobs = group_runs(runs, datasets, per_job, workers)
+            members = [run.run_id for group in jobs.values() for run in group]
+            assert sorted(members) == sorted(r.run_id for r in runs)
+            if workers:
+                assert len(jobs) % workers == 0 or len(jobs) == len(runs)
+            if not workers or workers == 1:
+                assert max(len(group) for group in jobs.values()) <= per_job
 
 
-def test_adding_a_seed_leaves_existing_jobs_unchanged():
-    config = load(CONFIGS / "tiny.yaml")
-    before = build_plan(config).jobs
-    config["seeds"].append(5)
-    after = build_plan(config).jobs
-    for job, runs in before.items():
-        assert [r.run_id for r in after[job]] == [r.run_id for r in runs]
-    assert len(after) > len(before)
+def test_jobs_have_balanced_estimated_cost():
+    config = load(REPO / "config" / "config.yaml")
+    plan = build_plan(config, workers=2)
+    assert len(plan.jobs) == 2
+    dataset = config["datasets"][0]
+    costs = [sum(estimated_cost(r, dataset) for r in group) for group in plan.jobs.values()]
+    assert max(costs) / min(costs) < 1.05
 
 
 def test_default_and_seed_demo_presets_expand():

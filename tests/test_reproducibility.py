@@ -40,9 +40,7 @@ def test_manifest_lists_every_result_file(tiny_run):
 
 
 def test_adapters_carry_their_settings(tiny_run):
-    weights = next(
-        (tiny_run / "results" / "runs").glob("*/*_r4_a8_rslora_*_s0/weights.safetensors")
-    )
+    weights = next((tiny_run / "results" / "runs").glob("*_r4_a8_rslora_*_s0/weights.safetensors"))
     meta = load_metadata(weights)
     assert meta["rank"] == 4 and meta["scaling_rule"] == "rslora"
     assert meta["scaling"] == pytest.approx(8 / 2)

@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -51,8 +52,8 @@ def test_epochs_table_is_long_format_with_epoch_zero(tiny_run):
 
 
 def test_per_run_files_exist(tiny_run):
-    run_dirs = list((tiny_run / "results" / "runs").glob("*/*__*"))
-    assert len(run_dirs) == 18
+    run_dirs = list((tiny_run / "results" / "runs").iterdir())
+    assert len(run_dirs) == 18 and all("__" in d.name for d in run_dirs)
     for run_dir in run_dirs:
         names = {p.name for p in run_dir.iterdir()}
         assert names == {
@@ -164,3 +165,31 @@ def test_snakefmt_and_ruff_are_clean():
     ):
         result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, f"{cmd}: {result.stdout}{result.stderr}"
+
+
+def test_adding_a_grid_value_trains_only_the_new_runs(tiny_run, tmp_path):
+    shutil.copytree(tiny_run / "results", tmp_path / "results")
+    shutil.copy(CONFIGS / "tiny.yaml", tmp_path / "tiny.yaml")
+    before = {
+        p.parent.name: p.stat().st_mtime_ns
+        for p in (tmp_path / "results" / "runs").glob("*/metrics.json")
+    }
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump({"grid": {"rank": [1, 2, 4]}}))
+    started = time.time_ns()
+    result = snakemake(tmp_path, "--cores", "2", "--configfile", "tiny.yaml", "more.yaml")
+    after = {
+        p.parent.name: p.stat().st_mtime_ns
+        for p in (tmp_path / "results" / "runs").glob("*/metrics.json")
+    }
+    assert {k: after[k] for k in before} == before, "an unrelated run was retrained"
+    new = set(after) - set(before)
+    assert len(new) == 8 and all("_r2_" in run_id for run_id in new)
+    new_logs = [
+        p for p in (tmp_path / "results" / "logs" / "train").glob("*.log")
+        if p.stat().st_mtime_ns >= started
+    ]  # fmt: skip
+    counts = re.findall(r"trained (\d+), reused (\d+)", "".join(p.read_text() for p in new_logs))
+    assert sum(int(t) for t, _ in counts) == 8, result.stdout[-2000:]
+    assert sum(int(r) for _, r in counts) == 18
+    runs = pd.read_csv(tmp_path / "results" / "tables" / "runs.csv")
+    assert len(runs) == 26

@@ -58,7 +58,7 @@ def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[
     results = Path(results)
     timings = {}
     start = time.perf_counter()
-    plan = build_plan(config)
+    plan = build_plan(config, workers=1)
     files = {}
     for spec in config["datasets"]:
         name = spec["name"]
@@ -68,12 +68,13 @@ def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[
         )
         ds.save(ds.generate(ds.DatasetSpec.from_config(spec)), *files[name])
     timings["datasets"] = time.perf_counter() - start
-    job_dirs = []
+    manifests = []
     for job_id, runs in plan.jobs.items():
-        job_dirs.append(results / "runs" / job_id)
-        run_job([r.as_dict() for r in runs], files, job_dirs[-1], threads=threads, progress=False)
+        manifests.append(results / "jobs" / f"{job_id}.json")
+        runs_dicts = [r.as_dict() for r in runs]
+        run_job(runs_dicts, files, results / "runs", manifests[-1], threads, progress=False)
     timings["train"] = time.perf_counter() - start - timings["datasets"]
-    tables = dict(zip(("runs", "epochs", "timings", "provenance"), collect(job_dirs), strict=True))
+    tables = dict(zip(("runs", "epochs", "timings", "provenance"), collect(manifests), strict=True))
     for name, frame in tables.items():
         write_csv(results / "tables" / f"{name}.csv", frame)
     timings["total"] = time.perf_counter() - start

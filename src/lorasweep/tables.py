@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,21 +32,22 @@ INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "ta
 
 
 class IncompleteRunError(RuntimeError):
-    """A job folder lacks a run's ``metrics.json``, so the run did not finish."""
+    """A job manifest names a run whose folder is missing or lacks ``metrics.json``."""
 
 
-def iter_run_dirs(job_dirs: Iterable[str | Path]) -> Iterable[tuple[str, Path]]:
-    """(job id, run folder) for every run listed in each job's ``job.json``."""
-    for job_dir in map(Path, job_dirs):
+def iter_run_dirs(manifests: Iterable[str | Path]) -> Iterable[tuple[str, Path]]:
+    """(job id, run folder) for every run listed in each job manifest (``jobs/<job>.json``)."""
+    for manifest in map(Path, manifests):
         try:
-            run_ids = read_json(job_dir / "job.json")["runs"]
+            listing = read_json(manifest)
         except FileNotFoundError as err:
-            raise IncompleteRunError(f"{job_dir}: no job.json, the job did not finish") from err
-        for run_id in run_ids:
-            run_dir = job_dir / run_id
+            raise IncompleteRunError(f"{manifest}: missing, the job did not finish") from err
+        runs_dir = Path(os.path.normpath(manifest.parent / listing["runs_dir"]))
+        for run_id in listing["runs"]:
+            run_dir = runs_dir / run_id
             if not (run_dir / "metrics.json").is_file():
                 raise IncompleteRunError(f"{run_dir}: metrics.json missing, run incomplete")
-            yield job_dir.name, run_dir
+            yield manifest.stem, run_dir
 
 
 PROVENANCE_COLUMNS = [
@@ -55,13 +57,13 @@ PROVENANCE_COLUMNS = [
 
 
 def collect(
-    job_dirs: Iterable[str | Path],
+    manifests: Iterable[str | Path],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Build (runs, epochs, timings, provenance) from job folders written by
-    :func:`lorasweep.jobs.run_job`. ``provenance`` has one row per distinct environment, with
+    """Build (runs, epochs, timings, provenance) from the job manifests and run folders written
+    by :func:`lorasweep.jobs.run_job`. ``provenance`` has one row per distinct environment, with
     the number of runs that used it."""
     run_rows, epoch_frames, timing_rows, environments = [], [], [], []
-    for job_id, run_dir in iter_run_dirs(job_dirs):
+    for job_id, run_dir in iter_run_dirs(manifests):
         metrics = read_json(run_dir / "metrics.json")
         provenance = read_json(run_dir / "provenance.json")
         dataset = provenance["dataset"]["spec"]

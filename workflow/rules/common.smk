@@ -27,7 +27,12 @@ def validated(config):
 
 validated(config)
 RESULTS = config["results"]
-PLAN = build_plan(config)
+LOCAL_CORES = (
+    workflow.resource_settings.cores
+    if workflow.is_main_process and workflow.local_exec
+    else None
+)
+PLAN = build_plan(config, workers=LOCAL_CORES)
 DATASETS = {d["name"]: d for d in config["datasets"]}
 GPU_PER_JOB = int(requests_gpu(config["train"]["device"]))
 FIGURE_NAMES = figures_for(config)
@@ -73,8 +78,8 @@ def job_runs(wildcards):
     return [run.as_dict() for run in PLAN.jobs[wildcards.job]]
 
 
-def job_dirs():
-    return [f"{RESULTS}/runs/{job}" for job in PLAN.jobs]
+def job_manifests():
+    return [f"{RESULTS}/jobs/{job}.json" for job in PLAN.jobs]
 
 
 def figure_files(ext):
@@ -96,10 +101,11 @@ TABLES = ["runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs
 
 
 def result_files():
-    """Every result file the workflow writes, except the logs and the manifest itself."""
+    """Every declared result file, except the logs and the manifest. The run folders listed in
+    the job manifests are added by the manifest script."""
     return [
         *[f for name in DATASETS for f in dataset_files(name)],
-        *job_dirs(),
+        *job_manifests(),
         *[f"{RESULTS}/tables/{name}.csv" for name in TABLES],
         *figure_files("pdf"),
         *figure_files("png"),

@@ -25,6 +25,7 @@ rule manifest:
     input:
         report=f"{RESULTS}/report.html",
         results=result_files(),
+        jobs=job_manifests(),
     output:
         f"{RESULTS}/manifest.tsv",
     log:

@@ -1,6 +1,6 @@
 rule tables:
     input:
-        job_dirs(),
+        job_manifests(),
     output:
         runs=f"{RESULTS}/tables/runs.csv",
         epochs=f"{RESULTS}/tables/epochs.csv",
@@ -17,7 +17,7 @@ rule tables:
 
 rule geometry:
     input:
-        runs=job_dirs(),
+        runs=job_manifests(),
         tensors=[dataset_files(name)[0] for name in DATASETS],
         meta=[dataset_files(name)[1] for name in DATASETS],
     output:

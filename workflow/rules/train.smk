@@ -2,7 +2,7 @@ rule train:
     input:
         unpack(job_inputs),
     output:
-        directory(f"{RESULTS}/runs/{{job}}"),
+        f"{RESULTS}/jobs/{{job}}.json",
     log:
         f"{RESULTS}/logs/train/{{job}}.log",
     conda:
@@ -13,5 +13,6 @@ rule train:
     params:
         runs=job_runs,
         datasets=lambda wildcards: PLAN.job_datasets(wildcards.job),
+        reuse=config["reuse_runs"],
     script:
         "../scripts/train.py"

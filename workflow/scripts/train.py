@@ -18,6 +18,8 @@ with logged_to(snakemake.log[0]):  # noqa: F821
                 sm.params.datasets, sm.input.tensors, sm.input.meta, strict=True
             )
         },
-        out_dir=sm.output[0],
+        runs_root=Path(sm.output[0]).parent.parent / "runs",
+        manifest=sm.output[0],
         threads=sm.threads,
+        reuse=sm.params.reuse,
     )
