@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint format report clean-results
+.PHONY: setup run test bench lint format report clean-results
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (not part of the tests): needs the optional loralib/PEFT extra. BENCH_ARGS picks
+# suites, e.g. make bench BENCH_ARGS="step memory".
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src workflow tests
