@@ -93,3 +93,20 @@ def _has_tabulate() -> bool:
     except ImportError:
         return False
     return True
+
+
+README_START, README_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+
+
+def update_readme(machine_line: str, sections: list[tuple[str, pd.DataFrame]]) -> None:
+    """Replace the README's benchmark block with these tables, generated, never typed in."""
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return
+    body = [f"Latest run: {time.strftime('%Y-%m-%d')}, on {machine_line}.", ""]
+    for title, frame in sections:
+        body += [f"**{title}**", "", frame.to_markdown(index=False, floatfmt=".4g"), ""]
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + README_START + "\n" + "\n".join(body) + README_END + tail)

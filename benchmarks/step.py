@@ -3,8 +3,9 @@ PEFT, full fine-tuning, and the lower bound of one frozen base forward product a
 
 An epoch is N_TRAIN samples in mini-batches of ``batch`` (shuffled when there is more than one
 batch), each step a forward, MSE backward and Adam step, as in lorasweep.training. The cached
-variant trains against r = y − W₀x computed once per dataset (its one-time cost is reported as
-``setup_s``); all others recompute W₀x every step.
+variant is lorasweep.training.cached_loss, as training uses it: against r = y − W₀x computed once
+per dataset, or, when one batch covers the whole split, from the sufficient statistics XᵀX and RᵀX
+(its one-time cost is reported as ``setup_s``); all others recompute W₀x every step.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from benchmarks.common import repeat, summary
 from lorasweep.lora import LoRALinear
-from lorasweep.training import CachedBaseForward
+from lorasweep.training import cached_loss
 
 SHAPES = [(64, 10), (1024, 1024), (4096, 4096)]
 RANKS = [4, 8, 64]
@@ -44,7 +45,7 @@ def _base(w0: torch.Tensor, b0: torch.Tensor) -> nn.Linear:
     return layer
 
 
-def build(variant: str, rank: int, w0, b0, x, y):
+def build(variant: str, rank: int, w0, b0, x, y, batch: int):
     """(loss_of_batch(index), parameters to train, one-time setup seconds) for a variant."""
     import time
 
@@ -55,14 +56,9 @@ def build(variant: str, rank: int, w0, b0, x, y):
                            generator=torch.Generator().manual_seed(1))  # fmt: skip
         params = [layer.lora_A, layer.lora_B]
         if variant == "ours_cached":
-            cache = CachedBaseForward(layer, {"train": (x, y)})
+            fast = cached_loss(layer, {"train": (x, y)}, batch)
             setup = time.perf_counter() - start
-
-            def loss(index):
-                xb = x if index is None else x[index]
-                return nn.functional.mse_loss(cache.predict(xb), cache.target("train", index))
-
-            return loss, params, setup
+            return (lambda index: fast("train", index)), params, setup
         model = layer
     elif variant == "loralib":
         import loralib
@@ -142,7 +138,7 @@ def run(
                         epoch_times = [t * steps for t in step_times]
                         setup = 0.0
                     else:
-                        loss, params, setup = build(variant, rank, w0, b0, x, y)
+                        loss, params, setup = build(variant, rank, w0, b0, x, y, batch)
                         step, epoch = trainer(loss, params, batch)
                         step_times = repeat(step, repeats=7, budget_s=budget_s)
                         epoch_times = repeat(epoch, repeats=5, budget_s=budget_s)

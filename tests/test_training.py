@@ -32,6 +32,41 @@ def test_cached_base_matches_uncached_path(data):
             assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
 
 
+def test_sufficient_statistics_path_is_used_when_it_pays_off(data):
+    from lorasweep.training import build_model, can_use_gram
+
+    model = build_model(lora(), data, torch.device("cpu"))
+    assert can_use_gram(model, batch=512, n_train=512)
+    assert not can_use_gram(model, batch=64, n_train=512)
+    assert not can_use_gram(model, batch=16, n_train=16)
+    assert not can_use_gram(build_model(lora(dropout=0.1), data, torch.device("cpu")), 512, 512)
+
+
+def test_sufficient_statistics_path_matches_the_direct_loss(data):
+    for spec in (lora(batch_size=None), lora(batch_size=None, bias="all", init="randn")):
+        fast = train_run(spec, data)
+        plain = train_run(spec, data, use_cache=False)
+        assert fast.cached_base
+        for a, b in zip(fast.epochs, plain.epochs, strict=True):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+        for name in fast.tensors:
+            torch.testing.assert_close(
+                fast.tensors[name], plain.tensors[name], rtol=1e-4, atol=1e-5
+            )
+
+
+def test_gram_loss_equals_direct_mse_for_random_adapters(data):
+    from lorasweep.training import CachedBaseForward, GramLoss, build_model
+
+    model = build_model(lora(init="randn", bias="all"), data, torch.device("cpu"))
+    splits = {"train": (data["X_train"], data["y_train"])}
+    direct = CachedBaseForward(model, splits)
+    x = data["X_train"]
+    expected = torch.nn.functional.mse_loss(direct.predict(x), direct.target("train", None))
+    assert GramLoss(model, splits).loss("train").item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_cache_is_automatic_for_lora_and_off_for_full_ft(data):
     assert train_run(lora(epochs=1), data).cached_base
     full = RunSpec(dataset="d", method="full", seed=0, lr=0.01, epochs=1, batch_size=64,

@@ -96,6 +96,28 @@ def _band(ax, x, mean, sd, color, label=None, **kwargs):
         ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
 
 
+def _mean_sd(frame: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
+    """Mean and sample sd (0 for a single value) of ``column`` for each value of ``by``."""
+    return frame.groupby(by)[column].agg(["mean", "std"]).fillna(0.0)
+
+
+def _errorbar(ax, x, mean, sd, color, label, size: float = 3, **kwargs) -> None:
+    """Mean ± sd markers joined by a line, in the figures' common style."""
+    ax.errorbar(x, mean, yerr=sd, marker="o", markersize=size, capsize=2 * size / 3,
+                color=color, label=label, **kwargs)  # fmt: skip
+
+
+def _log_axes(ax, xlabel: str, ylabel: str, title: str, x_base: int = 2, legend=True) -> None:
+    """Log-log axes (x in powers of ``x_base``) with labels, title and a framed legend."""
+    ax.set_xscale("log", base=x_base)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(frameon=True)
+
+
 def _no_data(message: str) -> plt.Figure:
     fig, axes = _panels(1, 1)
     axes[0, 0].text(0.5, 0.5, message, ha="center", va="center", wrap=True)
@@ -136,11 +158,11 @@ def learning_curves(t: Tables) -> plt.Figure:
             ax = axes[i, j]
             panel = curves[(curves["dataset"] == dataset) & (curves["scaling"] == scaling)]
             for rank, group in panel.groupby("rank", sort=True):
-                stats = group.groupby("epoch")["val_loss"].agg(["mean", "std"]).fillna(0.0)
+                stats = _mean_sd(group, "epoch", "val_loss")
                 _band(ax, stats.index, stats["mean"], stats["std"], colors[int(rank)], f"r={rank}")
             full = full_curves[full_curves["dataset"] == dataset]
             if not full.empty:
-                stats = full.groupby("epoch")["val_loss"].agg(["mean", "std"]).fillna(0.0)
+                stats = _mean_sd(full, "epoch", "val_loss")
                 _band(
                     ax,
                     stats.index,
@@ -180,15 +202,13 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
         panel = best[best["dataset"] == dataset]
         for scaling in _ordered_scalings(panel["scaling"]):
             group = panel[panel["scaling"] == scaling]
-            ax.errorbar(
+            _errorbar(
+                ax,
                 group["rank"],
                 group["mean"],
-                yerr=group["std"],
-                marker="o",
-                markersize=3,
-                capsize=2,
-                color=palette[scaling],
-                label=_scaling_label(scaling),
+                group["std"],
+                palette[scaling],
+                _scaling_label(scaling),
             )
         optimum = (
             lora[lora["dataset"] == dataset].groupby("rank")["optimal_val_loss"].first().dropna()
@@ -207,12 +227,7 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
             mean, sd = full
             ax.axhline(mean, color=FULL_COLOR, linestyle="--", linewidth=1, label="full FT")
             ax.axhspan(mean - sd, mean + sd, color=FULL_COLOR, alpha=0.12, linewidth=0)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("LoRA rank r")
-        ax.set_ylabel("final validation MSE")
-        ax.set_title(dataset)
-        ax.legend(frameon=True)
+        _log_axes(ax, "LoRA rank r", "final validation MSE", dataset)
     fig.tight_layout()
     return fig
 
@@ -235,16 +250,7 @@ def loss_vs_params(t: Tables) -> plt.Figure:
     for j, dataset in enumerate(datasets):
         ax = axes[0, j]
         group = best[best["dataset"] == dataset]
-        ax.errorbar(
-            group["params"],
-            group["mean"],
-            yerr=group["std"],
-            marker="o",
-            markersize=3,
-            capsize=2,
-            color=color,
-            label="LoRA",
-        )
+        _errorbar(ax, group["params"], group["mean"], group["std"], color, "LoRA")
         for _, row in group.iterrows():
             ax.annotate(
                 f"r={row['rank']}",
@@ -294,11 +300,7 @@ def rank_alpha_heatmap(t: Tables) -> plt.Figure:
     if lora.empty:
         return _no_data("no completed LoRA runs")
     best = analysis.best_lora_settings(runs, ["dataset", "scaling", "rank", "alpha"])
-    panels = [
-        (dataset, scaling)
-        for dataset in sorted(best["dataset"].unique())
-        for scaling in _ordered_scalings(best.loc[best["dataset"] == dataset, "scaling"])
-    ]
+    panels = _dataset_scaling_panels(best)
     fig, axes = _panels(1, len(panels))
     for j, (dataset, scaling) in enumerate(panels):
         ax = axes[0, j]
@@ -341,23 +343,24 @@ def grad_norm_vs_rank(t: Tables) -> plt.Figure:
                     group = panel[(panel["scaling"] == scaling) & (panel["alpha"] == alpha)]
                     if group.empty:
                         continue
-                    stats = group.groupby("rank")[column].agg(["mean", "std"]).fillna(0.0)
-                    ax.errorbar(
+                    stats = _mean_sd(group, "rank", column)
+                    _errorbar(
+                        ax,
                         stats.index,
                         stats["mean"],
-                        yerr=stats["std"],
-                        marker="o",
-                        markersize=2.5,
-                        capsize=1.5,
-                        color=palette[scaling],
+                        stats["std"],
+                        palette[scaling],
+                        f"{_scaling_label(scaling)}, α={alpha:g}",
+                        size=2.5,
                         linestyle=style_of[alpha],
-                        label=f"{_scaling_label(scaling)}, α={alpha:g}",
                     )
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("LoRA rank r")
-            ax.set_ylabel(f"mean ‖∇{column[-1]}‖_F, epoch 1")
-            ax.set_title(f"{dataset} · gradient of {column[-1]}")
+            _log_axes(
+                ax,
+                "LoRA rank r",
+                f"mean ‖∇{column[-1]}‖_F, epoch 1",
+                f"{dataset} · gradient of {column[-1]}",
+                legend=False,
+            )
     axes[0, -1].legend(frameon=True, ncol=1)
     fig.tight_layout()
     return fig
@@ -396,11 +399,7 @@ def alpha_lr_heatmap(t: Tables) -> plt.Figure:
     if lora.empty:
         return _no_data("no α × lr grid")
     stats = analysis.seed_stats(lora, ["dataset", "scaling", "rank", "alpha", "lr"])
-    panels = [
-        (d, s)
-        for d in sorted(stats["dataset"].unique())
-        for s in _ordered_scalings(stats.loc[stats["dataset"] == d, "scaling"])
-    ]
+    panels = _dataset_scaling_panels(stats)
     fig, axes = _panels(1, len(panels))
     for j, (dataset, scaling) in enumerate(panels):
         cell = stats[(stats["dataset"] == dataset) & (stats["scaling"] == scaling)]
@@ -468,22 +467,16 @@ def subspace_similarity(t: Tables) -> plt.Figure:
             )
         ):
             for m, dataset in enumerate(sorted(lora["dataset"].unique())):
-                stats = (
-                    lora[lora["dataset"] == dataset]
-                    .groupby("rank")[column]
-                    .agg(["mean", "std"])
-                    .fillna(0.0)
-                )
-                ax.errorbar(
+                stats = _mean_sd(lora[lora["dataset"] == dataset], "rank", column)
+                _errorbar(
+                    ax,
                     stats.index,
                     stats["mean"],
-                    yerr=stats["std"],
-                    marker="o",
-                    markersize=2.5,
-                    capsize=1.5,
-                    color=palette[k],
+                    stats["std"],
+                    palette[k],
+                    f"{label}, {dataset}",
+                    size=2.5,
                     linestyle=["-", "--", ":"][m % 3],
-                    label=f"{label}, {dataset}",
                 )
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.02, 1.05)
@@ -509,21 +502,14 @@ def amplification(t: Tables) -> plt.Figure:
         ax = axes[0, j]
         panel = lora[lora["dataset"] == dataset]
         for scaling in _ordered_scalings(panel["scaling"]):
-            stats = (
-                panel[panel["scaling"] == scaling]
-                .groupby("rank")["amplification"]
-                .agg(["mean", "std"])
-                .fillna(0.0)
-            )
-            ax.errorbar(
+            stats = _mean_sd(panel[panel["scaling"] == scaling], "rank", "amplification")
+            _errorbar(
+                ax,
                 stats.index,
                 stats["mean"],
-                yerr=stats["std"],
-                marker="o",
-                markersize=3,
-                capsize=2,
-                color=palette[scaling],
-                label=_scaling_label(scaling),
+                stats["std"],
+                palette[scaling],
+                _scaling_label(scaling),
             )
         full = data[(data["method"] == "full") & (data["dataset"] == dataset)]["amplification"]
         if not full.empty:
@@ -534,12 +520,7 @@ def amplification(t: Tables) -> plt.Figure:
                 linewidth=1,
                 label="full FT (r = rank ΔW*)",
             )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("LoRA rank r")
-        ax.set_ylabel("amplification ‖ΔW‖ / ‖UᵀW₀V‖")
-        ax.set_title(dataset)
-        ax.legend(frameon=True)
+        _log_axes(ax, "LoRA rank r", "amplification ‖ΔW‖ / ‖UᵀW₀V‖", dataset)
     fig.tight_layout()
     return fig
 
@@ -563,7 +544,7 @@ def init_comparison(t: Tables) -> plt.Figure:
         starts = []
         for init in [x for x in INITS if x in set(panel["init"])]:
             group = panel[panel["init"] == init]
-            stats = group.groupby("epoch")["val_loss"].agg(["mean", "std"]).fillna(0.0)
+            stats = _mean_sd(group, "epoch", "val_loss")
             _band(ax, stats.index, stats["mean"], stats["std"], palette[init], init)
             start = group[group["epoch"] == 0]["val_loss"]
             starts.append((init, start.mean(), start.std(ddof=1) if len(start) > 1 else 0.0))
@@ -605,22 +586,10 @@ def lora_plus(t: Tables) -> plt.Figure:
     for j, dataset in enumerate(datasets):
         ax = axes[0, j]
         for rank, group in stats[stats["dataset"] == dataset].groupby("rank"):
-            ax.errorbar(
-                group["lr_ratio"],
-                group["mean"],
-                yerr=group["std"],
-                marker="o",
-                markersize=3,
-                capsize=2,
-                color=colors[int(rank)],
-                label=f"r={rank}",
+            _errorbar(
+                ax, group["lr_ratio"], group["mean"], group["std"], colors[int(rank)], f"r={rank}"
             )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("λ = lr(B) / lr(A)")
-        ax.set_ylabel("final validation MSE")
-        ax.set_title(dataset)
-        ax.legend(frameon=True)
+        _log_axes(ax, "λ = lr(B) / lr(A)", "final validation MSE", dataset)
     fig.tight_layout()
     return fig
 
@@ -641,27 +610,29 @@ def task_rank_knee(t: Tables) -> plt.Figure:
     for color, dataset in zip(palette, datasets, strict=True):
         k, floor = int(meta.loc[dataset, "task_rank"]), float(meta.loc[dataset, "noise_floor"])
         group = best[best["dataset"] == dataset]
-        ax.errorbar(
+        _errorbar(
+            ax,
             group["rank"],
             group["mean"] / floor,
-            yerr=group["std"] / floor,
-            marker="o",
-            markersize=3,
-            capsize=2,
-            color=color,
-            label=f"k={k} ({dataset})",
+            group["std"] / floor,
+            color,
+            f"k={k} ({dataset})",
         )
         optimum = lora[lora["dataset"] == dataset].groupby("rank")["optimal_val_loss"].first()
         ax.plot(optimum.index, optimum.values / floor, color=color, linestyle="--", linewidth=0.8)
         ax.axvline(k, color=color, linestyle=":", linewidth=1)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("LoRA rank r")
-    ax.set_ylabel("final validation MSE / σ²")
-    ax.set_title("knee at r = task rank k")
-    ax.legend(frameon=True)
+    _log_axes(ax, "LoRA rank r", "final validation MSE / σ²", "knee at r = task rank k")
     fig.tight_layout()
     return fig
+
+
+def _dataset_scaling_panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(dataset, scaling rule) pairs present in ``frame``, datasets sorted, rules in order."""
+    return [
+        (dataset, scaling)
+        for dataset in sorted(frame["dataset"].unique())
+        for scaling in _ordered_scalings(frame.loc[frame["dataset"] == dataset, "scaling"])
+    ]
 
 
 def _ordered_scalings(values) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -97,6 +98,102 @@ class CachedBaseForward:
     def target(self, split: str, index: torch.Tensor | None) -> torch.Tensor:
         residual = self.residuals[split]
         return residual if index is None else residual[index]
+
+
+class GramLoss:
+    """Full-batch MSE of a LoRA layer from sufficient statistics, never forming n×d tensors.
+
+    With r = y − W₀x and prediction p = b + s·B(Ax), the summed squared error of a split is
+
+        ‖sXAᵀBᵀ + 1bᵀ − R‖² = s²·⟨B, B·(AGₓₓAᵀ)⟩ − 2s·⟨B, GᵣₓAᵀ⟩ + 2s·bᵀB(A·sₓ)
+                               − 2·bᵀsᵣ + n·‖b‖² + ‖R‖²
+
+    where Gₓₓ = XᵀX, Gᵣₓ = RᵀX, sₓ = Xᵀ1, sᵣ = Rᵀ1 and ‖R‖² are accumulated once per split
+    over row chunks (the vectors and ‖R‖² in float64). A full-batch step then costs
+    O(r·d_in·(d_in + d_out)), whatever n is, and holds no n×d tensor. The terms, which nearly
+    cancel near the optimum, are combined in float64. Valid for one LoRA layer fed by data,
+    without dropout, with one batch per epoch.
+    """
+
+    CHUNK_ROWS = 512
+
+    def __init__(self, layer: LoRALinear, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        self.layer = layer
+        self.stats = {name: self._statistics(x, y) for name, (x, y) in splits.items()}
+
+    @torch.no_grad()
+    def _statistics(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """Accumulate the statistics over row chunks, so that no n×d temporary is formed."""
+        w0 = self.layer.base.weight
+        d_in, d_out = x.shape[1], y.shape[1]
+        gxx = torch.zeros(d_in, d_in, dtype=x.dtype, device=x.device)
+        grx = torch.zeros(d_out, d_in, dtype=x.dtype, device=x.device)
+        sx = torch.zeros(d_in, dtype=torch.float64, device=x.device)
+        sr = torch.zeros(d_out, dtype=torch.float64, device=x.device)
+        rr = torch.zeros((), dtype=torch.float64, device=x.device)
+        for lo in range(0, x.shape[0], self.CHUNK_ROWS):
+            xc = x[lo : lo + self.CHUNK_ROWS]
+            rc = y[lo : lo + self.CHUNK_ROWS] - xc @ w0.T
+            gxx.addmm_(xc.T, xc)
+            grx.addmm_(rc.T, xc)
+            sx += xc.sum(0, dtype=torch.float64)
+            sr += rc.sum(0, dtype=torch.float64)
+            rr += rc.double().square().sum()
+        return {"gxx": gxx, "grx": grx, "sx": sx, "sr": sr, "rr": rr,
+                "count": x.shape[0] * d_out, "n": x.shape[0]}  # fmt: skip
+
+    def loss(self, split: str) -> torch.Tensor:
+        st, layer = self.stats[split], self.layer
+        s, a, b = layer.scaling, layer.lora_A, layer.lora_B
+        gram_a = (a @ st["gxx"]) @ a.T
+        cross = st["grx"] @ a.T
+        b64 = b.double()
+        total = (
+            s * s * (b64 * (b64 @ gram_a.double())).sum()
+            - 2 * s * (b64 * cross.double()).sum()
+            + st["rr"]
+        )
+        bias = layer.base.bias
+        if bias is not None:
+            c = bias.double()
+            ax = a.double() @ st["sx"]
+            total = total + 2 * s * c @ (b64 @ ax) - 2 * c @ st["sr"] + st["n"] * c.square().sum()
+        return (total / st["count"]).to(a.dtype)
+
+
+def can_use_gram(model: nn.Module, batch: int, n_train: int) -> bool:
+    """The sufficient-statistics loss is exact for one unmerged LoRA layer fed by data, without
+    dropout, when every step sees the whole training split; it pays off when the split has at
+    least as many rows as the layer has inputs (else the d_in×d_in statistics outweigh it)."""
+    return (
+        can_cache_base(model)
+        and model.dropout == 0
+        and batch >= n_train
+        and n_train >= model.in_features
+    )
+
+
+def cached_loss(
+    layer: LoRALinear, data: dict[str, tuple[torch.Tensor, torch.Tensor]], batch: int
+) -> Callable[[str, torch.Tensor | None], torch.Tensor]:
+    """The fastest exact loss for a LoRA layer fed by data: from sufficient statistics when
+    every step sees the whole training split (and there is no dropout), otherwise against the
+    cached residual y − W₀x. Returns ``loss(split, index)``; ``index`` selects a mini-batch."""
+    n_train = data["train"][0].shape[0]
+    gram = None
+    if can_use_gram(layer, batch, n_train):
+        gram = GramLoss(layer, {"train": data["train"]})
+    cache = CachedBaseForward(
+        layer, {k: v for k, v in data.items() if gram is None or k != "train"}
+    )
+
+    def loss(split: str, index: torch.Tensor | None = None) -> torch.Tensor:
+        if gram is not None and split == "train":
+            return gram.loss(split)
+        x = data[split][0] if index is None else data[split][0][index]
+        return nn.functional.mse_loss(cache.predict(x), cache.target(split, index))
+
+    return loss
 
 
 def can_cache_base(model: nn.Module) -> bool:
@@ -189,15 +286,18 @@ def train_run(
         split: (dataset[f"X_{split}"].to(device), dataset[f"y_{split}"].to(device))
         for split in ("train", "val")
     }
-    cache = CachedBaseForward(model, data) if use_cache else None
+    n_train = data["train"][0].shape[0]
+    batch = min(spec.batch_size or n_train, n_train)
+    shuffled = batch < n_train
+    fast_loss = cached_loss(model, data, batch) if use_cache else None
 
     def loss_on(split: str, index: torch.Tensor | None = None) -> torch.Tensor:
+        if fast_loss is not None:
+            return fast_loss(split, index)
         x, y = data[split]
         if index is not None:
-            x = x[index]
-        if cache is not None:
-            return nn.functional.mse_loss(cache.predict(x), cache.target(split, index))
-        return nn.functional.mse_loss(model(x), y if index is None else y[index])
+            x, y = x[index], y[index]
+        return nn.functional.mse_loss(model(x), y)
 
     def evaluate(split: str) -> float:
         model.eval()
@@ -217,9 +317,6 @@ def train_run(
         norm_params = {"grad_norm_W": model.weight}
     optimizer = torch.optim.Adam(groups)
 
-    n_train = data["train"][0].shape[0]
-    batch = min(spec.batch_size or n_train, n_train)
-    shuffled = batch < n_train
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
     nan = math.nan
     epochs = [
@@ -284,6 +381,6 @@ def train_run(
         device=device.type,
         device_name=device_name(device),
         epoch_seconds=epoch_seconds,
-        cached_base=cache is not None,
+        cached_base=fast_loss is not None,
         scaling=model.scaling if spec.method == "lora" else None,
     )
