@@ -98,15 +98,39 @@ def _has_tabulate() -> bool:
 README_START, README_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 
 
-def update_readme(machine_line: str, sections: list[tuple[str, pd.DataFrame]]) -> None:
-    """Replace the README's benchmark block with these tables, generated, never typed in."""
+TITLES = {
+    "summary": "Targets",
+    "step": "Step and epoch time (seconds; speedups per epoch, same run)",
+    "memory": "Memory at 4096×4096, r=8, batch 4096 (fresh process each)",
+    "grid": "Grid throughput, default config, from clean to runs.csv (seconds)",
+    "scale_dry_run": "Dry run of a 10,000-run grid vs a bare expand() Snakefile (seconds)",
+    "scale_growth": "Pipeline wall time against number of runs (seconds)",
+}
+
+
+def write_summary(targets: list[dict]) -> pd.DataFrame:
+    """Write summary.csv: these targets, plus those of suites not run now from the last one."""
+    previous = OUT / "summary.csv"
+    rows = pd.read_csv(previous).to_dict("records") if previous.exists() else []
+    measured = {t["target"] for t in targets}
+    merged = pd.DataFrame([*targets, *[r for r in rows if r["target"] not in measured]])
+    write("summary", merged)
+    return merged
+
+
+def update_readme(machine_line: str) -> None:
+    """Rewrite the README's benchmark block from results/benchmarks/*.csv, so its numbers are
+    generated, never typed in."""
     readme = REPO / "README.md"
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         return
     body = [f"Latest run: {time.strftime('%Y-%m-%d')}, on {machine_line}.", ""]
-    for title, frame in sections:
-        body += [f"**{title}**", "", frame.to_markdown(index=False, floatfmt=".4g"), ""]
+    for name, title in TITLES.items():
+        path = OUT / f"{name}.csv"
+        if path.exists():
+            table = pd.read_csv(path).to_markdown(index=False, floatfmt=".4g")
+            body += [f"**{title}**", "", table, ""]
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
     readme.write_text(head + README_START + "\n" + "\n".join(body) + README_END + tail)

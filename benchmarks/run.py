@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
 from benchmarks import common, grid, memory, scale, step
 
 SUITES = ("step", "memory", "grid", "scale")
@@ -33,13 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     machine = common.machine()
     print(f"machine: {machine}")
     targets = []
-    sections: list[tuple[str, pd.DataFrame]] = []
 
     if "step" in suites:
         frame = step.run()
         common.write("step", frame)
-        common.show("Step and epoch time (seconds; speedups per epoch, same run)", frame)
-        sections.append(("Step and epoch time (seconds; speedups per epoch, same run)", frame))
+        common.show(common.TITLES["step"], frame)
         big = frame[(frame["d_in"] == 4096) & (frame["rank"] == 8) & (frame["batch"] == 4096)]
         cached = big[big["variant"] == "ours_cached"].iloc[0]
         for ref in ("loralib", "peft"):
@@ -51,8 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     if "memory" in suites:
         frame = memory.run()
         common.write("memory", frame)
-        common.show("Memory at 4096×4096, r=8, batch 4096 (fresh process each)", frame)
-        sections.append(("Memory at 4096×4096, r=8, batch 4096 (fresh process each)", frame))
+        common.show(common.TITLES["memory"], frame)
         lora = frame.set_index("method").loc["lora"]
         targets.append(_target("training state LoRA / full", lora["state_vs_full"], "<= 0.01",
                                lora["state_vs_full"] <= 0.01))  # fmt: skip
@@ -62,10 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     if "grid" in suites:
         frame = grid.run(repeats=args.repeats)
         common.write("grid", frame)
-        common.show("Grid throughput, default config, from clean to runs.csv (seconds)", frame)
-        sections.append(
-            ("Grid throughput, default config, from clean to runs.csv (seconds)", frame)
-        )
+        common.show(common.TITLES["grid"], frame)
         ratio = frame.set_index("variant").loc["pipeline", "ratio_to_fastest_loop"]
         targets.append(
             _target("pipeline / in-process loop", ratio, "<= 1.0 (aim 0.7)", ratio <= 1.0)
@@ -74,27 +66,21 @@ def main(argv: list[str] | None = None) -> None:
     if "scale" in suites:
         dry = scale.dry_run()
         common.write("scale_dry_run", dry)
-        common.show("Dry run of a 10,000-run grid vs a bare expand() Snakefile (seconds)", dry)
-        sections.append(
-            ("Dry run of a 10,000-run grid vs a bare expand() Snakefile (seconds)", dry)
-        )
+        common.show(common.TITLES["scale_dry_run"], dry)
         ratio = dry.set_index("variant").loc["pipeline", "ratio_to_bare"]
         targets.append(_target("dry run 10k / bare expand()", ratio, "<= 1.5", ratio <= 1.5))
         growth = scale.growth()
         common.write("scale_growth", growth)
-        common.show("Pipeline wall time against number of runs (seconds)", growth)
-        sections.append(("Pipeline wall time against number of runs (seconds)", growth))
+        common.show(common.TITLES["scale_growth"], growth)
         by_runs = growth.set_index("runs")["median_s"]
         for small, large in ((10, 100), (100, 1000)):
             ratio = by_runs[large] / by_runs[small]
             name, goal = f"wall time {large} runs / {small} runs", f"<= {large // small} (linear)"
             targets.append(_target(name, ratio, goal, ratio <= large / small))
 
-    summary = pd.DataFrame(targets)
-    common.write("summary", summary)
-    common.show("Targets", summary)
-    if not args.no_readme and set(suites) == set(SUITES):
-        common.update_readme(machine, [("Targets", summary), *sections])
+    common.show("Targets", common.write_summary(targets))
+    if not args.no_readme:
+        common.update_readme(machine)
 
 
 if __name__ == "__main__":
