@@ -22,10 +22,6 @@ class ParameterCounts:
     def total(self) -> int:
         return self.trainable + self.frozen
 
-    @property
-    def trainable_fraction(self) -> float:
-        return self.trainable / self.total
-
     def as_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
 

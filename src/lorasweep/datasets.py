@@ -58,10 +58,6 @@ class Dataset:
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.tensors[key]
 
-    @property
-    def noise_floor(self) -> float:
-        return noise_floor(self.spec)
-
 
 def noise_floor(spec: DatasetSpec) -> float:
     """σ², the expected per-element MSE of the true model on fresh data."""
