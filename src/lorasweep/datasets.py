@@ -194,7 +194,11 @@ def verify_existing(pairs) -> None:
 
 def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:
     """Load a dataset written by :func:`save`, verifying its checksum first."""
-    meta = verify(tensors_path, meta_path)
+    return read_verified(tensors_path, verify(tensors_path, meta_path))
+
+
+def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
+    """Read the tensors of a dataset whose sidecar ``meta`` :func:`verify` has just returned."""
     try:
         tensors = load_tensors(tensors_path)
     except Exception as err:
@@ -202,6 +206,7 @@ def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:
     return Dataset(DatasetSpec(**meta["spec"]), tensors)
 
 
-def load_ground_truth(meta_path: str | Path) -> GroundTruth:
-    truth = read_json(meta_path)["ground_truth"]
+def ground_truth_of(meta: dict) -> GroundTruth:
+    """The :class:`GroundTruth` recorded in a dataset's sidecar."""
+    truth = meta["ground_truth"]
     return GroundTruth(**{**truth, "singular_values": tuple(truth["singular_values"])})

@@ -20,6 +20,7 @@ version, the thread count and the device type. The job then writes its manifest
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -45,8 +46,10 @@ TRAINING_MODULES = (
 )  # fmt: skip
 
 
+@functools.cache
 def code_fingerprint() -> str:
-    """SHA-256 of the source of every module that can change a run's result."""
+    """SHA-256 of the source of every module that can change a run's result (read once per
+    process)."""
     digest = hashlib.sha256()
     package = Path(__file__).parent
     for name in TRAINING_MODULES:
@@ -158,8 +161,9 @@ def run_job(
         todo, desc=Path(manifest).stem, unit="run", disable=not progress, mininterval=5
     ):
         if spec.dataset not in loaded:
-            dataset = ds.load(*dataset_files[spec.dataset])
-            truth = ds.load_ground_truth(dataset_files[spec.dataset][1])
+            meta = metas[spec.dataset]
+            dataset = ds.read_verified(dataset_files[spec.dataset][0], meta)
+            truth = ds.ground_truth_of(meta)
             dataset.tensors = {k: v.to(device) for k, v in dataset.tensors.items()}
             loaded[spec.dataset] = (dataset, truth)
         dataset, truth = loaded[spec.dataset]
