@@ -1,8 +1,11 @@
 """Memory of LoRA against full fine-tuning at 4096×4096, r = 8, batch 4096.
 
-Each variant trains two epochs through lorasweep.training.train_run in a fresh Python process,
-which reports its training-state bytes (trainable parameters + gradients + Adam's moments,
-measured from the live tensors) and its peak resident set size.
+Each variant trains two epochs in a fresh Python process exactly as a training job does
+(lorasweep.jobs.run_job): the job caches the base residuals y − W₀x for the runs that use them
+(cache_base_residuals, which lets a LoRA-only job drop y and W₀), then lorasweep.training.train_run
+trains. The child reports its training-state bytes (trainable parameters + gradients + Adam's
+moments, measured from the live tensors) and its peak resident set size. Both variants pay the
+same floor: the interpreter, torch and the modules Adam imports on its first step, and the data.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def child(method: str) -> dict:
 
     from lorasweep.datasets import Dataset, DatasetSpec
     from lorasweep.plan import RunSpec
-    from lorasweep.training import train_run
+    from lorasweep.training import cache_base_residuals, train_run
 
     gen = torch.Generator().manual_seed(0)
     tensors = {
@@ -53,7 +56,10 @@ def child(method: str) -> dict:
     lora = {"rank": RANK, "alpha": 16.0, "scaling": "standard", "init": "kaiming"}
     run = RunSpec(dataset="mem", method=method, seed=0, lr=1e-3, epochs=2, batch_size=BATCH,
                   bias="none", device="cpu", **(lora if method == "lora" else {}))  # fmt: skip
-    result = train_run(run, Dataset(spec, tensors))
+    dataset = Dataset(spec, tensors)
+    del tensors
+    cache_base_residuals(dataset, [run])
+    result = train_run(run, dataset)
     return {
         "method": method,
         "trainable_params": result.counts.trainable,

@@ -4,8 +4,9 @@ PEFT, full fine-tuning, and the lower bound of one frozen base forward product a
 An epoch is N_TRAIN samples in mini-batches of ``batch`` (shuffled when there is more than one
 batch), each step a forward, MSE backward and Adam step, as in lorasweep.training. The cached
 variant is lorasweep.training.cached_loss, as training uses it: against r = y − W₀x computed once
-per dataset, or, when one batch covers the whole split, from the sufficient statistics XᵀX and RᵀX
-(its one-time cost is reported as ``setup_s``); all others recompute W₀x every step.
+per dataset, or, when one batch covers the whole split and the statistics are no larger than r,
+from the sufficient statistics XᵀX and RᵀX (the one-time cost is reported as ``setup_s``); all
+others recompute W₀x every step.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def _base(w0: torch.Tensor, b0: torch.Tensor) -> nn.Linear:
 
 
 def build(variant: str, rank: int, w0, b0, x, y, batch: int):
-    """(loss_of_batch(index), parameters to train, one-time setup seconds) for a variant."""
+    """(backward_of_batch(index), parameters to train, one-time setup seconds) for a variant:
+    ``backward_of_batch`` computes a batch's MSE and accumulates its gradients."""
     import time
 
     start = time.perf_counter()
@@ -58,7 +60,7 @@ def build(variant: str, rank: int, w0, b0, x, y, batch: int):
         if variant == "ours_cached":
             fast = cached_loss(layer, {"train": (x, y)}, batch)
             setup = time.perf_counter() - start
-            return (lambda index: fast("train", index)), params, setup
+            return (lambda index: fast("train", index, backward=True)), params, setup
         model = layer
     elif variant == "loralib":
         import loralib
@@ -82,20 +84,20 @@ def build(variant: str, rank: int, w0, b0, x, y, batch: int):
     else:
         raise ValueError(variant)
 
-    def loss(index):
+    def backward(index):
         xb, yb = (x, y) if index is None else (x[index], y[index])
-        return nn.functional.mse_loss(model(xb), yb)
+        nn.functional.mse_loss(model(xb), yb).backward()
 
-    return loss, params, setup
+    return backward, params, setup
 
 
-def trainer(loss: Callable, params: list, batch: int):
+def trainer(backward: Callable, params: list, batch: int):
     optimizer = torch.optim.Adam(params, lr=1e-3)
     gen = torch.Generator().manual_seed(2)
 
     def step(index=None):
         optimizer.zero_grad(set_to_none=True)
-        loss(index).backward()
+        backward(index)
         optimizer.step()
 
     def epoch():
@@ -138,8 +140,8 @@ def run(
                         epoch_times = [t * steps for t in step_times]
                         setup = 0.0
                     else:
-                        loss, params, setup = build(variant, rank, w0, b0, x, y, batch)
-                        step, epoch = trainer(loss, params, batch)
+                        backward, params, setup = build(variant, rank, w0, b0, x, y, batch)
+                        step, epoch = trainer(backward, params, batch)
                         step_times = repeat(step, repeats=7, budget_s=budget_s)
                         epoch_times = repeat(epoch, repeats=5, budget_s=budget_s)
                     rows.append({**row, **summary(step_times, "step_"),

@@ -38,6 +38,7 @@ def test_sufficient_statistics_path_is_used_when_it_pays_off(data):
     model = build_model(lora(), data, torch.device("cpu"))
     assert can_use_gram(model, batch=512, n_train=512)
     assert not can_use_gram(model, batch=64, n_train=512)
+    assert not can_use_gram(model, batch=64, n_train=64), "XᵀX and RᵀX would outweigh R"
     assert not can_use_gram(model, batch=16, n_train=16)
     assert not can_use_gram(build_model(lora(dropout=0.1), data, torch.device("cpu")), 512, 512)
 
@@ -56,15 +57,68 @@ def test_sufficient_statistics_path_matches_the_direct_loss(data):
             )
 
 
-def test_gram_loss_equals_direct_mse_for_random_adapters(data):
+def test_cached_losses_equal_the_layers_own_mse_for_random_adapters(data):
     from lorasweep.training import CachedBaseForward, GramLoss, build_model
 
     model = build_model(lora(init="randn", bias="all"), data, torch.device("cpu"))
     splits = {"train": (data["X_train"], data["y_train"])}
-    direct = CachedBaseForward(model, splits)
-    x = data["X_train"]
-    expected = torch.nn.functional.mse_loss(direct.predict(x), direct.target("train", None))
-    assert GramLoss(model, splits).loss("train").item() == pytest.approx(expected.item(), rel=1e-6)
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(model(data["X_train"]), data["y_train"]).item()
+        assert GramLoss(model, splits)("train") == pytest.approx(expected, rel=1e-6)
+        assert CachedBaseForward(model, splits)("train") == pytest.approx(expected, rel=1e-6)
+
+
+def test_row_chunks_accumulate_the_full_batch_gradient(data, monkeypatch):
+    from lorasweep import training
+
+    monkeypatch.setattr(training, "CHUNK_ELEMENTS", 24 * 50)
+    for spec in (lora(batch_size=256, bias="all"), lora(batch_size=None, dropout=0.2)):
+        chunked = train_run(spec, data)
+        plain = train_run(spec, data, use_cache=False)
+        for a, b in zip(chunked.epochs, plain.epochs, strict=True):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+            assert a["grad_norm_B"] == pytest.approx(b["grad_norm_B"], rel=1e-4, nan_ok=True)
+
+
+def _copy(dataset: ds.Dataset) -> ds.Dataset:
+    return ds.Dataset(dataset.spec, {k: v.clone() for k, v in dataset.tensors.items()})
+
+
+def test_lora_only_job_trains_on_residuals_in_place_of_y_and_w0(data):
+    from lorasweep.training import cache_base_residuals
+
+    specs = [lora(), lora(rank=2, batch_size=None), lora(dropout=0.1, bias="all")]
+    job_data = _copy(data)
+    cache_base_residuals(job_data, specs)
+    assert {"W0", "y_train", "y_val"}.isdisjoint(job_data.tensors)
+    expected = data["y_val"] - data["X_val"] @ data["W0"].T
+    torch.testing.assert_close(job_data["r_val"], expected, rtol=1e-5, atol=1e-6)
+    for spec in specs:
+        alone, in_job = train_run(spec, data), train_run(spec, job_data)
+        assert in_job.epochs == alone.epochs, "per-dataset residuals must be bitwise the same"
+        assert all(torch.equal(alone.tensors[k], in_job.tensors[k]) for k in alone.tensors)
+        assert in_job.counts == alone.counts
+
+
+def test_mixed_job_keeps_what_full_ft_and_pissa_need(data):
+    from lorasweep.training import cache_base_residuals
+
+    full = RunSpec(dataset="d", method="full", seed=0, lr=0.01, epochs=2, batch_size=64,
+                   bias="none", device="cpu")  # fmt: skip
+    specs = [lora(), lora(init="pissa"), full]
+    job_data = _copy(data)
+    cache_base_residuals(job_data, specs)
+    assert {"W0", "y_train", "r_train"} <= set(job_data.tensors)
+    torch.testing.assert_close(job_data["y_train"], data["y_train"], rtol=0, atol=0)
+    for spec in specs:
+        assert train_run(spec, job_data).epochs == train_run(spec, data).epochs
+    lora_only = _copy(data)
+    cache_base_residuals(lora_only, [lora()])
+    with pytest.raises(ValueError, match="needs W₀, which this job released"):
+        train_run(full, lora_only)
+    with pytest.raises(ValueError, match="needs the targets y"):
+        train_run(lora(), lora_only, use_cache=False)
 
 
 def test_cache_is_automatic_for_lora_and_off_for_full_ft(data):
@@ -123,3 +177,34 @@ def test_cuda_request_without_cuda_is_a_clear_error():
     with pytest.raises(DeviceUnavailableError, match="train.device is 'cuda'.*'auto' or 'cpu'"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_fused_gradients_equal_autograd_of_the_layer(data, monkeypatch):
+    from lorasweep import training
+    from lorasweep.training import CachedBaseForward, build_model
+
+    monkeypatch.setattr(training, "CHUNK_ELEMENTS", 24 * 50)
+    model = build_model(lora(init="randn", bias="all"), data, torch.device("cpu"))
+    x, y = data["X_train"], data["y_train"]
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    assert set(expected) == {"base.bias", "lora_A", "lora_B"}
+    model.zero_grad(set_to_none=True)
+    CachedBaseForward(model, {"train": (x, y)})("train", backward=True)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-6)
+
+
+def test_sufficient_statistics_stay_exact_near_the_optimum():
+    """A signal ~190× the noise: the terms of the statistics' loss nearly cancel."""
+    spec = lora(batch_size=None, epochs=60, rank=2, lr=0.05, bias="all")
+    big = ds.generate(
+        ds.DatasetSpec(name="d", kind="lowrank", in_features=32, out_features=24, n_train=512,
+                       n_val=128, noise_std=0.05, task_rank=2, task_scale=3.0, spectrum_decay=0.5)
+    )  # fmt: skip
+    fast, plain = train_run(spec, big), train_run(spec, big, use_cache=False)
+    assert fast.final["val_loss"] < 0.01 * fast.epochs[0]["val_loss"], "it must get near"
+    for a, b in zip(fast.epochs, plain.epochs, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)

@@ -37,7 +37,7 @@ from lorasweep import datasets as ds
 from lorasweep.io import read_json, save_tensors, write_csv, write_json
 from lorasweep.plan import RunSpec
 from lorasweep.provenance import environment
-from lorasweep.training import RunResult, resolve_device, train_run
+from lorasweep.training import RunResult, cache_base_residuals, resolve_device, train_run
 
 EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm_A", "grad_norm_B", "grad_norm_W"]
 TRAINING_MODULES = (
@@ -165,6 +165,7 @@ def run_job(
             dataset = ds.read_verified(dataset_files[spec.dataset][0], meta)
             truth = ds.ground_truth_of(meta)
             dataset.tensors = {k: v.to(device) for k, v in dataset.tensors.items()}
+            cache_base_residuals(dataset, [s for s in todo if s.dataset == spec.dataset])
             loaded[spec.dataset] = (dataset, truth)
         dataset, truth = loaded[spec.dataset]
         result = train_run(spec, dataset, device)

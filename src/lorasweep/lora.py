@@ -36,7 +36,9 @@ def scaling_factor(rule: str, alpha: float, rank: int) -> float:
 class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable rank-r update ``s·BA``.
 
-    The base layer's weight is always frozen. Its bias trains only with ``bias="all"``.
+    The base layer's weight is always frozen. Its bias trains only with ``bias="all"``. The
+    weight may be a meta tensor (``device`` then says where the adapter lives) when the caller
+    trains against cached base outputs and never runs the base layer itself.
     Merging is explicit: :meth:`merge` folds ``s·BA`` into the base weight and :meth:`unmerge`
     takes it out again; ``train()``/``eval()`` never merge behind the caller's back.
     """
@@ -52,6 +54,7 @@ class LoRALinear(nn.Module):
         dropout: float = 0.0,
         generator: torch.Generator | None = None,
         dropout_generator: torch.Generator | None = None,
+        device: torch.device | None = None,
     ) -> None:
         super().__init__()
         d_out, d_in = base.weight.shape
@@ -72,7 +75,7 @@ class LoRALinear(nn.Module):
         self.merged = False
         self.dropout = dropout
         self.dropout_generator = dropout_generator
-        factory = {"dtype": base.weight.dtype, "device": base.weight.device}
+        factory = {"dtype": base.weight.dtype, "device": device or base.weight.device}
         self.lora_A = nn.Parameter(torch.empty(rank, d_in, **factory))
         self.lora_B = nn.Parameter(torch.empty(d_out, rank, **factory))
         self.base.weight.requires_grad_(False)
@@ -116,22 +119,31 @@ class LoRALinear(nn.Module):
             residual = weight.double() - self.scaling * (
                 self.lora_B.double() @ self.lora_A.double()
             )
-            weight.copy_(residual.to(weight.dtype))
+            self._replace_base_weight(residual.to(weight.dtype))
+
+    def _replace_base_weight(self, weight: torch.Tensor) -> None:
+        """Give the base layer a new frozen weight rather than writing into the old one, which
+        may be shared (training wraps the dataset's W₀ without copying it)."""
+        self.base.weight = nn.Parameter(weight, requires_grad=False)
 
     def delta_weight(self) -> torch.Tensor:
         """The update s·BA, shaped like the base weight (d_out×d_in)."""
         return self.scaling * (self.lora_B @ self.lora_A)
 
-    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverted dropout on the adapter's input, drawn from ``dropout_generator``."""
+    def adapter_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x after inverted dropout (training only), drawn from ``dropout_generator``."""
         if not self.training or self.dropout == 0:
             return x
         keep = torch.rand(x.shape, generator=self.dropout_generator, device="cpu") >= self.dropout
         return x * keep.to(x.device, x.dtype) / (1.0 - self.dropout)
 
+    def low_rank_product(self, x: torch.Tensor) -> torch.Tensor:
+        """s·B(Ax) without dropout, computed as (x Aᵀ) Bᵀ so that BA is never formed."""
+        return self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T)
+
     def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
-        """s·B(Ax), computed as (x Aᵀ) Bᵀ so that BA is never formed."""
-        return self.scaling * ((self._dropout(x) @ self.lora_A.T) @ self.lora_B.T)
+        """s·B(A·dropout(x)), the adapter's contribution to the layer's output."""
+        return self.low_rank_product(self.adapter_input(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
@@ -144,7 +156,7 @@ class LoRALinear(nn.Module):
         """Fold s·BA into the base weight: W = W₀ + s·BA. Forward then skips the adapter."""
         if self.merged:
             raise RuntimeError("adapter is already merged")
-        self.base.weight += self.delta_weight()
+        self._replace_base_weight(self.base.weight + self.delta_weight())
         self.merged = True
 
     @torch.no_grad()
@@ -152,7 +164,7 @@ class LoRALinear(nn.Module):
         """Undo :meth:`merge`: W₀ = W − s·BA."""
         if not self.merged:
             raise RuntimeError("adapter is not merged")
-        self.base.weight -= self.delta_weight()
+        self._replace_base_weight(self.base.weight - self.delta_weight())
         self.merged = False
 
     def extra_repr(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -51,14 +51,29 @@ def device_name(device: torch.device) -> str:
     return "cpu"
 
 
+def trains_on_base_residuals(spec: RunSpec) -> bool:
+    """Whether a run trains against r = y − W₀x of the dataset's own W₀: LoRA with any init but
+    PiSSA, which moves part of W₀ into the adapter and so needs its own residual."""
+    return spec.method == "lora" and spec.init != "pissa"
+
+
 def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Module:
-    """The dataset's base layer (W₀, b₀), wrapped in LoRA or left fully trainable."""
-    d_out, d_in = dataset["W0"].shape
-    base = nn.utils.skip_init(nn.Linear, d_in, d_out, device=device)
-    with torch.no_grad():
-        base.weight.copy_(dataset["W0"])
-        base.bias.copy_(dataset["b0"])
-    if spec.method == "full":
+    """The dataset's base layer (W₀, b₀), wrapped in LoRA or left fully trainable.
+
+    Full fine-tuning trains a copy of W₀. LoRA never writes to W₀ (PiSSA and merging replace
+    the base weight instead), so it wraps the dataset's tensor itself: runs of one job share a
+    single W₀ rather than holding one copy each. Where the job released W₀ after caching the
+    residuals (:func:`cache_base_residuals`), the frozen weight is a meta tensor.
+    """
+    d_in, d_out = dataset.spec.in_features, dataset.spec.out_features
+    full = spec.method == "full"
+    base = nn.Linear(d_in, d_out, device="meta")
+    if "W0" in dataset.tensors:
+        base.weight = nn.Parameter(dataset["W0"].to(device, copy=full), requires_grad=full)
+    elif not trains_on_base_residuals(spec):
+        raise ValueError(f"{spec.run_id}: needs W₀, which this job released")
+    base.bias = nn.Parameter(dataset["b0"].to(device, copy=True))
+    if full:
         return base
     return LoRALinear(
         base,
@@ -70,7 +85,75 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
         dropout=spec.dropout,
         generator=generator(spec.seed, "init", spec.dataset, spec.rank),
         dropout_generator=generator(spec.seed, "dropout", spec.run_id),
-    ).to(device)
+        device=device,
+    )
+
+
+LossFn = Callable[..., float]
+"""``loss(split, index=None, backward=False) -> float``: the mean squared error of a batch
+(``index`` rows of the split, or all of it); with ``backward`` its gradients accumulate into the
+parameters' ``.grad``."""
+
+SPLITS = ("train", "val")
+
+CHUNK_ELEMENTS = 1 << 16
+"""Rows are processed in chunks of at most this many output elements (256 KiB in float32), so
+that no split- or batch-sized temporary is formed and each chunk stays in the CPU's cache while
+its loss and gradients are formed (measured fastest here among 2¹⁴…2²⁰ at 4096×4096)."""
+
+
+def _row_chunks(n: int, width: int) -> Iterator[slice]:
+    rows = max(1, CHUNK_ELEMENTS // max(width, 1))
+    for lo in range(0, n, rows):
+        yield slice(lo, min(lo + rows, n))
+
+
+def _residual_chunks(
+    x: torch.Tensor, y: torch.Tensor | None, w0: torch.Tensor, residual: torch.Tensor | None
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, y[rows] − x[rows]·W₀ᵀ) over row chunks, read from ``residual`` where it is
+    already computed. Every path computes a chunk the same way, so the result is bitwise the
+    same whether it was cached per dataset or per run."""
+    width = max(x.shape[1], (residual if residual is not None else y).shape[1])
+    for rows in _row_chunks(x.shape[0], width):
+        if residual is not None:
+            yield rows, residual[rows]
+        else:
+            yield rows, y[rows] - x[rows] @ w0.T
+
+
+@torch.no_grad()
+def base_residual(
+    x: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, in_place: bool = False
+) -> torch.Tensor:
+    """r = y − W₀x, the target a LoRA layer's ``b + s·B(Ax)`` is fitted to, computed chunk by
+    chunk into a new tensor or, with ``in_place``, over ``y``."""
+    residual = y if in_place else torch.empty_like(y)
+    for rows, chunk in _residual_chunks(x, y, w0, None):
+        residual[rows] = chunk
+    return residual
+
+
+def cache_base_residuals(dataset: Dataset, specs: Sequence[RunSpec]) -> None:
+    """Compute r = y − W₀x once per dataset for the runs that train on it (the frozen base
+    output is a constant of each sample) and store it as ``r_train``/``r_val``.
+
+    When no run in ``specs`` needs y or W₀ (full fine-tuning, PiSSA), r overwrites y in place
+    and W₀ is released, so the job holds x and r only. The caller must own ``dataset``.
+    """
+    users = [spec for spec in specs if trains_on_base_residuals(spec)]
+    if not users or "r_train" in dataset.tensors:
+        return
+    exclusive = len(users) == len(specs)
+    for split in SPLITS:
+        residual = base_residual(
+            dataset[f"X_{split}"], dataset[f"y_{split}"], dataset["W0"], in_place=exclusive
+        )
+        dataset.tensors[f"r_{split}"] = residual
+        if exclusive:
+            del dataset.tensors[f"y_{split}"]
+    if exclusive:
+        del dataset.tensors["W0"]
 
 
 class CachedBaseForward:
@@ -79,25 +162,71 @@ class CachedBaseForward:
     W₀x does not depend on any trainable parameter, so for each split it is computed once and
     folded into the target: r = y − W₀x. A step then predicts ``b + s·B(Ax)`` and compares it
     with r, which is the same loss as ``W₀x + b + s·B(Ax)`` against y up to float rounding, at
-    O(n·r·(d_in + d_out)) per epoch instead of O(n·d_in·d_out), holding one n×d_out tensor
-    instead of two.
+    O(n·r·(d_in + d_out)) per epoch instead of O(n·d_in·d_out). A batch is evaluated in row
+    chunks whose gradients accumulate, so the prediction is never held whole; the dropout mask
+    is drawn for the whole batch at once, as the uncached path draws it.
     """
 
-    def __init__(self, layer: LoRALinear, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(
+        self,
+        layer: LoRALinear,
+        splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+        residuals: dict[str, torch.Tensor] | None = None,
+    ):
         self.layer = layer
-        with torch.no_grad():
-            self.residuals = {name: y - x @ layer.base.weight.T for name, (x, y) in splits.items()}
+        self.splits = {
+            name: (x, residuals[name] if residuals else base_residual(x, y, layer.base.weight))
+            for name, (x, y) in splits.items()
+        }
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer's output minus W₀x."""
-        out = self.layer.adapter_output(x)
-        if self.layer.base.bias is not None:
-            out = out + self.layer.base.bias
-        return out
+    @torch.no_grad()
+    def __call__(self, split: str, index: torch.Tensor | None = None, backward: bool = False):
+        """Mean squared error of ``b + s·B(A·x)`` against r over the batch, chunk by chunk.
 
-    def target(self, split: str, index: torch.Tensor | None) -> torch.Tensor:
-        residual = self.residuals[split]
-        return residual if index is None else residual[index]
+        With ``backward``, the gradients are formed in the same pass (as fused-loss kernels
+        do, e.g. Liger-Kernel's fused linear cross-entropy) and added to ``.grad``. With
+        e = s·UBᵀ + b − r and U = xAᵀ, the summed error ‖e‖² has ∂/∂B = 2s·eᵀU,
+        ∂/∂A = 2s·(eB)ᵀx and ∂/∂b = 2·eᵀ1; each is divided by the element count.
+        """
+        layer = self.layer
+        x, residual = self.splits[split]
+        if index is not None:
+            x, residual = x[index], residual[index]
+        x = layer.adapter_input(x)
+        a, b, bias, s = layer.lora_A, layer.lora_B, layer.base.bias, layer.scaling
+        u = x @ a.T
+        b_rows = b.T.contiguous().T  # B in Bᵀ's memory layout: MKL forms e·B ~2× faster
+        grad_u = torch.empty_like(u) if backward else None
+        grad_bt = torch.zeros_like(b.T) if backward else None
+        bias_trains = backward and bias is not None and bias.requires_grad
+        grad_bias = torch.zeros_like(bias) if bias_trains else None
+        count = residual.numel()
+        total = 0.0
+        for rows in _row_chunks(x.shape[0], residual.shape[1]):
+            error = torch.addmm(residual[rows], u[rows], b.T, beta=-1, alpha=s)
+            if bias is not None:
+                error += bias
+            flat = error.view(-1)
+            total += float(torch.dot(flat, flat))
+            if backward:
+                grad_bt.addmm_(u[rows].T, error)
+                torch.mm(error, b_rows, out=grad_u[rows])
+                if bias_trains:
+                    grad_bias += error.sum(0)
+        if backward:
+            _accumulate(a, grad_u.T @ x, 2 * s / count)
+            _accumulate(b, grad_bt.T, 2 * s / count)
+            if bias_trains:
+                _accumulate(bias, grad_bias, 2 / count)
+        return total / count
+
+
+def _accumulate(param: torch.Tensor, grad: torch.Tensor, scale: float) -> None:
+    """param.grad += scale·grad, as autograd accumulates."""
+    if param.grad is None:
+        param.grad = (grad * scale).contiguous()
+    else:
+        param.grad.add_(grad, alpha=scale)
 
 
 class GramLoss:
@@ -109,89 +238,115 @@ class GramLoss:
                                − 2·bᵀsᵣ + n·‖b‖² + ‖R‖²
 
     where Gₓₓ = XᵀX, Gᵣₓ = RᵀX, sₓ = Xᵀ1, sᵣ = Rᵀ1 and ‖R‖² are accumulated once per split
-    over row chunks (the vectors and ‖R‖² in float64). A full-batch step then costs
-    O(r·d_in·(d_in + d_out)), whatever n is, and holds no n×d tensor. The terms, which nearly
-    cancel near the optimum, are combined in float64. Valid for one LoRA layer fed by data,
-    without dropout, with one batch per epoch.
+    over row chunks, in float64: the terms nearly cancel near the optimum (with a signal 190×
+    the noise, float32 statistics were off by 1.5e-5 relative), so they are also combined in
+    float64. A full-batch step then costs O(r·d_in·(d_in + d_out)), whatever n is, and holds no
+    n×d tensor. Valid for one LoRA layer fed by data, without dropout, with one batch per
+    epoch.
     """
 
-    CHUNK_ROWS = 512
-
-    def __init__(self, layer: LoRALinear, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(
+        self,
+        layer: LoRALinear,
+        splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+        residuals: dict[str, torch.Tensor] | None = None,
+    ):
         self.layer = layer
-        self.stats = {name: self._statistics(x, y) for name, (x, y) in splits.items()}
+        self.stats = {
+            name: self._statistics(x, y, residuals[name] if residuals else None)
+            for name, (x, y) in splits.items()
+        }
 
     @torch.no_grad()
-    def _statistics(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def _statistics(
+        self, x: torch.Tensor, y: torch.Tensor | None, residual: torch.Tensor | None
+    ) -> dict:
         """Accumulate the statistics over row chunks, so that no n×d temporary is formed."""
-        w0 = self.layer.base.weight
-        d_in, d_out = x.shape[1], y.shape[1]
-        gxx = torch.zeros(d_in, d_in, dtype=x.dtype, device=x.device)
-        grx = torch.zeros(d_out, d_in, dtype=x.dtype, device=x.device)
+        d_in = x.shape[1]
+        d_out = self.layer.out_features
+        gxx = torch.zeros(d_in, d_in, dtype=torch.float64, device=x.device)
+        grx = torch.zeros(d_out, d_in, dtype=torch.float64, device=x.device)
         sx = torch.zeros(d_in, dtype=torch.float64, device=x.device)
         sr = torch.zeros(d_out, dtype=torch.float64, device=x.device)
         rr = torch.zeros((), dtype=torch.float64, device=x.device)
-        for lo in range(0, x.shape[0], self.CHUNK_ROWS):
-            xc = x[lo : lo + self.CHUNK_ROWS]
-            rc = y[lo : lo + self.CHUNK_ROWS] - xc @ w0.T
+        for rows, rc in _residual_chunks(x, y, self.layer.base.weight, residual):
+            xc, rc = x[rows].double(), rc.double()
             gxx.addmm_(xc.T, xc)
             grx.addmm_(rc.T, xc)
-            sx += xc.sum(0, dtype=torch.float64)
-            sr += rc.sum(0, dtype=torch.float64)
-            rr += rc.double().square().sum()
+            sx += xc.sum(0)
+            sr += rc.sum(0)
+            rr += rc.square().sum()
         return {"gxx": gxx, "grx": grx, "sx": sx, "sr": sr, "rr": rr,
                 "count": x.shape[0] * d_out, "n": x.shape[0]}  # fmt: skip
 
     def loss(self, split: str) -> torch.Tensor:
-        st, layer = self.stats[split], self.layer
-        s, a, b = layer.scaling, layer.lora_A, layer.lora_B
-        gram_a = (a @ st["gxx"]) @ a.T
-        cross = st["grx"] @ a.T
-        b64 = b.double()
-        total = (
-            s * s * (b64 * (b64 @ gram_a.double())).sum()
-            - 2 * s * (b64 * cross.double()).sum()
-            + st["rr"]
+        st, a = self.stats[split], self.layer.lora_A.double()
+        return mean_squared_error_from_moments(
+            self.layer, (a @ st["gxx"]) @ a.T, st["grx"] @ a.T, a @ st["sx"], st
         )
-        bias = layer.base.bias
-        if bias is not None:
-            c = bias.double()
-            ax = a.double() @ st["sx"]
-            total = total + 2 * s * c @ (b64 @ ax) - 2 * c @ st["sr"] + st["n"] * c.square().sum()
-        return (total / st["count"]).to(a.dtype)
+
+    def __call__(self, split: str, index: torch.Tensor | None = None, backward: bool = False):
+        if index is not None:
+            raise ValueError("the sufficient statistics cover whole splits only")
+        loss = self.loss(split)
+        if backward:
+            loss.backward()
+        return float(loss.detach())
+
+
+def mean_squared_error_from_moments(
+    layer: LoRALinear, utu: torch.Tensor, rtu: torch.Tensor, u_sum: torch.Tensor, st: dict
+) -> torch.Tensor:
+    """:class:`GramLoss`'s formula from the moments of U = XAᵀ: ``utu`` = UᵀU, ``rtu`` = RᵀU,
+    ``u_sum`` = Uᵀ1 (float64), and the split's constants ``st`` (‖R‖², Rᵀ1, n, element count).
+    The terms, which nearly cancel near the optimum, are combined in float64."""
+    s, b = layer.scaling, layer.lora_B
+    b64 = b.double()
+    total = (
+        s * s * (b64 * (b64 @ utu.double())).sum() - 2 * s * (b64 * rtu.double()).sum() + st["rr"]
+    )
+    bias = layer.base.bias
+    if bias is not None:
+        c = bias.double()
+        total = total + 2 * s * c @ (b64 @ u_sum) - 2 * c @ st["sr"] + st["n"] * c.square().sum()
+    return (total / st["count"]).to(b.dtype)
 
 
 def can_use_gram(model: nn.Module, batch: int, n_train: int) -> bool:
     """The sufficient-statistics loss is exact for one unmerged LoRA layer fed by data, without
-    dropout, when every step sees the whole training split; it pays off when the split has at
-    least as many rows as the layer has inputs (else the d_in×d_in statistics outweigh it)."""
+    dropout, when every step sees the whole training split. It is chosen only where its float64
+    statistics are no larger than the float32 residual they replace, 2·d_in·(d_in + d_out) ≤
+    n·d_out; a step is then also cheaper, r·d_in·(d_in + d_out) < r·n·(d_in + d_out)."""
     return (
         can_cache_base(model)
         and model.dropout == 0
         and batch >= n_train
-        and n_train >= model.in_features
+        and 2 * model.in_features * (model.in_features + model.out_features)
+        <= n_train * model.out_features
     )
 
 
 def cached_loss(
-    layer: LoRALinear, data: dict[str, tuple[torch.Tensor, torch.Tensor]], batch: int
-) -> Callable[[str, torch.Tensor | None], torch.Tensor]:
-    """The fastest exact loss for a LoRA layer fed by data: from sufficient statistics when
-    every step sees the whole training split (and there is no dropout), otherwise against the
-    cached residual y − W₀x. Returns ``loss(split, index)``; ``index`` selects a mini-batch."""
+    layer: LoRALinear,
+    data: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+    batch: int,
+    residuals: dict[str, torch.Tensor] | None = None,
+) -> LossFn:
+    """The exact loss for a LoRA layer fed by data that needs least time and memory: from
+    sufficient statistics where :func:`can_use_gram` allows, otherwise against the residual
+    y − W₀x, taken from ``residuals`` (split → r, cached per dataset) or computed here (see
+    :data:`LossFn`)."""
     n_train = data["train"][0].shape[0]
     gram = None
     if can_use_gram(layer, batch, n_train):
-        gram = GramLoss(layer, {"train": data["train"]})
-    cache = CachedBaseForward(
-        layer, {k: v for k, v in data.items() if gram is None or k != "train"}
+        gram = GramLoss(layer, {"train": data["train"]}, residuals)
+    rows = CachedBaseForward(
+        layer, {k: v for k, v in data.items() if gram is None or k != "train"}, residuals
     )
 
-    def loss(split: str, index: torch.Tensor | None = None) -> torch.Tensor:
-        if gram is not None and split == "train":
-            return gram.loss(split)
-        x = data[split][0] if index is None else data[split][0][index]
-        return nn.functional.mse_loss(cache.predict(x), cache.target(split, index))
+    def loss(split: str, index: torch.Tensor | None = None, backward: bool = False) -> float:
+        source = gram if gram is not None and split == "train" else rows
+        return source(split, index, backward)
 
     return loss
 
@@ -273,7 +428,8 @@ def train_run(
     Epoch 0 is the model before any step. For epoch ≥ 1, ``train_loss`` is the sample-weighted
     mean of the epoch's mini-batch losses and ``val_loss`` the loss on the whole validation split
     after the epoch. A non-finite loss stops the run with ``status="diverged"``.
-    ``use_cache=None`` caches W₀x wherever :func:`can_cache_base` says it is exact.
+    ``use_cache=None`` caches W₀x wherever :func:`can_cache_base` says it is exact; residuals
+    the job cached in ``dataset`` (:func:`cache_base_residuals`) are used rather than recomputed.
     """
     device = device if device is not None else resolve_device(spec.device)
     model = build_model(spec, dataset, device)
@@ -282,27 +438,39 @@ def train_run(
     elif use_cache and not can_cache_base(model):
         raise ValueError("W₀x can only be cached for a single unmerged LoRA layer")
 
+    tensors = dataset.tensors
     data = {
-        split: (dataset[f"X_{split}"].to(device), dataset[f"y_{split}"].to(device))
-        for split in ("train", "val")
+        split: (
+            tensors[f"X_{split}"].to(device),
+            tensors[f"y_{split}"].to(device) if f"y_{split}" in tensors else None,
+        )
+        for split in SPLITS
     }
+    residuals = None
+    if use_cache and trains_on_base_residuals(spec) and "r_train" in tensors:
+        residuals = {split: tensors[f"r_{split}"].to(device) for split in SPLITS}
+    elif data["train"][1] is None:
+        raise ValueError(f"{spec.run_id}: needs the targets y, which this job replaced by y − W₀x")
     n_train = data["train"][0].shape[0]
     batch = min(spec.batch_size or n_train, n_train)
     shuffled = batch < n_train
-    fast_loss = cached_loss(model, data, batch) if use_cache else None
+    fast_loss = cached_loss(model, data, batch, residuals) if use_cache else None
 
-    def loss_on(split: str, index: torch.Tensor | None = None) -> torch.Tensor:
-        if fast_loss is not None:
-            return fast_loss(split, index)
+    def direct_loss(split: str, index: torch.Tensor | None = None, backward: bool = False):
         x, y = data[split]
         if index is not None:
             x, y = x[index], y[index]
-        return nn.functional.mse_loss(model(x), y)
+        loss = nn.functional.mse_loss(model(x), y)
+        if backward:
+            loss.backward()
+        return float(loss.detach())
+
+    loss_on: LossFn = fast_loss if fast_loss is not None else direct_loss
 
     def evaluate(split: str) -> float:
         model.eval()
         with torch.no_grad():
-            return float(loss_on(split))
+            return loss_on(split)
 
     if spec.method == "lora":
         groups = [
@@ -338,12 +506,10 @@ def train_run(
             index = order[lo : lo + batch] if order is not None else None
             size = min(batch, n_train - lo)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_on("train", index)
-            loss_value = float(loss.detach())
+            loss_value = loss_on("train", index, backward=True)
             loss_sum += loss_value * size
             if not math.isfinite(loss_value):
                 break
-            loss.backward()
             for name, param in norm_params.items():
                 norm_sums[name] += _grad_norm(param)
             optimizer.step()
