@@ -95,6 +95,10 @@ LossFn = Callable[..., float]
 parameters' ``.grad``."""
 
 SPLITS = ("train", "val")
+Splits = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
+"""Split name → (x, y); y is None where the job replaced it by the residual."""
+Residuals = dict[str, torch.Tensor]
+"""Split name → r = y − W₀x, cached once per dataset."""
 
 CHUNK_ELEMENTS = 1 << 16
 """Rows are processed in chunks of at most this many output elements (256 KiB in float32), so
@@ -167,12 +171,7 @@ class CachedBaseForward:
     is drawn for the whole batch at once, as the uncached path draws it.
     """
 
-    def __init__(
-        self,
-        layer: LoRALinear,
-        splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
-        residuals: dict[str, torch.Tensor] | None = None,
-    ):
+    def __init__(self, layer: LoRALinear, splits: Splits, residuals: Residuals | None = None):
         self.layer = layer
         self.splits = {
             name: (x, residuals[name] if residuals else base_residual(x, y, layer.base.weight))
@@ -245,12 +244,7 @@ class GramLoss:
     epoch.
     """
 
-    def __init__(
-        self,
-        layer: LoRALinear,
-        splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
-        residuals: dict[str, torch.Tensor] | None = None,
-    ):
+    def __init__(self, layer: LoRALinear, splits: Splits, residuals: Residuals | None = None):
         self.layer = layer
         self.stats = {
             name: self._statistics(x, y, residuals[name] if residuals else None)
@@ -327,10 +321,7 @@ def can_use_gram(model: nn.Module, batch: int, n_train: int) -> bool:
 
 
 def cached_loss(
-    layer: LoRALinear,
-    data: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
-    batch: int,
-    residuals: dict[str, torch.Tensor] | None = None,
+    layer: LoRALinear, data: Splits, batch: int, residuals: Residuals | None = None
 ) -> LossFn:
     """The exact loss for a LoRA layer fed by data that needs least time and memory: from
     sufficient statistics where :func:`can_use_gram` allows, otherwise against the residual
