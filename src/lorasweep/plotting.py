@@ -107,6 +107,12 @@ def _errorbar(ax, x, mean, sd, color, label, size: float = 3, **kwargs) -> None:
                 color=color, label=label, **kwargs)  # fmt: skip
 
 
+def _errorbar_by(ax, frame: pd.DataFrame, by: str, column: str, color, label, **kwargs) -> None:
+    """:func:`_errorbar` of ``column``'s mean ± sd for each value of ``by``."""
+    stats = _mean_sd(frame, by, column)
+    _errorbar(ax, stats.index, stats["mean"], stats["std"], color, label, **kwargs)
+
+
 def _log_axes(ax, xlabel: str, ylabel: str, title: str, x_base: int = 2, legend=True) -> None:
     """Log-log axes (x in powers of ``x_base``) with labels, title and a framed legend."""
     ax.set_xscale("log", base=x_base)
@@ -343,12 +349,11 @@ def grad_norm_vs_rank(t: Tables) -> plt.Figure:
                     group = panel[(panel["scaling"] == scaling) & (panel["alpha"] == alpha)]
                     if group.empty:
                         continue
-                    stats = _mean_sd(group, "rank", column)
-                    _errorbar(
+                    _errorbar_by(
                         ax,
-                        stats.index,
-                        stats["mean"],
-                        stats["std"],
+                        group,
+                        "rank",
+                        column,
                         palette[scaling],
                         f"{_scaling_label(scaling)}, α={alpha:g}",
                         size=2.5,
@@ -467,12 +472,11 @@ def subspace_similarity(t: Tables) -> plt.Figure:
             )
         ):
             for m, dataset in enumerate(sorted(lora["dataset"].unique())):
-                stats = _mean_sd(lora[lora["dataset"] == dataset], "rank", column)
-                _errorbar(
+                _errorbar_by(
                     ax,
-                    stats.index,
-                    stats["mean"],
-                    stats["std"],
+                    lora[lora["dataset"] == dataset],
+                    "rank",
+                    column,
                     palette[k],
                     f"{label}, {dataset}",
                     size=2.5,
@@ -502,12 +506,11 @@ def amplification(t: Tables) -> plt.Figure:
         ax = axes[0, j]
         panel = lora[lora["dataset"] == dataset]
         for scaling in _ordered_scalings(panel["scaling"]):
-            stats = _mean_sd(panel[panel["scaling"] == scaling], "rank", "amplification")
-            _errorbar(
+            _errorbar_by(
                 ax,
-                stats.index,
-                stats["mean"],
-                stats["std"],
+                panel[panel["scaling"] == scaling],
+                "rank",
+                "amplification",
                 palette[scaling],
                 _scaling_label(scaling),
             )
