@@ -137,13 +137,9 @@ class LoRALinear(nn.Module):
         keep = torch.rand(x.shape, generator=self.dropout_generator, device="cpu") >= self.dropout
         return x * keep.to(x.device, x.dtype) / (1.0 - self.dropout)
 
-    def low_rank_product(self, x: torch.Tensor) -> torch.Tensor:
-        """s·B(Ax) without dropout, computed as (x Aᵀ) Bᵀ so that BA is never formed."""
-        return self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T)
-
     def adapter_output(self, x: torch.Tensor) -> torch.Tensor:
-        """s·B(A·dropout(x)), the adapter's contribution to the layer's output."""
-        return self.low_rank_product(self.adapter_input(x))
+        """s·B(A·dropout(x)), computed as (x Aᵀ) Bᵀ so that BA is never formed."""
+        return self.scaling * ((self.adapter_input(x) @ self.lora_A.T) @ self.lora_B.T)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)

@@ -194,7 +194,8 @@ class CachedBaseForward:
         x = layer.adapter_input(x)
         a, b, bias, s = layer.lora_A, layer.lora_B, layer.base.bias, layer.scaling
         u = x @ a.T
-        b_rows = b.T.contiguous().T  # B in Bᵀ's memory layout: MKL forms e·B ~2× faster
+        if backward:
+            b_rows = b.T.contiguous().T  # B in Bᵀ's memory layout: MKL forms e·B ~2× faster
         grad_u = torch.empty_like(u) if backward else None
         grad_bt = torch.zeros_like(b.T) if backward else None
         bias_trains = backward and bias is not None and bias.requires_grad
@@ -274,10 +275,17 @@ class GramLoss:
                 "count": x.shape[0] * d_out, "n": x.shape[0]}  # fmt: skip
 
     def loss(self, split: str) -> torch.Tensor:
-        st, a = self.stats[split], self.layer.lora_A.double()
-        return mean_squared_error_from_moments(
-            self.layer, (a @ st["gxx"]) @ a.T, st["grx"] @ a.T, a @ st["sx"], st
-        )
+        st, layer = self.stats[split], self.layer
+        s, a, b = layer.scaling, layer.lora_A.double(), layer.lora_B.double()
+        gram_a = (a @ st["gxx"]) @ a.T
+        cross = st["grx"] @ a.T
+        total = s * s * (b * (b @ gram_a)).sum() - 2 * s * (b * cross).sum() + st["rr"]
+        bias = layer.base.bias
+        if bias is not None:
+            c = bias.double()
+            ax = a @ st["sx"]
+            total = total + 2 * s * c @ (b @ ax) - 2 * c @ st["sr"] + st["n"] * c.square().sum()
+        return (total / st["count"]).to(layer.lora_A.dtype)
 
     def __call__(self, split: str, index: torch.Tensor | None = None, backward: bool = False):
         if index is not None:
@@ -286,24 +294,6 @@ class GramLoss:
         if backward:
             loss.backward()
         return float(loss.detach())
-
-
-def mean_squared_error_from_moments(
-    layer: LoRALinear, utu: torch.Tensor, rtu: torch.Tensor, u_sum: torch.Tensor, st: dict
-) -> torch.Tensor:
-    """:class:`GramLoss`'s formula from the moments of U = XAᵀ: ``utu`` = UᵀU, ``rtu`` = RᵀU,
-    ``u_sum`` = Uᵀ1 (float64), and the split's constants ``st`` (‖R‖², Rᵀ1, n, element count).
-    The terms, which nearly cancel near the optimum, are combined in float64."""
-    s, b = layer.scaling, layer.lora_B
-    b64 = b.double()
-    total = (
-        s * s * (b64 * (b64 @ utu.double())).sum() - 2 * s * (b64 * rtu.double()).sum() + st["rr"]
-    )
-    bias = layer.base.bias
-    if bias is not None:
-        c = bias.double()
-        total = total + 2 * s * c @ (b64 @ u_sum) - 2 * c @ st["sr"] + st["n"] * c.square().sum()
-    return (total / st["count"]).to(b.dtype)
 
 
 def can_use_gram(model: nn.Module, batch: int, n_train: int) -> bool:
