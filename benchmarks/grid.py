@@ -1,7 +1,7 @@
 """Grid throughput: the pipeline against the in-process loop, side by side, from clean.
 
 Both train the default config's runs and write runs.csv: the pipeline with
-``snakemake --cores 2 <results>/tables/runs.csv``, the loop with ``python -m lorasweep.loop``
+``snakemake --cores 2 <results>/tables/runs.csv``, the loop with ``python -m lorasweep.sequential``
 (a fresh process each, so both pay Python and torch start-up). Repeats alternate the two.
 """
 
@@ -35,7 +35,7 @@ def pipeline(workdir: Path, configfile: Path | None) -> float:
 
 
 def loop(workdir: Path, configfile: Path | None, threads: int) -> float:
-    args = ["-m", "lorasweep.loop", "--results", "results", "--threads", str(threads)]
+    args = ["-m", "lorasweep.sequential", "--results", "results", "--threads", str(threads)]
     if configfile:
         args += ["--configfile", str(configfile)]
     return timed_command(python_cmd(*args), cwd=workdir)

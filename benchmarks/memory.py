@@ -38,9 +38,10 @@ def child(method: str) -> dict:
     """Build float32 data directly (no float64 intermediates) and train two epochs."""
     import torch
 
-    from lorasweep.datasets import Dataset, DatasetSpec
-    from lorasweep.plan import RunSpec
-    from lorasweep.training import cache_base_residuals, train_run
+    from lorasweep.planning.runs import RunSpec
+    from lorasweep.tasks.synthetic import Dataset, DatasetSpec
+    from lorasweep.training.exact import cache_base_residuals
+    from lorasweep.training.loop import train_run
 
     gen = torch.Generator().manual_seed(0)
     tensors = {

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from benchmarks.common import repeat, summary
-from lorasweep.lora import LoRALinear
-from lorasweep.training import cached_loss
+from lorasweep.models.lora import LoRALinear
+from lorasweep.training.exact import cached_loss
 
 SHAPES = [(64, 10), (1024, 1024), (4096, 4096)]
 RANKS = [4, 8, 64]

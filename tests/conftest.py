@@ -12,9 +12,15 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tests" / "configs"
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
-    """Run the repository's workflow with ``workdir`` as working directory."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
+def snakemake(
+    workdir: Path,
+    *args: str,
+    check: bool = True,
+    timeout: int = 900,
+    snakefile: Path = REPO / "Snakefile",
+):
+    """Run the repository's workflow (or the one of ``snakefile``) in ``workdir``."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from lorasweep import findings
+from lorasweep.analysis import findings
 
 
 def lowrank_runs(losses_by_rank: dict[int, float], task_rank=4, floor=0.01) -> pd.DataFrame:

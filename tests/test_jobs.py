@@ -2,9 +2,10 @@
 
 import torch
 
-from lorasweep import datasets as ds
-from lorasweep.jobs import code_fingerprint, reuse_key, run_job
-from lorasweep.plan import RunSpec
+from lorasweep.jobs.job import run_job
+from lorasweep.jobs.reuse import code_fingerprint, reuse_key
+from lorasweep.planning.runs import RunSpec
+from lorasweep.tasks import storage, synthetic
 
 SPEC = RunSpec(dataset="d", method="lora", seed=0, lr=0.01, epochs=2, batch_size=32, bias="none",
                device="cpu", rank=2, alpha=4.0, scaling="standard", init="kaiming")  # fmt: skip
@@ -22,11 +23,12 @@ def test_reuse_key_changes_with_anything_that_changes_the_result():
 
 
 def test_run_job_reuses_finished_runs_and_retrains_on_request(tmp_path):
-    spec = ds.DatasetSpec(name="d", kind="lowrank", in_features=8, out_features=6, n_train=64,
+    spec = synthetic.DatasetSpec(
+        name="d", kind="lowrank", in_features=8, out_features=6, n_train=64,
                           n_val=16, noise_std=0.1, task_rank=2)  # fmt: skip
-    data = ds.generate(spec)
+    data = synthetic.generate(spec)
     files = {"d": (tmp_path / "d.safetensors", tmp_path / "d.json")}
-    ds.save(data, *files["d"])
+    storage.save(data, *files["d"])
     args = ([SPEC.as_dict()], files, tmp_path / "runs", tmp_path / "jobs" / "a.json")
     assert run_job(*args, progress=False) == {"trained": 1, "reused": 0}
     metrics = tmp_path / "runs" / SPEC.run_id / "metrics.json"

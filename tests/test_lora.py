@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from lorasweep.accounting import count_parameters, training_state_bytes
-from lorasweep.lora import LoRALinear, apply_lora, scaling_factor
+from lorasweep.models.accounting import count_parameters, training_state_bytes
+from lorasweep.models.lora import LoRALinear, apply_lora, scaling_factor
 
 
 def make_base(d_in=64, d_out=10, seed=0) -> nn.Linear:

@@ -3,7 +3,8 @@ import copy
 import pytest
 import yaml
 
-from lorasweep.plan import build_plan, estimated_cost, format_number, group_runs
+from lorasweep.planning.grouping import build_plan, estimated_cost, group_runs
+from lorasweep.planning.runs import format_number
 
 from .conftest import CONFIGS, REPO
 

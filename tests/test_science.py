@@ -5,23 +5,23 @@ import math
 import pytest
 import torch
 
-from lorasweep import datasets as ds
-from lorasweep.geometry import amplification_factor, similarity_grid, subspace_similarity
-from lorasweep.plan import RunSpec
-from lorasweep.training import train_run
+from lorasweep.analysis.geometry import amplification_factor, similarity_grid, subspace_similarity
+from lorasweep.planning.runs import RunSpec
+from lorasweep.tasks import synthetic
+from lorasweep.training.loop import train_run
 
 TASK_RANK = 4
 
 
 @pytest.fixture(scope="module")
 def task():
-    spec = ds.DatasetSpec(
+    spec = synthetic.DatasetSpec(
         name="science", kind="lowrank", in_features=32, out_features=32, n_train=8192,
         n_val=4096, noise_std=0.1, task_rank=TASK_RANK, task_scale=3.0, spectrum_decay=0.6,
         seed=11,
     )  # fmt: skip
-    data = ds.generate(spec)
-    return data, ds.ground_truth(data)
+    data = synthetic.generate(spec)
+    return data, synthetic.ground_truth(data)
 
 
 def run(data, **overrides):

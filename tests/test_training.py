@@ -3,15 +3,17 @@ import math
 import pytest
 import torch
 
-from lorasweep import datasets as ds
-from lorasweep.plan import RunSpec
-from lorasweep.training import DeviceUnavailableError, resolve_device, train_run
+from lorasweep.planning.runs import RunSpec
+from lorasweep.tasks import synthetic
+from lorasweep.training.devices import DeviceUnavailableError, resolve_device
+from lorasweep.training.loop import train_run
 
 
 @pytest.fixture(scope="module")
 def data():
-    return ds.generate(
-        ds.DatasetSpec(name="d", kind="lowrank", in_features=32, out_features=24, n_train=512,
+    return synthetic.generate(
+        synthetic.DatasetSpec(
+            name="d", kind="lowrank", in_features=32, out_features=24, n_train=512,
                        n_val=128, noise_std=0.05, task_rank=2, task_scale=3.0, spectrum_decay=0.5)
     )  # fmt: skip
 
@@ -33,7 +35,8 @@ def test_cached_base_matches_uncached_path(data):
 
 
 def test_sufficient_statistics_path_is_used_when_it_pays_off(data):
-    from lorasweep.training import build_model, can_use_gram
+    from lorasweep.training.exact import can_use_gram
+    from lorasweep.training.loop import build_model
 
     model = build_model(lora(), data, torch.device("cpu"))
     assert can_use_gram(model, batch=512, n_train=512)
@@ -58,7 +61,8 @@ def test_sufficient_statistics_path_matches_the_direct_loss(data):
 
 
 def test_cached_losses_equal_the_layers_own_mse_for_random_adapters(data):
-    from lorasweep.training import CachedBaseForward, GramLoss, build_model
+    from lorasweep.training.exact import CachedBaseForward, GramLoss
+    from lorasweep.training.loop import build_model
 
     model = build_model(lora(init="randn", bias="all"), data, torch.device("cpu"))
     splits = {"train": (data["X_train"], data["y_train"])}
@@ -69,9 +73,9 @@ def test_cached_losses_equal_the_layers_own_mse_for_random_adapters(data):
 
 
 def test_row_chunks_accumulate_the_full_batch_gradient(data, monkeypatch):
-    from lorasweep import training
+    from lorasweep.training import exact
 
-    monkeypatch.setattr(training, "CHUNK_ELEMENTS", 24 * 50)
+    monkeypatch.setattr(exact, "CHUNK_ELEMENTS", 24 * 50)
     for spec in (lora(batch_size=256, bias="all"), lora(batch_size=None, dropout=0.2)):
         chunked = train_run(spec, data)
         plain = train_run(spec, data, use_cache=False)
@@ -81,12 +85,12 @@ def test_row_chunks_accumulate_the_full_batch_gradient(data, monkeypatch):
             assert a["grad_norm_B"] == pytest.approx(b["grad_norm_B"], rel=1e-4, nan_ok=True)
 
 
-def _copy(dataset: ds.Dataset) -> ds.Dataset:
-    return ds.Dataset(dataset.spec, {k: v.clone() for k, v in dataset.tensors.items()})
+def _copy(dataset: synthetic.Dataset) -> synthetic.Dataset:
+    return synthetic.Dataset(dataset.spec, {k: v.clone() for k, v in dataset.tensors.items()})
 
 
 def test_lora_only_job_trains_on_residuals_in_place_of_y_and_w0(data):
-    from lorasweep.training import cache_base_residuals
+    from lorasweep.training.exact import cache_base_residuals
 
     specs = [lora(), lora(rank=2, batch_size=None), lora(dropout=0.1, bias="all")]
     job_data = _copy(data)
@@ -102,7 +106,7 @@ def test_lora_only_job_trains_on_residuals_in_place_of_y_and_w0(data):
 
 
 def test_mixed_job_keeps_what_full_ft_and_pissa_need(data):
-    from lorasweep.training import cache_base_residuals
+    from lorasweep.training.exact import cache_base_residuals
 
     full = RunSpec(dataset="d", method="full", seed=0, lr=0.01, epochs=2, batch_size=64,
                    bias="none", device="cpu")  # fmt: skip
@@ -144,7 +148,7 @@ def test_seeds_change_init_and_order(data):
 
 def test_lora_learns_the_task_and_full_ft_trains_every_parameter(data):
     result = train_run(lora(epochs=40, rank=2), data)
-    truth = ds.ground_truth(data)
+    truth = synthetic.ground_truth(data)
     assert result.status == "ok"
     assert result.final["val_loss"] < 0.2 * result.epochs[0]["val_loss"]
     assert result.final["val_loss"] < 2.0 * truth.optimal_loss(2, bias_trains=False)
@@ -180,10 +184,11 @@ def test_cuda_request_without_cuda_is_a_clear_error():
 
 
 def test_fused_gradients_equal_autograd_of_the_layer(data, monkeypatch):
-    from lorasweep import training
-    from lorasweep.training import CachedBaseForward, build_model
+    from lorasweep.training import exact
+    from lorasweep.training.exact import CachedBaseForward
+    from lorasweep.training.loop import build_model
 
-    monkeypatch.setattr(training, "CHUNK_ELEMENTS", 24 * 50)
+    monkeypatch.setattr(exact, "CHUNK_ELEMENTS", 24 * 50)
     model = build_model(lora(init="randn", bias="all"), data, torch.device("cpu"))
     x, y = data["X_train"], data["y_train"]
     torch.nn.functional.mse_loss(model(x), y).backward()
@@ -199,8 +204,9 @@ def test_fused_gradients_equal_autograd_of_the_layer(data, monkeypatch):
 def test_sufficient_statistics_stay_exact_near_the_optimum():
     """A signal ~190× the noise: the terms of the statistics' loss nearly cancel."""
     spec = lora(batch_size=None, epochs=60, rank=2, lr=0.05, bias="all")
-    big = ds.generate(
-        ds.DatasetSpec(name="d", kind="lowrank", in_features=32, out_features=24, n_train=512,
+    big = synthetic.generate(
+        synthetic.DatasetSpec(
+            name="d", kind="lowrank", in_features=32, out_features=24, n_train=512,
                        n_val=128, noise_std=0.05, task_rank=2, task_scale=3.0, spectrum_decay=0.5)
     )  # fmt: skip
     fast, plain = train_run(spec, big), train_run(spec, big, use_cache=False)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lorasweep.plan import figures_for
-from lorasweep.tables import RUN_COLUMNS
+from lorasweep.figures.registry import figures_for
+from lorasweep.tables.runs import RUN_COLUMNS
 
 from .conftest import CONFIGS, REPO, snakemake
 

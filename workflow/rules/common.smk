@@ -1,15 +1,31 @@
+import os
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+SRC = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC))
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+)
+
+from lorasweep.logs import ForeignPackageError, check_package_source
+
+try:
+    check_package_source(workflow.basedir)
+except ForeignPackageError as err:
+    raise WorkflowError(str(err)) from None
 
 from lorasweep.config import ConfigError, check_semantics, describe_schema_error
-from lorasweep.choices import GEOMETRY_FIGURES
-from lorasweep.datasets import verify_existing
-from lorasweep.plan import build_plan, figures_for, requests_gpu
+from lorasweep.figures.registry import FIGURES, figures_for
+from lorasweep.layout import TABLES, Layout
+from lorasweep.planning.devices import requests_gpu
+from lorasweep.planning.grouping import build_plan
+from lorasweep.tasks.storage import verify_existing
 
 
 def validated(config):
@@ -26,7 +42,7 @@ def validated(config):
 
 
 validated(config)
-RESULTS = config["results"]
+RESULTS = Layout(config["results"])
 LOCAL_CORES = (
     workflow.resource_settings.cores
     if workflow.is_main_process and workflow.local_exec
@@ -41,16 +57,10 @@ FIGURE_NAMES = figures_for(config)
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     job=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    figure="|".join(FIGURES),
 
 
-def dataset_files(name):
-    return [
-        f"{RESULTS}/datasets/{name}.safetensors",
-        f"{RESULTS}/datasets/{name}.json",
-    ]
-
-
-verify_existing(dataset_files(name) for name in DATASETS)
+verify_existing(RESULTS.dataset_files(name) for name in DATASETS)
 
 
 def check_local_cuda():
@@ -61,63 +71,57 @@ def check_local_cuda():
         and workflow.is_main_process
         and workflow.local_exec
     ):
-        from lorasweep.training import resolve_device
+        from lorasweep.training.devices import resolve_device
 
         resolve_device("cuda")
 
 
-def job_inputs(wildcards):
+def get_train_inputs(wildcards):
     names = PLAN.job_datasets(wildcards.job)
     return {
-        "tensors": [dataset_files(n)[0] for n in names],
-        "meta": [dataset_files(n)[1] for n in names],
+        "tensors": [RESULTS.dataset_tensors(n) for n in names],
+        "meta": [RESULTS.dataset_meta(n) for n in names],
     }
 
 
-def job_runs(wildcards):
+def get_job_runs(wildcards):
     return [run.as_dict() for run in PLAN.jobs[wildcards.job]]
 
 
-def job_manifests():
-    return [f"{RESULTS}/jobs/{job}.json" for job in PLAN.jobs]
-
-
-def figure_files(ext):
-    return [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURE_NAMES]
-
-
-def figure_inputs(name):
-    inputs = {
-        "runs": f"{RESULTS}/tables/runs.csv",
-        "epochs": f"{RESULTS}/tables/epochs.csv",
-    }
-    if name in GEOMETRY_FIGURES:
-        inputs["geometry"] = f"{RESULTS}/tables/geometry.csv"
-        inputs["pairs"] = f"{RESULTS}/tables/subspace_pairs.csv"
-    return inputs
-
-
-TABLES = ["runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs"]
-
-
-def result_files():
-    """Every declared result file, except the logs and the manifest. The run folders listed in
-    the job manifests are added by the manifest script."""
-    return [
-        *[f for name in DATASETS for f in dataset_files(name)],
-        *job_manifests(),
-        *[f"{RESULTS}/tables/{name}.csv" for name in TABLES],
-        *figure_files("pdf"),
-        *figure_files("png"),
-        f"{RESULTS}/report.html",
-    ]
-
-
-def final_outputs():
-    return [*result_files(), f"{RESULTS}/manifest.tsv"]
+def get_figure_inputs(wildcards):
+    return {name: RESULTS.table(name) for name in FIGURES[wildcards.figure].tables}
 
 
 def caption_text(figure):
     """The figure's caption, shared by the Snakemake report and the HTML report."""
     path = Path(workflow.basedir) / "workflow" / "report" / "captions" / f"{figure}.rst"
     return path.read_text(encoding="utf-8").strip()
+
+
+def get_caption(wildcards):
+    return caption_text(wildcards.figure)
+
+
+def job_manifests():
+    return [RESULTS.job_manifest(job) for job in PLAN.jobs]
+
+
+def figure_files(ext):
+    return [RESULTS.figure(name, ext) for name in FIGURE_NAMES]
+
+
+def result_files():
+    """Every declared result file, except the logs and the manifest. The run folders listed in
+    the job manifests are added by the manifest script."""
+    return [
+        *[f for name in DATASETS for f in RESULTS.dataset_files(name)],
+        *job_manifests(),
+        *[RESULTS.table(name) for name in TABLES],
+        *figure_files("pdf"),
+        *figure_files("png"),
+        RESULTS.report,
+    ]
+
+
+def final_outputs():
+    return [*result_files(), RESULTS.manifest]

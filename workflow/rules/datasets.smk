@@ -1,12 +1,12 @@
 rule dataset:
     output:
-        tensors=f"{RESULTS}/datasets/{{dataset}}.safetensors",
-        meta=f"{RESULTS}/datasets/{{dataset}}.json",
+        tensors=RESULTS.dataset_tensors("{dataset}"),
+        meta=RESULTS.dataset_meta("{dataset}"),
     log:
-        f"{RESULTS}/logs/datasets/{{dataset}}.log",
+        RESULTS.log("datasets", "{dataset}"),
     conda:
         "../envs/lorasweep.yaml"
     params:
         spec=lambda wildcards: DATASETS[wildcards.dataset],
     script:
-        "../scripts/make_dataset.py"
+        "../scripts/dataset.py"

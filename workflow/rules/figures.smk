@@ -1,23 +1,19 @@
-for figure_name in FIGURE_NAMES:
-
-    rule:
-        name:
-            f"figure_{figure_name}"
-        input:
-            **figure_inputs(figure_name),
-        output:
-            pdf=f"{RESULTS}/figures/{figure_name}.pdf",
-            png=report(
-                f"{RESULTS}/figures/{figure_name}.png",
-                caption=f"../report/captions/{figure_name}.rst",
-                category="Figures",
-            ),
-        log:
-            f"{RESULTS}/logs/figures/{figure_name}.log",
-        localrule: True
-        conda:
-            "../envs/lorasweep.yaml"
-        params:
-            figure=figure_name,
-        script:
-            "../scripts/figure.py"
+rule figure:
+    input:
+        unpack(get_figure_inputs),
+    output:
+        pdf=RESULTS.figure("{figure}", "pdf"),
+        png=report(
+            RESULTS.figure("{figure}", "png"),
+            caption="../report/figure.rst",
+            category="Figures",
+        ),
+    log:
+        RESULTS.log("figures", "{figure}"),
+    localrule: True
+    conda:
+        "../envs/lorasweep.yaml"
+    params:
+        caption=get_caption,
+    script:
+        "../scripts/figure.py"

@@ -1,15 +1,15 @@
 rule report:
     input:
-        runs=f"{RESULTS}/tables/runs.csv",
-        epochs=f"{RESULTS}/tables/epochs.csv",
-        timings=f"{RESULTS}/tables/timings.csv",
-        pairs=f"{RESULTS}/tables/subspace_pairs.csv",
-        provenance=f"{RESULTS}/tables/provenance.csv",
+        runs=RESULTS.table("runs"),
+        epochs=RESULTS.table("epochs"),
+        timings=RESULTS.table("timings"),
+        pairs=RESULTS.table("subspace_pairs"),
+        provenance=RESULTS.table("provenance"),
         figures=figure_files("png"),
     output:
-        f"{RESULTS}/report.html",
+        RESULTS.report,
     log:
-        f"{RESULTS}/logs/report.log",
+        RESULTS.log("report"),
     localrule: True
     conda:
         "../envs/lorasweep.yaml"
@@ -23,13 +23,13 @@ rule report:
 
 rule manifest:
     input:
-        report=f"{RESULTS}/report.html",
+        report=RESULTS.report,
         results=result_files(),
         jobs=job_manifests(),
     output:
-        f"{RESULTS}/manifest.tsv",
+        RESULTS.manifest,
     log:
-        f"{RESULTS}/logs/manifest.log",
+        RESULTS.log("manifest"),
     localrule: True
     conda:
         "../envs/lorasweep.yaml"

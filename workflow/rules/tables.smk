@@ -2,12 +2,12 @@ rule tables:
     input:
         job_manifests(),
     output:
-        runs=f"{RESULTS}/tables/runs.csv",
-        epochs=f"{RESULTS}/tables/epochs.csv",
-        timings=f"{RESULTS}/tables/timings.csv",
-        provenance=f"{RESULTS}/tables/provenance.csv",
+        runs=RESULTS.table("runs"),
+        epochs=RESULTS.table("epochs"),
+        timings=RESULTS.table("timings"),
+        provenance=RESULTS.table("provenance"),
     log:
-        f"{RESULTS}/logs/tables.log",
+        RESULTS.log("tables"),
     localrule: True
     conda:
         "../envs/lorasweep.yaml"
@@ -18,13 +18,13 @@ rule tables:
 rule geometry:
     input:
         runs=job_manifests(),
-        tensors=[dataset_files(name)[0] for name in DATASETS],
-        meta=[dataset_files(name)[1] for name in DATASETS],
+        tensors=[RESULTS.dataset_tensors(name) for name in DATASETS],
+        meta=[RESULTS.dataset_meta(name) for name in DATASETS],
     output:
-        geometry=f"{RESULTS}/tables/geometry.csv",
-        pairs=f"{RESULTS}/tables/subspace_pairs.csv",
+        geometry=RESULTS.table("geometry"),
+        pairs=RESULTS.table("subspace_pairs"),
     log:
-        f"{RESULTS}/logs/geometry.log",
+        RESULTS.log("geometry"),
     localrule: True
     conda:
         "../envs/lorasweep.yaml"

@@ -1,18 +1,19 @@
 rule train:
     input:
-        unpack(job_inputs),
+        unpack(get_train_inputs),
     output:
-        f"{RESULTS}/jobs/{{job}}.json",
+        RESULTS.job_manifest("{job}"),
     log:
-        f"{RESULTS}/logs/train/{{job}}.log",
+        RESULTS.log("train", "{job}"),
     conda:
         "../envs/lorasweep.yaml"
     threads: 1
     resources:
         gpu=GPU_PER_JOB,
     params:
-        runs=job_runs,
+        runs=get_job_runs,
         datasets=lambda wildcards: PLAN.job_datasets(wildcards.job),
+        runs_dir=RESULTS.runs_dir,
         reuse=config["reuse_runs"],
     script:
         "../scripts/train.py"

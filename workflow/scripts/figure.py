@@ -1,23 +1,15 @@
-"""Snakemake script: draw one figure from the tables."""
+"""Snakemake script: draw one registered figure from the tables it declares."""
 
-import sys
-from pathlib import Path
+from lorasweep.logs import workflow_script
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+with workflow_script(snakemake):  # noqa: F821
+    import pandas as pd
 
-import pandas as pd
+    from lorasweep.figures import make_figure
+    from lorasweep.figures.registry import Tables
+    from lorasweep.tables.runs import read_runs
 
-from lorasweep.plotting import Tables, make_figure
-from lorasweep.scripting import logged_to
-from lorasweep.tables import read_runs
-
-with logged_to(snakemake.log[0]):  # noqa: F821
     sm = snakemake  # noqa: F821
-    inputs = dict(sm.input.items())
-    tables = Tables(
-        runs=read_runs(inputs["runs"]),
-        epochs=pd.read_csv(inputs["epochs"]),
-        geometry=pd.read_csv(inputs["geometry"]) if "geometry" in inputs else None,
-        pairs=pd.read_csv(inputs["pairs"]) if "pairs" in inputs else None,
-    )
-    make_figure(sm.params.figure, tables, pdf=sm.output.pdf, png=sm.output.png)
+    tables = {name: pd.read_csv(path) for name, path in sm.input.items() if name != "runs"}
+    tables = Tables(runs=read_runs(sm.input.runs), **tables)
+    make_figure(sm.wildcards.figure, tables, pdf=sm.output.pdf, png=sm.output.png)

@@ -1,20 +1,16 @@
 """Snakemake script: subspace similarity and amplification of the saved updates."""
 
-import sys
-from pathlib import Path
+from lorasweep.logs import workflow_script
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+with workflow_script(snakemake):  # noqa: F821
+    from lorasweep.io import write_csv
+    from lorasweep.tables.geometry import geometry_tables
+    from lorasweep.tables.runs import iter_run_dirs
+    from lorasweep.tasks import storage
 
-from lorasweep import datasets
-from lorasweep.geometry import geometry_tables
-from lorasweep.io import write_csv
-from lorasweep.scripting import logged_to
-from lorasweep.tables import iter_run_dirs
-
-with logged_to(snakemake.log[0]):  # noqa: F821
     sm = snakemake  # noqa: F821
     loaded = {
-        name: datasets.load(tensors, meta)
+        name: storage.load(tensors, meta)
         for name, tensors, meta in zip(
             sm.params.datasets, sm.input.tensors, sm.input.meta, strict=True
         )

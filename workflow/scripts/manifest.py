@@ -1,15 +1,13 @@
 """Snakemake script: SHA-256 of every result file, so two machines can compare runs."""
 
-import sys
-from pathlib import Path
+from lorasweep.logs import workflow_script
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+with workflow_script(snakemake):  # noqa: F821
+    from pathlib import Path
 
-from lorasweep.io import manifest, write_text
-from lorasweep.scripting import logged_to
-from lorasweep.tables import iter_run_dirs
+    from lorasweep.io import manifest, write_text
+    from lorasweep.tables.runs import iter_run_dirs
 
-with logged_to(snakemake.log[0]):  # noqa: F821
     sm = snakemake  # noqa: F821
     run_dirs = [run_dir for _, run_dir in iter_run_dirs(sm.input.jobs)]
     table = manifest([*sm.input.results, *run_dirs], root=Path(sm.output[0]).parent)

@@ -1,20 +1,16 @@
 """Snakemake script: write the self-contained HTML report."""
 
-import sys
-from pathlib import Path
+from lorasweep.logs import workflow_script
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+with workflow_script(snakemake):  # noqa: F821
+    from pathlib import Path
 
-from pathlib import Path
+    import pandas as pd
 
-import pandas as pd
+    from lorasweep.io import write_text
+    from lorasweep.report.html import render
+    from lorasweep.tables.runs import read_runs
 
-from lorasweep.io import write_text
-from lorasweep.report import render
-from lorasweep.scripting import logged_to
-from lorasweep.tables import read_runs
-
-with logged_to(snakemake.log[0]):  # noqa: F821
     sm = snakemake  # noqa: F821
     figures = {
         Path(png).stem: (png, caption)

@@ -1,14 +1,10 @@
 """Snakemake script: train the runs of one job."""
 
-import sys
-from pathlib import Path
+from lorasweep.logs import workflow_script
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+with workflow_script(snakemake):  # noqa: F821
+    from lorasweep.jobs.job import run_job
 
-from lorasweep.jobs import run_job
-from lorasweep.scripting import logged_to
-
-with logged_to(snakemake.log[0]):  # noqa: F821
     sm = snakemake  # noqa: F821
     run_job(
         runs=sm.params.runs,
@@ -18,7 +14,7 @@ with logged_to(snakemake.log[0]):  # noqa: F821
                 sm.params.datasets, sm.input.tensors, sm.input.meta, strict=True
             )
         },
-        runs_root=Path(sm.output[0]).parent.parent / "runs",
+        runs_root=sm.params.runs_dir,
         manifest=sm.output[0],
         threads=sm.threads,
         reuse=sm.params.reuse,

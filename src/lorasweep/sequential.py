@@ -2,49 +2,39 @@
 
 This is the obvious alternative to the pipeline (what Hydra's basic launcher does), kept as the
 baseline of the grid-throughput benchmark, and handy for quick local work. It writes the same
-datasets, per-run files and tables as the workflow:
+datasets, per-run files and tables as the workflow, at the same paths (:mod:`lorasweep.layout`):
 
-    python -m lorasweep.loop --configfile config/config.yaml --results /tmp/loop-results
+    python -m lorasweep.sequential --configfile config/config.yaml --results /tmp/loop-results
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
 import yaml
 
-from lorasweep import datasets as ds
 from lorasweep.io import write_csv
-from lorasweep.plan import build_plan
+from lorasweep.layout import Layout
+from lorasweep.planning.grouping import build_plan
+from lorasweep.tasks import storage, synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def merge(base: dict, override: dict) -> dict:
-    """Snakemake's config merge: mappings merge key by key, everything else is replaced."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def load_config(*paths: str | Path) -> dict:
-    """The default config merged with ``paths``, validated, defaults filled in."""
-    from snakemake.utils import validate
+    """The default config with ``paths`` merged over it as Snakemake merges ``--configfile``,
+    validated, defaults filled in."""
+    from snakemake.utils import update_config, validate
 
     from lorasweep.config import check_semantics
 
     config: dict = {}
     for path in (DEFAULT_CONFIG, *paths):
-        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        update_config(config, yaml.safe_load(Path(path).read_text()) or {})
     validate(config, str(SCHEMA))
     check_semantics(config)
     return config
@@ -52,31 +42,28 @@ def load_config(*paths: str | Path) -> dict:
 
 def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[str, float]:
     """Generate the datasets, train every run and write the tables; return stage timings."""
-    from lorasweep.jobs import run_job
-    from lorasweep.tables import collect
+    from lorasweep.jobs.job import run_job
+    from lorasweep.tables.runs import collect
 
-    results = Path(results)
+    layout = Layout(str(results))
     timings = {}
     start = time.perf_counter()
     plan = build_plan(config, workers=1)
     files = {}
     for spec in config["datasets"]:
         name = spec["name"]
-        files[name] = (
-            results / "datasets" / f"{name}.safetensors",
-            results / "datasets" / f"{name}.json",
-        )
-        ds.save(ds.generate(ds.DatasetSpec.from_config(spec)), *files[name])
+        files[name] = (layout.dataset_tensors(name), layout.dataset_meta(name))
+        storage.save(synthetic.generate(synthetic.DatasetSpec.from_config(spec)), *files[name])
     timings["datasets"] = time.perf_counter() - start
     manifests = []
     for job_id, runs in plan.jobs.items():
-        manifests.append(results / "jobs" / f"{job_id}.json")
+        manifests.append(layout.job_manifest(job_id))
         runs_dicts = [r.as_dict() for r in runs]
-        run_job(runs_dicts, files, results / "runs", manifests[-1], threads, progress=False)
+        run_job(runs_dicts, files, layout.runs_dir, manifests[-1], threads, progress=False)
     timings["train"] = time.perf_counter() - start - timings["datasets"]
     tables = dict(zip(("runs", "epochs", "timings", "provenance"), collect(manifests), strict=True))
     for name, frame in tables.items():
-        write_csv(results / "tables" / f"{name}.csv", frame)
+        write_csv(layout.table(name), frame)
     timings["total"] = time.perf_counter() - start
     return timings
 

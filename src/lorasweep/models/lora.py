@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from lorasweep.choices import BIASES, INITS, SCALINGS
+from lorasweep.options import BIASES, INITS, SCALINGS
 
 
 def scaling_factor(rule: str, alpha: float, rank: int) -> float:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lorasweep import analysis
+from lorasweep.analysis import statistics
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -41,7 +41,7 @@ def _pct(x: float) -> str:
 
 def _lowrank_best(runs: pd.DataFrame) -> pd.DataFrame:
     lora = runs[(runs["method"] == "lora") & (runs["dataset_kind"] == "lowrank")]
-    best = analysis.best_lora_settings(lora, ["dataset", "rank"])
+    best = statistics.best_lora_settings(lora, ["dataset", "rank"])
     meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
     return best.join(meta, on="dataset") if not best.empty else best
 
@@ -107,7 +107,7 @@ def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     """Learning speed is the mean of log₁₀ validation loss over epochs 1…E (lower is faster);
     α/√r vs α/r is compared at the largest rank for every shared (α, init, lr, λ)."""
     statement = "rsLoRA: α/√r makes large ranks learn faster than α/r (Kalajdzievski 2023)."
-    lora = analysis.completed(runs[runs["method"] == "lora"])
+    lora = statistics.completed(runs[runs["method"] == "lora"])
     lora = lora[lora["scaling"].isin(["standard", "rslora"])]
     if lora["scaling"].nunique() < 2 or lora["rank"].nunique() < 2:
         return Finding("rslora", statement, NOT_TESTED, "needs both scaling rules and two ranks")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from lorasweep.lora import lora_layers
+from lorasweep.models.lora import lora_layers
 
 
 @dataclass(frozen=True)

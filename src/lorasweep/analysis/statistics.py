@@ -166,3 +166,16 @@ def seed_demo_count_note(runs: pd.DataFrame) -> list[dict]:
             }
         )
     return notes
+
+
+def full_fine_tuning_level(runs: pd.DataFrame, dataset: str) -> tuple[float, float] | None:
+    """Mean and sd of the best full fine-tuning final loss of ``dataset``, or None."""
+    best = best_full(runs)
+    row = best[best["dataset"] == dataset]
+    return None if row.empty else (float(row["mean"].iloc[0]), float(row["std"].iloc[0]))
+
+
+def noise_floor(runs: pd.DataFrame, dataset: str) -> float | None:
+    """σ² of ``dataset`` as recorded in the runs table, or None."""
+    floor = runs.loc[runs["dataset"] == dataset, "noise_floor"].dropna()
+    return None if floor.empty else float(floor.iloc[0])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorasweep import analysis, findings
+from lorasweep.analysis import findings, statistics
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
@@ -99,7 +99,7 @@ def summary_sentences(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float)
 def count_notes(runs: pd.DataFrame) -> list[str]:
     """Explain trainable counts that differ from the adapter's rank·(d_in + d_out)."""
     notes = []
-    for note in analysis.seed_demo_count_note(runs):
+    for note in statistics.seed_demo_count_note(runs):
         notes.append(
             f"<b>{html.escape(note['dataset'])}</b>, r = {note['rank']}: "
             f"{note['trainable_params']:,} of {note['total_params']:,} parameters train. "
@@ -181,8 +181,8 @@ def render(
     tolerance: float = 0.05,
 ) -> str:
     """The report as one HTML string. ``figures`` maps a name to (PNG path, caption)."""
-    table = analysis.efficiency_table(runs, timings)
-    failed = analysis.diverged(runs)
+    table = statistics.efficiency_table(runs, timings)
+    failed = statistics.diverged(runs)
     n_lora = int((runs["method"] == "lora").sum())
     n_full = int((runs["method"] == "full").sum())
     parts = [

@@ -1,0 +1,125 @@
+"""Ablations: initialisation, LoRA+'s learning-rate ratio, and the task-rank knee."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from lorasweep.analysis import statistics
+from lorasweep.figures.registry import Tables, figure, task_ranks_vary, varies
+from lorasweep.figures.style import (
+    INIT_COLORS,
+    THEORY_COLOR,
+    band,
+    errorbar,
+    log_axes,
+    mean_sd,
+    no_data,
+    rank_colors,
+    subplot_grid,
+)
+
+
+@figure(when=varies("init"))
+def init_comparison(t: Tables) -> plt.Figure:
+    """Validation loss per epoch for each initialisation (best other settings, at the rank
+    where most inits were run), and the loss at epoch 0, before any step."""
+    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.where_varies(
+        statistics.reference_slice(lora, vary=["init"]), ["dataset"], "init"
+    )
+    if lora.empty:
+        return no_data("fewer than two inits")
+    best = statistics.best_lora_settings(lora, ["dataset", "rank", "init"])
+    chosen = statistics.select_runs(lora, best, ["dataset", "rank", *statistics.LORA_SETTINGS])
+    curves = t.epochs.merge(chosen[["run_id", "dataset", "init"]], on="run_id")
+    datasets = sorted(chosen["dataset"].unique())
+    fig, axes = subplot_grid(len(datasets), 2)
+    for i, dataset in enumerate(datasets):
+        ax, bar_ax = axes[i, 0], axes[i, 1]
+        panel = curves[curves["dataset"] == dataset]
+        starts = []
+        for init in [x for x in INIT_COLORS if x in set(panel["init"])]:
+            group = panel[panel["init"] == init]
+            stats = mean_sd(group, "epoch", "val_loss")
+            band(ax, stats.index, stats["mean"], stats["std"], INIT_COLORS[init], init)
+            start = group[group["epoch"] == 0]["val_loss"]
+            starts.append((init, start.mean(), start.std(ddof=1) if len(start) > 1 else 0.0))
+        floor = statistics.noise_floor(t.runs, dataset)
+        for axis in (ax, bar_ax):
+            if floor:
+                axis.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
+            axis.set_yscale("log")
+        rank = int(chosen.loc[chosen["dataset"] == dataset, "rank"].iloc[0])
+        ax.set_title(f"{dataset} · r={rank}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation MSE")
+        ax.legend(frameon=True)
+        names = [s[0] for s in starts]
+        bar_ax.bar(
+            names,
+            [s[1] for s in starts],
+            yerr=[s[2] for s in starts],
+            color=[INIT_COLORS[n] for n in names],
+            capsize=2,
+        )
+        bar_ax.set_title(f"{dataset} · loss before training (epoch 0)")
+        bar_ax.set_ylabel("validation MSE at epoch 0")
+    fig.tight_layout()
+    return fig
+
+
+@figure(when=varies("lr_ratio"))
+def lora_plus(t: Tables) -> plt.Figure:
+    """Final validation loss against LoRA+'s ratio λ = lr_B / lr_A (log x), one line per rank."""
+    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.reference_slice(lora, vary=["lr_ratio", "rank"])
+    lora = statistics.where_varies(lora, ["dataset", "rank"], "lr_ratio")
+    if lora.empty:
+        return no_data("fewer than two λ")
+    stats = statistics.seed_stats(lora, ["dataset", "rank", "lr_ratio"])
+    datasets = sorted(stats["dataset"].unique())
+    fig, axes = subplot_grid(1, len(datasets))
+    colors = rank_colors(stats["rank"].unique())
+    for j, dataset in enumerate(datasets):
+        ax = axes[0, j]
+        for rank, group in stats[stats["dataset"] == dataset].groupby("rank"):
+            errorbar(
+                ax, group["lr_ratio"], group["mean"], group["std"], colors[int(rank)], f"r={rank}"
+            )
+        log_axes(ax, "λ = lr(B) / lr(A)", "final validation MSE", dataset)
+    fig.tight_layout()
+    return fig
+
+
+@figure(when=task_ranks_vary)
+def task_rank_knee(t: Tables) -> plt.Figure:
+    """Final validation loss over the noise floor against rank, one colour per dataset's task
+    rank k, with the rank-r optimum (dashed) and the expected knee at r = k (dotted)."""
+    lora = statistics.completed(t.runs[(t.runs["method"] == "lora")])
+    lora = lora[lora["dataset_kind"] == "lowrank"]
+    if lora.empty:
+        return no_data("no lowrank datasets")
+    best = statistics.best_lora_settings(lora, ["dataset", "rank"])
+    meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
+    fig, axes = subplot_grid(1, 1)
+    ax = axes[0, 0]
+    datasets = sorted(meta.index, key=lambda d: (meta.loc[d, "task_rank"], d))
+    palette = sns.color_palette("colorblind", n_colors=len(datasets))
+    for color, dataset in zip(palette, datasets, strict=True):
+        k, floor = int(meta.loc[dataset, "task_rank"]), float(meta.loc[dataset, "noise_floor"])
+        group = best[best["dataset"] == dataset]
+        errorbar(
+            ax,
+            group["rank"],
+            group["mean"] / floor,
+            group["std"] / floor,
+            color,
+            f"k={k} ({dataset})",
+        )
+        optimum = lora[lora["dataset"] == dataset].groupby("rank")["optimal_val_loss"].first()
+        ax.plot(optimum.index, optimum.values / floor, color=color, linestyle="--", linewidth=0.8)
+        ax.axvline(k, color=color, linestyle=":", linewidth=1)
+    log_axes(ax, "LoRA rank r", "final validation MSE / σ²", "knee at r = task rank k")
+    fig.tight_layout()
+    return fig

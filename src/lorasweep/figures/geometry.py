@@ -1,0 +1,135 @@
+"""Geometry of the learned updates: subspace similarity and amplification (LoRA §7)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from lorasweep.analysis import statistics
+from lorasweep.figures.registry import GEOMETRY_TABLES, Tables, figure, varies
+from lorasweep.figures.style import (
+    FULL_COLOR,
+    SCALING_COLORS,
+    errorbar_by,
+    heatmap,
+    line_styles,
+    log_axes,
+    no_data,
+    ordered_scalings,
+    scaling_label,
+    subplot_grid,
+)
+
+
+@figure(when=varies("rank"), tables=GEOMETRY_TABLES)
+def subspace_similarity(t: Tables) -> plt.Figure:
+    """φ(A_low, A_high, i, j) (LoRA Fig. 3), φ between two seeds at one rank (Fig. 4), and the
+    similarity of the learned update's top directions to the true ΔW*'s against rank."""
+    pairs = t.subspace_pairs if t.subspace_pairs is not None else pd.DataFrame()
+    panels = []
+    for kind in ("rank", "seed"):
+        part = pairs[pairs["comparison"] == kind] if not pairs.empty else pairs
+        if not part.empty:
+            panels.append((kind, part))
+    truth = (
+        t.geometry.merge(statistics.completed(t.runs), on="run_id")
+        if t.geometry is not None
+        else None
+    )
+    has_truth = truth is not None and truth["phi_true_right"].notna().any()
+    n = len(panels) + int(has_truth)
+    if n == 0:
+        return no_data("no adapters to compare")
+    fig, axes = subplot_grid(1, n)
+    for j, (kind, part) in enumerate(panels):
+        dataset = sorted(part["dataset"].unique())[0]
+        part = part[part["dataset"] == dataset]
+        grid = part.groupby(["i", "j"])["phi"].mean().unstack()
+        heatmap(
+            axes[0, j], grid, fmt=lambda v: "", log=False, vmin=0, vmax=1, cbar_kws={"label": "φ"}
+        )
+        axes[0, j].invert_yaxis()
+        first = part.iloc[0]
+        if kind == "rank":
+            seeds = part["seed_a"].nunique()
+            title = f"φ(A_r={first['rank_a']}, A_r={first['rank_b']}), mean of {seeds} seed(s)"
+            axes[0, j].set_xlabel(f"j (top-j directions of A_r={first['rank_b']})")
+            axes[0, j].set_ylabel(f"i (top-i directions of A_r={first['rank_a']})")
+        else:
+            title = f"φ across seeds {first['seed_a']} and {first['seed_b']}, r={first['rank_a']}"
+            axes[0, j].set_xlabel(f"j (seed {first['seed_b']})")
+            axes[0, j].set_ylabel(f"i (seed {first['seed_a']})")
+        axes[0, j].set_title(f"{dataset} · {title}")
+        step = max(1, grid.shape[1] // 8)
+        axes[0, j].set_xticks(
+            np.arange(0, grid.shape[1], step) + 0.5, [str(v) for v in grid.columns[::step]]
+        )
+    if has_truth:
+        ax = axes[0, -1]
+        lora = truth[truth["method"] == "lora"]
+        datasets = sorted(lora["dataset"].unique())
+        dataset_styles = line_styles(datasets)
+        palette = sns.color_palette("colorblind")
+        for k, (column, label) in enumerate(
+            (
+                ("phi_true_right", "input (right) subspace"),
+                ("phi_true_left", "output (left) subspace"),
+            )
+        ):
+            for dataset in datasets:
+                errorbar_by(
+                    ax,
+                    lora[lora["dataset"] == dataset],
+                    "rank",
+                    column,
+                    palette[k],
+                    f"{label}, {dataset}",
+                    size=2.5,
+                    linestyle=dataset_styles[dataset],
+                )
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_xlabel("LoRA rank r")
+        ax.set_ylabel("φ(learned top-min(r,k), true ΔW*)")
+        ax.set_title("similarity to the true subspace")
+        ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+@figure(tables=GEOMETRY_TABLES)
+def amplification(t: Tables) -> plt.Figure:
+    """Amplification factor ‖ΔW‖_F / ‖UᵀW₀V‖_F of the learned update against rank, per scaling
+    rule (other settings fixed, mean ± sd over seeds), with full fine-tuning's at r = rank(ΔW*)."""
+    if t.geometry is None or t.geometry.empty:
+        return no_data("no adapters")
+    data = t.geometry.merge(statistics.completed(t.runs), on="run_id")
+    lora = statistics.reference_slice(data[data["method"] == "lora"], vary=["rank", "scaling"])
+    datasets = sorted(lora["dataset"].unique())
+    fig, axes = subplot_grid(1, len(datasets))
+    for j, dataset in enumerate(datasets):
+        ax = axes[0, j]
+        panel = lora[lora["dataset"] == dataset]
+        for scaling in ordered_scalings(panel["scaling"]):
+            errorbar_by(
+                ax,
+                panel[panel["scaling"] == scaling],
+                "rank",
+                "amplification",
+                SCALING_COLORS[scaling],
+                scaling_label(scaling),
+            )
+        full = data[(data["method"] == "full") & (data["dataset"] == dataset)]["amplification"]
+        if not full.empty:
+            ax.axhline(
+                full.mean(),
+                color=FULL_COLOR,
+                linestyle="--",
+                linewidth=1,
+                label="full FT (r = rank ΔW*)",
+            )
+        log_axes(ax, "LoRA rank r", "amplification ‖ΔW‖ / ‖UᵀW₀V‖", dataset)
+    fig.tight_layout()
+    return fig

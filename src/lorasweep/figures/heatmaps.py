@@ -1,0 +1,66 @@
+"""Heatmaps of the final loss over two hyperparameters."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from lorasweep.analysis import statistics
+from lorasweep.figures.registry import Tables, figure, varies
+from lorasweep.figures.style import (
+    dataset_scaling_panels,
+    heatmap,
+    no_data,
+    scaling_label,
+    subplot_grid,
+)
+
+
+@figure(when=varies("rank", "alpha"))
+def rank_alpha_heatmap(t: Tables) -> plt.Figure:
+    """Mean final validation loss for each rank × α (best init and lr), one panel per dataset
+    and scaling rule; colour on a log scale."""
+    runs = t.runs
+    lora = statistics.completed(runs[runs["method"] == "lora"])
+    if lora.empty:
+        return no_data("no completed LoRA runs")
+    best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank", "alpha"])
+    panels = dataset_scaling_panels(best)
+    fig, axes = subplot_grid(1, len(panels))
+    for j, (dataset, scaling) in enumerate(panels):
+        ax = axes[0, j]
+        grid = best[(best["dataset"] == dataset) & (best["scaling"] == scaling)].pivot(
+            index="rank", columns="alpha", values="mean"
+        )
+        heatmap(ax, grid, cbar_kws={"label": "log₁₀ final val MSE"})
+        ax.set_xlabel("α")
+        ax.set_ylabel("rank r")
+        ax.set_title(f"{dataset} · {scaling_label(scaling)}")
+    fig.tight_layout()
+    return fig
+
+
+@figure(when=varies("alpha", "lr"))
+def alpha_lr_heatmap(t: Tables) -> plt.Figure:
+    """Mean final validation loss for each α × learning rate at one rank, per dataset and
+    scaling rule. Under Adam, the adapter's step is about s·lr, so equal-loss cells should lie
+    along diagonals if tuning α is like tuning the learning rate."""
+    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.reference_slice(lora, vary=["alpha", "lr", "scaling"])
+    lora = statistics.where_varies(lora, ["dataset", "scaling"], "alpha")
+    lora = statistics.where_varies(lora, ["dataset", "scaling"], "lr")
+    if lora.empty:
+        return no_data("no α × lr grid")
+    stats = statistics.seed_stats(lora, ["dataset", "scaling", "rank", "alpha", "lr"])
+    panels = dataset_scaling_panels(stats)
+    fig, axes = subplot_grid(1, len(panels))
+    for j, (dataset, scaling) in enumerate(panels):
+        cell = stats[(stats["dataset"] == dataset) & (stats["scaling"] == scaling)]
+        grid = cell.pivot(index="alpha", columns="lr", values="mean").sort_index(ascending=False)
+        heatmap(axes[0, j], grid, cbar_kws={"label": "log₁₀ final val MSE"})
+        axes[0, j].set_xlabel("learning rate")
+        axes[0, j].set_ylabel("α")
+        axes[0, j].set_title(
+            f"{dataset} · {scaling_label(scaling)} · r={int(cell['rank'].iloc[0])}"
+        )
+    fig.tight_layout()
+    return fig

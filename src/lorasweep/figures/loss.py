@@ -1,0 +1,228 @@
+"""Loss against rank, parameters and epochs: the main sweep's figures."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from lorasweep.analysis import statistics
+from lorasweep.figures.registry import Tables, figure, varies
+from lorasweep.figures.style import (
+    FULL_COLOR,
+    SCALING_COLORS,
+    THEORY_COLOR,
+    band,
+    errorbar,
+    errorbar_by,
+    line_styles,
+    log_axes,
+    mean_sd,
+    no_data,
+    ordered_scalings,
+    rank_colors,
+    scaling_label,
+    subplot_grid,
+)
+
+
+@figure()
+def loss_vs_params(t: Tables) -> plt.Figure:
+    """Final validation loss against trainable parameters (log x): LoRA at each rank (best
+    settings) and full FT, with the break-even rank r = d_in·d_out/(d_in + d_out) marked."""
+    runs = t.runs
+    lora = statistics.completed(runs[runs["method"] == "lora"])
+    if lora.empty:
+        return no_data("no completed LoRA runs")
+    datasets = sorted(lora["dataset"].unique())
+    fig, axes = subplot_grid(1, len(datasets))
+    best = statistics.best_lora_settings(runs, ["dataset", "rank"])
+    params = lora.groupby(["dataset", "rank"])["trainable_params"].first().rename("params")
+    best = best.join(params, on=["dataset", "rank"])
+    full_best = statistics.best_full(runs)
+    full_params = runs[runs["method"] == "full"].groupby("dataset")["trainable_params"].first()
+    color = sns.color_palette("colorblind")[0]
+    for j, dataset in enumerate(datasets):
+        ax = axes[0, j]
+        group = best[best["dataset"] == dataset]
+        errorbar(ax, group["params"], group["mean"], group["std"], color, "LoRA")
+        for _, row in group.iterrows():
+            ax.annotate(
+                f"r={row['rank']}",
+                (row["params"], row["mean"]),
+                fontsize=5.5,
+                xytext=(2, 3),
+                textcoords="offset points",
+            )
+        full_row = full_best[full_best["dataset"] == dataset]
+        if not full_row.empty:
+            x = full_params[dataset]
+            ax.errorbar(
+                [x],
+                full_row["mean"],
+                yerr=full_row["std"],
+                marker="*",
+                markersize=8,
+                color=FULL_COLOR,
+                linestyle="none",
+                label="full FT",
+            )
+        first = lora[lora["dataset"] == dataset].iloc[0]
+        d_in, d_out = int(first["in_features"]), int(first["out_features"])
+        break_even = d_in * d_out / (d_in + d_out)
+        ax.axvline(
+            d_in * d_out,
+            color=THEORY_COLOR,
+            linestyle=":",
+            linewidth=1,
+            label=f"break-even r≈{break_even:.3g}",
+        )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.set_ylabel("final validation MSE")
+        ax.set_title(dataset)
+        ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+@figure()
+def learning_curves(t: Tables) -> plt.Figure:
+    """Validation loss per epoch for each rank (best settings per rank), one panel per dataset
+    and scaling rule, with the best full fine-tuning curve and the noise floor."""
+    runs, epochs = t.runs, t.epochs
+    lora = runs[runs["method"] == "lora"]
+    if statistics.completed(lora).empty:
+        return no_data("no completed LoRA runs")
+    datasets = sorted(lora["dataset"].unique())
+    scalings = ordered_scalings(lora["scaling"])
+    colors = rank_colors(lora["rank"].dropna().unique())
+    fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
+    best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
+    chosen = statistics.select_runs(runs, best, ["dataset", "rank", *statistics.LORA_SETTINGS])
+    curves = epochs.merge(chosen[["run_id", "dataset", "scaling", "rank"]], on="run_id")
+    full_best = statistics.best_full(runs)
+    full_runs = statistics.select_runs(runs[runs["method"] == "full"], full_best, ["dataset", "lr"])
+    full_curves = epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
+    for i, dataset in enumerate(datasets):
+        for j, scaling in enumerate(scalings):
+            ax = axes[i, j]
+            panel = curves[(curves["dataset"] == dataset) & (curves["scaling"] == scaling)]
+            for rank, group in panel.groupby("rank", sort=True):
+                stats = mean_sd(group, "epoch", "val_loss")
+                band(ax, stats.index, stats["mean"], stats["std"], colors[int(rank)], f"r={rank}")
+            full = full_curves[full_curves["dataset"] == dataset]
+            if not full.empty:
+                stats = mean_sd(full, "epoch", "val_loss")
+                band(
+                    ax,
+                    stats.index,
+                    stats["mean"],
+                    stats["std"],
+                    FULL_COLOR,
+                    "full FT",
+                    linestyle="--",
+                )
+            floor = statistics.noise_floor(runs, dataset)
+            if floor:
+                ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
+            ax.set_yscale("log")
+            ax.set_title(f"{dataset} · {scaling_label(scaling)}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("validation MSE")
+    axes[0, -1].legend(loc="upper right", ncol=2, frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+@figure()
+def loss_vs_rank(t: Tables) -> plt.Figure:
+    """Final validation loss against rank per scaling rule (best other settings), with the
+    Eckart–Young optimum for each rank, the noise floor, and full FT as a mean ± sd band."""
+    runs = t.runs
+    lora = statistics.completed(runs[runs["method"] == "lora"])
+    if lora.empty:
+        return no_data("no completed LoRA runs")
+    datasets = sorted(lora["dataset"].unique())
+    fig, axes = subplot_grid(1, len(datasets))
+    best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
+    for j, dataset in enumerate(datasets):
+        ax = axes[0, j]
+        panel = best[best["dataset"] == dataset]
+        for scaling in ordered_scalings(panel["scaling"]):
+            group = panel[panel["scaling"] == scaling]
+            errorbar(
+                ax,
+                group["rank"],
+                group["mean"],
+                group["std"],
+                SCALING_COLORS[scaling],
+                scaling_label(scaling),
+            )
+        optimum = (
+            lora[lora["dataset"] == dataset].groupby("rank")["optimal_val_loss"].first().dropna()
+        )
+        if not optimum.empty:
+            ax.plot(
+                optimum.index,
+                optimum.values,
+                color=THEORY_COLOR,
+                linestyle="-.",
+                linewidth=1,
+                label="rank-r optimum",
+            )
+        full = statistics.full_fine_tuning_level(runs, dataset)
+        if full:
+            mean, sd = full
+            ax.axhline(mean, color=FULL_COLOR, linestyle="--", linewidth=1, label="full FT")
+            ax.axhspan(mean - sd, mean + sd, color=FULL_COLOR, alpha=0.12, linewidth=0)
+        log_axes(ax, "LoRA rank r", "final validation MSE", dataset)
+    fig.tight_layout()
+    return fig
+
+
+@figure(when=varies("rank"))
+def grad_norm_vs_rank(t: Tables) -> plt.Figure:
+    """Mean gradient norm of A and of B during the first epoch against rank, per scaling rule
+    (colour) and α (line style), at one init and learning rate."""
+    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    if lora.empty:
+        return no_data("no completed LoRA runs")
+    lora = statistics.reference_slice(lora, vary=["rank", "scaling", "alpha"])
+    lora = statistics.where_varies(lora, ["dataset", "scaling", "alpha"], "rank")
+    if lora.empty:
+        return no_data("fewer than two ranks")
+    first = t.epochs[t.epochs["epoch"] == 1].merge(lora, on="run_id")
+    alphas = sorted(first["alpha"].unique())
+    style_of = line_styles(alphas)
+    datasets = sorted(first["dataset"].unique())
+    fig, axes = subplot_grid(len(datasets), 2)
+    for i, dataset in enumerate(datasets):
+        panel = first[first["dataset"] == dataset]
+        for j, column in enumerate(("grad_norm_A", "grad_norm_B")):
+            ax = axes[i, j]
+            for scaling in ordered_scalings(panel["scaling"]):
+                for alpha in sorted(panel["alpha"].unique()):
+                    group = panel[(panel["scaling"] == scaling) & (panel["alpha"] == alpha)]
+                    if group.empty:
+                        continue
+                    errorbar_by(
+                        ax,
+                        group,
+                        "rank",
+                        column,
+                        SCALING_COLORS[scaling],
+                        f"{scaling_label(scaling)}, α={alpha:g}",
+                        size=2.5,
+                        linestyle=style_of[alpha],
+                    )
+            log_axes(
+                ax,
+                "LoRA rank r",
+                f"mean ‖∇{column[-1]}‖_F, epoch 1",
+                f"{dataset} · gradient of {column[-1]}",
+                legend=False,
+            )
+    axes[0, -1].legend(frameon=True, ncol=1)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,82 @@
+"""The figure registry: each figure is declared once, by the decorator on its drawing function.
+
+A declaration gives the figure's name (the function's), the tables it reads, and when a config
+has the data for it. Its caption is ``workflow/report/captions/<name>.rst``. The workflow's one
+``figure`` rule, the report and :func:`figures_for` all read this registry, so adding a figure
+means one decorated function and one caption file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lorasweep.planning.runs import grids
+
+RUN_TABLES = ("runs", "epochs")
+GEOMETRY_TABLES = ("runs", "epochs", "geometry", "subspace_pairs")
+
+Condition = Callable[[dict], bool]
+"""``condition(config) -> bool``: whether a config has the data a figure needs."""
+
+
+@dataclass
+class Tables:
+    """The tables a figure is drawn from; ``geometry`` and ``subspace_pairs`` only for the
+    figures that declare them."""
+
+    runs: object
+    epochs: object
+    geometry: object | None = None
+    subspace_pairs: object | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    draw: Callable[[Tables], object]
+    tables: tuple[str, ...]
+    condition: Condition
+
+
+FIGURES: dict[str, Figure] = {}
+"""Every registered figure by name, in report order (the order of registration)."""
+
+
+def always(config: dict) -> bool:
+    return True
+
+
+def varies(*axes: str) -> Condition:
+    """True when some grid block has at least two values of each of ``axes`` (for example the
+    α × lr heatmap needs two α and two learning rates in one block)."""
+
+    def condition(config: dict) -> bool:
+        return any(all(len(set(block[a])) >= 2 for a in axes) for block in grids(config))
+
+    return condition
+
+
+def task_ranks_vary(config: dict) -> bool:
+    """Two lowrank datasets of different task ranks, and a rank sweep."""
+    ranks = {d.get("task_rank") for d in config["datasets"] if d["kind"] == "lowrank"}
+    return len(ranks) >= 2 and varies("rank")(config)
+
+
+def figure(tables: tuple[str, ...] = RUN_TABLES, when: Condition = always):
+    """Register the decorated drawing function as a figure of the same name."""
+
+    def register(draw: Callable[[Tables], object]) -> Callable[[Tables], object]:
+        if draw.__name__ in FIGURES:
+            raise ValueError(f"figure {draw.__name__!r} is registered twice")
+        FIGURES[draw.__name__] = Figure(draw.__name__, draw, tables, when)
+        return draw
+
+    return register
+
+
+def figures_for(config: dict) -> list[str]:
+    """The figures this config has the data for, in report order."""
+    import lorasweep.figures  # noqa: F401  (registers every figure)
+
+    return [name for name, spec in FIGURES.items() if spec.condition(config)]

@@ -1,0 +1,164 @@
+"""The look shared by every figure: theme, panel sizes, one style per axis value, and saving.
+
+Every figure shows the mean over seeds with ± one standard deviation where there are several
+seeds, uses a colour-blind-safe palette, is sized for one column (3.4 in) per panel, and is saved
+as PDF and PNG with fixed metadata so reruns produce identical bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from lorasweep.io import write_bytes  # noqa: E402
+from lorasweep.options import INITS, SCALINGS  # noqa: E402
+
+COLUMN_WIDTH = 3.4
+PANEL_HEIGHT = 2.6
+FULL_COLOR = "0.15"
+THEORY_COLOR = "0.45"
+SCALING_COLORS = dict(zip(SCALINGS, sns.color_palette("colorblind"), strict=False))
+"""One colour per scaling rule, the same in every figure (α/r blue, α/√r orange, α green)."""
+SCALING_LABELS = {"standard": "α/r", "rslora": "α/√r", "constant": "α"}
+INIT_COLORS = dict(zip(INITS, sns.color_palette("colorblind"), strict=False))
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def set_style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=0.9)
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 200,
+            "savefig.bbox": "tight",
+            "axes.titlesize": 8,
+            "legend.fontsize": 6.5,
+            "legend.title_fontsize": 7,
+            "pdf.fonttype": 42,
+            "svg.hashsalt": "lorasweep",
+        }
+    )
+
+
+def save_figure(fig: plt.Figure, pdf_path: str | Path, png_path: str | Path) -> None:
+    """Write PDF and PNG atomically, without creation dates or software versions."""
+    for path, fmt, metadata in (
+        (pdf_path, "pdf", {"Creator": None, "Producer": None, "CreationDate": None}),
+        (png_path, "png", {"Software": None}),
+    ):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, metadata=metadata)
+        write_bytes(path, buffer.getvalue())
+    plt.close(fig)
+
+
+def subplot_grid(n_rows: int, n_cols: int, **kwargs) -> tuple[plt.Figure, np.ndarray]:
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(COLUMN_WIDTH * n_cols, PANEL_HEIGHT * n_rows),
+        squeeze=False,
+        **kwargs,
+    )
+    return fig, axes
+
+
+def rank_colors(ranks) -> dict:
+    ranks = sorted(int(r) for r in ranks)
+    colors = sns.color_palette("viridis", n_colors=max(len(ranks), 1))
+    return dict(zip(ranks, colors, strict=True))
+
+
+def line_styles(values) -> dict:
+    """One line style per value (for example per α), in sorted order."""
+    return {v: LINE_STYLES[k % len(LINE_STYLES)] for k, v in enumerate(sorted(values))}
+
+
+def band(ax, x, mean, sd, color, label=None, **kwargs):
+    ax.plot(x, mean, color=color, label=label, **kwargs)
+    if np.any(np.asarray(sd) > 0):
+        ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
+
+
+def mean_sd(frame: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
+    """Mean and sample sd (0 for a single value) of ``column`` for each value of ``by``."""
+    return frame.groupby(by)[column].agg(["mean", "std"]).fillna(0.0)
+
+
+def errorbar(ax, x, mean, sd, color, label, size: float = 3, **kwargs) -> None:
+    """Mean ± sd markers joined by a line, in the figures' common style."""
+    ax.errorbar(x, mean, yerr=sd, marker="o", markersize=size, capsize=2 * size / 3,
+                color=color, label=label, **kwargs)  # fmt: skip
+
+
+def errorbar_by(ax, frame: pd.DataFrame, by: str, column: str, color, label, **kwargs) -> None:
+    """:func:`_errorbar` of ``column``'s mean ± sd for each value of ``by``."""
+    stats = mean_sd(frame, by, column)
+    errorbar(ax, stats.index, stats["mean"], stats["std"], color, label, **kwargs)
+
+
+def log_axes(ax, xlabel: str, ylabel: str, title: str, x_base: int = 2, legend=True) -> None:
+    """Log-log axes (x in powers of ``x_base``) with labels, title and a framed legend."""
+    ax.set_xscale("log", base=x_base)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend(frameon=True)
+
+
+def no_data(message: str) -> plt.Figure:
+    fig, axes = subplot_grid(1, 1)
+    axes[0, 0].text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    axes[0, 0].set_axis_off()
+    return fig
+
+
+def heatmap(ax, grid: pd.DataFrame, fmt=lambda v: f"{v:.3g}", log=True, **kwargs) -> None:
+    values = np.log10(grid) if log else grid
+    sns.heatmap(
+        values,
+        ax=ax,
+        annot=grid.map(fmt),
+        fmt="",
+        annot_kws={"fontsize": 5},
+        cmap="viridis_r",
+        **kwargs,
+    )
+    ax.set_xticklabels([tick(t.get_text()) for t in ax.get_xticklabels()])
+    ax.set_yticklabels([tick(t.get_text()) for t in ax.get_yticklabels()], rotation=0)
+
+
+def tick(text: str) -> str:
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
+def dataset_scaling_panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    """(dataset, scaling rule) pairs present in ``frame``, datasets sorted, rules in order."""
+    return [
+        (dataset, scaling)
+        for dataset in sorted(frame["dataset"].unique())
+        for scaling in ordered_scalings(frame.loc[frame["dataset"] == dataset, "scaling"])
+    ]
+
+
+def ordered_scalings(values) -> list[str]:
+    present = set(values.dropna())
+    return [s for s in SCALINGS if s in present]
+
+
+def scaling_label(scaling: str) -> str:
+    return SCALING_LABELS.get(scaling, scaling)

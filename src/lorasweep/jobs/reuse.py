@@ -1,0 +1,63 @@
+"""When a finished run folder may be reused instead of retraining: its reuse key matches.
+
+The key hashes the run's parameters, the dataset's SHA-256, the source of exactly the code that
+can change a run's numbers (:data:`TRAINING_CODE`), the torch version, the thread count and the
+device type.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from lorasweep.io import read_json
+from lorasweep.planning.runs import RunSpec
+
+PACKAGE = Path(__file__).resolve().parents[1]
+TRAINING_CODE = ("tasks", "models", "training", "jobs", "seeding.py", "io.py")
+"""Paths under the package whose source can change a run's numbers or its stored files.
+Planning, tables, analysis, figures and the report are left out: editing them never retrains."""
+
+
+def training_sources() -> list[Path]:
+    """Every source file of :data:`TRAINING_CODE`, in a fixed order."""
+    files = []
+    for name in TRAINING_CODE:
+        path = PACKAGE / name
+        files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    return files
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """SHA-256 of the source of every module that can change a run's result (read once per
+    process)."""
+    digest = hashlib.sha256()
+    for path in training_sources():
+        name = path.relative_to(PACKAGE).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def reuse_key(spec: RunSpec, dataset_sha256: str, device: torch.device, threads: int) -> str:
+    parts = {
+        "run": spec.as_dict(),
+        "dataset_sha256": dataset_sha256,
+        "code": code_fingerprint(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "device": device.type,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def finished_with_key(run_dir: Path, key: str) -> bool:
+    try:
+        provenance = read_json(run_dir / "provenance.json")
+    except (OSError, ValueError):
+        return False
+    return provenance.get("reuse_key") == key and (run_dir / "metrics.json").is_file()

@@ -1,0 +1,8 @@
+"""The allowed values of every named option, importable without torch or matplotlib."""
+
+SCALINGS = ("standard", "rslora", "constant")
+INITS = ("kaiming", "gaussian", "pissa", "randn")
+BIASES = ("none", "all")
+KINDS = ("lowrank", "noise")
+DEVICES = ("auto", "cpu", "cuda")
+METHODS = ("lora", "full")

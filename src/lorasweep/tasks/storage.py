@@ -1,0 +1,79 @@
+"""Datasets on disk: safetensors tensors plus a JSON sidecar with the spec, the ground truth and
+the tensors file's SHA-256, checked before every use."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from lorasweep.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from lorasweep.tasks.synthetic import Dataset, DatasetSpec, GroundTruth, ground_truth
+
+FORMAT_VERSION = 1
+
+
+def save(dataset: Dataset, tensors_path: str | Path, meta_path: str | Path) -> None:
+    """Write the tensors (safetensors) and then a JSON sidecar with the spec, the ground truth
+    and the tensors file's SHA-256, which :func:`load` checks."""
+    spec = dataset.spec
+    save_tensors(tensors_path, dataset.tensors, metadata={"format_version": FORMAT_VERSION})
+    write_json(
+        meta_path,
+        {
+            "format_version": FORMAT_VERSION,
+            "spec": asdict(spec),
+            "sha256": sha256_file(tensors_path),
+            "ground_truth": asdict(ground_truth(dataset)),
+            "shapes": {k: list(v.shape) for k, v in dataset.tensors.items()},
+        },
+    )
+
+
+class DatasetFileError(RuntimeError):
+    """A dataset file is missing, truncated, corrupted, or does not match its sidecar."""
+
+
+def verify(tensors_path: str | Path, meta_path: str | Path) -> dict:
+    """Check a saved dataset against the SHA-256 in its sidecar; return the sidecar."""
+    tensors_path, meta_path = Path(tensors_path), Path(meta_path)
+    try:
+        meta = read_json(meta_path)
+    except (OSError, ValueError) as err:
+        raise DatasetFileError(
+            f"{meta_path}: unreadable dataset metadata ({err}); delete it and "
+            f"{tensors_path.name} to regenerate them"
+        ) from err
+    actual = sha256_file(tensors_path)
+    if actual != meta.get("sha256"):
+        raise DatasetFileError(
+            f"{tensors_path}: checksum mismatch (expected {meta.get('sha256')}, got {actual}): "
+            f"the file is truncated or corrupted; delete it and {meta_path.name} to regenerate"
+        )
+    return meta
+
+
+def verify_existing(pairs) -> None:
+    """Verify every (tensors, metadata) pair whose two files both exist (pre-flight check)."""
+    for tensors_path, meta_path in pairs:
+        if Path(tensors_path).exists() and Path(meta_path).exists():
+            verify(tensors_path, meta_path)
+
+
+def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:
+    """Load a dataset written by :func:`save`, verifying its checksum first."""
+    return read_verified(tensors_path, verify(tensors_path, meta_path))
+
+
+def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
+    """Read the tensors of a dataset whose sidecar ``meta`` :func:`verify` has just returned."""
+    try:
+        tensors = load_tensors(tensors_path)
+    except Exception as err:
+        raise DatasetFileError(f"{tensors_path}: cannot be loaded ({err})") from err
+    return Dataset(DatasetSpec(**meta["spec"]), tensors)
+
+
+def ground_truth_of(meta: dict) -> GroundTruth:
+    """The :class:`GroundTruth` recorded in a dataset's sidecar."""
+    truth = meta["ground_truth"]
+    return GroundTruth(**{**truth, "singular_values": tuple(truth["singular_values"])})
