@@ -61,7 +61,7 @@ def test_sufficient_statistics_path_matches_the_direct_loss(data):
 
 
 def test_cached_losses_equal_the_layers_own_mse_for_random_adapters(data):
-    from lorasweep.training.exact import CachedBaseForward, GramLoss
+    from lorasweep.training.exact import GramLoss, ResidualLoss
     from lorasweep.training.loop import build_model
 
     model = build_model(lora(init="randn", bias="all"), data, torch.device("cpu"))
@@ -69,7 +69,7 @@ def test_cached_losses_equal_the_layers_own_mse_for_random_adapters(data):
     with torch.no_grad():
         expected = torch.nn.functional.mse_loss(model(data["X_train"]), data["y_train"]).item()
         assert GramLoss(model, splits)("train") == pytest.approx(expected, rel=1e-6)
-        assert CachedBaseForward(model, splits)("train") == pytest.approx(expected, rel=1e-6)
+        assert ResidualLoss(model, splits)("train") == pytest.approx(expected, rel=1e-6)
 
 
 def test_row_chunks_accumulate_the_full_batch_gradient(data, monkeypatch):
@@ -185,7 +185,7 @@ def test_cuda_request_without_cuda_is_a_clear_error():
 
 def test_fused_gradients_equal_autograd_of_the_layer(data, monkeypatch):
     from lorasweep.training import exact
-    from lorasweep.training.exact import CachedBaseForward
+    from lorasweep.training.exact import ResidualLoss
     from lorasweep.training.loop import build_model
 
     monkeypatch.setattr(exact, "CHUNK_ELEMENTS", 24 * 50)
@@ -195,7 +195,7 @@ def test_fused_gradients_equal_autograd_of_the_layer(data, monkeypatch):
     expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
     assert set(expected) == {"base.bias", "lora_A", "lora_B"}
     model.zero_grad(set_to_none=True)
-    CachedBaseForward(model, {"train": (x, y)})("train", backward=True)
+    ResidualLoss(model, {"train": (x, y)})("train", backward=True)
     for name, param in model.named_parameters():
         if param.requires_grad:
             torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-6)

@@ -19,13 +19,6 @@ from lorasweep.models.lora import LoRALinear
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
 
-
-def trains_on_base_residuals(spec: RunSpec) -> bool:
-    """Whether a run trains against r = y − W₀x of the dataset's own W₀: LoRA with any init but
-    PiSSA, which moves part of W₀ into the adapter and so needs its own residual."""
-    return spec.method == "lora" and spec.init != "pissa"
-
-
 LossFn = Callable[..., float]
 """``loss(split, index=None, backward=False) -> float``: the mean squared error of a batch
 (``index`` rows of the split, or all of it); with ``backward`` its gradients accumulate into the
@@ -41,6 +34,18 @@ CHUNK_ELEMENTS = 1 << 16
 """Rows are processed in chunks of at most this many output elements (256 KiB in float32), so
 that no split- or batch-sized temporary is formed and each chunk stays in the CPU's cache while
 its loss and gradients are formed (measured fastest here among 2¹⁴…2²⁰ at 4096×4096)."""
+
+
+def can_cache_base(model: nn.Module) -> bool:
+    """Caching W₀x is exact when the model is one unmerged LoRA layer fed directly by data
+    (no trainable layer before it, no dropout on the base path)."""
+    return isinstance(model, LoRALinear) and not model.merged
+
+
+def trains_on_base_residuals(spec: RunSpec) -> bool:
+    """Whether a run trains against r = y − W₀x of the dataset's own W₀: LoRA with any init but
+    PiSSA, which moves part of W₀ into the adapter and so needs its own residual."""
+    return spec.method == "lora" and spec.init != "pissa"
 
 
 def _row_chunks(n: int, width: int) -> Iterator[slice]:
@@ -97,15 +102,24 @@ def cache_base_residuals(dataset: Dataset, specs: Sequence[RunSpec]) -> None:
         del dataset.tensors["W0"]
 
 
-class CachedBaseForward:
-    """Train a LoRA layer fed by data against the residual of its frozen base product.
+def _accumulate(param: torch.Tensor, grad: torch.Tensor, scale: float) -> None:
+    """param.grad += scale·grad, as autograd accumulates."""
+    if param.grad is None:
+        param.grad = (grad * scale).contiguous()
+    else:
+        param.grad.add_(grad, alpha=scale)
 
-    W₀x does not depend on any trainable parameter, so for each split it is computed once and
-    folded into the target: r = y − W₀x. A step then predicts ``b + s·B(Ax)`` and compares it
-    with r, which is the same loss as ``W₀x + b + s·B(Ax)`` against y up to float rounding, at
-    O(n·r·(d_in + d_out)) per epoch instead of O(n·d_in·d_out). A batch is evaluated in row
-    chunks whose gradients accumulate, so the prediction is never held whole; the dropout mask
-    is drawn for the whole batch at once, as the uncached path draws it.
+
+class ResidualLoss:
+    """The reference loss ``mse_loss(model(x), y)`` of a LoRA layer, computed against the
+    residual of its frozen base product.
+
+    Exact, up to float rounding, wherever :func:`can_cache_base` holds (one unmerged LoRA layer
+    fed by data), for any batch, bias policy and dropout: ``W₀x + b + s·B(Ax)`` against y is
+    ``b + s·B(Ax)`` against r = y − W₀x, at O(n·r·(d_in + d_out)) per epoch instead of
+    O(n·d_in·d_out). A batch is evaluated in row chunks whose gradients accumulate, so the
+    prediction is never held whole; the dropout mask is drawn for the whole batch at once, as
+    the reference draws it.
     """
 
     def __init__(self, layer: LoRALinear, splits: Splits, residuals: Residuals | None = None):
@@ -158,18 +172,13 @@ class CachedBaseForward:
         return total / count
 
 
-def _accumulate(param: torch.Tensor, grad: torch.Tensor, scale: float) -> None:
-    """param.grad += scale·grad, as autograd accumulates."""
-    if param.grad is None:
-        param.grad = (grad * scale).contiguous()
-    else:
-        param.grad.add_(grad, alpha=scale)
-
-
 class GramLoss:
-    """Full-batch MSE of a LoRA layer from sufficient statistics, never forming n×d tensors.
+    """The reference loss ``mse_loss(model(x), y)`` of a LoRA layer over a whole split, from
+    sufficient statistics, never forming n×d tensors.
 
-    With r = y − W₀x and prediction p = b + s·B(Ax), the summed squared error of a split is
+    Exact, up to float rounding, where :func:`can_use_gram` holds: one unmerged LoRA layer fed
+    by data, without dropout, every step seeing the whole split. With r = y − W₀x and
+    prediction p = b + s·B(Ax), the summed squared error of a split is
 
         ‖sXAᵀBᵀ + 1bᵀ − R‖² = s²·⟨B, B·(AGₓₓAᵀ)⟩ − 2s·⟨B, GᵣₓAᵀ⟩ + 2s·bᵀB(A·sₓ)
                                − 2·bᵀsᵣ + n·‖b‖² + ‖R‖²
@@ -178,8 +187,7 @@ class GramLoss:
     over row chunks, in float64: the terms nearly cancel near the optimum (with a signal 190×
     the noise, float32 statistics were off by 1.5e-5 relative), so they are also combined in
     float64. A full-batch step then costs O(r·d_in·(d_in + d_out)), whatever n is, and holds no
-    n×d tensor. Valid for one LoRA layer fed by data, without dropout, with one batch per
-    epoch.
+    n×d tensor.
     """
 
     def __init__(self, layer: LoRALinear, splits: Splits, residuals: Residuals | None = None):
@@ -250,15 +258,16 @@ def can_use_gram(model: nn.Module, batch: int, n_train: int) -> bool:
 def cached_loss(
     layer: LoRALinear, data: Splits, batch: int, residuals: Residuals | None = None
 ) -> LossFn:
-    """The exact loss for a LoRA layer fed by data that needs least time and memory: from
-    sufficient statistics where :func:`can_use_gram` allows, otherwise against the residual
-    y − W₀x, taken from ``residuals`` (split → r, cached per dataset) or computed here (see
-    :data:`LossFn`)."""
+    """An exact equivalent of the reference loss ``mse_loss(model(x), y)`` for a layer where
+    :func:`can_cache_base` holds, the one that needs least time and memory: :class:`GramLoss`
+    for the training split where :func:`can_use_gram` allows, otherwise :class:`ResidualLoss`
+    against y − W₀x, taken from ``residuals`` (split → r, cached per dataset) or computed here
+    (see :data:`LossFn`)."""
     n_train = data["train"][0].shape[0]
     gram = None
     if can_use_gram(layer, batch, n_train):
         gram = GramLoss(layer, {"train": data["train"]}, residuals)
-    rows = CachedBaseForward(
+    rows = ResidualLoss(
         layer, {k: v for k, v in data.items() if gram is None or k != "train"}, residuals
     )
 
@@ -267,9 +276,3 @@ def cached_loss(
         return source(split, index, backward)
 
     return loss
-
-
-def can_cache_base(model: nn.Module) -> bool:
-    """Caching W₀x is exact when the model is one unmerged LoRA layer fed directly by data
-    (no trainable layer before it, no dropout on the base path)."""
-    return isinstance(model, LoRALinear) and not model.merged
