@@ -1,5 +1,8 @@
 """Train one run: LoRA or full fine-tuning of the dataset's base layer, with Adam and MSE.
 
+:func:`train_run` reads top to bottom: build the model, choose its loss, build the optimizer,
+record epoch 0, train epoch by epoch until the end or a divergence, and package the result.
+
 Randomness comes from seeded generators, one per purpose, derived from the run's seed:
 ``init`` (adapter initialisation; shared by runs of the same seed and rank, so α, scaling and lr
 comparisons are paired), ``shuffle`` (mini-batch order; shared by every run of the seed) and
@@ -24,6 +27,7 @@ from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.exact import (
     SPLITS,
     LossFn,
+    Splits,
     cached_loss,
     can_cache_base,
     trains_on_base_residuals,
@@ -62,8 +66,155 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     )
 
 
+def reference_loss(model: nn.Module, data: Splits) -> LossFn:
+    """The loss every run minimises, ``mse_loss(model(x), y)`` of a batch, by autograd: the
+    reference the exact fast paths of :mod:`lorasweep.training.exact` are held to."""
+
+    def loss(split: str, index: torch.Tensor | None = None, backward: bool = False) -> float:
+        x, y = data[split]
+        if index is not None:
+            x, y = x[index], y[index]
+        value = nn.functional.mse_loss(model(x), y)
+        if backward:
+            value.backward()
+        return float(value.detach())
+
+    return loss
+
+
+def choose_loss(
+    spec: RunSpec,
+    model: nn.Module,
+    dataset: Dataset,
+    batch: int,
+    device: torch.device,
+    use_cache: bool | None,
+) -> tuple[LossFn, bool]:
+    """The run's loss, and whether it is an exact fast path (:func:`cached_loss`) rather than
+    :func:`reference_loss`.
+
+    ``use_cache=None`` takes the fast path wherever :func:`can_cache_base` says it is exact;
+    residuals the job cached in ``dataset`` (:func:`cache_base_residuals`) are used rather than
+    recomputed.
+    """
+    if use_cache is None:
+        use_cache = can_cache_base(model)
+    elif use_cache and not can_cache_base(model):
+        raise ValueError("W₀x can only be cached for a single unmerged LoRA layer")
+    tensors = dataset.tensors
+    data = {
+        split: (
+            tensors[f"X_{split}"].to(device),
+            tensors[f"y_{split}"].to(device) if f"y_{split}" in tensors else None,
+        )
+        for split in SPLITS
+    }
+    residuals = None
+    if use_cache and trains_on_base_residuals(spec) and "r_train" in tensors:
+        residuals = {split: tensors[f"r_{split}"].to(device) for split in SPLITS}
+    elif data["train"][1] is None:
+        raise ValueError(f"{spec.run_id}: needs the targets y, which this job replaced by y − W₀x")
+    if use_cache:
+        return cached_loss(model, data, batch, residuals), True
+    return reference_loss(model, data), False
+
+
+def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
+    """Adam's parameter groups. LoRA: A at lr and B at lr·λ (LoRA+, Hayou et al. 2024, arXiv
+    2402.12354; λ = ``lr_ratio``), plus the bias at lr where it trains. Full fine-tuning: every
+    parameter at lr."""
+    if spec.method != "lora":
+        return [{"params": list(model.parameters()), "lr": spec.lr}]
+    groups = [
+        {"params": [model.lora_A], "lr": spec.lr},
+        {"params": [model.lora_B], "lr": spec.lr * spec.lr_ratio},
+    ]
+    if spec.bias == "all":
+        groups.append({"params": [model.base.bias], "lr": spec.lr})
+    return groups
+
+
+def tracked_gradients(spec: RunSpec, model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters whose gradient norm each epoch records, by column name."""
+    if spec.method == "lora":
+        return {"grad_norm_A": model.lora_A, "grad_norm_B": model.lora_B}
+    return {"grad_norm_W": model.weight}
+
+
+def evaluate(model: nn.Module, loss: LossFn, split: str) -> float:
+    """The loss on a whole split, in eval mode and without gradients."""
+    model.eval()
+    with torch.no_grad():
+        return loss(split)
+
+
+def initial_record(model: nn.Module, loss: LossFn, norms: dict[str, nn.Parameter]) -> dict:
+    """Epoch 0: the losses of the model before any step, and no gradient norms yet."""
+    return {
+        "epoch": 0,
+        "train_loss": evaluate(model, loss, "train"),
+        "val_loss": evaluate(model, loss, "val"),
+        **dict.fromkeys(norms, math.nan),
+    }
+
+
+def batches(
+    n_train: int, batch: int, shuffle: torch.Generator, device: torch.device
+) -> list[tuple[torch.Tensor | None, int]]:
+    """One epoch's mini-batches as (row index, size): a fresh permutation from ``shuffle`` when
+    there is more than one batch, else the whole split in order (index ``None``)."""
+    order = torch.randperm(n_train, generator=shuffle).to(device) if batch < n_train else None
+    return [
+        (order[lo : lo + batch] if order is not None else None, min(batch, n_train - lo))
+        for lo in range(0, n_train, batch)
+    ]
+
+
+def _grad_norm(param: torch.Tensor) -> float:
+    return float(param.grad.norm()) if param.grad is not None else 0.0
+
+
+def train_epoch(
+    model: nn.Module,
+    loss: LossFn,
+    optimizer: torch.optim.Optimizer,
+    norms: dict[str, nn.Parameter],
+    epoch_batches: list[tuple[torch.Tensor | None, int]],
+) -> tuple[dict, bool]:
+    """One Adam step per batch, then the validation loss; returns the epoch's record and
+    whether the run diverged.
+
+    ``train_loss`` is the sample-weighted mean of the batch losses and each gradient norm the
+    mean over the steps taken. A non-finite batch loss ends the epoch before its step; the
+    record's losses are then NaN and the run has diverged, as it has when ``val_loss`` is not
+    finite.
+    """
+    model.train()
+    loss_sum, norm_sums, steps = 0.0, dict.fromkeys(norms, 0.0), 0
+    for index, size in epoch_batches:
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = loss("train", index, backward=True)
+        loss_sum += loss_value * size
+        if not math.isfinite(loss_value):
+            break
+        for name, param in norms.items():
+            norm_sums[name] += _grad_norm(param)
+        optimizer.step()
+        steps += 1
+    finite = math.isfinite(loss_sum)
+    val_loss = evaluate(model, loss, "val") if finite else math.nan
+    record = {
+        "train_loss": loss_sum / sum(size for _, size in epoch_batches) if finite else math.nan,
+        "val_loss": val_loss,
+        **{name: total / max(steps, 1) for name, total in norm_sums.items()},
+    }
+    return record, not (finite and math.isfinite(val_loss))
+
+
 @dataclass
 class RunResult:
+    """What one run produced, as :func:`lorasweep.jobs.run_folder.write_run` stores it."""
+
     spec: RunSpec
     status: str
     diverged_epoch: int | None
@@ -118,8 +269,37 @@ class RunResult:
         }
 
 
-def _grad_norm(param: torch.Tensor) -> float:
-    return float(param.grad.norm()) if param.grad is not None else 0.0
+def package_result(
+    spec: RunSpec,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs: list[dict],
+    epoch_seconds: list[float],
+    diverged_epoch: int | None,
+    cached_base: bool,
+    device: torch.device,
+) -> RunResult:
+    """The run's :class:`RunResult`: its record, counts and final weights (on the CPU)."""
+    if spec.method == "lora":
+        tensors = {"lora_A": model.lora_A, "lora_B": model.lora_B}
+        if spec.bias == "all":
+            tensors["bias"] = model.base.bias
+    else:
+        tensors = {"weight": model.weight, "bias": model.bias}
+    return RunResult(
+        spec=spec,
+        status="ok" if diverged_epoch is None else "diverged",
+        diverged_epoch=diverged_epoch,
+        epochs=epochs,
+        counts=count_parameters(model),
+        train_state_bytes=training_state_bytes(model, optimizer),
+        tensors={k: v.detach().cpu() for k, v in tensors.items()},
+        device=device.type,
+        device_name=device_name(device),
+        epoch_seconds=epoch_seconds,
+        cached_base=cached_base,
+        scaling=model.scaling if spec.method == "lora" else None,
+    )
 
 
 def train_run(
@@ -130,128 +310,34 @@ def train_run(
 ) -> RunResult:
     """Train one run and return its per-epoch record, counts and final weights.
 
-    Epoch 0 is the model before any step. For epoch ≥ 1, ``train_loss`` is the sample-weighted
-    mean of the epoch's mini-batch losses and ``val_loss`` the loss on the whole validation split
-    after the epoch. A non-finite loss stops the run with ``status="diverged"``.
-    ``use_cache=None`` caches W₀x wherever :func:`can_cache_base` says it is exact; residuals
-    the job cached in ``dataset`` (:func:`cache_base_residuals`) are used rather than recomputed.
+    Epoch 0 is the model before any step; every later epoch is one :func:`train_epoch`, timed
+    to the end of its validation loss. A divergence stops the run with ``status="diverged"``.
+    ``use_cache`` picks the loss (:func:`choose_loss`).
     """
     device = device if device is not None else resolve_device(spec.device)
     model = build_model(spec, dataset, device)
-    if use_cache is None:
-        use_cache = can_cache_base(model)
-    elif use_cache and not can_cache_base(model):
-        raise ValueError("W₀x can only be cached for a single unmerged LoRA layer")
-
-    tensors = dataset.tensors
-    data = {
-        split: (
-            tensors[f"X_{split}"].to(device),
-            tensors[f"y_{split}"].to(device) if f"y_{split}" in tensors else None,
-        )
-        for split in SPLITS
-    }
-    residuals = None
-    if use_cache and trains_on_base_residuals(spec) and "r_train" in tensors:
-        residuals = {split: tensors[f"r_{split}"].to(device) for split in SPLITS}
-    elif data["train"][1] is None:
-        raise ValueError(f"{spec.run_id}: needs the targets y, which this job replaced by y − W₀x")
-    n_train = data["train"][0].shape[0]
+    n_train = dataset["X_train"].shape[0]
     batch = min(spec.batch_size or n_train, n_train)
-    shuffled = batch < n_train
-    fast_loss = cached_loss(model, data, batch, residuals) if use_cache else None
-
-    def direct_loss(split: str, index: torch.Tensor | None = None, backward: bool = False):
-        x, y = data[split]
-        if index is not None:
-            x, y = x[index], y[index]
-        loss = nn.functional.mse_loss(model(x), y)
-        if backward:
-            loss.backward()
-        return float(loss.detach())
-
-    loss_on: LossFn = fast_loss if fast_loss is not None else direct_loss
-
-    def evaluate(split: str) -> float:
-        model.eval()
-        with torch.no_grad():
-            return loss_on(split)
-
-    if spec.method == "lora":
-        groups = [
-            {"params": [model.lora_A], "lr": spec.lr},
-            {"params": [model.lora_B], "lr": spec.lr * spec.lr_ratio},
-        ]
-        if spec.bias == "all":
-            groups.append({"params": [model.base.bias], "lr": spec.lr})
-        norm_params = {"grad_norm_A": model.lora_A, "grad_norm_B": model.lora_B}
-    else:
-        groups = [{"params": list(model.parameters()), "lr": spec.lr}]
-        norm_params = {"grad_norm_W": model.weight}
-    optimizer = torch.optim.Adam(groups)
-
+    loss, cached_base = choose_loss(spec, model, dataset, batch, device, use_cache)
+    optimizer = torch.optim.Adam(param_groups(spec, model))
+    norms = tracked_gradients(spec, model)
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
-    nan = math.nan
-    epochs = [
-        {
-            "epoch": 0,
-            "train_loss": evaluate("train"),
-            "val_loss": evaluate("val"),
-            **dict.fromkeys(norm_params, nan),
-        }
-    ]
+
+    epochs = [initial_record(model, loss, norms)]
     epoch_seconds: list[float] = []
-    status, diverged_epoch = "ok", None
+    diverged_epoch = None
     for epoch in range(1, spec.epochs + 1):
         start = time.perf_counter()
-        model.train()
-        order = torch.randperm(n_train, generator=shuffle).to(device) if shuffled else None
-        loss_sum, norm_sums, steps = 0.0, dict.fromkeys(norm_params, 0.0), 0
-        for lo in range(0, n_train, batch):
-            index = order[lo : lo + batch] if order is not None else None
-            size = min(batch, n_train - lo)
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = loss_on("train", index, backward=True)
-            loss_sum += loss_value * size
-            if not math.isfinite(loss_value):
-                break
-            for name, param in norm_params.items():
-                norm_sums[name] += _grad_norm(param)
-            optimizer.step()
-            steps += 1
-        val_loss = evaluate("val") if math.isfinite(loss_sum) else nan
+        record, diverged = train_epoch(
+            model, loss, optimizer, norms, batches(n_train, batch, shuffle, device)
+        )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epoch_seconds.append(time.perf_counter() - start)
-        epochs.append(
-            {
-                "epoch": epoch,
-                "train_loss": loss_sum / n_train if math.isfinite(loss_sum) else nan,
-                "val_loss": val_loss,
-                **{name: total / max(steps, 1) for name, total in norm_sums.items()},
-            }
-        )
-        if not (math.isfinite(loss_sum) and math.isfinite(val_loss)):
-            status, diverged_epoch = "diverged", epoch
+        epochs.append({"epoch": epoch, **record})
+        if diverged:
+            diverged_epoch = epoch
             break
-
-    if spec.method == "lora":
-        tensors = {"lora_A": model.lora_A, "lora_B": model.lora_B}
-        if spec.bias == "all":
-            tensors["bias"] = model.base.bias
-    else:
-        tensors = {"weight": model.weight, "bias": model.bias}
-    return RunResult(
-        spec=spec,
-        status=status,
-        diverged_epoch=diverged_epoch,
-        epochs=epochs,
-        counts=count_parameters(model),
-        train_state_bytes=training_state_bytes(model, optimizer),
-        tensors={k: v.detach().cpu() for k, v in tensors.items()},
-        device=device.type,
-        device_name=device_name(device),
-        epoch_seconds=epoch_seconds,
-        cached_base=fast_loss is not None,
-        scaling=model.scaling if spec.method == "lora" else None,
+    return package_result(
+        spec, model, optimizer, epochs, epoch_seconds, diverged_epoch, cached_base, device
     )
