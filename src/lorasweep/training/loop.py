@@ -269,15 +269,23 @@ class RunResult:
         }
 
 
+@dataclass
+class History:
+    """What the loop records: one dict per epoch from epoch 0 (before any step), the wall-clock
+    seconds of each epoch trained, and the epoch at which the run diverged, if it did."""
+
+    epochs: list[dict]
+    epoch_seconds: list[float] = field(default_factory=list)
+    diverged_epoch: int | None = None
+
+
 def package_result(
     spec: RunSpec,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    epochs: list[dict],
-    epoch_seconds: list[float],
-    diverged_epoch: int | None,
-    cached_base: bool,
     device: torch.device,
+    history: History,
+    cached_base: bool,
 ) -> RunResult:
     """The run's :class:`RunResult`: its record, counts and final weights (on the CPU)."""
     if spec.method == "lora":
@@ -288,15 +296,15 @@ def package_result(
         tensors = {"weight": model.weight, "bias": model.bias}
     return RunResult(
         spec=spec,
-        status="ok" if diverged_epoch is None else "diverged",
-        diverged_epoch=diverged_epoch,
-        epochs=epochs,
+        status="ok" if history.diverged_epoch is None else "diverged",
+        diverged_epoch=history.diverged_epoch,
+        epochs=history.epochs,
         counts=count_parameters(model),
         train_state_bytes=training_state_bytes(model, optimizer),
         tensors={k: v.detach().cpu() for k, v in tensors.items()},
         device=device.type,
         device_name=device_name(device),
-        epoch_seconds=epoch_seconds,
+        epoch_seconds=history.epoch_seconds,
         cached_base=cached_base,
         scaling=model.scaling if spec.method == "lora" else None,
     )
@@ -323,9 +331,7 @@ def train_run(
     norms = tracked_gradients(spec, model)
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
 
-    epochs = [initial_record(model, loss, norms)]
-    epoch_seconds: list[float] = []
-    diverged_epoch = None
+    history = History(epochs=[initial_record(model, loss, norms)])
     for epoch in range(1, spec.epochs + 1):
         start = time.perf_counter()
         record, diverged = train_epoch(
@@ -333,11 +339,9 @@ def train_run(
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        epoch_seconds.append(time.perf_counter() - start)
-        epochs.append({"epoch": epoch, **record})
+        history.epoch_seconds.append(time.perf_counter() - start)
+        history.epochs.append({"epoch": epoch, **record})
         if diverged:
-            diverged_epoch = epoch
+            history.diverged_epoch = epoch
             break
-    return package_result(
-        spec, model, optimizer, epochs, epoch_seconds, diverged_epoch, cached_base, device
-    )
+    return package_result(spec, model, optimizer, device, history, cached_base)
