@@ -2,10 +2,12 @@
 
 import torch
 
+from lorasweep.io import load_metadata, load_tensors, read_json, tensors_to_bytes
 from lorasweep.jobs.job import run_job
 from lorasweep.jobs.reuse import code_fingerprint, reuse_key
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks import storage, synthetic
+from lorasweep.training.loop import build_model
 
 SPEC = RunSpec(dataset="d", method="lora", seed=0, lr=0.01, epochs=2, batch_size=32, bias="none",
                device="cpu", rank=2, alpha=4.0, scaling="standard", init="kaiming")  # fmt: skip
@@ -37,3 +39,37 @@ def test_run_job_reuses_finished_runs_and_retrains_on_request(tmp_path):
     assert metrics.stat().st_mtime_ns == stamp
     assert run_job(*args, reuse=False, progress=False) == {"trained": 1, "reused": 0}
     assert not list((tmp_path / "runs").glob(".*")), "temporary folders left behind"
+
+
+def test_runs_store_the_adapters_starting_point_where_it_is_not_zero(tmp_path):
+    data = synthetic.generate(
+        synthetic.DatasetSpec(name="d", kind="lowrank", in_features=8, out_features=6,
+                              n_train=64, n_val=16, noise_std=0.1, task_rank=2)
+    )  # fmt: skip
+    files = {"d": (tmp_path / "d.safetensors", tmp_path / "d.json")}
+    storage.save(data, *files["d"])
+    specs = [RunSpec(**{**SPEC.__dict__, "init": init}) for init in ("kaiming", "pissa", "randn")]
+    runs = tmp_path / "runs"
+    run_job([s.as_dict() for s in specs], files, runs, tmp_path / "a.json", progress=False)
+    for spec in specs:
+        weights = runs / spec.run_id / "weights.safetensors"
+        tensors, meta = load_tensors(weights), load_metadata(weights)
+        trained = {k: tensors[k] for k in ("lora_A", "lora_B")}
+        assert read_json(runs / spec.run_id / "metrics.json")["adapter_bytes"] == len(
+            tensors_to_bytes(trained, meta)
+        ), "the adapter's size leaves its starting point out"
+        if spec.init == "kaiming":
+            assert set(tensors) == {"lora_A", "lora_B"}
+            continue
+        start = build_model(spec, data, CPU)
+        assert torch.equal(tensors["lora_A_init"], start.lora_A.detach())
+        assert torch.equal(tensors["lora_B_init"], start.lora_B.detach())
+    pissa = load_tensors(runs / specs[1].run_id / "weights.safetensors")
+    s = load_metadata(runs / specs[1].run_id / "weights.safetensors")["scaling"]
+    u, sv, vh = torch.linalg.svd(data["W0"].double(), full_matrices=False)
+    torch.testing.assert_close(
+        s * (pissa["lora_B_init"] @ pissa["lora_A_init"]).double(),
+        (u[:, :2] * sv[:2]) @ vh[:2],
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -78,10 +78,10 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 METADATA_KEY = "lorasweep"
 
 
-def save_tensors(
-    path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
-) -> None:
-    """Save tensors with safetensors (no pickle), atomically, with identical bytes every time.
+def tensors_to_bytes(
+    tensors: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
+) -> bytes:
+    """Tensors as a safetensors file (no pickle), with identical bytes every time.
 
     safetensors keeps metadata in a hash map whose order changes between processes, so the
     metadata is stored as one canonical JSON string under the key ``lorasweep``.
@@ -90,7 +90,14 @@ def save_tensors(
 
     contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     header = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)} if metadata else None
-    write_bytes(path, save(contiguous, metadata=header))
+    return save(contiguous, metadata=header)
+
+
+def save_tensors(
+    path: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, Any] | None = None
+) -> None:
+    """Save :func:`tensors_to_bytes` atomically."""
+    write_bytes(path, tensors_to_bytes(tensors, metadata))
 
 
 def load_tensors(path: str | os.PathLike) -> dict:

@@ -1,11 +1,21 @@
 """Write one run's folder atomically: a temporary sibling renamed into place when complete, so a
 run folder that exists is a finished run.
 
-``<runs>/<run_id>/`` holds ``weights.safetensors`` (the trained adapter, or the whole layer for
-full fine-tuning), ``epochs.csv`` (per-epoch losses and gradient norms), ``timing.json``
-(wall-clock seconds, the only file that differs between reruns), ``provenance.json`` (resolved
-parameters, dataset spec and checksum, versions, device, reuse key) and ``metrics.json``
-(counts, training-state bytes, adapter size, losses, theoretical optimum, status).
+``<runs>/<run_id>/`` holds
+
+- ``weights.safetensors``: the trained adapter, ``lora_A`` (r×d_in), ``lora_B`` (d_out×r) and
+  ``bias`` when it trains, or the whole layer, ``weight`` and ``bias``, for full fine-tuning.
+  Where the adapter does not start at zero (init ``pissa`` or ``randn``) also its starting
+  point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA moved s·B₀A₀ out of W₀, so its
+  change of weight s·(BA − B₀A₀) is formed from the folder without redoing the SVD. Its
+  metadata holds ``run_id``, ``method`` and, for LoRA,
+  ``rank``, ``alpha``, ``scaling_rule``, ``init`` and ``scaling``, the multiplier s itself;
+- ``epochs.csv``: per-epoch losses and gradient norms;
+- ``timing.json``: wall-clock seconds, the only file that differs between reruns;
+- ``provenance.json``: resolved parameters, dataset spec and checksum, versions, device, reuse
+  key;
+- ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status, and
+  ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorasweep.io import save_tensors, write_csv, write_json
+from lorasweep.io import save_tensors, tensors_to_bytes, write_csv, write_json
 from lorasweep.tasks.synthetic import GroundTruth
 from lorasweep.training.loop import RunResult
 
@@ -41,14 +51,17 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "scaling": result.scaling,
                 "init": spec.init,
             }
-        save_tensors(weights, result.tensors, metadata=metadata)
+        save_tensors(weights, {**result.tensors, **result.initial_tensors}, metadata=metadata)
         frame = pd.DataFrame(result.epochs).reindex(columns=EPOCH_COLUMNS)
         write_csv(tmp / "epochs.csv", frame)
         write_json(tmp / "timing.json", {"epoch_seconds": result.epoch_seconds})
         write_json(tmp / "provenance.json", {**provenance, "run": spec.as_dict()})
         write_json(
             tmp / "metrics.json",
-            {**result.summary(truth), "adapter_bytes": weights.stat().st_size},
+            {
+                **result.summary(truth),
+                "adapter_bytes": len(tensors_to_bytes(result.tensors, metadata)),
+            },
         )
         os.chmod(tmp, 0o755)
         if run_dir.exists():

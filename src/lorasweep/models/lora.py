@@ -15,6 +15,10 @@ from torch import nn
 
 from lorasweep.options import BIASES, INITS, SCALINGS
 
+NONZERO_START_INITS = ("pissa", "randn")
+"""Inits whose adapter starts with B₀A₀ ≠ 0 (see :meth:`LoRALinear.reset_adapter`); the
+others start with B₀ = 0."""
+
 
 def scaling_factor(rule: str, alpha: float, rank: int) -> float:
     """The adapter's output multiplier s.

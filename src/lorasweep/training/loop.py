@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
-from lorasweep.models.lora import LoRALinear
+from lorasweep.models.lora import NONZERO_START_INITS, LoRALinear
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
@@ -64,6 +64,18 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
         dropout_generator=generator(spec.seed, "dropout", spec.run_id),
         device=device,
     )
+
+
+def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]:
+    """A₀ and B₀ as ``lora_A_init``/``lora_B_init`` where the adapter does not start at zero
+    (:data:`NONZERO_START_INITS`), so that later stages read the starting point B₀A₀ from the
+    run folder instead of recomputing it (PiSSA's SVD); empty for every other run."""
+    if spec.method != "lora" or spec.init not in NONZERO_START_INITS:
+        return {}
+    return {
+        "lora_A_init": model.lora_A.detach().to("cpu", copy=True),
+        "lora_B_init": model.lora_B.detach().to("cpu", copy=True),
+    }
 
 
 def reference_loss(model: nn.Module, data: Splits) -> LossFn:
@@ -227,6 +239,8 @@ class RunResult:
     epoch_seconds: list[float]
     cached_base: bool
     scaling: float | None = None
+    initial_tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    """The adapter's starting point, stored beside ``tensors`` (:func:`starting_adapter`)."""
 
     @property
     def final(self) -> dict:
@@ -286,8 +300,10 @@ def package_result(
     device: torch.device,
     history: History,
     cached_base: bool,
+    initial_tensors: dict[str, torch.Tensor],
 ) -> RunResult:
-    """The run's :class:`RunResult`: its record, counts and final weights (on the CPU)."""
+    """The run's :class:`RunResult`: its record, counts, and final weights (on the CPU) with
+    the adapter's starting point where it is stored."""
     if spec.method == "lora":
         tensors = {"lora_A": model.lora_A, "lora_B": model.lora_B}
         if spec.bias == "all":
@@ -307,6 +323,7 @@ def package_result(
         epoch_seconds=history.epoch_seconds,
         cached_base=cached_base,
         scaling=model.scaling if spec.method == "lora" else None,
+        initial_tensors=initial_tensors,
     )
 
 
@@ -324,6 +341,7 @@ def train_run(
     """
     device = device if device is not None else resolve_device(spec.device)
     model = build_model(spec, dataset, device)
+    initial_tensors = starting_adapter(spec, model)
     n_train = dataset["X_train"].shape[0]
     batch = min(spec.batch_size or n_train, n_train)
     loss, cached_base = choose_loss(spec, model, dataset, batch, device, use_cache)
@@ -344,4 +362,4 @@ def train_run(
         if diverged:
             history.diverged_epoch = epoch
             break
-    return package_result(spec, model, optimizer, device, history, cached_base)
+    return package_result(spec, model, optimizer, device, history, cached_base, initial_tensors)
