@@ -15,7 +15,9 @@ run folder that exists is a finished run.
 - ``provenance.json``: resolved parameters, dataset spec and checksum, versions, device, reuse
   key;
 - ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status, and
-  ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀).
+  ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀);
+- ``checksums.json``, written last: the SHA-256 of every other file but ``timing.json``
+  (:mod:`lorasweep.jobs.integrity`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorasweep.io import save_tensors, tensors_to_bytes, write_csv, write_json
+from lorasweep.io import default_mode, save_tensors, tensors_to_bytes, write_csv, write_json
+from lorasweep.jobs.integrity import write_checksums
 from lorasweep.tasks.synthetic import GroundTruth
 from lorasweep.training.loop import RunResult
 
@@ -63,15 +66,28 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "adapter_bytes": len(tensors_to_bytes(result.tensors, metadata)),
             },
         )
-        os.chmod(tmp, 0o755)
-        if run_dir.exists():
+        write_checksums(tmp)
+        os.chmod(tmp, default_mode(directory=True))
+        if os.path.lexists(run_dir):
             stale = run_dir.with_name(f".{run_dir.name}.stale")
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_path(stale)
             os.replace(run_dir, stale)
             os.replace(tmp, run_dir)
-            shutil.rmtree(stale, ignore_errors=True)
+            try:
+                remove_path(stale)
+            except OSError as err:
+                print(f"{run_dir}: the previous copy could not be removed from {stale} ({err})")
         else:
             os.replace(tmp, run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_path(path: Path) -> None:
+    """Remove ``path`` whatever it is: a folder with its contents, or a file or symbolic link
+    itself (never what a link points to). Nothing there is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
