@@ -32,7 +32,8 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple:
     ``run_dirs`` are run folders (with ``metrics.json`` and ``weights.safetensors``);
     ``datasets`` maps a dataset name to its loaded :class:`lorasweep.tasks.synthetic.Dataset`.
 
-    Returns (per_run, pairs) DataFrames. ``per_run``: ``run_id, delta_norm, amplification,
+    Returns (per_run, pairs) DataFrames, sorted by run id and by comparison, dataset, runs and
+    cell. ``per_run``: ``run_id, delta_norm, amplification,
     phi_true_right, phi_true_left``. ``pairs``: φ(A₁, A₂, i, j) in long format for two
     comparisons, ``rank`` (the smallest of 8 or the lowest rank, against the highest rank, same
     seed and settings) and ``seed`` (two seeds at the same rank and settings).
@@ -92,7 +93,17 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple:
                 )
     pair_columns = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "seed_a",
                     "seed_b", "i", "j", "phi"]  # fmt: skip
-    return per_run, pd.DataFrame(pair_rows, columns=pair_columns)
+    pairs = _sorted(pd.DataFrame(pair_rows, columns=pair_columns), PAIR_ORDER)
+    return _sorted(per_run, ["run_id"]), pairs
+
+
+PAIR_ORDER = ["comparison", "dataset", "run_a", "run_b", "i", "j"]
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows in one fixed order, whatever order the run folders came in (it follows how runs
+    were grouped into jobs, which depends on the core count)."""
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias")
