@@ -125,7 +125,13 @@ def generate(spec: DatasetSpec) -> Dataset:
 
 
 def ground_truth(dataset: Dataset) -> GroundTruth:
-    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD)."""
+    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD).
+
+    Singular values at or below the numerical-rank tolerance of the stored float32 matrix,
+    s_max · max(d_in, d_out) · eps(float32) (as ``numpy.linalg.matrix_rank``), are rounding
+    noise of the storage, not part of the task, and are set to 0: ΔW* of rank k then has
+    exactly k non-zero singular values, and with σ = 0 the optimum at r ≥ k is exactly 0.
+    """
     spec = dataset.spec
     w0, b0 = dataset["W0"].double(), dataset["b0"].double()
     if spec.kind == "noise":
@@ -133,6 +139,9 @@ def ground_truth(dataset: Dataset) -> GroundTruth:
     else:
         gap_w, gap_b = dataset["delta_W"].double(), torch.zeros_like(b0)
     svals = torch.linalg.svdvals(gap_w)
+    if svals.numel():
+        tolerance = svals.max() * max(gap_w.shape) * torch.finfo(torch.float32).eps
+        svals = torch.where(svals > tolerance, svals, torch.zeros_like(svals))
     return GroundTruth(
         singular_values=tuple(float(s) for s in svals),
         bias_gap_sq=float(gap_b.square().sum()),

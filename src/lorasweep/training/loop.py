@@ -223,6 +223,16 @@ def train_epoch(
     return record, not (finite and math.isfinite(val_loss))
 
 
+def gap_to_optimal(loss: float, optimal: float) -> float | None:
+    """How far ``loss`` is above the theoretical optimum, relative to it: loss / optimal − 1.
+
+    None where the optimum is 0 (noise σ = 0 and an update that can reach the truth: r ≥ the
+    task rank, or full fine-tuning); a relative gap to 0 is undefined, and the loss is itself
+    the absolute gap.
+    """
+    return loss / optimal - 1.0 if optimal > 0 else None
+
+
 @dataclass
 class RunResult:
     """What one run produced, as :func:`lorasweep.jobs.run_folder.write_run` stores it."""
@@ -261,7 +271,7 @@ class RunResult:
             optimal = truth.optimal_loss(rank, bias_trains)
             noise = truth.noise_floor
             if self.status == "ok":
-                gap = self.final["val_loss"] / optimal - 1.0
+                gap = gap_to_optimal(self.final["val_loss"], optimal)
         return {
             **spec.as_dict(),
             "trainable_params": self.counts.trainable,
