@@ -38,7 +38,9 @@ def subspace_similarity(t: Tables) -> plt.Figure:
         if t.geometry is not None
         else None
     )
-    has_truth = truth is not None and truth["phi_true_right"].notna().any()
+    has_truth = (
+        truth is not None and truth.loc[truth["method"] == "lora", "phi_true_right"].notna().any()
+    )
     n = len(panels) + int(has_truth)
     if n == 0:
         return no_data("no adapters to compare")
@@ -107,6 +109,8 @@ def amplification(t: Tables) -> plt.Figure:
         return no_data("no adapters")
     data = t.geometry.merge(statistics.completed(t.runs), on="run_id")
     lora = statistics.reference_slice(data[data["method"] == "lora"], vary=["rank", "scaling"])
+    if lora.empty:
+        return no_data("no completed LoRA runs")
     datasets = sorted(lora["dataset"].unique())
     fig, axes = subplot_grid(1, len(datasets))
     for j, dataset in enumerate(datasets):

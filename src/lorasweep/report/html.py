@@ -47,36 +47,57 @@ def _row_loss(row: pd.Series) -> str:
     return fmt_loss(row["final_val_loss"], row["final_val_loss_sd"])
 
 
+def _dataset_prefix(runs: pd.DataFrame, dataset: str) -> str:
+    """``<b>name</b> (shape, task, noise floor): `` to open a dataset's summary sentence."""
+    meta = runs[runs["dataset"] == dataset].iloc[0]
+    shape = f"{meta['in_features']}→{meta['out_features']}"
+    task = (
+        f"task rank {meta['task_rank']}"
+        if meta["dataset_kind"] == "lowrank"
+        else "targets independent of inputs"
+    )
+    floor = meta["noise_floor"]
+    return f"<b>{html.escape(dataset)}</b> ({shape}, {task}, noise floor σ² = {floor:.4g}): "
+
+
 def summary_sentences(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> list[str]:
-    """The generated findings, one or more sentences per dataset."""
+    """The generated findings, one or more sentences per dataset, saying so where every run
+    (or every run of one method) diverged."""
     sentences = []
-    for dataset, rows in table.groupby("dataset", sort=True):
+    for dataset in sorted(runs["dataset"].unique()):
+        ran = runs[runs["dataset"] == dataset]
+        rows = table[table["dataset"] == dataset] if not table.empty else table
+        prefix = _dataset_prefix(runs, dataset)
+        if rows.empty:
+            sentences.append(
+                prefix + f"every one of its {len(ran)} runs diverged (listed under Diverged "
+                "runs), so there is no loss to summarise."
+            )
+            continue
         lora = rows[rows["method"] == "lora"].sort_values("rank")
         full = rows[rows["method"] == "full"]
-        meta = runs[runs["dataset"] == dataset].iloc[0]
-        shape = f"{meta['in_features']}→{meta['out_features']}"
-        task = (
-            f"task rank {meta['task_rank']}"
-            if meta["dataset_kind"] == "lowrank"
-            else "targets independent of inputs"
-        )
-        floor = meta["noise_floor"]
-        prefix = f"<b>{html.escape(dataset)}</b> ({shape}, {task}, noise floor σ² = {floor:.4g}): "
         if full.empty:
             best = lora.loc[lora["final_val_loss"].idxmin()]
+            missing = (
+                "every full fine-tuning run diverged."
+                if (ran["method"] == "full").any()
+                else "full fine-tuning was not run in this config."
+            )
             sentences.append(
                 prefix + f"the lowest final validation MSE is {_row_loss(best)} "
                 f"at r = {best['rank']} with {best['trainable_params']:,} trainable parameters "
-                f"({best['trainable_pct']:.1f} % of {best['total_params']:,}); full fine-tuning "
-                "was not run in this config."
+                f"({best['trainable_pct']:.1f} % of {best['total_params']:,}); {missing}"
             )
             continue
         ref = full.iloc[0]
-        matching = lora[lora["final_val_loss"] <= ref["final_val_loss"] * (1 + tolerance)]
         full_text = (
             f"full fine-tuning reaches {_row_loss(ref)} "
             f"with {ref['trainable_params']:,} trainable parameters"
         )
+        if lora.empty:
+            sentences.append(prefix + full_text + "; every LoRA run diverged.")
+            continue
+        matching = lora[lora["final_val_loss"] <= ref["final_val_loss"] * (1 + tolerance)]
         if matching.empty:
             best = lora.loc[lora["final_val_loss"].idxmin()]
             sentences.append(
@@ -192,7 +213,7 @@ def render(
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{len(runs)} runs ({n_lora} LoRA, {n_full} full fine-tuning) on "
         f"{runs['dataset'].nunique()} dataset(s) with {runs['seed'].nunique()} seed(s); "
-        f"{len(failed)} diverged.</p>",
+        f"{'every run' if len(failed) == len(runs) else len(failed)} diverged.</p>",
         "<h2>Summary</h2>",
         *(f"<p>{s}</p>" for s in summary_sentences(runs, table, tolerance)),
         "<h2>Findings</h2>",
