@@ -68,17 +68,15 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
         )
         write_checksums(tmp)
         os.chmod(tmp, default_mode(directory=True))
+        stale = run_dir.with_name(f".{run_dir.name}.stale")
+        remove_path(stale)
         if os.path.lexists(run_dir):
-            stale = run_dir.with_name(f".{run_dir.name}.stale")
-            remove_path(stale)
             os.replace(run_dir, stale)
-            os.replace(tmp, run_dir)
-            try:
-                remove_path(stale)
-            except OSError as err:
-                print(f"{run_dir}: the previous copy could not be removed from {stale} ({err})")
-        else:
-            os.replace(tmp, run_dir)
+        os.replace(tmp, run_dir)
+        try:
+            remove_path(stale)
+        except OSError as err:
+            print(f"{run_dir}: the previous copy could not be removed from {stale} ({err})")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
