@@ -62,6 +62,7 @@ def test_per_run_files_exist(tiny_run):
             "metrics.json",
             "provenance.json",
             "timing.json",
+            "checksums.json",
         }
 
 
