@@ -4,26 +4,45 @@ adapters of two ranks or two seeds, from the saved weights."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from lorasweep.analysis.geometry import (
+    ZERO_B_INITS,
     amplification_factor,
     lora_update,
     similarity_grid,
     true_subspace_similarity,
 )
-from lorasweep.io import load_tensors, read_json
-from lorasweep.models.lora import scaling_factor
+from lorasweep.io import load_metadata, load_tensors, read_json
+
+INIT_FACTORS = ("lora_A_init", "lora_B_init")
+"""A₀ and B₀ in ``weights.safetensors`` of runs whose B starts non-zero (PiSSA, randn)."""
 
 
-def _run_update(run_dir, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
-    tensors = load_tensors(run_dir / "weights.safetensors")
+class MissingInitError(RuntimeError):
+    """A LoRA run whose B did not start at zero lacks the initial factors its ΔW needs."""
+
+
+def run_update(run_dir: Path, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
+    """W_final − W₀ of a run, from its ``weights.safetensors`` (factors, initial factors and the
+    scale s stored by the run)."""
+    path = run_dir / "weights.safetensors"
+    tensors = load_tensors(path)
     if metrics["method"] == "full":
         return tensors["weight"].double() - w0.double()
-    scaling = scaling_factor(metrics["scaling"], metrics["alpha"], metrics["rank"])
-    return lora_update(tensors["lora_A"], tensors["lora_B"], scaling, metrics["init"], w0)
+    scaling = load_metadata(path)["scaling"]
+    if metrics["init"] in ZERO_B_INITS:
+        return lora_update(tensors["lora_A"], tensors["lora_B"], scaling)
+    if any(name not in tensors for name in INIT_FACTORS):
+        raise MissingInitError(
+            f"{run_dir}: init {metrics['init']!r} starts with B ≠ 0, so ΔW needs lora_A_init and "
+            "lora_B_init in weights.safetensors; rerun the pipeline to write them"
+        )
+    a0, b0 = (tensors[name] for name in INIT_FACTORS)
+    return lora_update(tensors["lora_A"], tensors["lora_B"], scaling, a0, b0)
 
 
 def geometry_tables(run_dirs, datasets: dict) -> tuple:
@@ -46,7 +65,7 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple:
             continue
         data = datasets[m["dataset"]]
         w0, truth = data["W0"], data["delta_W"]
-        delta = _run_update(run_dir, m, w0)
+        delta = run_update(run_dir, m, w0)
         true_rank = int(torch.linalg.matrix_rank(truth.double()))
         rank = m["rank"] if m["method"] == "lora" else max(true_rank, 1)
         similarity = (
