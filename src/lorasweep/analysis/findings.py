@@ -114,7 +114,7 @@ def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     curve = epochs[epochs["epoch"] >= 1].assign(log_loss=lambda e: np.log10(e["val_loss"]))
     speed = curve.groupby("run_id")["log_loss"].mean().rename("speed")
     lora = lora.join(speed, on="run_id")
-    keys = ["dataset", "alpha", "init", "lr", "lr_ratio"]
+    keys = ["dataset", *(k for k in statistics.settings_in(lora) if k != "scaling")]
     parts, wins, total = [], 0, 0
     for dataset, group in lora.groupby("dataset", sort=True):
         top = group["rank"].max()

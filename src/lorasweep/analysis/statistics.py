@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-LORA_SETTINGS = ["alpha", "scaling", "init", "lr", "lr_ratio"]
+LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias")
+"""The LoRA settings that tell runs apart besides rank and seed."""
 
 
 def _unique(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
+
+
+def settings_in(frame: pd.DataFrame) -> list[str]:
+    """The :data:`LORA_SETTINGS` that are columns of ``frame`` (a table without a dropout or bias
+    column has one value of it)."""
+    return [c for c in LORA_SETTINGS if c in frame.columns]
 
 
 def completed(runs: pd.DataFrame) -> pd.DataFrame:
@@ -34,7 +41,7 @@ def best_lora_settings(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """For each group in ``by`` (for example dataset and rank), the LoRA settings with the lowest
     mean final validation loss across seeds, with that mean, sd and seed count."""
     lora = runs[runs["method"] == "lora"]
-    stats = seed_stats(lora, [*by, *LORA_SETTINGS])
+    stats = seed_stats(lora, [*by, *settings_in(lora)])
     if stats.empty:
         return stats
     best = stats.loc[stats.groupby(by, dropna=False)["mean"].idxmin()]
@@ -47,7 +54,7 @@ def reference_slice(lora: pd.DataFrame, vary: list[str]) -> pd.DataFrame:
     The other settings are fixed at the combination that covers the most runs (ties broken by
     sorted order), so a figure about one axis compares like with like.
     """
-    fixed = [c for c in ["rank", *LORA_SETTINGS] if c not in vary]
+    fixed = [c for c in ["rank", *settings_in(lora)] if c not in vary]
     if lora.empty or not fixed:
         return lora
     sizes = lora.groupby(["dataset", *fixed], dropna=False).size().rename("n").reset_index()
@@ -87,7 +94,7 @@ def efficiency_table(runs: pd.DataFrame, timings: pd.DataFrame | None = None) ->
     rows = []
     lora_best = best_lora_settings(runs, ["dataset", "rank"])
     full_best = best_full(runs)
-    keyed = [(lora_best, ["dataset", "rank", *LORA_SETTINGS], "lora")]
+    keyed = [(lora_best, ["dataset", "rank", *settings_in(runs)], "lora")]
     keyed.append((full_best, ["dataset", "lr"], "full"))
     for settings, keys, method in keyed:
         if settings.empty:

@@ -31,7 +31,7 @@ def init_comparison(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("fewer than two inits")
     best = statistics.best_lora_settings(lora, ["dataset", "rank", "init"])
-    chosen = statistics.select_runs(lora, best, ["dataset", "rank", *statistics.LORA_SETTINGS])
+    chosen = statistics.select_runs(lora, best, ["dataset", "rank", *statistics.settings_in(lora)])
     curves = t.epochs.merge(chosen[["run_id", "dataset", "init"]], on="run_id")
     datasets = sorted(chosen["dataset"].unique())
     fig, axes = subplot_grid(len(datasets), 2)

@@ -99,7 +99,7 @@ def learning_curves(t: Tables) -> plt.Figure:
     colors = rank_colors(lora["rank"].dropna().unique())
     fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
     best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
-    chosen = statistics.select_runs(runs, best, ["dataset", "rank", *statistics.LORA_SETTINGS])
+    chosen = statistics.select_runs(runs, best, ["dataset", "rank", *statistics.settings_in(runs)])
     curves = epochs.merge(chosen[["run_id", "dataset", "scaling", "rank"]], on="run_id")
     full_best = statistics.best_full(runs)
     full_runs = statistics.select_runs(runs[runs["method"] == "full"], full_best, ["dataset", "lr"])

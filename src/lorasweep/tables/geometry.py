@@ -16,6 +16,7 @@ from lorasweep.analysis.geometry import (
     similarity_grid,
     true_subspace_similarity,
 )
+from lorasweep.analysis.statistics import LORA_SETTINGS
 from lorasweep.io import load_metadata, load_tensors, read_json
 
 PER_RUN_COLUMNS = ["run_id", "delta_norm", "amplification", "phi_true_right", "phi_true_left"]
@@ -123,9 +124,6 @@ def _pair_rows(kind: str, run_a: dict, run_b: dict, folders: dict) -> list[dict]
     ]
 
 
-SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias")
-
-
 def _comparison_pairs(lora: list[dict]):
     """(kind, run_a, run_b) for the rank and seed comparisons of each dataset.
 
@@ -142,11 +140,11 @@ def _comparison_pairs(lora: list[dict]):
             continue
         high = ranks[-1]
         low = 8 if 8 in ranks and high > 8 else ranks[0]
-        index = {(m["rank"], m["seed"], *(m[k] for k in SETTINGS)): m for m in runs}
+        index = {(m["rank"], m["seed"], *(m[k] for k in LORA_SETTINGS)): m for m in runs}
         candidates: dict = {}
         for m in runs:
             if m["rank"] == high:
-                key = tuple(m[k] for k in SETTINGS)
+                key = tuple(m[k] for k in LORA_SETTINGS)
                 candidates.setdefault(key, []).append(m["final_val_loss"])
         settings = min(candidates, key=lambda s: (sum(candidates[s]) / len(candidates[s]), str(s)))
         seeds = sorted({m["seed"] for m in runs})
