@@ -164,19 +164,17 @@ def efficiency(table: pd.DataFrame, tolerance: float) -> Finding:
         return Finding("efficiency", statement, NOT_TESTED, "full fine-tuning is not enabled")
     parts, oks = [], []
     for dataset, rows in table.groupby("dataset", sort=True):
-        lora = rows[rows["method"] == "lora"].sort_values("rank")
         full = rows[rows["method"] == "full"]
-        if full.empty or lora.empty:
+        if full.empty or not (rows["method"] == "lora").any():
             continue
         ref = full.iloc[0]
-        match = lora[lora["final_val_loss"] <= ref["final_val_loss"] * (1 + tolerance)]
-        oks.append(not match.empty)
-        if match.empty:
+        hit = statistics.first_rank_matching_full(rows, tolerance)
+        oks.append(hit is not None)
+        if hit is None:
             parts.append(
                 f"{dataset}: no rank comes within {tolerance:.0%} of {ref['final_val_loss']:.4g}"
             )
             continue
-        hit = match.iloc[0]
         parts.append(
             f"{dataset}: r = {hit['rank']} reaches {hit['final_val_loss']:.4g} against "
             f"{ref['final_val_loss']:.4g} with {1 / hit['params_vs_full']:.1f}× fewer trainable "

@@ -145,6 +145,17 @@ def efficiency_table(runs: pd.DataFrame, timings: pd.DataFrame | None = None) ->
     return table
 
 
+def first_rank_matching_full(rows: pd.DataFrame, tolerance: float) -> pd.Series | None:
+    """Of one dataset's :func:`efficiency_table` rows, the lowest-rank LoRA row whose final loss
+    is within ``tolerance`` of full fine-tuning's; None without a match or without full FT."""
+    lora = rows[rows["method"] == "lora"].sort_values("rank")
+    full = rows[rows["method"] == "full"]
+    if full.empty:
+        return None
+    match = lora[lora["final_val_loss"] <= full.iloc[0]["final_val_loss"] * (1 + tolerance)]
+    return None if match.empty else match.iloc[0]
+
+
 def _settings_label(row: pd.Series, method: str) -> str:
     if method == "full":
         return f"lr={row['lr']:g}"

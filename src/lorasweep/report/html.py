@@ -51,7 +51,7 @@ def summary_sentences(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float)
     """The generated findings, one or more sentences per dataset."""
     sentences = []
     for dataset, rows in table.groupby("dataset", sort=True):
-        lora = rows[rows["method"] == "lora"].sort_values("rank")
+        lora = rows[rows["method"] == "lora"]
         full = rows[rows["method"] == "full"]
         meta = runs[runs["dataset"] == dataset].iloc[0]
         shape = f"{meta['in_features']}→{meta['out_features']}"
@@ -72,19 +72,18 @@ def summary_sentences(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float)
             )
             continue
         ref = full.iloc[0]
-        matching = lora[lora["final_val_loss"] <= ref["final_val_loss"] * (1 + tolerance)]
+        hit = statistics.first_rank_matching_full(rows, tolerance)
         full_text = (
             f"full fine-tuning reaches {_row_loss(ref)} "
             f"with {ref['trainable_params']:,} trainable parameters"
         )
-        if matching.empty:
+        if hit is None:
             best = lora.loc[lora["final_val_loss"].idxmin()]
             sentences.append(
                 prefix + full_text + f"; no LoRA rank comes within {tolerance:.0%} of it "
                 f"(best: r = {best['rank']} at {_row_loss(best)})."
             )
             continue
-        hit = matching.iloc[0]
         sentences.append(
             prefix + full_text + f"; LoRA at r = {hit['rank']} ({html.escape(hit['settings'])}) "
             f"reaches {_row_loss(hit)}, within "
