@@ -39,19 +39,12 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.1f} %"
 
 
-def _lowrank_best(runs: pd.DataFrame) -> pd.DataFrame:
-    lora = runs[(runs["method"] == "lora") & (runs["dataset_kind"] == "lowrank")]
-    best = statistics.best_lora_settings(lora, ["dataset", "rank"])
-    meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
-    return best.join(meta, on="dataset") if not best.empty else best
-
-
 def small_rank_suffices(runs: pd.DataFrame) -> Finding:
     statement = (
         f"Small r suffices: LoRA at r ≥ task rank is within {SMALL_R_TOLERANCE:.0%} of the "
         "noise floor (LoRA paper, Table 6)."
     )
-    best = _lowrank_best(runs)
+    best = statistics.best_lowrank_lora(runs)
     parts, oks = [], []
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k, floor = int(group["task_rank"].iloc[0]), float(group["noise_floor"].iloc[0])
@@ -77,7 +70,7 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
         "Large r is wasted: the loss stops improving past the task rank (no rank above it "
         f"improves on it by more than {PLATEAU_TOLERANCE:.0%})."
     )
-    best = _lowrank_best(runs)
+    best = statistics.best_lowrank_lora(runs)
     parts, oks = [], []
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k = int(group["task_rank"].iloc[0])

@@ -30,8 +30,7 @@ def init_comparison(t: Tables) -> plt.Figure:
     )
     if lora.empty:
         return no_data("fewer than two inits")
-    best = statistics.best_lora_settings(lora, ["dataset", "rank", "init"])
-    chosen = statistics.select_runs(lora, best, ["dataset", "rank", *statistics.settings_in(lora)])
+    chosen = statistics.best_lora_runs(lora, ["dataset", "rank", "init"])
     curves = t.epochs.merge(chosen[["run_id", "dataset", "init"]], on="run_id")
     datasets = sorted(chosen["dataset"].unique())
     fig, axes = subplot_grid(len(datasets), 2)
@@ -100,8 +99,8 @@ def task_rank_knee(t: Tables) -> plt.Figure:
     lora = lora[lora["dataset_kind"] == "lowrank"]
     if lora.empty:
         return no_data("no lowrank datasets")
-    best = statistics.best_lora_settings(lora, ["dataset", "rank"])
-    meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
+    best = statistics.best_lowrank_lora(lora)
+    meta = best.groupby("dataset")[["task_rank", "noise_floor"]].first()
     fig, axes = subplot_grid(1, 1)
     ax = axes[0, 0]
     datasets = sorted(meta.index, key=lambda d: (meta.loc[d, "task_rank"], d))

@@ -98,11 +98,9 @@ def learning_curves(t: Tables) -> plt.Figure:
     scalings = ordered_scalings(lora["scaling"])
     colors = rank_colors(lora["rank"].dropna().unique())
     fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
-    best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
-    chosen = statistics.select_runs(runs, best, ["dataset", "rank", *statistics.settings_in(runs)])
+    chosen = statistics.best_lora_runs(runs, ["dataset", "scaling", "rank"])
     curves = epochs.merge(chosen[["run_id", "dataset", "scaling", "rank"]], on="run_id")
-    full_best = statistics.best_full(runs)
-    full_runs = statistics.select_runs(runs[runs["method"] == "full"], full_best, ["dataset", "lr"])
+    full_runs = statistics.best_full_runs(runs)
     full_curves = epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
     for i, dataset in enumerate(datasets):
         for j, scaling in enumerate(scalings):
