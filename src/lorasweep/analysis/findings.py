@@ -100,7 +100,7 @@ def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     """Learning speed is the mean of log₁₀ validation loss over epochs 1…E (lower is faster);
     α/√r vs α/r is compared at the largest rank for every shared (α, init, lr, λ)."""
     statement = "rsLoRA: α/√r makes large ranks learn faster than α/r (Kalajdzievski 2023)."
-    lora = statistics.completed(runs[runs["method"] == "lora"])
+    lora = statistics.completed_lora(runs)
     lora = lora[lora["scaling"].isin(["standard", "rslora"])]
     if lora["scaling"].nunique() < 2 or lora["rank"].nunique() < 2:
         return Finding("rslora", statement, NOT_TESTED, "needs both scaling rules and two ranks")

@@ -25,6 +25,10 @@ def completed(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == "ok"]
 
 
+def completed_lora(runs: pd.DataFrame) -> pd.DataFrame:
+    return completed(runs[runs["method"] == "lora"])
+
+
 def diverged(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] != "ok"]
 
