@@ -16,6 +16,7 @@ from lorasweep.figures.style import (
     dataset_panels,
     errorbar,
     errorbar_by,
+    legend_outside,
     line_styles,
     log_axes,
     no_data,
@@ -129,8 +130,8 @@ def learning_curves(t: Tables) -> plt.Figure:
             ax.set_title(f"{dataset} · {scaling_label(scaling)}")
             ax.set_xlabel("epoch")
             ax.set_ylabel("validation MSE")
-    axes[0, -1].legend(loc="upper right", ncol=2, frameon=True)
     fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 

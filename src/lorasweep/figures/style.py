@@ -89,6 +89,23 @@ def dataset_panels(frame: pd.DataFrame) -> tuple[list, plt.Figure, np.ndarray]:
     return datasets, fig, axes
 
 
+def legend_outside(fig: plt.Figure, axes: np.ndarray, **kwargs) -> None:
+    """One framed legend of every labelled artist in ``axes``, right of the panels, so it never
+    covers data; the saved figure widens to hold it."""
+    entries: dict = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=True,
+        **kwargs,
+    )
+
+
 def rank_colors(ranks) -> dict:
     ranks = sorted(int(r) for r in ranks)
     colors = sns.color_palette("viridis", n_colors=max(len(ranks), 1))
