@@ -35,6 +35,14 @@ def _verdict(ok: bool) -> str:
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
+def _per_dataset(claim: str, statement: str, parts: list, oks: list, missing: str) -> Finding:
+    """Reproduced when the claim holds on every dataset that could test it, with each one's
+    evidence; not tested (``missing`` says why) when none could."""
+    if not parts:
+        return Finding(claim, statement, NOT_TESTED, missing)
+    return Finding(claim, statement, _verdict(all(oks)), "; ".join(parts) + ".")
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:+.1f} %"
 
@@ -58,11 +66,9 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
             f"{dataset}: at r = {row['rank']} (task rank {k}) the final validation MSE is "
             f"{row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess)} from σ² = {floor:.4g}"
         )
-    if not parts:
-        return Finding(
-            "small_r", statement, NOT_TESTED, "needs a lowrank dataset and r ≥ its task rank"
-        )
-    return Finding("small_r", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    return _per_dataset(
+        "small_r", statement, parts, oks, "needs a lowrank dataset and r ≥ its task rank"
+    )
 
 
 def large_rank_wasted(runs: pd.DataFrame) -> Finding:
@@ -91,9 +97,7 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
             f"{dataset}: from r = {knee['rank']} ({knee['mean']:.4g}) to the best larger rank "
             f"r = {top['rank']} ({top['mean']:.4g}) the loss improves by {100 * gain:.1f} %{drop}"
         )
-    if not parts:
-        return Finding("large_r", statement, NOT_TESTED, "needs two ranks at or above a task rank")
-    return Finding("large_r", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    return _per_dataset("large_r", statement, parts, oks, "needs two ranks at or above a task rank")
 
 
 def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
@@ -145,7 +149,7 @@ def subspaces_overlap(pairs: pd.DataFrame | None) -> Finding:
             f"{dataset}: φ(A_r={group['rank_a'].iloc[0]}, A_r={group['rank_b'].iloc[0]}, 1, 1) = "
             f"{phi.mean():.3f}{spread} over {len(phi)} seed(s)"
         )
-    return Finding("subspaces", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    return _per_dataset("subspaces", statement, parts, oks, "no rank comparison")
 
 
 def efficiency(table: pd.DataFrame, tolerance: float) -> Finding:
@@ -174,9 +178,7 @@ def efficiency(table: pd.DataFrame, tolerance: float) -> Finding:
             f"parameters ({hit['trainable_params']:,} vs {ref['trainable_params']:,}) and "
             f"{1 / hit['state_vs_full']:.1f}× less optimizer state"
         )
-    if not parts:
-        return Finding("efficiency", statement, NOT_TESTED, "no dataset has both methods")
-    return Finding("efficiency", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    return _per_dataset("efficiency", statement, parts, oks, "no dataset has both methods")
 
 
 def all_findings(
