@@ -72,21 +72,23 @@ def amplification_factor(delta: torch.Tensor, w0: torch.Tensor, rank: int) -> fl
     return float(torch.linalg.matrix_norm(delta) / torch.linalg.matrix_norm(projected))
 
 
+ZERO_B_INITS = ("kaiming", "gaussian")
+"""Inits that start with B = 0, so the adapter's update at step 0 is zero."""
+
+
 def lora_update(
     lora_a: torch.Tensor,
     lora_b: torch.Tensor,
     scaling: float,
-    init: str,
-    w0: torch.Tensor,
+    init_a: torch.Tensor | None = None,
+    init_b: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The change of the layer's effective weight, W_final − W₀, of a trained LoRA run.
 
-    For zero-B inits and ``randn`` this is s·BA. PiSSA moved s·B₀A₀ = U_rS_rV_rᵀ out of W₀ at
-    the start, so its change is s·BA − U_rS_rV_rᵀ.
+    s·(BA − B₀A₀) from the initial factors ``init_a`` = A₀ and ``init_b`` = B₀ (PiSSA, randn),
+    or s·BA without them (zero-B inits).
     """
-    delta = scaling * (lora_b.double() @ lora_a.double())
-    if init == "pissa":
-        rank = lora_a.shape[0]
-        u, s, vh = torch.linalg.svd(w0.double(), full_matrices=False)
-        delta = delta - (u[:, :rank] * s[:rank]) @ vh[:rank]
-    return delta
+    product = lora_b.double() @ lora_a.double()
+    if init_a is not None or init_b is not None:
+        product = product - init_b.double() @ init_a.double()
+    return scaling * product
