@@ -1,4 +1,5 @@
-"""ΔW of a run comes from what the run stored: its scale s and, where B₀ ≠ 0, A₀ and B₀."""
+"""ΔW = W_final − W₀ of a run comes from what the run stored: its scale s and, where the frozen
+base is W₀ − s·B₀A₀ (PiSSA), A₀ and B₀."""
 
 import pytest
 import torch
@@ -37,11 +38,10 @@ def expected(tensors: dict) -> torch.Tensor:
     return SCALE * delta
 
 
-@pytest.mark.parametrize("init", ["randn", "pissa"])
-def test_nonzero_b_inits_subtract_the_initial_product(tmp_path, init):
+def test_pissa_subtracts_the_initial_product(tmp_path):
     start, end = factors(0), factors(1)
     tensors = {**end, "lora_A_init": start["lora_A"], "lora_B_init": start["lora_B"]}
-    run_dir, metrics = fake_run(tmp_path, init, tensors)
+    run_dir, metrics = fake_run(tmp_path, "pissa", tensors)
     delta = run_update(run_dir, metrics, torch.zeros(D_OUT, D_IN))
     torch.testing.assert_close(delta, expected(tensors), rtol=0, atol=0)
     untrained = {
@@ -49,19 +49,19 @@ def test_nonzero_b_inits_subtract_the_initial_product(tmp_path, init):
         "lora_A_init": start["lora_A"].clone(),
         "lora_B_init": start["lora_B"].clone(),
     }
-    run_dir, metrics = fake_run(tmp_path, init, untrained, run_id="untrained")
+    run_dir, metrics = fake_run(tmp_path, "pissa", untrained, run_id="untrained")
     assert not run_update(run_dir, metrics, torch.zeros(D_OUT, D_IN)).any()
 
 
-def test_zero_b_inits_use_s_times_ba(tmp_path):
-    run_dir, metrics = fake_run(tmp_path, "kaiming", factors(0))
+@pytest.mark.parametrize("init", ["kaiming", "gaussian", "randn"])
+def test_inits_that_keep_w0_frozen_use_s_times_ba(tmp_path, init):
+    run_dir, metrics = fake_run(tmp_path, init, factors(0))
     delta = run_update(run_dir, metrics, torch.zeros(D_OUT, D_IN))
     torch.testing.assert_close(delta, expected(factors(0)), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("init", ["randn", "pissa"])
-def test_missing_initial_factors_name_the_run_folder(tmp_path, init):
-    run_dir, metrics = fake_run(tmp_path, init, factors(0))
+def test_missing_initial_factors_name_the_run_folder(tmp_path):
+    run_dir, metrics = fake_run(tmp_path, "pissa", factors(0))
     with pytest.raises(MissingInitError, match=str(run_dir)):
         run_update(run_dir, metrics, torch.zeros(D_OUT, D_IN))
 
@@ -69,7 +69,7 @@ def test_missing_initial_factors_name_the_run_folder(tmp_path, init):
 def test_geometry_table_reads_the_stored_update(tmp_path):
     start, end = factors(0), factors(1)
     tensors = {**end, "lora_A_init": start["lora_A"], "lora_B_init": start["lora_B"]}
-    run_dir, _ = fake_run(tmp_path, "randn", tensors)
+    run_dir, _ = fake_run(tmp_path, "pissa", tensors)
     gen = torch.Generator().manual_seed(2)
     data = {"W0": torch.randn(D_OUT, D_IN, generator=gen), "delta_W": torch.zeros(D_OUT, D_IN)}
     per_run, pairs = geometry_tables([run_dir], {"d": data})

@@ -72,10 +72,6 @@ def amplification_factor(delta: torch.Tensor, w0: torch.Tensor, rank: int) -> fl
     return float(torch.linalg.matrix_norm(delta) / torch.linalg.matrix_norm(projected))
 
 
-ZERO_B_INITS = ("kaiming", "gaussian")
-"""Inits that start with B = 0, so the adapter's update at step 0 is zero."""
-
-
 def lora_update(
     lora_a: torch.Tensor,
     lora_b: torch.Tensor,
@@ -85,8 +81,10 @@ def lora_update(
 ) -> torch.Tensor:
     """The change of the layer's effective weight, W_final − W₀, of a trained LoRA run.
 
-    s·(BA − B₀A₀) from the initial factors ``init_a`` = A₀ and ``init_b`` = B₀ (PiSSA, randn),
-    or s·BA without them (zero-B inits).
+    The layer computes (W_base + s·BA)x, so W_final − W₀ = s·BA − (W₀ − W_base). PiSSA froze
+    W_base = W₀ − s·B₀A₀, which gives s·(BA − B₀A₀) from its initial factors ``init_a`` = A₀
+    and ``init_b`` = B₀; every other init keeps W_base = W₀, which gives s·BA (for ``randn``
+    the random start s·B₀A₀ is part of the layer's change from W₀).
     """
     product = lora_b.double() @ lora_a.double()
     if init_a is not None or init_b is not None:

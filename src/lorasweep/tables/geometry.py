@@ -10,7 +10,6 @@ import pandas as pd
 import torch
 
 from lorasweep.analysis.geometry import (
-    ZERO_B_INITS,
     amplification_factor,
     lora_update,
     similarity_grid,
@@ -18,6 +17,7 @@ from lorasweep.analysis.geometry import (
 )
 from lorasweep.analysis.statistics import LORA_SETTINGS
 from lorasweep.io import load_metadata, load_tensors, read_json
+from lorasweep.models.lora import RESIDUAL_BASE_INITS
 
 PER_RUN_COLUMNS = ["run_id", "delta_norm", "amplification", "phi_true_right", "phi_true_left"]
 PAIR_COLUMNS = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "seed_a",
@@ -25,11 +25,11 @@ PAIR_COLUMNS = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "
 
 
 INIT_FACTORS = ("lora_A_init", "lora_B_init")
-"""A₀ and B₀ in ``weights.safetensors`` of runs whose B starts non-zero (PiSSA, randn)."""
+"""A₀ and B₀ in ``weights.safetensors`` of runs whose frozen base is W₀ − s·B₀A₀ (PiSSA)."""
 
 
 class MissingInitError(RuntimeError):
-    """A LoRA run whose B did not start at zero lacks the initial factors its ΔW needs."""
+    """A PiSSA run lacks the initial factors its ΔW needs."""
 
 
 def run_update(run_dir: Path, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
@@ -40,12 +40,12 @@ def run_update(run_dir: Path, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
     if metrics["method"] == "full":
         return tensors["weight"].double() - w0.double()
     scaling = load_metadata(path)["scaling"]
-    if metrics["init"] in ZERO_B_INITS:
+    if metrics["init"] not in RESIDUAL_BASE_INITS:
         return lora_update(tensors["lora_A"], tensors["lora_B"], scaling)
     if any(name not in tensors for name in INIT_FACTORS):
         raise MissingInitError(
-            f"{run_dir}: init {metrics['init']!r} starts with B ≠ 0, so ΔW needs lora_A_init and "
-            "lora_B_init in weights.safetensors; rerun the pipeline to write them"
+            f"{run_dir}: init {metrics['init']!r} froze W₀ − s·B₀A₀, so ΔW needs lora_A_init "
+            "and lora_B_init in weights.safetensors; rerun the pipeline to write them"
         )
     a0, b0 = (tensors[name] for name in INIT_FACTORS)
     return lora_update(tensors["lora_A"], tensors["lora_B"], scaling, a0, b0)
