@@ -44,6 +44,9 @@ CASES = {
     "absolute results folder": ({"results": "/tmp/elsewhere"}, "results", "relative path"),
 }  # fmt: skip
 
+SNAKEMAKE_NOTE = "is extended by additional config specified via the command line"
+"""Snakemake's own line on every run given a --configfile or --config, error or not."""
+
 
 @pytest.fixture(scope="module")
 def computed(tiny_run, tmp_path_factory):
@@ -62,13 +65,19 @@ def snapshot(workdir):
     }
 
 
-def assert_rejected(workdir, *configfiles, key_message):
+def assert_rejected(workdir, *configfiles, key_message, one_line=True):
+    """Snakemake fails, with ``key_message`` on stderr and results/ unchanged; with
+    ``one_line``, that line is all it prints besides its note on merged config files."""
     before = snapshot(workdir)
     result = snakemake(workdir, "--cores", "1", "--configfile", *configfiles, check=False)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if key_message in line]
     assert lines, result.stderr[-3000:]
     assert snapshot(workdir) == before, "results/ changed"
+    if one_line:
+        assert "Traceback" not in result.stderr
+        printed = [line for line in result.stderr.splitlines() if SNAKEMAKE_NOTE not in line]
+        assert printed == lines[:1], result.stderr[-3000:]
     return lines[0]
 
 
@@ -82,7 +91,9 @@ def test_bad_config_is_rejected_before_any_job(computed, case):
 
 def test_config_that_is_not_yaml_is_rejected(computed):
     (computed / "broken.yaml").write_text("grid: [unclosed\n  rank: 3\n")
-    assert_rejected(computed, "tiny.yaml", "broken.yaml", key_message="not valid JSON or YAML")
+    assert_rejected(
+        computed, "tiny.yaml", "broken.yaml", key_message="not valid JSON or YAML", one_line=False
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from lorasweep.config import ConfigError, check_semantics, describe_schema_error
 from lorasweep.choices import GEOMETRY_FIGURES
-from lorasweep.datasets import verify_existing
+from lorasweep.datasets import DatasetFileError, verify_existing
 from lorasweep.plan import build_plan, figures_for, requests_gpu
 
 
@@ -25,7 +25,10 @@ def validated(config):
     return config
 
 
-validated(config)
+try:
+    validated(config)
+except ConfigError as err:
+    sys.exit(str(err))
 RESULTS = config["results"]
 LOCAL_CORES = (
     workflow.resource_settings.cores
@@ -50,7 +53,10 @@ def dataset_files(name):
     ]
 
 
-verify_existing(dataset_files(name) for name in DATASETS)
+try:
+    verify_existing(dataset_files(name) for name in DATASETS)
+except DatasetFileError as err:
+    sys.exit(str(err))
 
 
 def check_local_cuda():
