@@ -1,12 +1,14 @@
 """Bad input: a clear one-line error naming the key and what is allowed, before any job runs,
 with every file under results/ left as it was."""
 
+import math
 import shutil
 
 import pytest
 import yaml
 
 from .conftest import CONFIGS, snakemake
+from .test_config import integers_as_floats
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +44,17 @@ CASES = {
     "unknown nested key": ({"train": {"epoch": 3}}, "train.epoch", "likely a typo of 'epochs'"),
     "path in dataset name": (dataset(name="../../etc"), "datasets[0].name", "letters, digits"),
     "absolute results folder": ({"results": "/tmp/elsewhere"}, "results", "relative path"),
+    "tolerance nan": ({"report": {"tolerance": math.nan}}, "report.tolerance", "a finite number > 0"),
+    "tolerance inf": ({"report": {"tolerance": math.inf}}, "report.tolerance", "a finite number > 0"),
+    "dropout nan": ({"train": {"lora_dropout": math.nan}}, "train.lora_dropout", "a finite number"),
+    "noise inf": (dataset(noise_std=math.inf), "datasets[0].noise_std", "a finite number >= 0"),
+    "decay nan": (dataset(spectrum_decay=math.nan), "datasets[0].spectrum_decay", "a finite number"),
+    "task scale inf": (dataset(task_scale=math.inf), "datasets[0].task_scale", "a finite number > 0"),
+    "alpha inf": ({"grid": {"alpha": [2, math.inf]}}, "grid.alpha[1]", "a finite number > 0"),
+    "lr nan": ({"grid": {"lr": [math.nan]}}, "grid.lr[0]", "a finite number > 0"),
+    "full lr inf": ({"full_finetune": {"lr": [math.inf]}}, "full_finetune.lr[0]", "a finite number"),
+    "seed too large": ({"seeds": [0, 2**63]}, "seeds[1]", "<= 9223372036854775807"),
+    "data seed too large": (dataset(seed=2**64), "datasets[0].seed", "<= 9223372036854775807"),
 }  # fmt: skip
 
 SNAKEMAKE_NOTE = "is extended by additional config specified via the command line"
@@ -87,6 +100,17 @@ def test_bad_config_is_rejected_before_any_job(computed, case):
     (computed / "bad.yaml").write_text(yaml.safe_dump(override))
     line = assert_rejected(computed, "tiny.yaml", "bad.yaml", key_message=f"config error: {key}:")
     assert allowed in line
+
+
+def test_whole_number_floats_give_the_same_tables_as_integers(tiny_run, tmp_path):
+    floats = integers_as_floats(TINY)
+    floats["datasets"][0]["seed"] = 0.0
+    assert isinstance(floats["seeds"][0], float) and isinstance(floats["train"]["epochs"], float)
+    (tmp_path / "floats.yaml").write_text(yaml.safe_dump(floats))
+    snakemake(tmp_path, "--cores", "2", "--configfile", "floats.yaml")
+    for table in ("runs.csv", "epochs.csv", "geometry.csv", "subspace_pairs.csv"):
+        ours = (tmp_path / "results" / "tables" / table).read_bytes()
+        assert ours == (tiny_run / "results" / "tables" / table).read_bytes(), table
 
 
 def test_config_that_is_not_yaml_is_rejected(computed):

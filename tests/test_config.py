@@ -2,12 +2,19 @@
 check nothing runs and results stay untouched live in test_workflow.py)."""
 
 import copy
+import math
 
 import jsonschema
 import pytest
 import yaml
 
-from lorasweep.config import ConfigError, check_semantics, describe_schema_error
+from lorasweep.config import (
+    ConfigError,
+    check_semantics,
+    describe_schema_error,
+)
+from lorasweep.datasets import DatasetSpec
+from lorasweep.plan import build_plan
 
 from .conftest import CONFIGS, REPO
 
@@ -73,3 +80,109 @@ def test_bad_values_name_the_key_and_what_is_allowed(mutate, key, allowed):
     assert message.startswith(f"config error: {key}:"), message
     assert allowed in message
     assert "\n" not in message
+
+
+def rejected(config, check=check) -> str:
+    with pytest.raises(ConfigError) as caught:
+        check(config)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+INTEGER_KEYS = {
+    "seeds", "runs_per_job", "epochs", "batch_size", "rank",
+    "in_features", "out_features", "task_rank", "n_train", "n_val", "seed",
+}  # fmt: skip
+"""Every key whose values the schema wants to be integers."""
+
+
+def integers_as_floats(value, key=None):
+    """``value`` with every integer of an :data:`INTEGER_KEYS` key as the float it equals."""
+    if isinstance(value, dict):
+        return {name: integers_as_floats(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [integers_as_floats(item, key) for item in value]
+    if key in INTEGER_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def test_whole_number_floats_give_the_same_runs_and_seeds_as_integers():
+    from lorasweep.seeding import derive_seed
+
+    ints = tiny()
+    ints["datasets"][0]["seed"] = 7
+    floats = integers_as_floats(ints)
+    assert isinstance(floats["seeds"][0], float) and isinstance(floats["grid"]["rank"][0], float)
+    check(ints)
+    check(floats)
+    assert repr(floats) == repr(ints)
+    int_runs, float_runs = build_plan(ints, workers=2).runs, build_plan(floats, workers=2).runs
+    assert [r.run_id for r in float_runs] == [r.run_id for r in int_runs]
+
+    def streams(run):
+        return [
+            derive_seed(run.seed, "init", run.dataset, run.rank),
+            derive_seed(run.seed, "shuffle", run.dataset),
+            derive_seed(run.seed, "dropout", run.run_id),
+        ]
+
+    assert [streams(r) for r in float_runs] == [streams(r) for r in int_runs]
+    int_spec = DatasetSpec.from_config(ints["datasets"][0])
+    float_spec = DatasetSpec.from_config(floats["datasets"][0])
+    assert repr(float_spec) == repr(int_spec)
+    assert derive_seed(float_spec.seed, float_spec.name, "base") == derive_seed(
+        int_spec.seed, int_spec.name, "base"
+    )
+
+
+NON_FINITE_KEYS = [
+    (lambda c, v: c["report"].update(tolerance=v), "report.tolerance"),
+    (lambda c, v: c["train"].update(lora_dropout=v), "train.lora_dropout"),
+    (lambda c, v: c["datasets"][0].update(noise_std=v), "datasets[0].noise_std"),
+    (lambda c, v: c["datasets"][0].update(spectrum_decay=v), "datasets[0].spectrum_decay"),
+    (lambda c, v: c["datasets"][0].update(task_scale=v), "datasets[0].task_scale"),
+    (lambda c, v: c["grid"].update(alpha=[2, v]), "grid.alpha[1]"),
+    (lambda c, v: c["grid"].update(lr=[v]), "grid.lr[0]"),
+    (lambda c, v: c["grid"].update(lr_ratio=[v]), "grid.lr_ratio[0]"),
+    (lambda c, v: c.update(extra_grids=[{"lr": [v]}]), "extra_grids[0].lr[0]"),
+    (lambda c, v: c["full_finetune"].update(lr=[v]), "full_finetune.lr[0]"),
+]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 10**400], ids=["nan", "inf", "1e400"])
+@pytest.mark.parametrize(("mutate", "key"), NON_FINITE_KEYS, ids=[k for _, k in NON_FINITE_KEYS])
+def test_non_finite_numbers_are_rejected(mutate, key, value):
+    config = tiny()
+    config["report"] = {}
+    mutate(config, value)
+    message = rejected(config)
+    assert message.startswith(f"config error: {key}: got "), message
+    assert "allowed: a " in message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "allowed"),
+    [
+        (lambda c: c.update(seeds=[0, 2**63]), "seeds[1]", "<= 9223372036854775807"),
+        (lambda c: c["datasets"][0].update(seed=2**63), "datasets[0].seed", "<= 922337203685"),
+        (lambda c: c["datasets"][0].update(seed=1e300), "datasets[0].seed", "<= 922337203685"),
+        (lambda c: c["train"].update(epochs=2**70), "train.epochs", "<= 9223372036854775807"),
+        (lambda c: c["train"].update(epochs=1e300), "train.epochs", "<= 9223372036854775807"),
+        (lambda c: c["datasets"][0].update(n_val=2**64), "datasets[0].n_val", "<= 92233720"),
+    ],
+)
+def test_integers_beyond_int64_are_rejected(mutate, key, allowed):
+    config = tiny()
+    mutate(config)
+    message = rejected(config)
+    assert message.startswith(f"config error: {key}: got "), message
+    assert allowed in message
+
+
+def test_largest_seed_is_accepted():
+    config = tiny()
+    config["seeds"] = [0, 2**63 - 1]
+    config["datasets"][0]["seed"] = 2**63 - 1
+    check(config)

@@ -1,15 +1,22 @@
 """Config checks that turn every mistake into one line naming the key and what is allowed.
 
 The JSON schema (``workflow/schemas/config.schema.yaml``) is applied by Snakemake's
-``validate``; :func:`describe_schema_error` rewrites its error. :func:`check_semantics` adds the
-rules a schema cannot express (ranks against layer sizes, unique names, safe paths).
+``validate``; :func:`describe_schema_error` rewrites its error. :func:`check_semantics`
+normalises whole-number floats to int, rejects NaN and infinities, and adds the rules a schema
+cannot express (ranks against layer sizes, unique names, safe paths).
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import math
 from collections import Counter
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -42,15 +49,11 @@ def _schema_allowed(schema: dict) -> str:
         "null": "null",
     }
     text = words.get(kind, str(kind)) if kind else "a value"
-    if "minimum" in schema:
-        text += f" >= {schema['minimum']}"
-    if "exclusiveMinimum" in schema:
-        text += f" > {schema['exclusiveMinimum']}"
-    if "maximum" in schema:
-        text += f" <= {schema['maximum']}"
-    if "exclusiveMaximum" in schema:
-        text += f" < {schema['exclusiveMaximum']}"
-    return text
+    bounds = [f"{sign} {schema[name]}" for name, sign in _BOUNDS.items() if name in schema]
+    return " ".join([text, " and ".join(bounds)]) if bounds else text
+
+
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
 
 
 def describe_schema_error(error) -> ConfigError:
@@ -86,8 +89,87 @@ def describe_schema_error(error) -> ConfigError:
     return ConfigError(key, error.message)
 
 
+@functools.cache
+def load_schema() -> dict:
+    """The config's JSON schema."""
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _branches(schema: dict, root: dict) -> list[dict]:
+    """The alternatives ``schema`` allows (its ``oneOf``, or itself), local ``$ref``s resolved."""
+    while "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if "oneOf" in schema:
+        return [branch for option in schema["oneOf"] for branch in _branches(option, root)]
+    return [schema]
+
+
+_TYPES = {
+    "integer": lambda v: isinstance(v, int) or (isinstance(v, float) and v.is_integer()),
+    "number": lambda v: isinstance(v, int | float),
+    "string": lambda v: isinstance(v, str),
+    "null": lambda v: v is None,
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+
+
+def _has_type(value, kind: str | None) -> bool:
+    """Whether ``value`` is of JSON-schema type ``kind``, as jsonschema decides it."""
+    if isinstance(value, bool):
+        return kind == "boolean"
+    return kind in _TYPES and _TYPES[kind](value)
+
+
+def _normalise(value, schema: dict, root: dict, path: list):
+    branch = next((b for b in _branches(schema, root) if _has_type(value, b.get("type"))), None)
+    if branch is None:
+        return value
+    kind = branch.get("type")
+    if kind == "object":
+        properties = branch.get("properties", {})
+        for key in [key for key in value if key in properties]:
+            value[key] = _normalise(value[key], properties[key], root, [*path, key])
+    elif kind == "array" and "items" in branch:
+        return [_normalise(v, branch["items"], root, [*path, i]) for i, v in enumerate(value)]
+    elif kind == "number" and not _finite(value):
+        allowed = _schema_allowed(branch).replace("a number", "a finite number", 1)
+        raise ConfigError(key_path(path), f"got {value!r}; allowed: {allowed}")
+    elif kind == "integer":
+        if value > INT64_MAX:
+            allowed = _schema_allowed({**branch, "maximum": INT64_MAX})
+            raise ConfigError(key_path(path), f"got {value!r}; allowed: {allowed}")
+        return int(value)
+    return value
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+INT64_MAX = 2**63 - 1
+"""The largest integer the config takes: seeds and sizes end up in int64 tensors and tables."""
+
+
+def normalise_numbers(config: dict, schema: dict | None = None) -> dict:
+    """Turn whole-number floats into ints wherever the schema wants an integer (``2.0`` passes
+    the schema as an integer, but would name runs ``_s2.0`` and seed other streams), in place;
+    reject integers beyond :data:`INT64_MAX`, and NaN and infinities wherever it wants a
+    number."""
+    root = schema or load_schema()
+    return _normalise(config, root, root, [])
+
+
 def check_semantics(config: dict) -> None:
-    """Checks that span several keys. Run after schema validation (defaults filled in)."""
+    """Checks that span several keys, after :func:`normalise_numbers`. Run after schema
+    validation (defaults filled in)."""
+    normalise_numbers(config)
     results = PurePosixPath(config.get("results", "results"))
     if results.is_absolute() or ".." in results.parts:
         raise ConfigError("results", f"got {str(results)!r}; allowed: a relative path without '..'")
