@@ -186,3 +186,45 @@ def test_largest_seed_is_accepted():
     config["seeds"] = [0, 2**63 - 1]
     config["datasets"][0]["seed"] = 2**63 - 1
     check(config)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "allowed"),
+    [
+        (lambda c: c.update(results="out\n"), "results", "relative path"),
+        (lambda c: c["datasets"][0].update(name="tiny\n"), "datasets[0].name", "1 to 64 letters"),
+        (lambda c: c["datasets"][0].update(name="a" * 65), "datasets[0].name", "1 to 64 letters"),
+        (lambda c: c["datasets"][0].update(name="a" * 20), "datasets[0].name", "20 or more"),
+        (lambda c: c["datasets"][0].update(name="x" + "ab" * 20), "datasets[0].name", "repeats"),
+        (lambda c: c["datasets"][0].update(name="t-" + "123" * 20), "datasets[0].name", "repeats"),
+    ],
+)
+def test_bad_names_and_paths(mutate, key, allowed):
+    config = tiny()
+    mutate(config)
+    message = rejected(config)
+    assert message.startswith(f"config error: {key}: "), message
+    assert allowed in message
+
+
+def test_names_with_fewer_repeats_are_accepted():
+    config = tiny()
+    config["datasets"][0]["name"] = "a" * 19
+    check(config)
+
+
+@pytest.mark.parametrize("results", ["taken", "taken/results", "./taken"])
+def test_results_folder_that_is_a_file_is_rejected(tmp_path, monkeypatch, results):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("not a folder")
+    config = tiny()
+    config["results"] = results
+    message = rejected(config)
+    assert message.startswith("config error: results: "), message
+    assert "'taken' is an existing file" in message
+
+
+def test_results_folder_that_exists_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    check(tiny())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -166,13 +167,38 @@ def normalise_numbers(config: dict, schema: dict | None = None) -> dict:
     return _normalise(config, root, root, [])
 
 
+PERIODIC = re.compile(r"(.+)\1{19,}\Z")
+"""A text ending in 20 or more repeats, which Snakemake rejects as a wildcard value."""
+
+
+def _check_results_folder(results: str) -> None:
+    posix = PurePosixPath(results)
+    if posix.is_absolute() or ".." in posix.parts:
+        raise ConfigError("results", f"got {results!r}; allowed: a relative path without '..'")
+    path = Path(results)
+    for folder in [*reversed(path.parents), path]:
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                "results",
+                f"got {results!r}, but {str(folder)!r} is an existing file; allowed: a folder, "
+                "or a path that does not exist yet",
+            )
+
+
 def check_semantics(config: dict) -> None:
     """Checks that span several keys, after :func:`normalise_numbers`. Run after schema
-    validation (defaults filled in)."""
+    validation (defaults filled in); the results folder is checked against the file system."""
     normalise_numbers(config)
-    results = PurePosixPath(config.get("results", "results"))
-    if results.is_absolute() or ".." in results.parts:
-        raise ConfigError("results", f"got {str(results)!r}; allowed: a relative path without '..'")
+    _check_results_folder(config.get("results", "results"))
+
+    for index, dataset in enumerate(config["datasets"]):
+        name = dataset["name"]
+        if PERIODIC.search(name):
+            raise ConfigError(
+                f"datasets[{index}].name",
+                f"got {name!r}; allowed: a name that does not end in 20 or more repeats of the "
+                "same text (Snakemake rejects such file names)",
+            )
 
     names = Counter(d["name"] for d in config["datasets"])
     for name, count in names.items():
