@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from .conftest import CONFIGS, snakemake
-from .test_config import integers_as_floats
+from .test_config import integers_as_floats, readme_config_examples
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,7 @@ CASES = {
     "full lr inf": ({"full_finetune": {"lr": [math.inf]}}, "full_finetune.lr[0]", "a finite number"),
     "seed too large": ({"seeds": [0, 2**63]}, "seeds[1]", "<= 9223372036854775807"),
     "data seed too large": (dataset(seed=2**64), "datasets[0].seed", "<= 9223372036854775807"),
+    "rank text": ({"grid": {"rank": ["two"]}}, "grid.rank[0]", "got 'two'; allowed: an integer"),
 }  # fmt: skip
 
 SNAKEMAKE_NOTE = "is extended by additional config specified via the command line"
@@ -84,11 +85,12 @@ def snapshot(workdir):
     }
 
 
-def assert_rejected(workdir, *configfiles, key_message, one_line=True):
+def assert_rejected(workdir, *configfiles, key_message, config=(), one_line=True):
     """Snakemake fails, with ``key_message`` on stderr and results/ unchanged; with
     ``one_line``, that line is all it prints besides its note on merged config files."""
     before = snapshot(workdir)
-    result = snakemake(workdir, "--cores", "1", "--configfile", *configfiles, check=False)
+    args = ["--configfile", *configfiles, *(["--config", *config] if config else [])]
+    result = snakemake(workdir, "--cores", "1", *args, check=False)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if key_message in line]
     assert lines, result.stderr[-3000:]
@@ -106,6 +108,31 @@ def test_bad_config_is_rejected_before_any_job(computed, case):
     (computed / "bad.yaml").write_text(yaml.safe_dump(override))
     line = assert_rejected(computed, "tiny.yaml", "bad.yaml", key_message=f"config error: {key}:")
     assert allowed in line
+
+
+@pytest.mark.parametrize(
+    ("entries", "key", "allowed"),
+    [
+        (["reuse_runs=maybe"], "reuse_runs", "got 'maybe'; allowed: true or false"),
+        (["grid={rank: [1, 2.5]}"], "grid.rank[1]", "got 2.5; allowed: an integer >= 1"),
+        (["report={tolerance: .nan}"], "report.tolerance", "got nan; allowed: a finite number"),
+    ],
+)
+def test_bad_command_line_config_is_one_line(computed, entries, key, allowed):
+    line = assert_rejected(
+        computed, "tiny.yaml", config=entries, key_message=f"config error: {key}:"
+    )
+    assert allowed in line
+
+
+@pytest.mark.parametrize("entries", readme_config_examples(), ids=" ".join)
+def test_readme_config_examples_are_accepted(computed, entries):
+    before = snapshot(computed)
+    args = ["-n", "--configfile", "tiny.yaml", "--config", *entries]
+    result = snakemake(computed, *args, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "config error" not in result.stdout + result.stderr
+    assert snapshot(computed) == before
 
 
 def test_whole_number_floats_give_the_same_tables_as_integers(tiny_run, tmp_path):

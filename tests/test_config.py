@@ -3,15 +3,20 @@ check nothing runs and results stay untouched live in test_workflow.py)."""
 
 import copy
 import math
+import re
+import shlex
 
 import jsonschema
 import pytest
 import yaml
+from snakemake.cli import parse_config
+from snakemake.utils import update_config
 
 from lorasweep.config import (
     ConfigError,
     check_semantics,
     describe_schema_error,
+    parse_strings,
 )
 from lorasweep.datasets import DatasetSpec
 from lorasweep.plan import build_plan
@@ -228,3 +233,83 @@ def test_results_folder_that_exists_is_accepted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "results" / "runs").mkdir(parents=True)
     check(tiny())
+
+
+def at(config, path):
+    for part in path:
+        config = config[part]
+    return config
+
+
+def with_overrides(*entries: str) -> dict:
+    """tiny.yaml with ``--config`` entries applied as Snakemake applies them."""
+    config = tiny()
+    update_config(config, parse_config(list(entries)))
+    parse_strings(config)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("entries", "path", "expected"),
+    [
+        (["reuse_runs=false"], ("reuse_runs",), False),
+        (["reuse_runs=true"], ("reuse_runs",), True),
+        (["reuse_runs=False"], ("reuse_runs",), False),
+        (["grid={rank:[1,2]}"], ("grid", "rank"), [1, 2]),
+        (["grid={lr: [1e-3, .5]}"], ("grid", "lr"), [0.001, 0.5]),
+        (["seeds=[0, 1]"], ("seeds",), [0, 1]),
+        (["runs_per_job=1e2"], ("runs_per_job",), 100),
+        (["train={epochs: 5, batch_size: null}"], ("train",), {"epochs": 5, "batch_size": None}),
+        (["report={title: 1e3}"], ("report", "title"), "1e3"),
+    ],
+)
+def test_command_line_values_are_read_as_yaml_where_the_schema_wants(entries, path, expected):
+    config = with_overrides(*entries)
+    check(config)
+    value = at(config, path)
+    if isinstance(expected, dict):
+        value = {key: value[key] for key in expected}
+    assert value == expected
+    assert repr(value) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    ("entries", "key", "allowed"),
+    [
+        (["reuse_runs=maybe"], "reuse_runs", "got 'maybe'; allowed: true or false"),
+        (["train={epochs: many}"], "train.epochs", "got 'many'; allowed: an integer >= 1"),
+        (["grid={rank: [1.5]}"], "grid.rank[0]", "got 1.5; allowed: an integer"),
+        (["report={tolerance: .nan}"], "report.tolerance", "allowed: a finite number > 0"),
+    ],
+)
+def test_bad_command_line_values_name_the_key(entries, key, allowed):
+    message = rejected(with_overrides(*entries))
+    assert message.startswith(f"config error: {key}: "), message
+    assert allowed in message
+
+
+def readme_config_examples() -> list[list[str]]:
+    """The ``key=value`` entries of every ``--config`` example in the two READMEs."""
+    examples = []
+    for readme in (REPO / "README.md", REPO / "config" / "README.md"):
+        for match in re.finditer(r"--config\s+([^`\n]+)", readme.read_text(encoding="utf-8")):
+            entries = []
+            for token in shlex.split(match[1], comments=True):
+                if "=" not in token or token.startswith("-"):
+                    break
+                entries.append(token)
+            examples.append(entries)
+    return examples
+
+
+def test_readmes_show_config_examples():
+    examples = readme_config_examples()
+    assert ["reuse_runs=false"] in examples
+    assert all(examples) and len(examples) >= 4
+
+
+@pytest.mark.parametrize("entries", readme_config_examples(), ids=" ".join)
+def test_readme_config_examples_are_valid(entries):
+    config = with_overrides(*entries)
+    check(config)
+    assert parse_config(entries).keys() <= config.keys()

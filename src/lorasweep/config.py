@@ -1,9 +1,10 @@
 """Config checks that turn every mistake into one line naming the key and what is allowed.
 
-The JSON schema (``workflow/schemas/config.schema.yaml``) is applied by Snakemake's
-``validate``; :func:`describe_schema_error` rewrites its error. :func:`check_semantics`
-normalises whole-number floats to int, rejects NaN and infinities, and adds the rules a schema
-cannot express (ranks against layer sizes, unique names, safe paths).
+:func:`parse_strings` first reads text given where the schema wants a number, boolean or null
+(``--config`` values arrive as text). The JSON schema (``workflow/schemas/config.schema.yaml``)
+is then applied by Snakemake's ``validate``; :func:`describe_schema_error` rewrites its error.
+:func:`check_semantics` normalises whole-number floats to int, rejects NaN and infinities, and
+adds the rules a schema cannot express (ranks against layer sizes, unique names, safe paths).
 """
 
 from __future__ import annotations
@@ -123,6 +124,64 @@ def _has_type(value, kind: str | None) -> bool:
     if isinstance(value, bool):
         return kind == "boolean"
     return kind in _TYPES and _TYPES[kind](value)
+
+
+_YAML_NULL = {"null", "Null", "NULL", "~"}
+_YAML_BOOL = {
+    text: word == "true"
+    for word in ("true", "false")
+    for text in (word, word.title(), word.upper())
+}
+_YAML_INT = re.compile(r"[-+]?[0-9]+")
+_YAML_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_YAML_SPECIAL = re.compile(r"([-+]?)\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+_NOT_A_SCALAR = object()
+
+
+def _yaml_scalar(text: str, kind: str | None):
+    """``text`` read as a YAML 1.2 (core schema) scalar of JSON-schema type ``kind``."""
+    if kind == "null" and text in _YAML_NULL:
+        return None
+    if kind == "boolean" and text in _YAML_BOOL:
+        return _YAML_BOOL[text]
+    if kind in ("integer", "number"):
+        if _YAML_INT.fullmatch(text):
+            return int(text)
+        if _YAML_FLOAT.fullmatch(text):
+            return float(text)
+        if special := _YAML_SPECIAL.fullmatch(text):
+            return float(f"{special[1]}inf") if special[2] else math.nan
+    return _NOT_A_SCALAR
+
+
+def _parse(value, schema: dict, root: dict):
+    branches = _branches(schema, root)
+    if isinstance(value, str):
+        if any(b.get("type") == "string" and value in b.get("enum", [value]) for b in branches):
+            return value
+        parsed = (_yaml_scalar(value, b.get("type")) for b in branches)
+        return next((p for p in parsed if p is not _NOT_A_SCALAR), value)
+    for branch in branches:
+        if branch.get("type") == "object" and isinstance(value, dict):
+            properties = branch.get("properties", {})
+            for key in [key for key in value if key in properties]:
+                value[key] = _parse(value[key], properties[key], root)
+            return value
+        if branch.get("type") == "array" and isinstance(value, list) and "items" in branch:
+            return [_parse(item, branch["items"], root) for item in value]
+    return value
+
+
+def parse_strings(config: dict, schema: dict | None = None) -> dict:
+    """Read text as YAML 1.2 would where the schema wants a number, a boolean or null, in place.
+
+    Snakemake passes ``--config`` values through as text (``reuse_runs=false`` gives
+    ``'false'``, ``'grid={lr: [1e-3]}'`` gives ``['1e-3']``), and YAML 1.1 files read ``1e-3``
+    as text too. Text the schema allows as it is (``memory_gib: auto``) stays text; text that is
+    no such scalar is left for the schema to reject.
+    """
+    root = schema or load_schema()
+    return _parse(config, root, root)
 
 
 def _normalise(value, schema: dict, root: dict, path: list):

@@ -6,14 +6,21 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from lorasweep.config import ConfigError, check_semantics, describe_schema_error
+from lorasweep.config import (
+    ConfigError,
+    check_semantics,
+    describe_schema_error,
+    parse_strings,
+)
 from lorasweep.choices import GEOMETRY_FIGURES
 from lorasweep.datasets import DatasetFileError, verify_existing
 from lorasweep.plan import build_plan, figures_for, requests_gpu
 
 
 def validated(config):
-    """Schema (with defaults filled in) and cross-key checks; one-line errors."""
+    """Text read as numbers where meant, schema (with defaults filled in) and cross-key checks;
+    one-line errors."""
+    parse_strings(config)
     try:
         validate(config, "../schemas/config.schema.yaml")
     except WorkflowError as err:
