@@ -62,6 +62,12 @@ CASES = {
     "seed too large": ({"seeds": [0, 2**63]}, "seeds[1]", "<= 9223372036854775807"),
     "data seed too large": (dataset(seed=2**64), "datasets[0].seed", "<= 9223372036854775807"),
     "rank text": ({"grid": {"rank": ["two"]}}, "grid.rank[0]", "got 'two'; allowed: an integer"),
+    "memory of in_features": (dataset(in_features=10**9), "datasets[0].in_features", "GiB of memory"),
+    "memory of n_train": (dataset(n_train=10**13), "datasets[0].n_train", "GiB of memory"),
+    "work of epochs": ({"train": {"epochs": 10**7}}, "train.epochs", "multiply-adds"),
+    "memory limit": ({**dataset(in_features=10**6), "limits": {"memory_gib": 2}}, "datasets[0].in_features", "at most 2.0 GiB (limits.memory_gib)"),
+    "work limit": ({"limits": {"multiply_adds": 1e6}}, "train.epochs", "limits.multiply_adds"),
+    "memory limit nan": ({"limits": {"memory_gib": math.nan}}, "limits.memory_gib", "finite"),
 }  # fmt: skip
 
 SNAKEMAKE_NOTE = "is extended by additional config specified via the command line"
@@ -116,6 +122,7 @@ def test_bad_config_is_rejected_before_any_job(computed, case):
         (["reuse_runs=maybe"], "reuse_runs", "got 'maybe'; allowed: true or false"),
         (["grid={rank: [1, 2.5]}"], "grid.rank[1]", "got 2.5; allowed: an integer >= 1"),
         (["report={tolerance: .nan}"], "report.tolerance", "got nan; allowed: a finite number"),
+        (["train={epochs: 1e7}"], "train.epochs", "multiply-adds"),
     ],
 )
 def test_bad_command_line_config_is_one_line(computed, entries, key, allowed):

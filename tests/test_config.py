@@ -5,6 +5,8 @@ import copy
 import math
 import re
 import shlex
+import subprocess
+import sys
 
 import jsonschema
 import pytest
@@ -12,8 +14,10 @@ import yaml
 from snakemake.cli import parse_config
 from snakemake.utils import update_config
 
+from lorasweep import resources
 from lorasweep.config import (
     ConfigError,
+    check_resources,
     check_semantics,
     describe_schema_error,
     parse_strings,
@@ -153,6 +157,8 @@ NON_FINITE_KEYS = [
     (lambda c, v: c["grid"].update(lr_ratio=[v]), "grid.lr_ratio[0]"),
     (lambda c, v: c.update(extra_grids=[{"lr": [v]}]), "extra_grids[0].lr[0]"),
     (lambda c, v: c["full_finetune"].update(lr=[v]), "full_finetune.lr[0]"),
+    (lambda c, v: c.update(limits={"memory_gib": v}), "limits.memory_gib"),
+    (lambda c, v: c.update(limits={"multiply_adds": v}), "limits.multiply_adds"),
 ]
 
 
@@ -260,6 +266,9 @@ def with_overrides(*entries: str) -> dict:
         (["seeds=[0, 1]"], ("seeds",), [0, 1]),
         (["runs_per_job=1e2"], ("runs_per_job",), 100),
         (["train={epochs: 5, batch_size: null}"], ("train",), {"epochs": 5, "batch_size": None}),
+        (["limits={memory_gib: 64}"], ("limits", "memory_gib"), 64),
+        (["limits={memory_gib: auto}"], ("limits", "memory_gib"), "auto"),
+        (["limits={multiply_adds: ~}"], ("limits", "multiply_adds"), None),
         (["report={title: 1e3}"], ("report", "title"), "1e3"),
     ],
 )
@@ -313,3 +322,134 @@ def test_readme_config_examples_are_valid(entries):
     config = with_overrides(*entries)
     check(config)
     assert parse_config(entries).keys() <= config.keys()
+
+
+GIB = resources.GIB
+
+
+def resource_check(config, memory_gib=24, gpu_gib=None):
+    check(config)
+    gpu = gpu_gib * GIB if gpu_gib else None
+    check_resources(config, memory_bytes=memory_gib * GIB, gpu_bytes=gpu)
+
+
+def presets():
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    configs = {"tiny": tiny(), "default": default}
+    for name in ("paper", "seed_demo"):
+        preset = copy.deepcopy(default)
+        preset.update(yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text()))
+        configs[name] = preset
+    return configs
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "paper", "seed_demo"])
+def test_presets_fit_a_small_machine(name):
+    resource_check(presets()[name], memory_gib=4, gpu_gib=4)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "needs"),
+    [
+        (lambda c: c["datasets"][0].update(in_features=10**8), "datasets[0].in_features", "GiB"),
+        (lambda c: c["datasets"][0].update(n_train=10**9), "datasets[0].n_train", "GiB"),
+        (lambda c: c["datasets"][0].update(n_val=10**9), "datasets[0].n_val", "GiB"),
+        (
+            lambda c: c["datasets"][0].update(out_features=10**8, in_features=16),
+            "datasets[0].out_features",
+            "GiB",
+        ),
+        (lambda c: c["train"].update(epochs=10**7), "train.epochs", "multiply-adds"),
+        (
+            lambda c: c["datasets"][0].update(n_train=10**7) or c["train"].update(epochs=400),
+            "train.epochs",
+            "multiply-adds",
+        ),
+    ],
+)
+def test_configs_beyond_this_machine_are_refused_naming_the_key(mutate, key, needs):
+    config = tiny()
+    mutate(config)
+    message = rejected(config, check=resource_check)
+    assert message.startswith(f"config error: {key}: got "), message
+    assert " about " in message and needs in message
+
+
+def test_memory_message_gives_the_estimate_and_the_limit():
+    config = tiny()
+    config["datasets"][0]["in_features"] = 10**8
+    message = rejected(config, check=resource_check)
+    estimate = resources.generation_bytes(config["datasets"][0]) / GIB
+    assert f"needs about {estimate:.1f} GiB of memory" in message
+    assert "at most 24.0 GiB (this machine's memory; set limits.memory_gib" in message
+
+
+def test_training_job_memory_counts_every_dataset_and_the_gpu():
+    config = tiny()
+    big = {**config["datasets"][0], "in_features": 4096, "out_features": 4096, "n_train": 10**5}
+    config["datasets"] = [big, {**big, "name": "other"}]
+    one = resources.training_bytes({**config, "datasets": [big]})
+    samples = resources.FLOAT32 * (big["n_train"] + big["n_val"]) * (4096 + 4096)
+    assert resources.training_bytes(config) - one > samples
+    config["train"]["device"] = "cuda"
+    message = rejected(config, check=lambda c: resource_check(c, memory_gib=64, gpu_gib=4))
+    assert "a training job needs about" in message and "of GPU memory" in message
+    assert "this machine's GPU" in message
+
+
+def test_limits_raise_or_switch_off_the_checks():
+    config = tiny()
+    config["datasets"][0]["in_features"] = 10**8
+    config["train"]["epochs"] = 10**7
+    config["limits"] = {"memory_gib": None, "multiply_adds": None}
+    resource_check(config)
+    config["limits"] = {"memory_gib": 1000, "multiply_adds": 1e20}
+    resource_check(config)
+    config["limits"]["memory_gib"] = 100
+    message = rejected(config, check=resource_check)
+    assert "datasets[0].in_features" in message and "(limits.memory_gib)" in message
+    config["limits"] = {"memory_gib": None, "multiply_adds": 1e6}
+    message = rejected(config, check=resource_check)
+    assert message.startswith("config error: train.epochs: ")
+    assert "at most 1e+06 (limits.multiply_adds" in message
+
+
+def test_multiply_adds_count_steps_and_grow_with_epochs():
+    config = tiny()
+    check(config)
+    runs = len(build_plan(config).runs)
+    assert sum(sum(k.values()) for k in resources.run_counts(config).values()) == runs
+    steps = resources.optimizer_steps(config)
+    assert steps == runs * 4 * (256 // 64)
+    work = resources.multiply_adds(config)
+    assert work > steps * resources.STEP_MULTIPLY_ADDS
+    config["train"]["epochs"] *= 10
+    assert 9 < resources.multiply_adds(config) / work < 10.1
+
+
+def test_run_counts_match_the_plan_with_extra_grids():
+    config = presets()["paper"]
+    check(config)
+    plan = build_plan(config)
+    counts = resources.run_counts(config)
+    assert sum(sum(k.values()) for k in counts.values()) == len(plan.runs) == 480
+
+
+def test_machine_memory_is_read_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemFree:  10 kB\nMemTotal:       24684092 kB\n")
+    assert resources.machine_memory_bytes(meminfo) == 24684092 * 1024
+    assert resources.machine_memory_bytes(tmp_path / "missing") is None
+
+
+def test_config_checks_do_not_import_torch():
+    code = (
+        "import sys, lorasweep.config, lorasweep.resources; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env_path = str(REPO / "src")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        env={"PYTHONPATH": env_path},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

@@ -5,6 +5,7 @@
 is then applied by Snakemake's ``validate``; :func:`describe_schema_error` rewrites its error.
 :func:`check_semantics` normalises whole-number floats to int, rejects NaN and infinities, and
 adds the rules a schema cannot express (ranks against layer sizes, unique names, safe paths).
+:func:`check_resources` refuses what would not fit the ``limits``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import operator
 import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import yaml
+
+from lorasweep import resources
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -295,3 +299,91 @@ def check_semantics(config: dict) -> None:
                     f"got {rank}; allowed: 1..{smallest} = min(in_features, out_features) "
                     f"of dataset {where!r}",
                 )
+
+
+def _limit(config: dict, key: str):
+    default = load_schema()["properties"]["limits"]["properties"][key]["default"]
+    return config.get("limits", {}).get(key, default)
+
+
+def _gib(size: float) -> str:
+    return f"{size / resources.GIB:.1f} GiB"
+
+
+def _memory_limits(config: dict, memory_bytes: int | None, gpu_bytes: int | None):
+    """(bytes, where that limit comes from) for a job's memory and for a GPU training job's GPU
+    memory; None where it is not checked."""
+    setting = _limit(config, "memory_gib")
+    if setting is None:
+        return None, None
+    if setting != "auto":
+        return (setting * resources.GIB, "limits.memory_gib"), None
+    if memory_bytes is None:
+        memory_bytes = resources.machine_memory_bytes()
+    if gpu_bytes is None and config["train"].get("device", "auto") != "cpu":
+        gpu_bytes = resources.gpu_memory_bytes()
+    override = "set limits.memory_gib for another machine"
+    return (
+        (memory_bytes, f"this machine's memory; {override}") if memory_bytes else None,
+        (gpu_bytes, f"this machine's GPU; {override}") if gpu_bytes else None,
+    )
+
+
+def _check_memory(config: dict, estimate, limit: tuple, what: str, indices, kind="memory"):
+    """Refuse ``estimate(config)`` bytes of ``what`` beyond ``limit`` (bytes, where it comes
+    from), naming the size of the datasets at ``indices`` that drives the estimate most."""
+    need = estimate(config)
+    if need <= limit[0]:
+        return
+    paths = [("datasets", index, key) for index in indices for key in SIZES]
+    path = resources.largest_factor(estimate, config, paths)
+    raise ConfigError(
+        key_path(path),
+        f"got {_at(config, path)}, with which {what} needs about {_gib(need)} of {kind}; "
+        f"allowed: sizes that need at most {_gib(limit[0])} ({limit[1]})",
+    )
+
+
+def check_resources(
+    config: dict, memory_bytes: int | None = None, gpu_bytes: int | None = None
+) -> None:
+    """Refuse a config whose estimated memory or work (:mod:`lorasweep.resources`) is beyond
+    ``limits``, naming the key that drives the estimate most. With ``memory_gib: auto`` the
+    limit is ``memory_bytes`` (default: this machine's MemTotal) and, unless training runs on
+    the CPU, ``gpu_bytes`` (default: the GPU's memory, from ``nvidia-smi``; none without one)."""
+    memory, gpu = _memory_limits(config, memory_bytes, gpu_bytes)
+    every = range(len(config["datasets"]))
+    if memory is not None:
+        for index, dataset in enumerate(config["datasets"]):
+
+            def generating(c, index=index):
+                return resources.generation_bytes(c["datasets"][index])
+
+            what = f"generating dataset {dataset['name']!r}"
+            _check_memory(config, generating, memory, what, [index])
+        _check_memory(config, resources.training_bytes, memory, "a training job", every)
+    if gpu is not None:
+        _check_memory(config, resources.training_bytes, gpu, "a training job", every, "GPU memory")
+
+    most = _limit(config, "multiply_adds")
+    if most is not None and (work := resources.multiply_adds(config)) > most:
+        paths = [("train", "epochs")] + [
+            ("datasets", index, key) for index in every for key in SIZES
+        ]
+        path = resources.largest_factor(resources.multiply_adds, config, paths)
+        runs = sum(sum(kinds.values()) for kinds in resources.run_counts(config).values())
+        steps = resources.optimizer_steps(config)
+        raise ConfigError(
+            key_path(path),
+            f"got {_at(config, path)}, with which the {runs} runs need about {work:.2g} "
+            f"multiply-adds ({steps:.3g} optimizer steps, each counted as at least "
+            f"{resources.STEP_MULTIPLY_ADDS:.0e}); allowed: at most {most:.2g} "
+            "(limits.multiply_adds; raise it, or set it to null, to allow more)",
+        )
+
+
+def _at(config: dict, path: tuple):
+    return functools.reduce(operator.getitem, path, config)
+
+
+SIZES = ("n_train", "n_val", "in_features", "out_features")

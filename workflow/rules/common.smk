@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from lorasweep.config import (
     ConfigError,
+    check_resources,
     check_semantics,
     describe_schema_error,
     parse_strings,
@@ -18,8 +19,8 @@ from lorasweep.plan import build_plan, figures_for, requests_gpu
 
 
 def validated(config):
-    """Text read as numbers where meant, schema (with defaults filled in) and cross-key checks;
-    one-line errors."""
+    """Text read as numbers where meant, schema (with defaults filled in), cross-key checks
+    and, in the main process, the resource estimates; one-line errors."""
     parse_strings(config)
     try:
         validate(config, "../schemas/config.schema.yaml")
@@ -29,6 +30,8 @@ def validated(config):
             raise
         raise describe_schema_error(cause) from None
     check_semantics(config)
+    if workflow.is_main_process:
+        check_resources(config)
     return config
 
 
