@@ -18,10 +18,19 @@ EPSILONS = (0.4, 0.5, 0.6)
 """ε grid around PEFT's default 0.5; a smaller ε counts only vectors closer to orthogonal."""
 
 
-def max_base_cosines(w0: torch.Tensor, fine_tuned: torch.Tensor, top_k: int) -> torch.Tensor:
-    """max_i |cos(y_j, x_i)| for the top ``top_k`` left singular vectors y_j of ``fine_tuned``
-    against all left singular vectors x_i of ``w0`` (float64)."""
+def base_vectors(w0: torch.Tensor) -> torch.Tensor:
+    """All left singular vectors x_i of W₀ (columns, float64), computed once per layer."""
     base, _, _ = torch.linalg.svd(w0.double(), full_matrices=False)
+    return base
+
+
+def max_base_cosines(
+    w0: torch.Tensor, fine_tuned: torch.Tensor, top_k: int, base: torch.Tensor | None = None
+) -> torch.Tensor:
+    """max_i |cos(y_j, x_i)| for the top ``top_k`` left singular vectors y_j of ``fine_tuned``
+    against all left singular vectors x_i of ``w0`` (float64; ``base`` may pass
+    :func:`base_vectors` of ``w0`` already computed)."""
+    base = base_vectors(w0) if base is None else base
     tuned, _, _ = torch.linalg.svd(fine_tuned.double(), full_matrices=False)
     return (tuned[:, :top_k].T @ base).abs().max(dim=1).values
 
@@ -31,7 +40,8 @@ def intruder_counts(
     fine_tuned: torch.Tensor,
     top_k: int = TOP_K,
     epsilons: Sequence[float] = EPSILONS,
+    base: torch.Tensor | None = None,
 ) -> dict[float, int]:
     """The number of intruder dimensions among the top ``top_k``, for each ε."""
-    cosines = max_base_cosines(w0, fine_tuned, top_k)
+    cosines = max_base_cosines(w0, fine_tuned, top_k, base)
     return {eps: int((cosines < eps).sum()) for eps in epsilons}

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 
 def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, bool]:
@@ -41,3 +42,60 @@ def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tupl
         return float(grid[best]), False
     vertex = min(max(-b / (2 * a), x0), x2)
     return float(10**vertex), False
+
+
+CURVE_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr_ratio"]
+"""What tells one loss-against-learning-rate curve from another: every setting but lr and seed
+(full fine-tuning has one curve per dataset; its LoRA columns are empty)."""
+OPTIMA_COLUMNS = [*CURVE_KEYS, "seed", "lrs", "optimal_lr", "at_edge", "min_loss",
+                  "ratio_to_full"]  # fmt: skip
+
+
+def lr_optima(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each curve's optimal learning rate (:func:`optimal_learning_rate` of its final validation
+    loss), once per seed and once for the mean over seeds (``seed`` empty), for every curve
+    swept over at least two learning rates.
+
+    A diverged run counts as an infinite loss; the mean curve is infinite at a learning rate
+    where any seed diverged. ``ratio_to_full`` is a LoRA curve's optimum over full fine-tuning's
+    on the same dataset and seed (or both mean curves): LoRA Without Regret's ratio.
+    """
+    losses = runs.assign(loss=runs["final_val_loss"].where(runs["status"] == "ok"))
+    rows = []
+    for key, curve in losses.groupby(CURVE_KEYS, dropna=False, sort=True):
+        if curve["lr"].nunique() < 2:
+            continue
+        by_lr = curve.set_index(["lr", "seed"])["loss"].unstack("seed").sort_index()
+        rows.append(_optimum_row(key, pd.NA, by_lr.mean(axis=1, skipna=False)))
+        for seed in by_lr.columns:
+            rows.append(_optimum_row(key, seed, by_lr[seed]))
+    table = pd.DataFrame(rows, columns=OPTIMA_COLUMNS[:-1])
+    table["seed"] = pd.array(table["seed"], dtype="Int64")
+    table["rank"] = pd.array(table["rank"], dtype="Int64")
+    full = table[table["method"] == "full"].set_index(["dataset", "seed"])["optimal_lr"]
+    reference = [full.get((d, s), math.nan) for d, s in zip(table["dataset"], table["seed"],
+                                                            strict=True)]  # fmt: skip
+    table["ratio_to_full"] = (table["optimal_lr"] / reference).where(table["method"] == "lora")
+    return table.reindex(columns=OPTIMA_COLUMNS)
+
+
+def _optimum_row(key: tuple, seed, losses: pd.Series) -> dict:
+    """One row of :func:`lr_optima`: the curve ``losses`` (indexed by lr) and its optimum."""
+    lr, at_edge = optimal_learning_rate(losses.index, losses.fillna(math.inf).to_numpy())
+    finite = losses[np.isfinite(losses)]
+    return {
+        **dict(zip(CURVE_KEYS, key, strict=True)),
+        "seed": seed,
+        "lrs": len(losses),
+        "optimal_lr": lr,
+        "at_edge": at_edge,
+        "min_loss": float(finite.min()) if not finite.empty else math.nan,
+    }
+
+
+def ratio_spread(ratios: pd.Series) -> tuple[float, float, float]:
+    """Geometric mean, smallest and largest of per-seed ratios (NaN where there are none)."""
+    ratios = ratios.dropna()
+    if ratios.empty:
+        return math.nan, math.nan, math.nan
+    return float(np.exp(np.log(ratios).mean())), float(ratios.min()), float(ratios.max())

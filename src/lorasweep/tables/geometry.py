@@ -18,7 +18,8 @@ from lorasweep.io import load_tensors, read_json
 from lorasweep.models.lora import scaling_factor
 
 
-def _run_update(run_dir, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
+def run_update(run_dir, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
+    """W_final − W₀ of a run, from its ``weights.safetensors``."""
     tensors = load_tensors(run_dir / "weights.safetensors")
     if metrics["method"] == "full":
         return tensors["weight"].double() - w0.double()
@@ -46,7 +47,7 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple:
             continue
         data = datasets[m["dataset"]]
         w0, truth = data["W0"], data["delta_W"]
-        delta = _run_update(run_dir, m, w0)
+        delta = run_update(run_dir, m, w0)
         true_rank = int(torch.linalg.matrix_rank(truth.double()))
         rank = m["rank"] if m["method"] == "lora" else max(true_rank, 1)
         similarity = (
