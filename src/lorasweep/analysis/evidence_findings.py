@@ -21,7 +21,7 @@ import pandas as pd
 from lorasweep.analysis import forgetting, statistics
 from lorasweep.analysis.findings import NOT_REPRODUCED, NOT_TESTED, REPRODUCED, Finding
 from lorasweep.analysis.intruders import TOP_K
-from lorasweep.analysis.learning_rate import OPTIMA_COLUMNS, ratio_spread
+from lorasweep.analysis.learning_rate import CURVE_KEYS, OPTIMA_COLUMNS, ratio_spread
 
 LR_RATIO_RANGE = (3.0, 30.0)
 """LoRA's optimal learning rate over full fine-tuning's, as LoRA Without Regret reports (~10×)."""
@@ -93,7 +93,8 @@ def _rank_spreads(optima: pd.DataFrame | None, scaling: str) -> list[tuple[str, 
     curves = _mean_curves(optima)
     lora = curves[(curves["method"] == "lora") & (curves["scaling"] == scaling)]
     lora = lora[lora["rank"] >= MIN_RANK]
-    keys = ["dataset", "alpha", "init", "lr_ratio"]
+    keys = ["dataset", *(k for k in CURVE_KEYS if k not in ("dataset", "method", "rank",
+                                                            "scaling"))]  # fmt: skip
     return [
         (key[0], group.sort_values("rank"))
         for key, group in lora.groupby(keys, dropna=False, sort=True)
@@ -175,11 +176,8 @@ def intruder_means(
     if per_run.empty:
         return pd.DataFrame(columns=columns)
     runs = runs.join(per_run, on="run_id")
-    lora_best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
-    keys = ["dataset", "rank", *statistics.LORA_SETTINGS]
-    lora = statistics.select_runs(runs[runs["method"] == "lora"], lora_best, keys)
-    full_best = statistics.best_full(runs)
-    full = statistics.select_runs(runs[runs["method"] == "full"], full_best, ["dataset", "lr"])
+    lora = statistics.best_lora_runs(runs, ["dataset", "scaling", "rank"])
+    full = statistics.best_full_runs(runs)
     frames = [
         statistics.seed_stats(lora, ["dataset", "method", "scaling", "rank"], "intruders"),
         statistics.seed_stats(full, ["dataset", "method"], "intruders"),

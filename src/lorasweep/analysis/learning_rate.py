@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from lorasweep.analysis.statistics import LORA_SETTINGS
+
 
 def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, bool]:
     """The minimiser of a U-shaped curve of final loss against learning rate, and whether it
@@ -44,7 +46,7 @@ def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tupl
     return float(10**vertex), False
 
 
-CURVE_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr_ratio"]
+CURVE_KEYS = ["dataset", "method", "rank", *(s for s in LORA_SETTINGS if s != "lr")]
 """What tells one loss-against-learning-rate curve from another: every setting but lr and seed
 (full fine-tuning has one curve per dataset; its LoRA columns are empty)."""
 OPTIMA_COLUMNS = [*CURVE_KEYS, "seed", "lrs", "optimal_lr", "at_edge", "min_loss",
@@ -61,15 +63,17 @@ def lr_optima(runs: pd.DataFrame) -> pd.DataFrame:
     on the same dataset and seed (or both mean curves): LoRA Without Regret's ratio.
     """
     losses = runs.assign(loss=runs["final_val_loss"].where(runs["status"] == "ok"))
+    keys = [k for k in CURVE_KEYS if k in runs.columns]
     rows = []
-    for key, curve in losses.groupby(CURVE_KEYS, dropna=False, sort=True):
+    for key, curve in losses.groupby(keys, dropna=False, sort=True):
         if curve["lr"].nunique() < 2:
             continue
         by_lr = curve.set_index(["lr", "seed"])["loss"].unstack("seed").sort_index()
-        rows.append(_optimum_row(key, pd.NA, by_lr.mean(axis=1, skipna=False)))
+        curve_key = dict(zip(keys, key, strict=True))
+        rows.append(_optimum_row(curve_key, pd.NA, by_lr.mean(axis=1, skipna=False)))
         for seed in by_lr.columns:
-            rows.append(_optimum_row(key, seed, by_lr[seed]))
-    table = pd.DataFrame(rows, columns=OPTIMA_COLUMNS[:-1])
+            rows.append(_optimum_row(curve_key, seed, by_lr[seed]))
+    table = pd.DataFrame(rows).reindex(columns=OPTIMA_COLUMNS[:-1])
     table["seed"] = pd.array(table["seed"], dtype="Int64")
     table["rank"] = pd.array(table["rank"], dtype="Int64")
     full = table[table["method"] == "full"].set_index(["dataset", "seed"])["optimal_lr"]
@@ -79,12 +83,12 @@ def lr_optima(runs: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(columns=OPTIMA_COLUMNS)
 
 
-def _optimum_row(key: tuple, seed, losses: pd.Series) -> dict:
+def _optimum_row(curve_key: dict, seed, losses: pd.Series) -> dict:
     """One row of :func:`lr_optima`: the curve ``losses`` (indexed by lr) and its optimum."""
     lr, at_edge = optimal_learning_rate(losses.index, losses.fillna(math.inf).to_numpy())
     finite = losses[np.isfinite(losses)]
     return {
-        **dict(zip(CURVE_KEYS, key, strict=True)),
+        **curve_key,
         "seed": seed,
         "lrs": len(losses),
         "optimal_lr": lr,

@@ -5,9 +5,9 @@ run folder that exists is a finished run.
 
 - ``weights.safetensors``: the trained adapter, ``lora_A`` (r×d_in), ``lora_B`` (d_out×r) and
   ``bias`` when it trains, or the whole layer, ``weight`` and ``bias``, for full fine-tuning.
-  Where the adapter does not start at zero (init ``pissa`` or ``randn``) also its starting
-  point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA moved s·B₀A₀ out of W₀, so its
-  change of weight s·(BA − B₀A₀) is formed from the folder without redoing the SVD. Its
+  For PiSSA also its starting point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA
+  moved s·B₀A₀ out of W₀, so its base W₀ − s·B₀A₀ and its change of weight s·(BA − B₀A₀) are
+  formed from the folder without redoing the SVD. Its
   metadata holds ``run_id``, ``method`` and, for LoRA,
   ``rank``, ``alpha``, ``scaling_rule``, ``init`` and ``scaling``, the multiplier s itself;
 - ``epochs.csv``: per-epoch losses and gradient norms, and ``source_loss`` where the dataset
