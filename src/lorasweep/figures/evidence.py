@@ -19,6 +19,7 @@ from lorasweep.figures.style import (
     THEORY_COLOR,
     errorbar,
     errorbar_by,
+    legend_outside,
     no_data,
     ordered_scalings,
     rank_colors,
@@ -83,8 +84,8 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
             ax.set_ylabel("final validation MSE")
             title = dataset if scaling is None else f"{dataset} · {scaling_label(scaling)}"
             ax.set_title(title)
-    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=True)
     fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
@@ -130,8 +131,8 @@ def forgetting_vs_learning(t: Tables) -> plt.Figure:
         ax.set_xlabel("target validation MSE (learned more ←)")
         ax.set_ylabel("forgetting: source MSE − before")
         ax.set_title(dataset)
-    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=True)
     fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
@@ -161,8 +162,8 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
             ax.set_ylim(-0.3, top_k + 0.3)
             ax.set_ylabel(f"intruders among the top {top_k}")
             ax.set_title(f"{dataset} · ε = {epsilon:g}")
-    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=True)
     fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
