@@ -76,6 +76,26 @@ def test_presets_are_valid():
         (lambda c: c["datasets"][0].update(task_rank=20), "datasets[0].task_rank", "1..12"),
         (lambda c: c["datasets"][0].update(name="../evil"), "datasets[0].name", "letters, digits"),
         (lambda c: c["datasets"].append(dict(c["datasets"][0])), "datasets", "unique"),
+        (
+            lambda c: c["datasets"][0].update(source={"n": 10, "top_directions": 15}),
+            "datasets[0].source.top_directions",
+            "1..14 = in_features − task_rank",
+        ),
+        (
+            lambda c: c["datasets"][0].update(kind="noise", source={"n": 10, "top_directions": 2}),
+            "datasets[0].source",
+            "lowrank only",
+        ),
+        (
+            lambda c: c["datasets"][0].update(source={"n": 10, "top_directions": 2, "leak": 2}),
+            "datasets[0].source.leak",
+            "<= 1",
+        ),
+        (
+            lambda c: c["datasets"][0].update(source={"top_directions": 2}),
+            "datasets[0].source.n",
+            "required",
+        ),
         (lambda c: c.update(sedes=[1]), "sedes", "likely a typo of 'seeds'"),
         (lambda c: c.update(results="/etc"), "results", "relative path"),
     ],

@@ -82,8 +82,9 @@ def test_report_is_self_contained_with_efficiency_table(tiny_run):
     assert "training state" in html and "time / epoch" in html
     findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
     verdicts = re.findall(r"font-weight:600\">([^<]+)</td>", findings)
-    assert len(verdicts) == 5
+    assert len(verdicts) == 10
     assert set(verdicts) <= {"reproduced", "not reproduced", "not tested by this config"}
+    assert verdicts[5:9] == ["not tested by this config"] * 4, "one lr and no source task"
 
 
 def test_geometry_tables_cover_every_run(tiny_run):

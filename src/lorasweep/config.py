@@ -280,6 +280,7 @@ def check_semantics(config: dict) -> None:
                 key, f"got {task_rank}; allowed: 1..{limit} = min(in_features, out_features)"
             )
         limits[dataset["name"]] = limit
+        _check_source(index, dataset)
 
     blocks = [("grid", config["grid"], None)] + [
         (f"extra_grids[{i}]", block, block.get("datasets"))
@@ -299,6 +300,23 @@ def check_semantics(config: dict) -> None:
                     f"got {rank}; allowed: 1..{smallest} = min(in_features, out_features) "
                     f"of dataset {where!r}",
                 )
+
+
+def _check_source(index: int, dataset: dict) -> None:
+    """A source task needs a lowrank dataset, and room for ΔW*'s input directions beside its
+    own: top_directions ≤ in_features − task_rank."""
+    source = dataset.get("source")
+    if source is None:
+        return
+    key = f"datasets[{index}].source"
+    if dataset["kind"] != "lowrank":
+        raise ConfigError(key, f"got a source for kind {dataset['kind']!r}; allowed: lowrank only")
+    room = dataset["in_features"] - dataset.get("task_rank", 0)
+    if source["top_directions"] > room:
+        raise ConfigError(
+            f"{key}.top_directions",
+            f"got {source['top_directions']}; allowed: 1..{room} = in_features − task_rank",
+        )
 
 
 def _limit(config: dict, key: str):

@@ -5,6 +5,8 @@ rule report:
         timings=RESULTS.table("timings"),
         pairs=RESULTS.table("subspace_pairs"),
         provenance=RESULTS.table("provenance"),
+        lr_optima=RESULTS.table("lr_optima"),
+        intruders=RESULTS.table("intruders"),
         figures=figure_files("png"),
     output:
         RESULTS.report,

@@ -21,7 +21,7 @@ def save(dataset: Dataset, tensors_path: str | Path, meta_path: str | Path) -> N
         meta_path,
         {
             "format_version": FORMAT_VERSION,
-            "spec": asdict(spec),
+            "spec": spec.as_dict(),
             "sha256": sha256_file(tensors_path),
             "ground_truth": asdict(ground_truth(dataset)),
             "shapes": {k: list(v.shape) for k, v in dataset.tensors.items()},
@@ -70,7 +70,7 @@ def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
         tensors = load_tensors(tensors_path)
     except Exception as err:
         raise DatasetFileError(f"{tensors_path}: cannot be loaded ({err})") from err
-    return Dataset(DatasetSpec(**meta["spec"]), tensors)
+    return Dataset(DatasetSpec.from_config(meta["spec"]), tensors)
 
 
 def ground_truth_of(meta: dict) -> GroundTruth:

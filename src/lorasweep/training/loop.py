@@ -25,11 +25,12 @@ from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
 from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.exact import (
-    SPLITS,
+    SOURCE,
     LossFn,
     Splits,
     cached_loss,
     can_cache_base,
+    splits_of,
     trains_on_base_residuals,
 )
 
@@ -119,11 +120,11 @@ def choose_loss(
             tensors[f"X_{split}"].to(device),
             tensors[f"y_{split}"].to(device) if f"y_{split}" in tensors else None,
         )
-        for split in SPLITS
+        for split in splits_of(tensors)
     }
     residuals = None
     if use_cache and trains_on_base_residuals(spec) and "r_train" in tensors:
-        residuals = {split: tensors[f"r_{split}"].to(device) for split in SPLITS}
+        residuals = {split: tensors[f"r_{split}"].to(device) for split in data}
     elif data["train"][1] is None:
         raise ValueError(f"{spec.run_id}: needs the targets y, which this job replaced by y − W₀x")
     if use_cache:
@@ -160,12 +161,24 @@ def evaluate(model: nn.Module, loss: LossFn, split: str) -> float:
         return loss(split)
 
 
-def initial_record(model: nn.Module, loss: LossFn, norms: dict[str, nn.Parameter]) -> dict:
+def held_out_splits(dataset: Dataset) -> tuple[str, ...]:
+    """The splits evaluated after every epoch: val, and the source task's where there is one."""
+    return tuple(split for split in splits_of(dataset.tensors) if split != "train")
+
+
+def evaluate_held_out(model: nn.Module, loss: LossFn, splits: tuple[str, ...]) -> dict:
+    """``val_loss`` (and ``source_loss``): the loss on each held-out split."""
+    return {f"{split}_loss": evaluate(model, loss, split) for split in splits}
+
+
+def initial_record(
+    model: nn.Module, loss: LossFn, norms: dict[str, nn.Parameter], held_out: tuple[str, ...]
+) -> dict:
     """Epoch 0: the losses of the model before any step, and no gradient norms yet."""
     return {
         "epoch": 0,
         "train_loss": evaluate(model, loss, "train"),
-        "val_loss": evaluate(model, loss, "val"),
+        **evaluate_held_out(model, loss, held_out),
         **dict.fromkeys(norms, math.nan),
     }
 
@@ -192,9 +205,10 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     norms: dict[str, nn.Parameter],
     epoch_batches: list[tuple[torch.Tensor | None, int]],
+    held_out: tuple[str, ...],
 ) -> tuple[dict, bool]:
-    """One Adam step per batch, then the validation loss; returns the epoch's record and
-    whether the run diverged.
+    """One Adam step per batch, then the loss on each ``held_out`` split; returns the epoch's
+    record and whether the run diverged.
 
     ``train_loss`` is the sample-weighted mean of the batch losses and each gradient norm the
     mean over the steps taken. A non-finite batch loss ends the epoch before its step; the
@@ -214,13 +228,17 @@ def train_epoch(
         optimizer.step()
         steps += 1
     finite = math.isfinite(loss_sum)
-    val_loss = evaluate(model, loss, "val") if finite else math.nan
+    held = (
+        evaluate_held_out(model, loss, held_out)
+        if finite
+        else {f"{split}_loss": math.nan for split in held_out}
+    )
     record = {
         "train_loss": loss_sum / sum(size for _, size in epoch_batches) if finite else math.nan,
-        "val_loss": val_loss,
+        **held,
         **{name: total / max(steps, 1) for name, total in norm_sums.items()},
     }
-    return record, not (finite and math.isfinite(val_loss))
+    return record, not (finite and math.isfinite(record["val_loss"]))
 
 
 @dataclass
@@ -280,7 +298,17 @@ class RunResult:
             "gap_to_optimal": gap,
             "device_type": self.device,
             "cached_base": self.cached_base,
+            **self.forgetting(),
         }
+
+    def forgetting(self) -> dict:
+        """Where the dataset has a source task: its final loss, and ``forgetting``, the source
+        loss after fine-tuning minus before (epoch 0); empty otherwise."""
+        key = f"{SOURCE}_loss"
+        if key not in self.epochs[0]:
+            return {}
+        before, after = self.epochs[0][key], self.final[key]
+        return {"final_source_loss": after, "forgetting": after - before}
 
 
 @dataclass
@@ -336,8 +364,9 @@ def train_run(
     """Train one run and return its per-epoch record, counts and final weights.
 
     Epoch 0 is the model before any step; every later epoch is one :func:`train_epoch`, timed
-    to the end of its validation loss. A divergence stops the run with ``status="diverged"``.
-    ``use_cache`` picks the loss (:func:`choose_loss`).
+    to the end of its held-out losses (validation, and the source task's where there is one).
+    A divergence stops the run with ``status="diverged"``. ``use_cache`` picks the loss
+    (:func:`choose_loss`).
     """
     device = device if device is not None else resolve_device(spec.device)
     model = build_model(spec, dataset, device)
@@ -349,11 +378,12 @@ def train_run(
     norms = tracked_gradients(spec, model)
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
 
-    history = History(epochs=[initial_record(model, loss, norms)])
+    held_out = held_out_splits(dataset)
+    history = History(epochs=[initial_record(model, loss, norms, held_out)])
     for epoch in range(1, spec.epochs + 1):
         start = time.perf_counter()
         record, diverged = train_epoch(
-            model, loss, optimizer, norms, batches(n_train, batch, shuffle, device)
+            model, loss, optimizer, norms, batches(n_train, batch, shuffle, device), held_out
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
