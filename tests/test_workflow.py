@@ -56,13 +56,18 @@ def test_per_run_files_exist(tiny_run):
     assert len(run_dirs) == 18 and all("__" in d.name for d in run_dirs)
     for run_dir in run_dirs:
         names = {p.name for p in run_dir.iterdir()}
+        lora = "__lora_" in run_dir.name
         assert names == {
             "weights.safetensors",
             "epochs.csv",
             "metrics.json",
             "provenance.json",
             "timing.json",
+            *(["peft"] if lora else []),
         }
+        if lora:
+            peft = {p.name for p in (run_dir / "peft").iterdir()}
+            assert peft == {"adapter_config.json", "adapter_model.safetensors"}
 
 
 def test_figures_exist_as_pdf_and_png(tiny_run):

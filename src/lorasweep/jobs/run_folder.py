@@ -5,7 +5,8 @@ run folder that exists is a finished run.
 full fine-tuning), ``epochs.csv`` (per-epoch losses and gradient norms), ``timing.json``
 (wall-clock seconds, the only file that differs between reruns), ``provenance.json`` (resolved
 parameters, dataset spec and checksum, versions, device, reuse key) and ``metrics.json``
-(counts, training-state bytes, adapter size, losses, theoretical optimum, status).
+(counts, training-state bytes, adapter size, losses, theoretical optimum, status). A LoRA run
+also has ``peft/``, the adapter in PEFT's format (:mod:`lorasweep.models.peft_format`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from lorasweep.io import save_tensors, write_csv, write_json
+from lorasweep.models.peft_format import write_adapter
 from lorasweep.tasks.synthetic import GroundTruth
 from lorasweep.training.loop import RunResult
 
@@ -41,6 +43,7 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "scaling": result.scaling,
                 "init": spec.init,
             }
+            write_adapter(tmp / "peft", spec, result.tensors, result.base_weight)
         save_tensors(weights, result.tensors, metadata=metadata)
         frame = pd.DataFrame(result.epochs).reindex(columns=EPOCH_COLUMNS)
         write_csv(tmp / "epochs.csv", frame)

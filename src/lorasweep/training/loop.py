@@ -76,6 +76,8 @@ class RunResult:
     epoch_seconds: list[float]
     cached_base: bool
     scaling: float | None = None
+    base_weight: torch.Tensor | None = field(default=None, repr=False)
+    """The frozen weight a PiSSA adapter was trained against (W₀ − s·B₀A₀); None otherwise."""
 
     @property
     def final(self) -> dict:
@@ -254,4 +256,5 @@ def train_run(
         epoch_seconds=epoch_seconds,
         cached_base=fast_loss is not None,
         scaling=model.scaling if spec.method == "lora" else None,
+        base_weight=model.base.weight.detach().cpu() if spec.init == "pissa" else None,
     )
