@@ -112,8 +112,8 @@ def test_seed_demo_preset_reproduces_306_of_946(tmp_path):
     snakemake(tmp_path, "--cores", "1", "--configfile", str(REPO / "config" / "seed_demo.yaml"))
     out = tmp_path / "results" / "seed_demo"
     runs = pd.read_csv(out / "tables" / "runs.csv")
-    assert len(runs) == 1
-    row = runs.iloc[0]
+    assert len(runs) == 4, "the demo's method and the corrected one, on two datasets"
+    row = runs[(runs["dataset"] == "seed_demo") & (runs["init"] == "randn")].iloc[0]
     assert (row["trainable_params"], row["total_params"], row["adapter_params"]) == (306, 946, 296)
     assert (row["init"], row["scaling"], row["alpha"], row["bias"]) == (
         "randn",
@@ -122,11 +122,13 @@ def test_seed_demo_preset_reproduces_306_of_946(tmp_path):
         "all",
     )
     epochs = pd.read_csv(out / "tables" / "epochs.csv")
-    assert len(epochs) == 11
-    assert epochs["val_loss"].iloc[0] > 50, "randn init should start far from the noise floor"
+    assert len(epochs) == 4 * 11
+    curve = epochs[epochs["run_id"] == row["run_id"]]
+    assert curve["val_loss"].iloc[0] > 50, "randn init should start far from the noise floor"
     html = (out / "report.html").read_text()
     assert "306" in html and "946" in html and "296" in html
     assert "linear.weight" in html
+    assert '<img alt="tutorial_vs_corrected"' in html
 
 
 def test_dry_run_of_default_config():

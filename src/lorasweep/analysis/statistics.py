@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-LORA_SETTINGS = ["alpha", "scaling", "init", "lr", "lr_ratio"]
+LORA_SETTINGS = ["alpha", "scaling", "init", "lr", "lr_ratio", "bias"]
 
 
 def _unique(keys: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ from lorasweep.models.accounting import ParameterCounts, count_parameters, train
 from lorasweep.models.lora import LoRALinear
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
+from lorasweep.tasks import tutorial
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
 from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.exact import (
@@ -48,7 +49,7 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     base.bias = nn.Parameter(dataset["b0"].to(device, copy=True))
     if full:
         return base
-    return LoRALinear(
+    layer = LoRALinear(
         base,
         rank=spec.rank,
         alpha=spec.alpha,
@@ -60,6 +61,9 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
         dropout_generator=generator(spec.seed, "dropout", spec.run_id),
         device=device,
     )
+    if spec.init == "randn" and tutorial.is_tutorial(dataset.spec):
+        tutorial.initialise_adapter(layer, dataset.spec)
+    return layer
 
 
 @dataclass
@@ -135,13 +139,14 @@ def train_run(
     Epoch 0 is the model before any step. For epoch ≥ 1, ``train_loss`` is the sample-weighted
     mean of the epoch's mini-batch losses and ``val_loss`` the loss on the whole validation split
     after the epoch. A non-finite loss stops the run with ``status="diverged"``.
-    ``use_cache=None`` caches W₀x wherever :func:`can_cache_base` says it is exact; residuals
+    ``use_cache=None`` caches W₀x wherever :func:`can_cache_base` says it is exact, except on a
+    ``compat: tutorial`` dataset, whose runs compute the tutorial's float32 loss; residuals
     the job cached in ``dataset`` (:func:`cache_base_residuals`) are used rather than recomputed.
     """
     device = device if device is not None else resolve_device(spec.device)
     model = build_model(spec, dataset, device)
     if use_cache is None:
-        use_cache = can_cache_base(model)
+        use_cache = can_cache_base(model) and not tutorial.is_tutorial(dataset.spec)
     elif use_cache and not can_cache_base(model):
         raise ValueError("W₀x can only be cached for a single unmerged LoRA layer")
 
