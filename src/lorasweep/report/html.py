@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from lorasweep.analysis import findings, statistics
+from lorasweep.report import explorer
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
@@ -217,6 +218,7 @@ def render(
             f"<figure>{_image(Path(png))}<figcaption><b>{html.escape(name)}.</b> "
             f"{html.escape(caption)}</figcaption></figure>"
         )
+    parts.append(explorer.section(runs))
     if not failed.empty:
         parts.append("<h2>Diverged runs</h2><p>Left out of every mean and figure.</p>")
         parts.append(
