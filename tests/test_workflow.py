@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 
 import pandas as pd
 import pytest
@@ -108,6 +109,35 @@ def test_snakemake_report_works(tiny_run):
     assert len(html) > 10_000
 
 
+def test_snakemake_report_zip_works(tiny_run):
+    """The workflow catalogue's report command: figures, tables and our HTML report inside."""
+    snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", "report.zip")
+    with zipfile.ZipFile(tiny_run / "report.zip") as archive:
+        names = [name.rsplit("/", 1)[-1] for name in archive.namelist()]
+        assert archive.testzip() is None
+    assert names.count("report.html") == 2, "Snakemake's report and results/report.html"
+    assert {f"{name}.png" for name in TINY_FIGURES} | {"runs.csv", "epochs.csv"} <= set(names)
+
+
+def test_repository_meets_the_workflow_catalogue_standardized_usage():
+    settings = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    usage = settings["usage"]
+    assert usage["mandatory-flags"]["desc"] and usage["mandatory-flags"]["flags"] == []
+    assert usage["software-stack-deployment"]["conda"] is True and usage["report"] is True
+    assert (REPO / "workflow" / "Snakefile").is_file() and (REPO / "Snakefile").is_file()
+    assert (REPO / "config" / "README.md").is_file()
+    assert list((REPO / "workflow" / "rules").glob("*.smk"))
+    readme = (REPO / "README.md").read_text().lower()
+    assert "snakemake" in readme and "workflow" in readme
+    for snakefile in ("Snakefile", "workflow/Snakefile"):
+        result = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--snakefile", snakefile],
+            cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "rule all:" in result.stdout + result.stderr, f"{snakefile}: no default target"
+
+
 def test_seed_demo_preset_reproduces_306_of_946(tmp_path):
     snakemake(tmp_path, "--cores", "1", "--configfile", str(REPO / "config" / "seed_demo.yaml"))
     out = tmp_path / "results" / "seed_demo"
@@ -166,9 +196,9 @@ def test_snakefmt_and_ruff_are_clean():
     missing = [name for name, path in tools.items() if path is None]
     assert not missing, f"not installed: {missing}"
     for cmd in (
-        [tools["snakefmt"], "--check", "Snakefile", "workflow/rules"],
-        [tools["ruff"], "check", "src", "workflow", "tests"],
-        [tools["ruff"], "format", "--check", "src", "workflow", "tests"],
+        [tools["snakefmt"], "--check", "Snakefile", "workflow/Snakefile", "workflow/rules"],
+        [tools["ruff"], "check", "src", "workflow", "tests", "benchmarks"],
+        [tools["ruff"], "format", "--check", "src", "workflow", "tests", "benchmarks"],
     ):
         result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, f"{cmd}: {result.stdout}{result.stderr}"

@@ -7,7 +7,11 @@ rule report:
         provenance=RESULTS.table("provenance"),
         figures=figure_files("png"),
     output:
-        RESULTS.report,
+        report(
+            RESULTS.report,
+            caption="../report/report_html.rst",
+            category="Report",
+        ),
     log:
         RESULTS.log("report"),
     localrule: True
