@@ -26,7 +26,8 @@ from lorasweep.figures.style import (
 )
 
 HYPERPARAMETERS = ["rank", "alpha", "scaling", "init", "lr", "lr_ratio", "bias"]
-AXIS_NAMES = {"rank": "rank r", "alpha": "α", "lr_ratio": "λ = lr_B/lr_A"}
+AXIS_NAMES = {"rank": "rank r", "alpha": "α", "lr_ratio": "λ"}
+LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 LOSS_CMAP = "viridis_r"
 
 
@@ -89,18 +90,19 @@ def parallel_coordinates(t: Tables) -> plt.Figure:
             ax.axvline(k, color="0.3", linewidth=0.8, zorder=0)
             for value, y in positions[axis].items():
                 ax.text(k - 0.04, y, _value_text(axis, value), ha="right", va="center",
-                        fontsize=5.5)  # fmt: skip
+                        fontsize=5.5, bbox=LABEL_BOX, zorder=4)  # fmt: skip
         last = len(shown)
         ax.axvline(last, color="0.3", linewidth=0.8, zorder=0)
         ticks = np.geomspace(low, high, 4)
         for value in ticks:
-            ax.text(last + 0.04, loss_position(value), f"{value:.3g}", ha="left", va="center",
+            ax.text(last + 0.1, loss_position(value), f"{value:.3g}", ha="left", va="center",
                     fontsize=5.5)  # fmt: skip
         if dataset in full.index:
             ax.plot([last], [loss_position(full.loc[dataset, "mean"])], marker="*",
-                    markersize=8, color=FULL_COLOR, linestyle="none", clip_on=False)  # fmt: skip
+                    markersize=11, color=FULL_COLOR, markeredgecolor="white", markeredgewidth=0.5,
+                    linestyle="none", clip_on=False, zorder=5)  # fmt: skip
         ax.set_xticks(range(last + 1))
-        ax.set_xticklabels([AXIS_NAMES.get(a, a) for a in shown] + ["final val MSE"])
+        ax.set_xticklabels([AXIS_NAMES.get(a, a) for a in shown] + ["final val MSE"], fontsize=7)
         ax.set_xlim(-0.5, last + 0.5)
         ax.set_ylim(-0.05, 1.05)
         ax.set_yticks([])
