@@ -83,7 +83,7 @@ SCRIPT = """
   });
   var state = { column: null, descending: false, filter: "" };
 
-  function number(text) { return text === "" ? NaN : Number(text); }
+  function number(text) { return parseFloat(text); }  // not a number for an empty cell
 
   function predicate(term) {
     var match = /^([a-z_]+)(<=|>=|!=|=|<|>)(.*)$/i.exec(term);
@@ -198,12 +198,12 @@ def _cell(value, numeric: bool) -> str:
     is a short rendering of it."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return '<td data-value=""></td>'
-    if numeric and isinstance(value, float) and not float(value).is_integer():
-        exact, shown = repr(float(value)), f"{value:.6g}"
-    elif numeric:
-        exact = shown = str(int(value)) if float(value).is_integer() else repr(float(value))
-    else:
+    if not numeric:
         exact = shown = str(value)
+    elif float(value).is_integer():
+        exact = shown = str(int(value))
+    else:
+        exact, shown = repr(float(value)), f"{float(value):.6g}"
     return f'<td data-value="{html.escape(exact)}">{html.escape(shown)}</td>'
 
 
