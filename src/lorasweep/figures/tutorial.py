@@ -3,8 +3,6 @@ task that can be learned (configs with a ``compat: tutorial`` dataset, such as t
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -13,6 +11,7 @@ from matplotlib.lines import Line2D
 from lorasweep.analysis import statistics
 from lorasweep.figures.registry import Tables, figure
 from lorasweep.figures.style import THEORY_COLOR, mean_sd, no_data, scaling_label, subplot_grid
+from lorasweep.models.scaling import scaling_factor
 
 TUTORIAL_COLOR = sns.color_palette("colorblind")[3]
 OTHER_COLORS = [c for i, c in enumerate(sns.color_palette("colorblind")) if i != 3]
@@ -29,18 +28,14 @@ def has_tutorial_dataset(config: dict) -> bool:
     return any(d.get("compat", "none") == "tutorial" for d in config["datasets"])
 
 
-def _scale(row: pd.Series) -> float:
-    rank, alpha = float(row["rank"]), float(row["alpha"])
-    return {"standard": alpha / rank, "rslora": alpha / math.sqrt(rank)}.get(row["scaling"], alpha)
-
-
 def setting_label(row: pd.Series) -> str:
     """``randn`` runs are the tutorial's method; the others are named by what they change."""
     who = "tutorial" if row["init"] == "randn" else "corrected"
     bias = "bias trains" if row["bias"] == "all" else "bias frozen"
     return (
         f"{who}: {INIT_TEXT.get(row['init'], row['init'])}, "
-        f"s = {scaling_label(row['scaling'])} = {_scale(row):g}, {bias}"
+        f"s = {scaling_label(row['scaling'])} = "
+        f"{scaling_factor(row['scaling'], float(row['alpha']), int(row['rank'])):g}, {bias}"
     )
 
 

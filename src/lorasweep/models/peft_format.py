@@ -43,7 +43,8 @@ import torch
 from torch import nn
 
 from lorasweep.io import read_json, write_bytes, write_json
-from lorasweep.models.lora import LoRALinear, scaling_factor
+from lorasweep.models.lora import LoRALinear
+from lorasweep.models.scaling import scaling_factor
 from lorasweep.options import SCALINGS
 
 TARGET = "layer"
