@@ -44,7 +44,8 @@ def tiny():
 
 def test_presets_are_valid():
     check(tiny())
-    check(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    for preset in ("config.yaml", "paper.yaml", "seed_demo.yaml"):
+        check({**tiny(), **yaml.safe_load((REPO / "config" / preset).read_text())})
 
 
 @pytest.mark.parametrize(
@@ -95,6 +96,17 @@ def test_presets_are_valid():
             lambda c: c["datasets"][0].update(source={"top_directions": 2}),
             "datasets[0].source.n",
             "required",
+        ),
+        (lambda c: c["datasets"][0].update(compat="tuto"), "datasets[0].compat", "none, tutorial"),
+        (
+            lambda c: c["datasets"][0].update(compat="tutorial"),
+            "datasets[0].compat",
+            "tutorial needs kind: noise",
+        ),
+        (
+            lambda c: c.update(extra_grids=[{"bias": ["some"]}]),
+            "extra_grids[0].bias[0]",
+            "none, all",
         ),
         (lambda c: c.update(sedes=[1]), "sedes", "likely a typo of 'seeds'"),
         (lambda c: c.update(results="/etc"), "results", "relative path"),

@@ -279,6 +279,11 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(
                 key, f"got {task_rank}; allowed: 1..{limit} = min(in_features, out_features)"
             )
+        if dataset.get("compat", "none") == "tutorial" and dataset["kind"] != "noise":
+            raise ConfigError(
+                f"datasets[{index}].compat",
+                "tutorial needs kind: noise (the tutorial's targets are randn, independent of x)",
+            )
         limits[dataset["name"]] = limit
         _check_source(index, dataset)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-SRC = Path(workflow.basedir) / "src"
+SRC = CLONE / "src"
 sys.path.insert(0, str(SRC))
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
@@ -15,7 +15,7 @@ os.environ.update(
 from lorasweep.logs import ForeignPackageError, check_package_source
 
 try:
-    check_package_source(workflow.basedir)
+    check_package_source(CLONE)
 except ForeignPackageError as err:
     raise WorkflowError(str(err)) from None
 
@@ -85,7 +85,7 @@ def get_figure_inputs(wildcards):
 
 def caption_text(figure):
     """The figure's caption, shared by the Snakemake report and the HTML report."""
-    path = Path(workflow.basedir) / "workflow" / "report" / "captions" / f"{figure}.rst"
+    path = CLONE / "workflow" / "report" / "captions" / f"{figure}.rst"
     return path.read_text(encoding="utf-8").strip()
 
 

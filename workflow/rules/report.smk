@@ -9,7 +9,11 @@ rule report:
         intruders=RESULTS.table("intruders"),
         figures=figure_files("png"),
     output:
-        RESULTS.report,
+        report(
+            RESULTS.report,
+            caption="../report/report_html.rst",
+            category="Report",
+        ),
     log:
         RESULTS.log("report"),
     localrule: True

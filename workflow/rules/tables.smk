@@ -2,8 +2,16 @@ rule tables:
     input:
         job_manifests(),
     output:
-        runs=RESULTS.table("runs"),
-        epochs=RESULTS.table("epochs"),
+        runs=report(
+            RESULTS.table("runs"),
+            caption="../report/runs_table.rst",
+            category="Tables",
+        ),
+        epochs=report(
+            RESULTS.table("epochs"),
+            caption="../report/epochs_table.rst",
+            category="Tables",
+        ),
         timings=RESULTS.table("timings"),
         provenance=RESULTS.table("provenance"),
     log:

@@ -18,6 +18,8 @@ run folder that exists is a finished run.
 - ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status,
   ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀), and, where
   the dataset has a source task, ``final_source_loss`` and ``forgetting`` (after − before).
+
+A LoRA run also has ``peft/``, the adapter in PEFT's format (:mod:`lorasweep.models.peft_format`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from lorasweep.io import save_tensors, tensors_to_bytes, write_csv, write_json
+from lorasweep.models.peft_format import write_adapter
 from lorasweep.tasks.synthetic import GroundTruth
 from lorasweep.training.loop import RunResult
 
@@ -55,6 +58,7 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "scaling": result.scaling,
                 "init": spec.init,
             }
+            write_adapter(tmp / "peft", spec, result.tensors, result.base_weight)
         save_tensors(weights, {**result.tensors, **result.initial_tensors}, metadata=metadata)
         has_source = SOURCE_COLUMN in result.epochs[0]
         columns = EPOCH_COLUMNS + [SOURCE_COLUMN] * has_source

@@ -15,6 +15,7 @@ import pandas as pd
 
 from lorasweep.analysis import findings, statistics
 from lorasweep.analysis.evidence_findings import evidence_findings
+from lorasweep.report import explorer
 from lorasweep.report.evidence import evidence_sections
 
 STYLE = """
@@ -207,6 +208,7 @@ def render(
         *evidence_sections(runs, epochs, lr_optima, intruders),
         "<h2>Figures</h2>",
         *(_figure_html(name, Path(png), caption) for name, (png, caption) in figures.items()),
+        explorer.section(runs),
         *_diverged_section(failed),
         *_provenance_section(provenance),
         "</body></html>",

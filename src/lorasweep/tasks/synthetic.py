@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lorasweep.options import KINDS
+from lorasweep.options import COMPATS, KINDS
 from lorasweep.seeding import generator
+from lorasweep.tasks import tutorial
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class DatasetSpec:
     spectrum_decay: float = 1.0
     seed: int = 0
     source: SourceSpec | None = None
+    compat: str = "none"
 
     @classmethod
     def from_config(cls, entry: dict) -> DatasetSpec:
@@ -139,11 +141,9 @@ def _excite(x: torch.Tensor, directions: torch.Tensor, on: float, off: float) ->
     return math.sqrt(on) * along + math.sqrt(off) * (x - along)
 
 
-def generate(spec: DatasetSpec) -> Dataset:
-    """Draw the dataset. Each part has its own seeded stream, so e.g. changing ``n_train``
-    leaves W₀ and ΔW* unchanged."""
-    if spec.kind not in KINDS:
-        raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
+def _base_and_shift(spec: DatasetSpec) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """W₀, b₀ and ΔW* (float64) from the dataset's ``base`` and ``task`` streams, and V_k of a
+    source task (None without one); ΔW*'s input directions are drawn orthogonal to V_k."""
     d_in, d_out = spec.in_features, spec.out_features
     base_gen = generator(spec.seed, spec.name, "base")
     directions = None
@@ -162,9 +162,27 @@ def generate(spec: DatasetSpec) -> Dataset:
         v = _orthonormal(d_in, spec.task_rank, task_gen, avoid=directions)
         s = torch.tensor(spec.task_singular_values(), dtype=torch.float64)
         delta = (u * s[None, :]) @ v.T
+    return {"W0": w0, "b0": b0, "delta_W": delta}, directions
 
-    tensors = {"W0": w0, "b0": b0, "delta_W": delta}
-    for split, n in (("train", spec.n_train), ("val", spec.n_val)):
+
+def generate(spec: DatasetSpec) -> Dataset:
+    """Draw the dataset. Each part has its own seeded stream, so e.g. changing ``n_train``
+    leaves W₀ and ΔW* unchanged; with ``compat: tutorial`` the training split and the base come
+    from the tutorial's single stream instead (:mod:`lorasweep.tasks.tutorial`)."""
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
+    if spec.compat not in COMPATS:
+        raise ValueError(f"unknown compat {spec.compat!r}; allowed: {', '.join(COMPATS)}")
+    d_in, d_out = spec.in_features, spec.out_features
+    splits = {"train": spec.n_train, "val": spec.n_val}
+    directions = None
+    if tutorial.is_tutorial(spec):
+        tensors = tutorial.training_split_and_base(spec)
+        tensors["delta_W"] = torch.zeros(d_out, d_in)
+        del splits["train"]
+    else:
+        tensors, directions = _base_and_shift(spec)
+    for split, n in splits.items():
         split_gen = generator(spec.seed, spec.name, split)
         x = torch.randn(n, d_in, generator=split_gen, dtype=torch.float64)
         eps = torch.randn(n, d_out, generator=split_gen, dtype=torch.float64)
@@ -173,11 +191,11 @@ def generate(spec: DatasetSpec) -> Dataset:
         if spec.kind == "noise":
             y = spec.noise_std * eps
         else:
-            y = x @ (w0 + delta).T + b0 + spec.noise_std * eps
+            y = x @ (tensors["W0"] + tensors["delta_W"]).T + tensors["b0"] + spec.noise_std * eps
         tensors[f"X_{split}"] = x
         tensors[f"y_{split}"] = y
     if directions is not None:
-        tensors |= _source_split(spec, w0, b0, directions)
+        tensors |= _source_split(spec, tensors["W0"], tensors["b0"], directions)
     return Dataset(spec, {k: v.to(torch.float32) for k, v in tensors.items()})
 
 

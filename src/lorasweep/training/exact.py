@@ -17,6 +17,7 @@ from torch import nn
 
 from lorasweep.models.lora import LoRALinear
 from lorasweep.planning.runs import RunSpec
+from lorasweep.tasks import tutorial
 from lorasweep.tasks.synthetic import Dataset
 
 LossFn = Callable[..., float]
@@ -93,10 +94,11 @@ def cache_base_residuals(dataset: Dataset, specs: Sequence[RunSpec]) -> None:
     ``r_source`` where the dataset has a source task).
 
     When no run in ``specs`` needs y or W₀ (full fine-tuning, PiSSA), r overwrites y in place
-    and W₀ is released, so the job holds x and r only. The caller must own ``dataset``.
+    and W₀ is released, so the job holds x and r only. The caller must own ``dataset``. A
+    ``compat: tutorial`` dataset is left as it is: its runs use the reference loss.
     """
     users = [spec for spec in specs if trains_on_base_residuals(spec)]
-    if not users or "r_train" in dataset.tensors:
+    if not users or "r_train" in dataset.tensors or tutorial.is_tutorial(dataset.spec):
         return
     exclusive = len(users) == len(specs)
     for split in splits_of(dataset.tensors):

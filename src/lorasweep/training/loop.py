@@ -22,6 +22,7 @@ from lorasweep.models.accounting import ParameterCounts, count_parameters, train
 from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
+from lorasweep.tasks import tutorial
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
 from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.exact import (
@@ -53,7 +54,7 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     base.bias = nn.Parameter(dataset["b0"].to(device, copy=True))
     if full:
         return base
-    return LoRALinear(
+    layer = LoRALinear(
         base,
         rank=spec.rank,
         alpha=spec.alpha,
@@ -65,6 +66,9 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
         dropout_generator=generator(spec.seed, "dropout", spec.run_id),
         device=device,
     )
+    if spec.init == "randn" and tutorial.is_tutorial(dataset.spec):
+        tutorial.initialise_adapter(layer, dataset.spec)
+    return layer
 
 
 def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -106,12 +110,13 @@ def choose_loss(
     """The run's loss, and whether it is an exact fast path (:func:`cached_loss`) rather than
     :func:`reference_loss`.
 
-    ``use_cache=None`` takes the fast path wherever :func:`can_cache_base` says it is exact;
+    ``use_cache=None`` takes the fast path wherever :func:`can_cache_base` says it is exact,
+    except on a ``compat: tutorial`` dataset, whose runs compute the tutorial's float32 loss;
     residuals the job cached in ``dataset`` (:func:`cache_base_residuals`) are used rather than
     recomputed.
     """
     if use_cache is None:
-        use_cache = can_cache_base(model)
+        use_cache = can_cache_base(model) and not tutorial.is_tutorial(dataset.spec)
     elif use_cache and not can_cache_base(model):
         raise ValueError("W₀x can only be cached for a single unmerged LoRA layer")
     tensors = dataset.tensors
@@ -259,6 +264,8 @@ class RunResult:
     scaling: float | None = None
     initial_tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     """The adapter's starting point, stored beside ``tensors`` (:func:`starting_adapter`)."""
+    base_weight: torch.Tensor | None = field(default=None, repr=False)
+    """The frozen weight a PiSSA adapter was trained against (W₀ − s·B₀A₀); None otherwise."""
 
     @property
     def final(self) -> dict:
@@ -352,6 +359,7 @@ def package_result(
         cached_base=cached_base,
         scaling=model.scaling if spec.method == "lora" else None,
         initial_tensors=initial_tensors,
+        base_weight=model.base.weight.detach().cpu() if spec.init == "pissa" else None,
     )
 
 
