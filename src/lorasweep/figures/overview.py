@@ -63,58 +63,64 @@ def parallel_coordinates(t: Tables) -> plt.Figure:
     full = statistics.best_full(t.runs).set_index("dataset")
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
         stats = statistics.seed_stats(lora[lora["dataset"] == dataset], HYPERPARAMETERS)
-        shown = ["rank"] + [a for a in HYPERPARAMETERS[1:] if stats[a].nunique() > 1]
-        positions = {axis: _ordinal(stats[axis]) for axis in shown}
-        losses = stats["mean"].to_numpy()
-        low, high = float(losses.min()), float(losses.max())
-        if dataset in full.index:
-            low, high = min(low, full.loc[dataset, "mean"]), max(high, full.loc[dataset, "mean"])
-        high = high if high > low else low * 1.01
-        norm = LogNorm(vmin=low, vmax=high)
-
-        def loss_position(value, norm=norm):
-            return float(norm(value))
-
-        order = np.argsort(-losses)  # the best settings are drawn last, on top
-        for index in order:
-            row = stats.iloc[index]
-            ys = [positions[axis][row[axis]] for axis in shown] + [loss_position(row["mean"])]
-            ax.plot(
-                range(len(shown) + 1),
-                ys,
-                color=plt.get_cmap(LOSS_CMAP)(norm(row["mean"])),
-                linewidth=0.8,
-                alpha=0.7,
-            )
-        for k, axis in enumerate(shown):
-            ax.axvline(k, color="0.3", linewidth=0.8, zorder=0)
-            for value, y in positions[axis].items():
-                ax.text(k - 0.04, y, _value_text(axis, value), ha="right", va="center",
-                        fontsize=5.5, bbox=LABEL_BOX, zorder=4)  # fmt: skip
-        last = len(shown)
-        ax.axvline(last, color="0.3", linewidth=0.8, zorder=0)
-        ticks = np.geomspace(low, high, 4)
-        for value in ticks:
-            ax.text(last + 0.1, loss_position(value), f"{value:.3g}", ha="left", va="center",
-                    fontsize=5.5)  # fmt: skip
-        if dataset in full.index:
-            ax.plot([last], [loss_position(full.loc[dataset, "mean"])], marker="*",
-                    markersize=11, color=FULL_COLOR, markeredgecolor="white", markeredgewidth=0.5,
-                    linestyle="none", clip_on=False, zorder=5)  # fmt: skip
-        ax.set_xticks(range(last + 1))
-        ax.set_xticklabels([AXIS_NAMES.get(a, a) for a in shown] + ["final val MSE"], fontsize=7)
-        ax.set_xlim(-0.5, last + 0.5)
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_yticks([])
-        ax.grid(False)
+        full_mean = full.loc[dataset, "mean"] if dataset in full.index else None
+        _parallel_panel(fig, ax, stats, full_mean)
         ax.set_title(f"{dataset} · {len(stats)} LoRA settings")
-        fig.colorbar(ScalarMappable(norm, LOSS_CMAP), ax=ax, label="final validation MSE", pad=0.06)
     handles = [Line2D([], [], marker="*", color=FULL_COLOR, linestyle="none", markersize=8,
                       label="best full fine-tuning")]  # fmt: skip
     fig.tight_layout()
     if not full.empty:
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False)
     return fig
+
+
+def _parallel_panel(fig, ax, stats: pd.DataFrame, full_mean: float | None) -> None:
+    """One dataset's parallel coordinates: a line per setting, the hyperparameter axes that
+    vary, and the loss axis on a log scale with full fine-tuning's best loss as a star."""
+    shown = ["rank"] + [a for a in HYPERPARAMETERS[1:] if stats[a].nunique() > 1]
+    positions = {axis: _ordinal(stats[axis]) for axis in shown}
+    losses = stats["mean"].to_numpy()
+    low, high = float(losses.min()), float(losses.max())
+    if full_mean is not None:
+        low, high = min(low, full_mean), max(high, full_mean)
+    high = high if high > low else low * 1.01
+    norm = LogNorm(vmin=low, vmax=high)
+
+    def loss_position(value):
+        return float(norm(value))
+
+    order = np.argsort(-losses)  # the best settings are drawn last, on top
+    for index in order:
+        row = stats.iloc[index]
+        ys = [positions[axis][row[axis]] for axis in shown] + [loss_position(row["mean"])]
+        ax.plot(
+            range(len(shown) + 1),
+            ys,
+            color=plt.get_cmap(LOSS_CMAP)(norm(row["mean"])),
+            linewidth=0.8,
+            alpha=0.7,
+        )
+    for k, axis in enumerate(shown):
+        ax.axvline(k, color="0.3", linewidth=0.8, zorder=0)
+        for value, y in positions[axis].items():
+            ax.text(k - 0.04, y, _value_text(axis, value), ha="right", va="center",
+                    fontsize=5.5, bbox=LABEL_BOX, zorder=4)  # fmt: skip
+    last = len(shown)
+    ax.axvline(last, color="0.3", linewidth=0.8, zorder=0)
+    for value in np.geomspace(low, high, 4):
+        ax.text(last + 0.1, loss_position(value), f"{value:.3g}", ha="left", va="center",
+                fontsize=5.5)  # fmt: skip
+    if full_mean is not None:
+        ax.plot([last], [loss_position(full_mean)], marker="*",
+                markersize=11, color=FULL_COLOR, markeredgecolor="white", markeredgewidth=0.5,
+                linestyle="none", clip_on=False, zorder=5)  # fmt: skip
+    ax.set_xticks(range(last + 1))
+    ax.set_xticklabels([AXIS_NAMES.get(a, a) for a in shown] + ["final val MSE"], fontsize=7)
+    ax.set_xlim(-0.5, last + 0.5)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_yticks([])
+    ax.grid(False)
+    fig.colorbar(ScalarMappable(norm, LOSS_CMAP), ax=ax, label="final validation MSE", pad=0.06)
 
 
 def pareto_points(runs: pd.DataFrame) -> pd.DataFrame:
