@@ -39,6 +39,22 @@ def test_two_clean_runs_are_byte_identical(tiny_run, tmp_path):
     assert {"csv", "json", "safetensors", "png", "pdf"} <= kinds
     differing = [p for p in compared if first[p] != second[p]]
     assert not differing, f"differ between clean runs: {differing[:10]}"
+    assert {p.rsplit("/", 1)[-1] for p in compared if "/peft/" in p} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    }
+    explorers = [
+        explorer_section((folder / "results" / "report.html").read_text(encoding="utf-8"))
+        for folder in (tiny_run, tmp_path)
+    ]
+    assert explorers[0] == explorers[1], "the runs explorer differs between clean runs"
+
+
+def explorer_section(html: str) -> str:
+    """The runs explorer of a report, which holds no wall-clock times (the efficiency table's
+    time per epoch is why report.html as a whole is compared apart)."""
+    start = html.index('<section id="runs-explorer">')
+    return html[start : html.index("</section>", start)]
 
 
 def test_manifest_lists_every_result_file(tiny_run):
@@ -70,7 +86,8 @@ def test_result_files_get_the_mode_the_umask_gives(tiny_run, tmp_path):
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o664
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o775
-    assert {stat.S_IMODE(p.stat().st_mode) for p in run_dir.iterdir()} == {0o664}
+    for path in run_dir.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o775 if path.is_dir() else 0o664), path
 
 
 def test_runs_record_the_workflows_commit_when_run_from_elsewhere(tiny_run):

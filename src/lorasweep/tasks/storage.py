@@ -3,6 +3,7 @@ the tensors file's SHA-256, checked before every use."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def save(dataset: Dataset, tensors_path: str | Path, meta_path: str | Path) -> N
         meta_path,
         {
             "format_version": FORMAT_VERSION,
-            "spec": asdict(spec),
+            "spec": spec.as_dict(),
             "sha256": sha256_file(tensors_path),
             "ground_truth": asdict(ground_truth(dataset)),
             "shapes": {k: list(v.shape) for k, v in dataset.tensors.items()},
@@ -68,7 +69,7 @@ def spec_mismatch(meta_path: str | Path, entry: dict) -> str | None:
         return None
     except (OSError, ValueError, AttributeError):
         return "its sidecar is unreadable"
-    wanted = asdict(DatasetSpec.from_config(entry))
+    wanted = json.loads(json.dumps(DatasetSpec.from_config(entry).as_dict()))
     recorded = recorded if isinstance(recorded, dict) else {}
     changed = sorted(k for k in {*wanted, *recorded} if recorded.get(k) != wanted.get(k))
     if not changed:
@@ -88,7 +89,7 @@ def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
         tensors = load_tensors(tensors_path)
     except Exception as err:
         raise DatasetFileError(f"{tensors_path}: cannot be loaded ({err})") from err
-    return Dataset(DatasetSpec(**meta["spec"]), tensors)
+    return Dataset(DatasetSpec.from_config(meta["spec"]), tensors)
 
 
 def ground_truth_of(meta: dict) -> GroundTruth:
