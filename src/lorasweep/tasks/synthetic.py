@@ -5,16 +5,18 @@ inputs x ~ N(0, I) and targets y = (W₀ + ΔW*)x + b₀ + σε. Fine-tuning W�
 
 ``noise``: the seed demo's task. x and y are independent N(0, I) and N(0, σ²I); nothing can be
 learned, and the best possible MSE is σ².
+
+``mlp`` and ``transformer``: a deep teacher–student task, drawn in :mod:`lorasweep.tasks.deep`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lorasweep.options import KINDS
+from lorasweep.options import DEEP_KINDS, KINDS
 from lorasweep.seeding import generator
 
 
@@ -33,15 +35,33 @@ class DatasetSpec:
     task_scale: float = 1.0
     spectrum_decay: float = 1.0
     seed: int = 0
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    seq_len: int | None = None
+    d_ff: int | None = None
+    shifted: str | None = None
+    """The deep kinds' architecture and shifted modules; None for the single-layer kinds."""
 
     @classmethod
     def from_config(cls, entry: dict) -> DatasetSpec:
+        """The spec of a config entry. The deep kinds shift ``all`` modules unless told
+        otherwise, and the transformer's input and output width is ``d_model``."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in entry.items() if k in known})
+        values = {k: v for k, v in entry.items() if k in known}
+        if values["kind"] in DEEP_KINDS:
+            values.setdefault("shifted", "all")
+        if values["kind"] == "transformer":
+            values["in_features"] = values["out_features"] = values["d_model"]
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        """The spec as stored in the dataset's sidecar, without the keys its kind does not use."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     def task_singular_values(self) -> list[float]:
         """s_i = task_scale · spectrum_decay^(i−1), i = 1…task_rank (empty for ``noise``)."""
-        if self.kind != "lowrank":
+        if self.kind == "noise":
             return []
         return [self.task_scale * self.spectrum_decay**i for i in range(self.task_rank)]
 
@@ -84,7 +104,7 @@ class GroundTruth:
         return (sum(s * s for s in tail) + bias_term) / self.out_features + self.noise_floor
 
 
-def _orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
+def orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.randn(rows, cols, generator=gen, dtype=torch.float64))
     return q * torch.sign(torch.diagonal(r))[None, :]
 
@@ -94,6 +114,10 @@ def generate(spec: DatasetSpec) -> Dataset:
     leaves W₀ and ΔW* unchanged."""
     if spec.kind not in KINDS:
         raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
+    if spec.kind in DEEP_KINDS:
+        from lorasweep.tasks import deep
+
+        return deep.generate(spec)
     d_in, d_out = spec.in_features, spec.out_features
     base_gen = generator(spec.seed, spec.name, "base")
     if spec.kind == "noise":
@@ -105,8 +129,8 @@ def generate(spec: DatasetSpec) -> Dataset:
         w0 = torch.randn(d_out, d_in, generator=base_gen, dtype=torch.float64) / math.sqrt(d_in)
         b0 = 0.1 * torch.randn(d_out, generator=base_gen, dtype=torch.float64)
         task_gen = generator(spec.seed, spec.name, "task")
-        u = _orthonormal(d_out, spec.task_rank, task_gen)
-        v = _orthonormal(d_in, spec.task_rank, task_gen)
+        u = orthonormal(d_out, spec.task_rank, task_gen)
+        v = orthonormal(d_in, spec.task_rank, task_gen)
         s = torch.tensor(spec.task_singular_values(), dtype=torch.float64)
         delta = (u * s[None, :]) @ v.T
 
@@ -124,9 +148,14 @@ def generate(spec: DatasetSpec) -> Dataset:
     return Dataset(spec, {k: v.to(torch.float32) for k, v in tensors.items()})
 
 
-def ground_truth(dataset: Dataset) -> GroundTruth:
-    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD)."""
+def ground_truth(dataset: Dataset):
+    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD); for
+    the deep kinds, :func:`lorasweep.tasks.deep.ground_truth`."""
     spec = dataset.spec
+    if spec.kind in DEEP_KINDS:
+        from lorasweep.tasks import deep
+
+        return deep.ground_truth(dataset)
     w0, b0 = dataset["W0"].double(), dataset["b0"].double()
     if spec.kind == "noise":
         gap_w, gap_b = -w0, -b0
