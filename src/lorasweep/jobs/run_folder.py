@@ -5,6 +5,9 @@ run folder that exists is a finished run.
 
 - ``weights.safetensors``: the trained adapter, ``lora_A`` (r×d_in), ``lora_B`` (d_out×r) and
   ``bias`` when it trains, or the whole layer, ``weight`` and ``bias``, for full fine-tuning.
+  A deep model's run stores the same per adapted module, under its name
+  (``blocks.0.mlp.up.lora_A``), or the whole network's state dict for full fine-tuning, and its
+  metadata also lists the ``modules`` it changed (and the ``targets`` pattern, for LoRA).
   Where the adapter does not start at zero (init ``pissa`` or ``randn``) also its starting
   point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA moved s·B₀A₀ out of W₀, so its
   change of weight s·(BA − B₀A₀) is formed from the folder without redoing the SVD. Its
@@ -51,6 +54,10 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "scaling": result.scaling,
                 "init": spec.init,
             }
+        if result.adapted is not None:
+            metadata["modules"] = list(result.adapted)
+            if spec.targets is not None:
+                metadata["targets"] = spec.targets
         save_tensors(weights, {**result.tensors, **result.initial_tensors}, metadata=metadata)
         frame = pd.DataFrame(result.epochs).reindex(columns=EPOCH_COLUMNS)
         write_csv(tmp / "epochs.csv", frame)
