@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-LORA_SETTINGS = ["alpha", "scaling", "init", "lr", "lr_ratio"]
+LORA_SETTINGS = ["alpha", "scaling", "init", "lr", "lr_ratio", "targets"]
+"""What a LoRA run chooses besides its rank; ``targets`` is empty for the single-layer kinds."""
 
 
 def _unique(keys: list[str]) -> list[str]:
@@ -15,7 +16,10 @@ def _unique(keys: list[str]) -> list[str]:
 
 
 def completed(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"] == "ok"]
+    """The runs that finished, with every column of :data:`LORA_SETTINGS` (a table made
+    before deep models existed has no ``targets``; it is empty there)."""
+    missing = {column: None for column in LORA_SETTINGS if column not in runs}
+    return runs[runs["status"] == "ok"].assign(**missing)
 
 
 def diverged(runs: pd.DataFrame) -> pd.DataFrame:
@@ -142,6 +146,8 @@ def _settings_label(row: pd.Series, method: str) -> str:
     if method == "full":
         return f"lr={row['lr']:g}"
     label = f"α={row['alpha']:g}, {row['scaling']}, {row['init']}, lr={row['lr']:g}"
+    if pd.notna(row.get("targets")):
+        label = f"targets {row['targets']}, {label}"
     if row.get("lr_ratio", 1) not in (1, 1.0):
         label += f", λ={row['lr_ratio']:g}"
     return label

@@ -16,6 +16,8 @@ import pandas as pd
 
 from lorasweep.io import read_json
 
+MODEL_COLUMNS = ["shifted", "n_layers", "d_model", "n_heads", "seq_len", "d_ff"]
+"""The deep kinds' dataset keys, empty for the single-layer kinds."""
 RUN_COLUMNS = [
     "run_id", "dataset", "method", "rank", "alpha", "scaling", "init", "lr", "seed",
     "trainable_params", "frozen_params", "total_params",
@@ -25,10 +27,13 @@ RUN_COLUMNS = [
     "initial_val_loss", "optimal_val_loss", "noise_floor", "gap_to_optimal",
     "dataset_kind", "in_features", "out_features", "task_rank", "noise_std",
     "cached_base",
+    *MODEL_COLUMNS, "targets", "adapted_modules", "adapted_types",
 ]  # fmt: skip
-LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout"]
-SORT_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr", "lr_ratio", "seed"]
-INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "task_rank"]
+LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout", "targets"]
+SORT_KEYS = ["dataset", "method", "targets", "rank", "alpha", "scaling", "init", "lr", "lr_ratio",
+             "seed"]  # fmt: skip
+INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "task_rank",
+                   *MODEL_COLUMNS[1:], "adapted_modules"]  # fmt: skip
 
 
 class IncompleteRunError(RuntimeError):
@@ -83,8 +88,9 @@ def collect(
                 "dataset_kind": dataset["kind"],
                 "in_features": dataset["in_features"],
                 "out_features": dataset["out_features"],
-                "task_rank": dataset["task_rank"] if dataset["kind"] == "lowrank" else None,
+                "task_rank": dataset["task_rank"] if dataset["kind"] != "noise" else None,
                 "noise_std": dataset["noise_std"],
+                **{key: dataset.get(key) for key in MODEL_COLUMNS},
             }
         )
         epochs = pd.read_csv(run_dir / "epochs.csv")
@@ -102,12 +108,11 @@ def collect(
         )
     if not run_rows:
         raise IncompleteRunError("no runs found")
-    runs = pd.DataFrame(run_rows)
+    runs = pd.DataFrame(run_rows).reindex(columns=RUN_COLUMNS)
     full = runs["method"] == "full"
-    runs.loc[full, [c for c in LORA_ONLY if c in runs]] = None
+    runs.loc[full, LORA_ONLY] = None
     for column in INTEGER_COLUMNS:
         runs[column] = pd.array(runs[column], dtype="Int64")
-    runs = runs.reindex(columns=RUN_COLUMNS)
     runs = runs.sort_values(SORT_KEYS, na_position="first", kind="stable").reset_index(drop=True)
     order = {run_id: i for i, run_id in enumerate(runs["run_id"])}
     epochs = pd.concat(epoch_frames, ignore_index=True)
