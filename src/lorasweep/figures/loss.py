@@ -23,6 +23,7 @@ from lorasweep.figures.style import (
     scaling_label,
     subplot_grid,
 )
+from lorasweep.options import SINGLE_LAYER_KINDS
 
 
 @figure()
@@ -35,9 +36,10 @@ def loss_vs_params(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs")
     datasets = sorted(lora["dataset"].unique())
     fig, axes = subplot_grid(1, len(datasets))
+    keys = ["dataset", "rank", *statistics.LORA_SETTINGS]
     best = statistics.best_lora_settings(runs, ["dataset", "rank"])
-    params = lora.groupby(["dataset", "rank"])["trainable_params"].first().rename("params")
-    best = best.join(params, on=["dataset", "rank"])
+    params = lora[[*keys, "trainable_params"]].drop_duplicates(keys)
+    best = best.merge(params.rename(columns={"trainable_params": "params"}), on=keys)
     full_best = statistics.best_full(runs)
     full_params = runs[runs["method"] == "full"].groupby("dataset")["trainable_params"].first()
     color = sns.color_palette("colorblind")[0]
@@ -67,15 +69,16 @@ def loss_vs_params(t: Tables) -> plt.Figure:
                 label="full FT",
             )
         first = lora[lora["dataset"] == dataset].iloc[0]
-        d_in, d_out = int(first["in_features"]), int(first["out_features"])
-        break_even = d_in * d_out / (d_in + d_out)
-        ax.axvline(
-            d_in * d_out,
-            color=THEORY_COLOR,
-            linestyle=":",
-            linewidth=1,
-            label=f"break-even r≈{break_even:.3g}",
-        )
+        if first["dataset_kind"] in SINGLE_LAYER_KINDS:
+            d_in, d_out = int(first["in_features"]), int(first["out_features"])
+            break_even = d_in * d_out / (d_in + d_out)
+            ax.axvline(
+                d_in * d_out,
+                color=THEORY_COLOR,
+                linestyle=":",
+                linewidth=1,
+                label=f"break-even r≈{break_even:.3g}",
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("trainable parameters")

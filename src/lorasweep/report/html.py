@@ -14,6 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from lorasweep.analysis import findings, statistics
+from lorasweep.analysis.deep_findings import deep_findings
+from lorasweep.options import DEEP_KINDS
+from lorasweep.report import deep
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
@@ -60,6 +63,8 @@ def summary_sentences(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float)
             if meta["dataset_kind"] == "lowrank"
             else "targets independent of inputs"
         )
+        if meta["dataset_kind"] in DEEP_KINDS:
+            shape, task = deep.describe_task(meta)
         floor = meta["noise_floor"]
         prefix = f"<b>{html.escape(dataset)}</b> ({shape}, {task}, noise floor σ² = {floor:.4g}): "
         if full.empty:
@@ -197,7 +202,10 @@ def render(
         *(f"<p>{s}</p>" for s in summary_sentences(runs, table, tolerance)),
         "<h2>Findings</h2>",
         "<p>Each claim from the LoRA and rsLoRA papers, checked against this run's tables.</p>",
-        findings_html(findings.all_findings(runs, epochs, pairs, table, tolerance)),
+        findings_html(
+            findings.all_findings(runs, epochs, pairs, table, tolerance)
+            + deep_findings(runs, tolerance)
+        ),
     ]
     notes = count_notes(runs)
     if notes:
@@ -210,6 +218,7 @@ def render(
         "state is trainable parameters + gradients + Adam's two moments, measured from the "
         "live tensors. Time per epoch is wall-clock on the machine that ran the job.</p>",
         _table_html(table),
+        *deep.budget_section(runs),
         "<h2>Figures</h2>",
     ]
     for name, (png, caption) in figures.items():
