@@ -40,6 +40,15 @@ def tiny_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="session")
+def tiny_deep_run(tmp_path_factory) -> Path:
+    """The tiny deep config (a transformer and an MLP) run once through the whole workflow."""
+    workdir = tmp_path_factory.mktemp("tiny-deep")
+    shutil.copy(CONFIGS / "tiny_deep.yaml", workdir / "tiny_deep.yaml")
+    snakemake(workdir, "--cores", "2", "--configfile", "tiny_deep.yaml")
+    return workdir
+
+
 def _slurm_wanted() -> bool:
     """Run the local Slurm cluster for this session: required (CI), or root with Slurm present."""
     if os.environ.get("LORASWEEP_REQUIRE_SLURM") == "1":

@@ -18,6 +18,14 @@ def dataset(**overrides):
     return {"datasets": [{**DATASET, **overrides}]}
 
 
+TRANSFORMER = dict(name="tf", kind="transformer", d_model=8, n_heads=2, n_layers=1, seq_len=4,
+                   d_ff=16, shifted="mlp", task_rank=1, noise_std=0.1, n_train=64, n_val=16)  # fmt: skip
+
+
+def transformer(targets=("mlp",), **overrides):
+    return {"datasets": [{**TRANSFORMER, **overrides}], "grid": {"targets": list(targets)}}
+
+
 CASES = {
     "rank zero": ({"grid": {"rank": [0]}}, "grid.rank[0]", "got 0; allowed: an integer >= 1"),
     "rank negative": ({"grid": {"rank": [4, -2]}}, "grid.rank[1]", "allowed: an integer >= 1"),
@@ -42,6 +50,12 @@ CASES = {
     "unknown nested key": ({"train": {"epoch": 3}}, "train.epoch", "likely a typo of 'epochs'"),
     "path in dataset name": (dataset(name="../../etc"), "datasets[0].name", "letters, digits"),
     "absolute results folder": ({"results": "/tmp/elsewhere"}, "results", "relative path"),
+    "heads do not divide d_model": (transformer(n_heads=3), "datasets[0].n_heads", "allowed: a divisor of d_model = 8"),
+    "shifted matches no module": (transformer(shifted="attn"), "datasets[0].shifted", "which matches no module"),
+    "targets match no module": (transformer(targets=["mlp", "ffn"]), "grid.targets[1]", "'ffn', which matches no module"),
+    "task rank too large for a shifted module": (transformer(task_rank=9), "datasets[0].task_rank", "allowed: 1..8 = the narrowest shifted module"),
+    "targets on a single layer": ({"grid": {"targets": ["all"]}}, "grid.targets", "allowed only where the block has an mlp or transformer"),
+    "width zero": (transformer(d_model=0), "datasets[0].d_model", "allowed: an integer >= 1"),
 }  # fmt: skip
 
 
