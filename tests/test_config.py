@@ -93,8 +93,9 @@ def deep(**changes):
 
 def test_deep_presets_are_valid():
     check(yaml.safe_load((CONFIGS / "tiny_deep.yaml").read_text()))
-    check({**yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
-           **yaml.safe_load((REPO / "config" / "deep.yaml").read_text())})  # fmt: skip
+    for preset in ("deep.yaml", "paper_deep.yaml"):
+        check({**yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+               **yaml.safe_load((REPO / "config" / preset).read_text())})  # fmt: skip
     check(deep(datasets=[DEEP, NET], grid={**tiny()["grid"], "targets": ["all"]}))
 
 
