@@ -15,7 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lorasweep.analysis import statistics
-from lorasweep.analysis.findings import NOT_TESTED, Finding, _pct, _verdict
+from lorasweep.analysis.findings import Finding, _pct, _per_dataset
 from lorasweep.models.names import linear_modules, select
 from lorasweep.options import DEEP_KINDS
 
@@ -54,12 +54,8 @@ def floor_reached(runs: pd.DataFrame, tolerance: float) -> Finding:
     )
     lora = deep_lora(runs)
     best = best_by_targets(lora[lora["optimal_val_loss"].notna()])
-    if best.empty:
-        return Finding(
-            "deep_floor", statement, NOT_TESTED, "needs LoRA on every shifted module at r ≥ k"
-        )
     parts, oks = [], []
-    for (dataset, targets), group in best.groupby(["dataset", "targets"], sort=True):
+    for (dataset, targets), group in best.groupby(["dataset", "targets"]) if len(best) else []:
         row = group.sort_values("rank").iloc[0]
         excess = row["mean"] / row["noise_floor"] - 1
         oks.append(excess <= tolerance)
@@ -68,7 +64,8 @@ def floor_reached(runs: pd.DataFrame, tolerance: float) -> Finding:
             f"{row['task_rank']}): {row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess)} "
             f"from σ² = {row['noise_floor']:.4g}"
         )
-    return Finding("deep_floor", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    missing = "needs LoRA on every shifted module at r ≥ task rank"
+    return _per_dataset("deep_floor", statement, parts, oks, missing)
 
 
 def budget_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
@@ -97,12 +94,8 @@ def budget_spread_wins(runs: pd.DataFrame) -> Finding:
         "reaches a lower loss than concentrating it on one (LoRA paper, Table 5)."
     )
     table = budget_comparisons(runs)
-    if table.empty:
-        return Finding(
-            "deep_budget", statement, NOT_TESTED, "needs a rank_budget block over target sets"
-        )
     parts, oks = [], []
-    for _, group in table.groupby("comparison", sort=True):
+    for _, group in table.groupby("comparison") if len(table) else []:
         spread = group[group["types"] == group["types"].max()]
         concentrated = group[group["types"] == group["types"].min()]
         oks.append(spread["mean"].max() < concentrated["mean"].min())
@@ -119,7 +112,8 @@ def budget_spread_wins(runs: pd.DataFrame) -> Finding:
             f"({first['trainable_params']:,} trainable parameters): {listing(spread)}; "
             f"against {listing(concentrated)}"
         )
-    return Finding("deep_budget", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    missing = "needs a rank_budget block over target sets"
+    return _per_dataset("deep_budget", statement, parts, oks, missing)
 
 
 def shift_in_mlp_only(row: pd.Series) -> bool:
@@ -160,15 +154,11 @@ def attention_only_regrets(runs: pd.DataFrame) -> Finding:
             f"({_pct(above)} above the better of the others), mlp {means['mlp']:.4g} "
             f"({_pct(close)} from all), all {means['all']:.4g}"
         )
-    if not parts:
-        return Finding(
-            "deep_regret",
-            statement,
-            NOT_TESTED,
-            "needs a transformer shifted in its MLP and the targets attention, mlp and all "
-            "at a rank ≥ its task rank",
-        )
-    return Finding("deep_regret", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    missing = (
+        "needs a transformer shifted in its MLP and the targets attention, mlp and all at a "
+        "rank ≥ its task rank"
+    )
+    return _per_dataset("deep_regret", statement, parts, oks, missing)
 
 
 def deep_findings(runs: pd.DataFrame, tolerance: float) -> list[Finding]:

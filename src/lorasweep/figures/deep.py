@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
-import seaborn as sns
 
 from lorasweep.analysis import statistics
 from lorasweep.analysis.deep_findings import budget_comparisons, deep_lora
@@ -15,14 +14,18 @@ from lorasweep.figures.style import (
     FULL_COLOR,
     THEORY_COLOR,
     band,
+    categorical_colors,
+    dataset_panels,
     errorbar,
     errorbar_by,
+    line_styles,
     log_axes,
     mean_sd,
     no_data,
     rank_colors,
     subplot_grid,
 )
+from lorasweep.models.names import matrix_type
 from lorasweep.options import DEEP_KINDS, TARGET_PRESETS
 
 WRAP = 4
@@ -41,11 +44,6 @@ def target_order(targets) -> list[str]:
     """Presets first (attention, mlp, all), then the other target sets in sorted order."""
     present = set(targets.dropna())
     return [t for t in TARGET_PRESETS if t in present] + sorted(present - set(TARGET_PRESETS))
-
-
-def target_colors(targets) -> dict:
-    ordered = target_order(targets)
-    return dict(zip(ordered, sns.color_palette("colorblind", len(ordered)), strict=True))
 
 
 def _reference_lines(ax, runs, dataset: str) -> None:
@@ -68,9 +66,8 @@ def deep_targets(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("no completed LoRA runs of a deep model")
     best = statistics.best_lora_settings(lora, ["dataset", "targets", "rank"])
-    datasets = sorted(best["dataset"].unique())
-    colors = target_colors(best["targets"])
-    fig, axes = subplot_grid(1, len(datasets))
+    datasets, fig, axes = dataset_panels(best)
+    colors = categorical_colors(target_order(best["targets"]))
     for j, dataset in enumerate(datasets):
         ax = axes[0, j]
         panel = best[best["dataset"] == dataset]
@@ -97,7 +94,7 @@ def deep_budget(t: Tables) -> plt.Figure:
         return no_data("no fixed-budget comparison")
     comparisons = sorted(table["comparison"].unique())
     fig, axes = subplot_grid(1, len(comparisons))
-    palette = sns.color_palette("viridis", int(table["types"].max()))
+    colors = categorical_colors(sorted(table["types"].unique()))
     for j, comparison in enumerate(comparisons):
         ax = axes[0, j]
         group = table[table["comparison"] == comparison]
@@ -107,7 +104,7 @@ def deep_budget(t: Tables) -> plt.Figure:
             group["mean"],
             yerr=group["std"],
             capsize=2,
-            color=[palette[int(n) - 1] for n in group["types"]],
+            color=[colors[n] for n in group["types"]],
         )
         first = group.iloc[0]
         floor = statistics.noise_floor(t.runs, first["dataset"])
@@ -173,6 +170,11 @@ def deep_learning_curves(t: Tables) -> plt.Figure:
     return fig
 
 
+def _block(name: str) -> str:
+    """The transformer block a module belongs to (``blocks.1``), or "" in the MLP."""
+    return ".".join(name.split(".")[:2]) if name.startswith("blocks.") else ""
+
+
 def geometry_target_set(lora) -> str:
     """The target set whose layers the geometry figure shows: ``all`` where it ran, else the
     one with the most runs."""
@@ -197,14 +199,15 @@ def deep_layer_geometry(t: Tables) -> plt.Figure:
         chosen = statistics.select_runs(runs, best, ["rank", *statistics.LORA_SETTINGS])
         layers = t.geometry.merge(chosen[["run_id", "rank"]], on="run_id")
         names = list(dict.fromkeys(layers["layer"]))
-        palette = dict(zip(names, sns.color_palette("husl", len(names)), strict=True))
+        colors = categorical_colors(dict.fromkeys(matrix_type(name) for name in names))
+        styles = line_styles({_block(name) for name in names})
         for name in names:
             rows = layers[layers["layer"] == name]
+            look = {"size": 2.5, "linestyle": styles[_block(name)]}
+            color = colors[matrix_type(name)]
             if rows["phi_true_right"].notna().any():
-                errorbar_by(
-                    axes[i, 0], rows, "rank", "phi_true_right", palette[name], name, size=2.5
-                )
-            errorbar_by(axes[i, 1], rows, "rank", "amplification", palette[name], name, size=2.5)
+                errorbar_by(axes[i, 0], rows, "rank", "phi_true_right", color, name, **look)
+            errorbar_by(axes[i, 1], rows, "rank", "amplification", color, name, **look)
         axes[i, 0].set_xscale("log", base=2)
         axes[i, 0].set_ylim(-0.02, 1.05)
         axes[i, 0].set_xlabel("LoRA rank r")

@@ -26,11 +26,21 @@ COLUMN_WIDTH = 3.4
 PANEL_HEIGHT = 2.6
 FULL_COLOR = "0.15"
 THEORY_COLOR = "0.45"
-SCALING_COLORS = dict(zip(SCALINGS, sns.color_palette("colorblind"), strict=False))
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def categorical_colors(values) -> dict:
+    """One colour-blind-safe colour per value, in the order given (cycling after ten)."""
+    values = list(values)
+    return dict(zip(values, sns.color_palette("colorblind", n_colors=len(values)), strict=True))
+
+
+SCALING_COLORS = categorical_colors(SCALINGS)
 """One colour per scaling rule, the same in every figure (α/r blue, α/√r orange, α green)."""
 SCALING_LABELS = {"standard": "α/r", "rslora": "α/√r", "constant": "α"}
-INIT_COLORS = dict(zip(INITS, sns.color_palette("colorblind"), strict=False))
-LINE_STYLES = ["-", "--", ":", "-."]
+INIT_COLORS = categorical_colors(INITS)
+LORA_COLOR = sns.color_palette("colorblind")[0]
+"""LoRA drawn in one colour (its best settings at each rank)."""
 
 
 def set_style() -> None:
@@ -72,6 +82,30 @@ def subplot_grid(n_rows: int, n_cols: int, **kwargs) -> tuple[plt.Figure, np.nda
     return fig, axes
 
 
+def dataset_panels(frame: pd.DataFrame) -> tuple[list, plt.Figure, np.ndarray]:
+    """The datasets of ``frame`` (sorted) and a row of one panel each."""
+    datasets = sorted(frame["dataset"].unique())
+    fig, axes = subplot_grid(1, len(datasets))
+    return datasets, fig, axes
+
+
+def legend_outside(fig: plt.Figure, axes: np.ndarray, **kwargs) -> None:
+    """One framed legend of every labelled artist in ``axes``, right of the panels, so it never
+    covers data; the saved figure widens to hold it."""
+    entries: dict = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=True,
+        **kwargs,
+    )
+
+
 def rank_colors(ranks) -> dict:
     ranks = sorted(int(r) for r in ranks)
     colors = sns.color_palette("viridis", n_colors=max(len(ranks), 1))
@@ -89,6 +123,12 @@ def band(ax, x, mean, sd, color, label=None, **kwargs):
         ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
 
 
+def band_by(ax, frame: pd.DataFrame, by: str, column: str, color, label, **kwargs) -> None:
+    """:func:`band` of ``column``'s mean ± sd for each value of ``by``."""
+    stats = mean_sd(frame, by, column)
+    band(ax, stats.index, stats["mean"], stats["std"], color, label, **kwargs)
+
+
 def mean_sd(frame: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
     """Mean and sample sd (0 for a single value) of ``column`` for each value of ``by``."""
     return frame.groupby(by)[column].agg(["mean", "std"]).fillna(0.0)
@@ -101,7 +141,7 @@ def errorbar(ax, x, mean, sd, color, label, size: float = 3, **kwargs) -> None:
 
 
 def errorbar_by(ax, frame: pd.DataFrame, by: str, column: str, color, label, **kwargs) -> None:
-    """:func:`_errorbar` of ``column``'s mean ± sd for each value of ``by``."""
+    """:func:`errorbar` of ``column``'s mean ± sd for each value of ``by``."""
     stats = mean_sd(frame, by, column)
     errorbar(ax, stats.index, stats["mean"], stats["std"], color, label, **kwargs)
 

@@ -8,9 +8,9 @@ run folder that exists is a finished run.
   A deep model's run stores the same per adapted module, under its name
   (``blocks.0.mlp.up.lora_A``), or the whole network's state dict for full fine-tuning, and its
   metadata also lists the ``modules`` it changed (and the ``targets`` pattern, for LoRA).
-  Where the adapter does not start at zero (init ``pissa`` or ``randn``) also its starting
-  point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA moved s·B₀A₀ out of W₀, so its
-  change of weight s·(BA − B₀A₀) is formed from the folder without redoing the SVD. Its
+  For PiSSA also its starting point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA
+  moved s·B₀A₀ out of W₀, so its base W₀ − s·B₀A₀ and its change of weight s·(BA − B₀A₀) are
+  formed from the folder without redoing the SVD. Its
   metadata holds ``run_id``, ``method`` and, for LoRA,
   ``rank``, ``alpha``, ``scaling_rule``, ``init`` and ``scaling``, the multiplier s itself;
 - ``epochs.csv``: per-epoch losses and gradient norms;

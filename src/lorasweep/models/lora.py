@@ -15,9 +15,9 @@ from torch import nn
 
 from lorasweep.options import BIASES, INITS, SCALINGS
 
-NONZERO_START_INITS = ("pissa", "randn")
-"""Inits whose adapter starts with B₀A₀ ≠ 0 (see :meth:`LoRALinear.reset_adapter`); the
-others start with B₀ = 0."""
+RESIDUAL_BASE_INITS = ("pissa",)
+"""Inits that move s·B₀A₀ out of W₀ and freeze the residual W₀ − s·B₀A₀ instead (see
+:meth:`LoRALinear.reset_adapter`). Every other init keeps W₀ frozen as it is."""
 
 
 def scaling_factor(rule: str, alpha: float, rank: int) -> float:

@@ -5,6 +5,7 @@ weights."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -15,22 +16,52 @@ from lorasweep.analysis.geometry import (
     similarity_grid,
     true_subspace_similarity,
 )
-from lorasweep.io import load_tensors, read_json
-from lorasweep.models.lora import scaling_factor
+from lorasweep.analysis.statistics import LORA_SETTINGS
+from lorasweep.io import load_metadata, load_tensors, read_json
+from lorasweep.models.lora import RESIDUAL_BASE_INITS
 from lorasweep.models.names import linear_modules
 from lorasweep.options import DEEP_KINDS
 from lorasweep.tasks.deep import SHIFT_SUFFIX
 
-GEOMETRY_COLUMNS = ["run_id", "layer", "delta_norm", "amplification", "phi_true_right",
-                    "phi_true_left"]  # fmt: skip
+PER_RUN_COLUMNS = ["run_id", "layer", "delta_norm", "amplification", "phi_true_right",
+                   "phi_true_left"]  # fmt: skip
+PAIR_COLUMNS = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "seed_a",
+                "seed_b", "i", "j", "phi"]  # fmt: skip
 
 
-def _run_update(run_dir, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
-    tensors = load_tensors(run_dir / "weights.safetensors")
+INIT_FACTORS = ("lora_A_init", "lora_B_init")
+"""A₀ and B₀ in ``weights.safetensors`` of runs whose frozen base is W₀ − s·B₀A₀ (PiSSA)."""
+
+
+class MissingInitError(RuntimeError):
+    """A PiSSA run lacks the initial factors its ΔW needs."""
+
+
+def run_update(run_dir: Path, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
+    """W_final − W₀ of a run, from its ``weights.safetensors`` (factors, initial factors and the
+    scale s stored by the run)."""
+    path = run_dir / "weights.safetensors"
+    tensors = load_tensors(path)
     if metrics["method"] == "full":
         return tensors["weight"].double() - w0.double()
-    scaling = scaling_factor(metrics["scaling"], metrics["alpha"], metrics["rank"])
-    return lora_update(tensors["lora_A"], tensors["lora_B"], scaling, metrics["init"], w0)
+    scaling = load_metadata(path)["scaling"]
+    return adapter_update(run_dir, tensors, "", scaling, metrics["init"])
+
+
+def adapter_update(run_dir: Path, tensors: dict, prefix: str, scaling: float, init: str):
+    """s·(BA − B₀A₀) of the adapter stored under ``prefix`` (a deep model's module name and a
+    dot; nothing for a single layer): B₀A₀ where the frozen base is W₀ − s·B₀A₀, else s·BA."""
+    a, b = tensors[f"{prefix}lora_A"], tensors[f"{prefix}lora_B"]
+    if init not in RESIDUAL_BASE_INITS:
+        return lora_update(a, b, scaling)
+    names = [f"{prefix}{name}" for name in INIT_FACTORS]
+    if any(name not in tensors for name in names):
+        raise MissingInitError(
+            f"{run_dir}: init {init!r} froze W₀ − s·B₀A₀, so ΔW needs lora_A_init "
+            "and lora_B_init in weights.safetensors; rerun the pipeline to write them"
+        )
+    a0, b0 = (tensors[name] for name in names)
+    return lora_update(a, b, scaling, a0, b0)
 
 
 def _geometry_row(
@@ -59,21 +90,21 @@ def _geometry_row(
     }
 
 
-def _layer_rows(run_dir, metrics: dict, data) -> list[dict]:
+def _layer_rows(run_dir: Path, metrics: dict, data) -> list[dict]:
     """A deep model's run: one row per linear module it changed (every module for full FT),
-    against that module's W₀ and, where the teacher shifts it, its ΔW*."""
-    tensors = load_tensors(run_dir / "weights.safetensors")
+    against that module's W₀ and, where the teacher shifts it, its ΔW* of the dataset's known
+    rank."""
+    path = run_dir / "weights.safetensors"
+    tensors = load_tensors(path)
     lora = metrics["method"] == "lora"
-    if lora:
-        scaling = scaling_factor(metrics["scaling"], metrics["alpha"], metrics["rank"])
+    scaling = load_metadata(path)["scaling"] if lora else None
     rows = []
     for module in linear_modules(data.spec.as_dict()):
         name, w0 = module.name, data[f"{module.name}.weight"]
         if lora and f"{name}.lora_A" not in tensors:
             continue
         if lora:
-            a, b = tensors[f"{name}.lora_A"], tensors[f"{name}.lora_B"]
-            delta = lora_update(a, b, scaling, metrics["init"], w0)
+            delta = adapter_update(run_dir, tensors, f"{name}.", scaling, metrics["init"])
         else:
             delta = tensors[f"{name}.weight"].double() - w0.double()
         truth = data.tensors.get(f"{name}{SHIFT_SUFFIX}")
@@ -84,7 +115,7 @@ def _layer_rows(run_dir, metrics: dict, data) -> list[dict]:
     return rows
 
 
-def geometry_tables(run_dirs, datasets: dict) -> tuple:
+def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-run geometry and pairwise subspace similarities, from saved weights.
 
     ``run_dirs`` are run folders (with ``metrics.json`` and ``weights.safetensors``);
@@ -97,56 +128,57 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple:
     lowest rank, against the highest rank, same seed and settings) and ``seed`` (two seeds at
     the same rank and settings).
     """
-    metrics = {}
-    rows = []
-    for run_dir in run_dirs:
-        m = read_json(run_dir / "metrics.json")
-        metrics[m["run_id"]] = (run_dir, m)
-        if m["status"] != "ok":
-            continue
-        data = datasets[m["dataset"]]
-        if data.spec.kind in DEEP_KINDS:
-            rows.extend(_layer_rows(run_dir, m, data))
-            continue
-        w0, truth = data["W0"], data["delta_W"]
-        delta = _run_update(run_dir, m, w0)
-        rank = m["rank"] if m["method"] == "lora" else None
-        rows.append(_geometry_row(m["run_id"], None, delta, w0, truth, rank))
-    per_run = pd.DataFrame(rows, columns=GEOMETRY_COLUMNS)
-
-    pair_rows = []
-    lora = [
-        m
-        for _, m in metrics.values()
-        if m["method"] == "lora" and m["status"] == "ok" and m.get("targets") is None
+    runs = [(run_dir, read_json(run_dir / "metrics.json")) for run_dir in run_dirs]
+    folders = {m["run_id"]: d for d, m in runs}
+    completed = [(d, m) for d, m in runs if m["status"] == "ok"]
+    per_run = [row for d, m in completed for row in _run_geometry(d, m, datasets[m["dataset"]])]
+    lora = [m for _, m in completed if m["method"] == "lora" and m.get("targets") is None]
+    pairs = [
+        row
+        for kind, run_a, run_b in _comparison_pairs(lora)
+        for row in _pair_rows(kind, run_a, run_b, folders)
     ]
-    for kind, run_a, run_b in _comparison_pairs(lora):
-        a = load_tensors(metrics[run_a["run_id"]][0] / "weights.safetensors")["lora_A"]
-        b = load_tensors(metrics[run_b["run_id"]][0] / "weights.safetensors")["lora_A"]
-        grid = similarity_grid(a, b)
-        for i in range(grid.shape[0]):
-            for j in range(grid.shape[1]):
-                pair_rows.append(
-                    {
-                        "comparison": kind,
-                        "dataset": run_a["dataset"],
-                        "run_a": run_a["run_id"],
-                        "run_b": run_b["run_id"],
-                        "rank_a": run_a["rank"],
-                        "rank_b": run_b["rank"],
-                        "seed_a": run_a["seed"],
-                        "seed_b": run_b["seed"],
-                        "i": i + 1,
-                        "j": j + 1,
-                        "phi": float(grid[i, j]),
-                    }
-                )
-    pair_columns = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "seed_a",
-                    "seed_b", "i", "j", "phi"]  # fmt: skip
-    return per_run, pd.DataFrame(pair_rows, columns=pair_columns)
+    return (
+        pd.DataFrame(per_run, columns=PER_RUN_COLUMNS),
+        pd.DataFrame(pairs, columns=PAIR_COLUMNS),
+    )
 
 
-SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias")
+def _run_geometry(run_dir: Path, metrics: dict, data) -> list[dict]:
+    """The ``per_run`` rows of one completed run: one for a single layer, one per changed
+    module of a deep model (:func:`_layer_rows`)."""
+    if getattr(getattr(data, "spec", None), "kind", None) in DEEP_KINDS:
+        return _layer_rows(run_dir, metrics, data)
+    w0, truth = data["W0"], data["delta_W"]
+    delta = run_update(run_dir, metrics, w0)
+    rank = metrics["rank"] if metrics["method"] == "lora" else None
+    return [_geometry_row(metrics["run_id"], None, delta, w0, truth, rank)]
+
+
+def _pair_rows(kind: str, run_a: dict, run_b: dict, folders: dict) -> list[dict]:
+    """φ(A_a, A_b, i, j) for every i and j, one ``pairs`` row each."""
+    a, b = (
+        load_tensors(folders[run["run_id"]] / "weights.safetensors")["lora_A"]
+        for run in (run_a, run_b)
+    )
+    grid = similarity_grid(a, b)
+    return [
+        {
+            "comparison": kind,
+            "dataset": run_a["dataset"],
+            "run_a": run_a["run_id"],
+            "run_b": run_b["run_id"],
+            "rank_a": run_a["rank"],
+            "rank_b": run_b["rank"],
+            "seed_a": run_a["seed"],
+            "seed_b": run_b["seed"],
+            "i": i + 1,
+            "j": j + 1,
+            "phi": float(grid[i, j]),
+        }
+        for i in range(grid.shape[0])
+        for j in range(grid.shape[1])
+    ]
 
 
 def _comparison_pairs(lora: list[dict]):
@@ -165,11 +197,12 @@ def _comparison_pairs(lora: list[dict]):
             continue
         high = ranks[-1]
         low = 8 if 8 in ranks and high > 8 else ranks[0]
-        index = {(m["rank"], m["seed"], *(m[k] for k in SETTINGS)): m for m in runs}
+        index = {(m["rank"], m["seed"], *(m.get(k) for k in LORA_SETTINGS)): m for m in runs}
         candidates: dict = {}
         for m in runs:
             if m["rank"] == high:
-                candidates.setdefault(tuple(m[k] for k in SETTINGS), []).append(m["final_val_loss"])
+                key = tuple(m.get(k) for k in LORA_SETTINGS)
+                candidates.setdefault(key, []).append(m["final_val_loss"])
         settings = min(candidates, key=lambda s: (sum(candidates[s]) / len(candidates[s]), str(s)))
         seeds = sorted({m["seed"] for m in runs})
         for seed in seeds:

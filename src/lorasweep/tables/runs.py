@@ -71,49 +71,15 @@ def collect(
     for job_id, run_dir in iter_run_dirs(manifests):
         metrics = read_json(run_dir / "metrics.json")
         provenance = read_json(run_dir / "provenance.json")
-        dataset = provenance["dataset"]["spec"]
-        environments.append(
-            {
-                **{k: v for k, v in provenance["versions"].items()},
-                "git_commit": provenance.get("git_commit"),
-                "device_type": provenance["device"]["type"],
-                "device_name": provenance["device"]["name"],
-                "torch_threads": provenance.get("torch_threads"),
-                "platform": provenance.get("platform"),
-            }
-        )
-        run_rows.append(
-            {
-                **metrics,
-                "dataset_kind": dataset["kind"],
-                "in_features": dataset["in_features"],
-                "out_features": dataset["out_features"],
-                "task_rank": dataset["task_rank"] if dataset["kind"] != "noise" else None,
-                "noise_std": dataset["noise_std"],
-                **{key: dataset.get(key) for key in MODEL_COLUMNS},
-            }
-        )
+        environments.append(_environment(provenance))
+        run_rows.append(_run_row(metrics, provenance["dataset"]["spec"]))
         epochs = pd.read_csv(run_dir / "epochs.csv")
         epochs.insert(0, "run_id", metrics["run_id"])
         epoch_frames.append(epochs)
-        seconds = read_json(run_dir / "timing.json")["epoch_seconds"]
-        timing_rows.append(
-            {
-                "run_id": metrics["run_id"],
-                "job_id": job_id,
-                "epochs_timed": len(seconds),
-                "mean_epoch_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
-                "total_train_seconds": sum(seconds),
-            }
-        )
+        timing_rows.append(_timing_row(run_dir, metrics["run_id"], job_id))
     if not run_rows:
         raise IncompleteRunError("no runs found")
-    runs = pd.DataFrame(run_rows).reindex(columns=RUN_COLUMNS)
-    full = runs["method"] == "full"
-    runs.loc[full, LORA_ONLY] = None
-    for column in INTEGER_COLUMNS:
-        runs[column] = pd.array(runs[column], dtype="Int64")
-    runs = runs.sort_values(SORT_KEYS, na_position="first", kind="stable").reset_index(drop=True)
+    runs = _runs_table(run_rows)
     order = {run_id: i for i, run_id in enumerate(runs["run_id"])}
     epochs = pd.concat(epoch_frames, ignore_index=True)
     epochs = epochs.sort_values(
@@ -121,19 +87,73 @@ def collect(
     ).reset_index(drop=True)
     timings = pd.DataFrame(timing_rows)
     timings = timings.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    return runs, epochs, timings, _provenance_table(environments)
+
+
+def _environment(provenance: dict) -> dict:
+    """The software, commit and device a run used."""
+    return {
+        **{k: v for k, v in provenance["versions"].items()},
+        "git_commit": provenance.get("git_commit"),
+        "device_type": provenance["device"]["type"],
+        "device_name": provenance["device"]["name"],
+        "torch_threads": provenance.get("torch_threads"),
+        "platform": provenance.get("platform"),
+    }
+
+
+def _run_row(metrics: dict, dataset: dict) -> dict:
+    """A run's metrics with the shape and kind of its dataset (and a deep model's
+    architecture)."""
+    return {
+        **metrics,
+        "dataset_kind": dataset["kind"],
+        "in_features": dataset["in_features"],
+        "out_features": dataset["out_features"],
+        "task_rank": dataset["task_rank"] if dataset["kind"] != "noise" else None,
+        "noise_std": dataset["noise_std"],
+        **{key: dataset.get(key) for key in MODEL_COLUMNS},
+    }
+
+
+def _timing_row(run_dir: Path, run_id: str, job_id: str) -> dict:
+    seconds = read_json(run_dir / "timing.json")["epoch_seconds"]
+    return {
+        "run_id": run_id,
+        "job_id": job_id,
+        "epochs_timed": len(seconds),
+        "mean_epoch_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
+        "total_train_seconds": sum(seconds),
+    }
+
+
+def _runs_table(rows: list[dict]) -> pd.DataFrame:
+    """``runs.csv``: LoRA-only columns empty for full FT, integer columns as integers, sorted."""
+    runs = pd.DataFrame(rows).reindex(columns=RUN_COLUMNS)
+    full = runs["method"] == "full"
+    runs.loc[full, LORA_ONLY] = None
+    runs = _with_integer_columns(runs)
+    return runs.sort_values(SORT_KEYS, na_position="first", kind="stable").reset_index(drop=True)
+
+
+def _provenance_table(environments: list[dict]) -> pd.DataFrame:
+    """One row per distinct environment with the number of runs that used it."""
     env = pd.DataFrame(environments).reindex(columns=PROVENANCE_COLUMNS).astype("string")
-    provenance = (
+    return (
         env.fillna("")
         .value_counts(sort=False)
         .rename("runs")
         .reset_index()
         .sort_values(PROVENANCE_COLUMNS)
     )
-    return runs, epochs, timings, provenance
 
 
 def read_runs(path: str | Path) -> pd.DataFrame:
-    runs = pd.read_csv(path)
+    return _with_integer_columns(pd.read_csv(path))
+
+
+def _with_integer_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with :data:`INTEGER_COLUMNS` as nullable integers (empty for full FT)."""
     for column in INTEGER_COLUMNS:
         runs[column] = pd.array(runs[column], dtype="Int64")
     return runs

@@ -20,7 +20,7 @@ from torch import nn
 
 from lorasweep.models import networks
 from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
-from lorasweep.models.lora import NONZERO_START_INITS, LoRALinear, lora_layers
+from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear, lora_layers
 from lorasweep.models.names import linear_modules, matrix_types, select
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import RunSpec
@@ -118,10 +118,10 @@ def adapter_tensors(model: nn.Module, bias: str) -> dict[str, torch.Tensor]:
 
 
 def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]:
-    """A₀ and B₀ as ``lora_A_init``/``lora_B_init`` where the adapter does not start at zero
-    (:data:`NONZERO_START_INITS`), so that later stages read the starting point B₀A₀ from the
-    run folder instead of recomputing it (PiSSA's SVD); empty for every other run."""
-    if spec.method != "lora" or spec.init not in NONZERO_START_INITS:
+    """A₀ and B₀ as ``lora_A_init``/``lora_B_init`` where the frozen base is W₀ − s·B₀A₀
+    (:data:`RESIDUAL_BASE_INITS`), so that later stages rebuild the run's base and its change
+    from W₀ from the run folder instead of recomputing PiSSA's SVD; empty for every other run."""
+    if spec.method != "lora" or spec.init not in RESIDUAL_BASE_INITS:
         return {}
     return {
         f"{key}_init": value.detach().to("cpu", copy=True)
