@@ -13,6 +13,7 @@ from lorasweep.models.accounting import count_parameters, training_state_bytes
 from lorasweep.models.lora import lora_layers
 from lorasweep.models.names import linear_modules, pattern_label, select
 from lorasweep.planning.runs import RunSpec
+from lorasweep.tables.geometry import geometry_tables
 from lorasweep.tasks import deep, storage, synthetic
 from lorasweep.training.exact import cache_base_residuals
 from lorasweep.training.loop import build_model, train_run
@@ -263,3 +264,29 @@ def test_a_job_writes_each_layers_adapter_and_the_truth_it_reached(tmp_path, tf)
         networks.build_network(tf.spec, device="meta").state_dict()
     )
     assert read_json(whole / "provenance.json")["dataset"]["spec"]["kind"] == "transformer"
+
+
+def test_geometry_has_a_row_per_changed_layer_against_its_own_truth(tmp_path, tf):
+    files = {"tf": (tmp_path / "tf.safetensors", tmp_path / "tf.json")}
+    storage.save(tf, *files["tf"])
+    specs = [lora(targets="mlp", init="pissa", epochs=2), lora(targets="q|v", epochs=2), full()]
+    runs = tmp_path / "runs"
+    run_job([s.as_dict() for s in specs], files, runs, tmp_path / "a.json", progress=False)
+    per_run, pairs = geometry_tables([runs / s.run_id for s in specs], {"tf": tf})
+    assert pairs.empty, "φ between adapters compares single layers only"
+    rows = per_run.groupby("run_id")["layer"].apply(list).to_dict()
+    assert rows[specs[0].run_id] == deep.shifted_modules(tf.spec)
+    assert rows[specs[1].run_id] == [f"blocks.{i}.attn.{t}" for i in (0, 1) for t in "qv"]
+    assert len(rows[specs[2].run_id]) == 12
+    shifted = per_run["layer"].str.contains("mlp")
+    assert per_run.loc[shifted, "phi_true_right"].between(0, 1 + 1e-9).all()
+    assert per_run.loc[~shifted, "phi_true_right"].isna().all()
+    weights = load_tensors(runs / specs[0].run_id / "weights.safetensors")
+    scaling = load_metadata(runs / specs[0].run_id / "weights.safetensors")["scaling"]
+    name = "blocks.1.mlp.down"
+    delta = scaling * (
+        weights[f"{name}.lora_B"].double() @ weights[f"{name}.lora_A"].double()
+        - weights[f"{name}.lora_B_init"].double() @ weights[f"{name}.lora_A_init"].double()
+    )
+    row = per_run[(per_run["run_id"] == specs[0].run_id) & (per_run["layer"] == name)].iloc[0]
+    assert row["delta_norm"] == pytest.approx(float(torch.linalg.matrix_norm(delta)), rel=1e-12)
