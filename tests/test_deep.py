@@ -247,7 +247,7 @@ def test_a_job_writes_each_layers_adapter_and_the_truth_it_reached(tmp_path, tf)
     counts = run_job([s.as_dict() for s in specs], files, runs, tmp_path / "a.json", progress=False)
     assert counts == {"trained": 3, "reused": 0}
     pissa, attention, whole = (runs / s.run_id for s in specs)
-    assert pissa.name == "tf__lora-mlp_r2_a4_standard_kaiming_lr0.01_s0".replace("kaiming", "pissa")
+    assert pissa.name == "tf__lora-mlp_r2_a4_standard_pissa_lr0.01_biasall_s0"
     tensors = load_tensors(pissa / "weights.safetensors")
     assert {k.rsplit(".", 1)[1] for k in tensors} == {"lora_A", "lora_B", "bias", "lora_A_init",
                                                       "lora_B_init"}  # fmt: skip

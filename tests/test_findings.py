@@ -13,7 +13,8 @@ def lowrank_runs(losses_by_rank: dict[int, float], task_rank=4, floor=0.01) -> p
                 {
                     "run_id": f"r{rank}_s{seed}", "dataset": "d", "method": "lora", "rank": rank,
                     "alpha": 8.0, "scaling": "standard", "init": "kaiming", "lr": 1e-3,
-                    "lr_ratio": 1.0, "seed": seed, "status": "ok", "final_val_loss": loss,
+                    "lr_ratio": 1.0, "bias": "none", "seed": seed, "status": "ok",
+                    "final_val_loss": loss,
                     "dataset_kind": "lowrank", "task_rank": task_rank, "noise_floor": floor,
                 }
             )  # fmt: skip

@@ -31,6 +31,21 @@ def test_two_clean_runs_are_byte_identical(config, request, tmp_path):
     assert {"csv", "json", "safetensors", "png", "pdf"} <= kinds
     differing = [p for p in compared if first[p] != second[p]]
     assert not differing, f"differ between clean runs: {differing[:10]}"
+    peft_files = {p.rsplit("/", 1)[-1] for p in compared if "/peft/" in p}
+    single_layer = {"adapter_config.json", "adapter_model.safetensors"}
+    assert peft_files == (single_layer if config == "tiny" else set()), "deep runs write no peft/"
+    explorers = [
+        explorer_section((folder / "results" / "report.html").read_text(encoding="utf-8"))
+        for folder in (first_run, tmp_path)
+    ]
+    assert explorers[0] == explorers[1], "the runs explorer differs between clean runs"
+
+
+def explorer_section(html: str) -> str:
+    """The runs explorer of a report, which holds no wall-clock times (the efficiency table's
+    time per epoch is why report.html as a whole is compared apart)."""
+    start = html.index('<section id="runs-explorer">')
+    return html[start : html.index("</section>", start)]
 
 
 def test_manifest_lists_every_result_file(tiny_run):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs")
+TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
+          "intruders")  # fmt: skip
 
 
 @dataclass(frozen=True)

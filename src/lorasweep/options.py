@@ -6,6 +6,7 @@ BIASES = ("none", "all")
 SINGLE_LAYER_KINDS = ("lowrank", "noise")
 DEEP_KINDS = ("mlp", "transformer")
 KINDS = SINGLE_LAYER_KINDS + DEEP_KINDS
+COMPATS = ("none", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
 METHODS = ("lora", "full")
 TARGET_PRESETS = ("attention", "mlp", "all")

@@ -23,10 +23,9 @@ REGRET_GAP = 0.25
 """Attention-only LoRA is "measurably above" when its loss is at least this much higher."""
 MLP_CLOSE = 0.10
 """MLP-only LoRA is "close to" all-layer LoRA within this relative difference."""
-BUDGET_KEYS = ["dataset", "budget", "trainable_params", "alpha", "scaling", "init", "lr",
-               "lr_ratio"]  # fmt: skip
-"""What one fixed-budget comparison holds equal: the dataset, rank × matrix types, the trainable
-parameter count and every other setting."""
+BUDGET_KEYS = ["dataset", "budget", "trainable_params"]
+"""What one fixed-budget comparison holds equal: the dataset, rank × matrix types and the
+trainable parameter count, and every LoRA setting but the targets."""
 
 
 def deep_lora(runs: pd.DataFrame) -> pd.DataFrame:
@@ -79,10 +78,11 @@ def budget_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     types = lora["adapted_types"].str.count(r"\+") + 1
     lora = lora.assign(types=types, budget=lora["rank"] * types)
-    stats = statistics.seed_stats(lora, [*BUDGET_KEYS, "targets", "adapted_types", "types", "rank"])
-    spread = stats.groupby(BUDGET_KEYS, dropna=False)["types"].transform("nunique")
+    held = [*BUDGET_KEYS, *(s for s in statistics.settings_in(lora) if s != "targets")]
+    stats = statistics.seed_stats(lora, [*held, "targets", "adapted_types", "types", "rank"])
+    spread = stats.groupby(held, dropna=False)["types"].transform("nunique")
     stats = stats[spread >= 2].copy()
-    stats["comparison"] = stats.groupby(BUDGET_KEYS, dropna=False).ngroup()
+    stats["comparison"] = stats.groupby(held, dropna=False).ngroup()
     return stats.sort_values(["comparison", "types", "targets"]).reset_index(drop=True)
 
 

@@ -6,7 +6,8 @@ Importing this package registers every figure; the import order below is the rep
 # isort: skip_file
 from pathlib import Path
 
-from lorasweep.figures import loss, heatmaps, geometry, ablations, deep  # noqa: F401
+from lorasweep.figures import loss, heatmaps, geometry, ablations, evidence  # noqa: F401
+from lorasweep.figures import overview, tutorial, deep  # noqa: F401
 from lorasweep.figures.registry import FIGURES, Tables
 from lorasweep.figures.style import save_figure, set_style
 

@@ -130,7 +130,8 @@ def deep_learning_curves(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("no completed LoRA runs of a deep model")
     best = statistics.best_lora_settings(lora, ["dataset", "targets", "rank"])
-    chosen = statistics.select_runs(lora, best, ["dataset", "rank", *statistics.LORA_SETTINGS])
+    keys = ["dataset", "rank", *statistics.settings_in(lora)]
+    chosen = statistics.select_runs(lora, best, keys)
     curves = t.epochs.merge(chosen[["run_id", "dataset", "targets", "rank"]], on="run_id")
     full_best = statistics.best_full(t.runs)
     full_runs = statistics.select_runs(
@@ -196,7 +197,7 @@ def deep_layer_geometry(t: Tables) -> plt.Figure:
         runs = lora[lora["dataset"] == dataset]
         targets = geometry_target_set(runs)
         best = statistics.best_lora_settings(runs[runs["targets"] == targets], ["rank"])
-        chosen = statistics.select_runs(runs, best, ["rank", *statistics.LORA_SETTINGS])
+        chosen = statistics.select_runs(runs, best, ["rank", *statistics.settings_in(runs)])
         layers = t.geometry.merge(chosen[["run_id", "rank"]], on="run_id")
         names = list(dict.fromkeys(layers["layer"]))
         colors = categorical_colors(dict.fromkeys(matrix_type(name) for name in names))

@@ -23,13 +23,15 @@ Condition = Callable[[dict], bool]
 
 @dataclass
 class Tables:
-    """The tables a figure is drawn from; ``geometry`` and ``subspace_pairs`` only for the
-    figures that declare them."""
+    """The tables a figure is drawn from; all but ``runs`` and ``epochs`` only for the figures
+    that declare them."""
 
     runs: object
     epochs: object
     geometry: object | None = None
     subspace_pairs: object | None = None
+    lr_optima: object | None = None
+    intruders: object | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,18 @@ def all_of(*conditions: Condition) -> Condition:
         return all(check(config) for check in conditions)
 
     return condition
+
+
+def lr_swept(config: dict) -> bool:
+    """Some LoRA grid block, or full fine-tuning, has at least two learning rates."""
+    full = config.get("full_finetune", {})
+    full_swept = full.get("enabled", False) and len(set(full.get("lr", []))) >= 2
+    return full_swept or varies("lr")(config)
+
+
+def has_source_task(config: dict) -> bool:
+    """Some dataset declares a source task."""
+    return any(d.get("source") is not None for d in config["datasets"])
 
 
 def figure(tables: tuple[str, ...] = RUN_TABLES, when: Condition = always):

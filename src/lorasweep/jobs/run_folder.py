@@ -13,12 +13,17 @@ run folder that exists is a finished run.
   formed from the folder without redoing the SVD. Its
   metadata holds ``run_id``, ``method`` and, for LoRA,
   ``rank``, ``alpha``, ``scaling_rule``, ``init`` and ``scaling``, the multiplier s itself;
-- ``epochs.csv``: per-epoch losses and gradient norms;
+- ``epochs.csv``: per-epoch losses and gradient norms, and ``source_loss`` where the dataset
+  has a source task;
 - ``timing.json``: wall-clock seconds, the only file that differs between reruns;
 - ``provenance.json``: resolved parameters, dataset spec and checksum, versions, device, reuse
   key;
-- ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status, and
-  ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀).
+- ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status,
+  ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀), and, where
+  the dataset has a source task, ``final_source_loss`` and ``forgetting`` (after − before).
+
+A single-layer LoRA run also has ``peft/``, the adapter in PEFT's format
+(:mod:`lorasweep.models.peft_format`); a deep model's adapters are not exported in it yet.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ from pathlib import Path
 import pandas as pd
 
 from lorasweep.io import save_tensors, tensors_to_bytes, write_csv, write_json
+from lorasweep.models.peft_format import write_adapter
 from lorasweep.tasks.synthetic import GroundTruth
 from lorasweep.training.loop import RunResult
 
 EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm_A", "grad_norm_B", "grad_norm_W"]
+SOURCE_COLUMN = "source_loss"
+"""Last column of ``epochs.csv`` for a dataset with a source task; absent otherwise."""
 
 
 def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: Mapping) -> None:
@@ -58,8 +66,12 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
             metadata["modules"] = list(result.adapted)
             if spec.targets is not None:
                 metadata["targets"] = spec.targets
+        elif spec.method == "lora":
+            write_adapter(tmp / "peft", spec, result.tensors, result.base_weight)
         save_tensors(weights, {**result.tensors, **result.initial_tensors}, metadata=metadata)
-        frame = pd.DataFrame(result.epochs).reindex(columns=EPOCH_COLUMNS)
+        has_source = SOURCE_COLUMN in result.epochs[0]
+        columns = EPOCH_COLUMNS + [SOURCE_COLUMN] * has_source
+        frame = pd.DataFrame(result.epochs).reindex(columns=columns)
         write_csv(tmp / "epochs.csv", frame)
         write_json(tmp / "timing.json", {"epoch_seconds": result.epoch_seconds})
         write_json(tmp / "provenance.json", {**provenance, "run": spec.as_dict()})

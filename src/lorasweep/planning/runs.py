@@ -3,8 +3,9 @@
 This package never imports torch, so Snakemake can build the DAG of a large grid quickly.
 
 A *run* is one training of one model. Its id is derived only from its parameters, for example
-``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a deep
-model's LoRA run names its targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``.
+``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a LoRA run
+whose base bias trains has ``_biasall`` before the seed, and a deep model's LoRA run names its
+targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ class RunSpec:
             return f"{self.dataset}__full_lr{format_number(self.lr)}_s{self.seed}"
         ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
         where = f"-{pattern_label(self.targets)}" if self.targets is not None else ""
+        bias = "_biasall" if self.bias == "all" else ""
         return (
             f"{self.dataset}__lora{where}_r{self.rank}_a{format_number(self.alpha)}"
-            f"_{self.scaling}_{self.init}_lr{format_number(self.lr)}{ratio}_s{self.seed}"
+            f"_{self.scaling}_{self.init}_lr{format_number(self.lr)}{ratio}{bias}_s{self.seed}"
         )
 
     def as_dict(self) -> dict:
@@ -71,15 +73,22 @@ class RunSpec:
         return cls(**{k: v for k, v in data.items() if k != "run_id"})
 
 
-SETTING_AXES = ("alpha", "scaling", "init", "lr", "lr_ratio")
+SETTING_AXES = ("alpha", "scaling", "init", "lr", "lr_ratio", "bias")
 
 
 def grids(config: dict) -> list[dict]:
     """The main grid, then each of ``extra_grids`` with missing axes taken from the main grid.
 
-    ``targets`` is None where no block gives it (deep datasets then adapt ``all``); an extra
-    grid with ``rank_budget`` has no ``rank`` axis of its own."""
-    main = {"lr_ratio": [1.0], "targets": None, "rank_budget": None, **config["grid"]}
+    The main grid's bias is ``train.bias``; an extra grid may give its own. ``targets`` is None
+    where no block gives it (deep datasets then adapt ``all``); an extra grid with
+    ``rank_budget`` has no ``rank`` axis of its own."""
+    main = {
+        "lr_ratio": [1.0],
+        "bias": [config["train"].get("bias", "none")],
+        "targets": None,
+        "rank_budget": None,
+        **config["grid"],
+    }
     blocks = [{**main, "datasets": None}]
     for extra in config.get("extra_grids", []):
         block = {**main, "datasets": None, **extra}
@@ -98,7 +107,7 @@ def budget_rank(dataset: dict, pattern: str, budget: int) -> int:
 
 
 def lora_settings(dataset: dict, block: dict) -> Iterator[tuple]:
-    """(targets, rank, α, scaling, init, lr, λ) of a grid block's LoRA runs on a dataset: the
+    """(targets, rank, α, scaling, init, lr, λ, bias) of a grid block's LoRA runs on a dataset: the
     full product, with ``targets`` None for the single-layer kinds and, in a fixed-budget
     block, each target set's rank from :func:`budget_rank`."""
     deep = bool(linear_modules(dataset))
@@ -112,14 +121,13 @@ def lora_settings(dataset: dict, block: dict) -> Iterator[tuple]:
 
 
 def expand_runs(config: dict) -> list[RunSpec]:
-    """The LoRA runs (datasets × seeds × targets × rank × α × scaling × init × lr × lr_ratio,
-    for the main grid and each extra grid, without repeats) followed by the full fine-tuning
-    runs (datasets × seeds × lr), in a fixed order."""
+    """The LoRA runs (datasets × seeds × targets × rank × α × scaling × init × lr × lr_ratio ×
+    bias, for the main grid and each extra grid, without repeats) followed by the full
+    fine-tuning runs (datasets × seeds × lr), in a fixed order."""
     train = config["train"]
     common = {
         "epochs": train["epochs"],
         "batch_size": train.get("batch_size"),
-        "bias": train.get("bias", "none"),
         "device": train.get("device", "auto"),
     }
     runs: list[RunSpec] = []
@@ -127,7 +135,9 @@ def expand_runs(config: dict) -> list[RunSpec]:
         if grid["datasets"] is not None and dataset["name"] not in grid["datasets"]:
             continue
         for seed in config["seeds"]:
-            for targets, rank, alpha, scaling, init, lr, lr_ratio in lora_settings(dataset, grid):
+            for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in lora_settings(
+                dataset, grid
+            ):
                 runs.append(
                     RunSpec(
                         dataset=dataset["name"],
@@ -139,6 +149,7 @@ def expand_runs(config: dict) -> list[RunSpec]:
                         scaling=scaling,
                         init=init,
                         lr_ratio=lr_ratio,
+                        bias=bias,
                         dropout=train.get("lora_dropout", 0.0),
                         targets=targets,
                         **common,
@@ -150,6 +161,13 @@ def expand_runs(config: dict) -> list[RunSpec]:
             for seed in config["seeds"]:
                 for lr in full["lr"]:
                     runs.append(
-                        RunSpec(dataset=dataset["name"], method="full", seed=seed, lr=lr, **common)
+                        RunSpec(
+                            dataset=dataset["name"],
+                            method="full",
+                            seed=seed,
+                            lr=lr,
+                            bias=train.get("bias", "none"),
+                            **common,
+                        )
                     )
     return list(dict.fromkeys(runs))

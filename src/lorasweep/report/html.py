@@ -15,8 +15,10 @@ import pandas as pd
 
 from lorasweep.analysis import findings, statistics
 from lorasweep.analysis.deep_findings import deep_findings
+from lorasweep.analysis.evidence_findings import evidence_findings
 from lorasweep.options import DEEP_KINDS
-from lorasweep.report import deep
+from lorasweep.report import deep, explorer
+from lorasweep.report.evidence import evidence_sections
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
@@ -189,6 +191,8 @@ def render(
     provenance: pd.DataFrame | None = None,
     title: str = "LoRA vs full fine-tuning",
     tolerance: float = 0.05,
+    lr_optima: pd.DataFrame | None = None,
+    intruders: pd.DataFrame | None = None,
 ) -> str:
     """The report as one HTML string. ``figures`` maps a name to (PNG path, caption)."""
     table = statistics.efficiency_table(runs, timings)
@@ -201,13 +205,16 @@ def render(
         "<p>Each claim from the LoRA and rsLoRA papers, checked against this run's tables.</p>",
         findings_html(
             findings.all_findings(runs, epochs, pairs, table, tolerance)
+            + evidence_findings(runs, epochs, lr_optima, intruders)
             + deep_findings(runs, tolerance)
         ),
         *_count_notes_section(runs),
         *_efficiency_section(table),
+        *evidence_sections(runs, epochs, lr_optima, intruders),
         *deep.budget_section(runs),
         "<h2>Figures</h2>",
         *(_figure_html(name, Path(png), caption) for name, (png, caption) in figures.items()),
+        explorer.section(runs),
         *_diverged_section(failed),
         *_provenance_section(provenance),
         "</body></html>",

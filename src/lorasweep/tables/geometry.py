@@ -5,6 +5,7 @@ weights."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -90,29 +91,45 @@ def _geometry_row(
     }
 
 
-def _layer_rows(run_dir: Path, metrics: dict, data) -> list[dict]:
-    """A deep model's run: one row per linear module it changed (every module for full FT),
-    against that module's W₀ and, where the teacher shifts it, its ΔW* of the dataset's known
-    rank."""
+def layer_updates(
+    run_dir: Path, metrics: dict, data
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(module name, W₀, ΔW) of each linear module a deep model's run changed, in forward order:
+    the modules its adapter covers, or every one for full fine-tuning."""
     path = run_dir / "weights.safetensors"
     tensors = load_tensors(path)
     lora = metrics["method"] == "lora"
     scaling = load_metadata(path)["scaling"] if lora else None
-    rows = []
     for module in linear_modules(data.spec.as_dict()):
         name, w0 = module.name, data[f"{module.name}.weight"]
-        if lora and f"{name}.lora_A" not in tensors:
-            continue
-        if lora:
-            delta = adapter_update(run_dir, tensors, f"{name}.", scaling, metrics["init"])
-        else:
-            delta = tensors[f"{name}.weight"].double() - w0.double()
-        truth = data.tensors.get(f"{name}{SHIFT_SUFFIX}")
-        rank = metrics["rank"] if lora else data.spec.task_rank
-        rows.append(
-            _geometry_row(metrics["run_id"], name, delta, w0, truth, rank, data.spec.task_rank)
+        if not lora:
+            yield name, w0, tensors[f"{name}.weight"].double() - w0.double()
+        elif f"{name}.lora_A" in tensors:
+            yield name, w0, adapter_update(run_dir, tensors, f"{name}.", scaling, metrics["init"])
+
+
+def _layer_rows(run_dir: Path, metrics: dict, data) -> list[dict]:
+    """A deep model's run: one row per linear module it changed, against that module's W₀ and,
+    where the teacher shifts it, its ΔW* of the dataset's known rank."""
+    task_rank = data.spec.task_rank
+    rank = metrics["rank"] if metrics["method"] == "lora" else task_rank
+    return [
+        _geometry_row(
+            metrics["run_id"],
+            name,
+            delta,
+            w0,
+            data.tensors.get(f"{name}{SHIFT_SUFFIX}"),
+            rank,
+            task_rank,
         )
-    return rows
+        for name, w0, delta in layer_updates(run_dir, metrics, data)
+    ]
+
+
+def is_deep(data) -> bool:
+    """Whether a loaded dataset is one of the deep kinds (plain mappings of tensors are not)."""
+    return getattr(getattr(data, "spec", None), "kind", None) in DEEP_KINDS
 
 
 def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -147,7 +164,7 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFram
 def _run_geometry(run_dir: Path, metrics: dict, data) -> list[dict]:
     """The ``per_run`` rows of one completed run: one for a single layer, one per changed
     module of a deep model (:func:`_layer_rows`)."""
-    if getattr(getattr(data, "spec", None), "kind", None) in DEEP_KINDS:
+    if is_deep(data):
         return _layer_rows(run_dir, metrics, data)
     w0, truth = data["W0"], data["delta_W"]
     delta = run_update(run_dir, metrics, w0)

@@ -26,7 +26,7 @@ RUN_COLUMNS = [
     "diverged_epoch", "adapter_params", "train_state_bytes", "adapter_bytes",
     "initial_val_loss", "optimal_val_loss", "noise_floor", "gap_to_optimal",
     "dataset_kind", "in_features", "out_features", "task_rank", "noise_std",
-    "cached_base",
+    "cached_base", "final_source_loss", "forgetting",
     *MODEL_COLUMNS, "targets", "adapted_modules", "adapted_types",
 ]  # fmt: skip
 LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout", "targets"]
@@ -82,6 +82,8 @@ def collect(
     runs = _runs_table(run_rows)
     order = {run_id: i for i, run_id in enumerate(runs["run_id"])}
     epochs = pd.concat(epoch_frames, ignore_index=True)
+    if "source_loss" not in epochs:
+        epochs["source_loss"] = math.nan
     epochs = epochs.sort_values(
         ["run_id", "epoch"], key=lambda s: s.map(order) if s.name == "run_id" else s
     ).reset_index(drop=True)

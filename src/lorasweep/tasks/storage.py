@@ -71,7 +71,7 @@ def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
         tensors = load_tensors(tensors_path)
     except Exception as err:
         raise DatasetFileError(f"{tensors_path}: cannot be loaded ({err})") from err
-    return Dataset(DatasetSpec(**meta["spec"]), tensors)
+    return Dataset(DatasetSpec.from_config(meta["spec"]), tensors)
 
 
 def ground_truth_of(meta: dict):

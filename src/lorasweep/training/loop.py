@@ -25,14 +25,16 @@ from lorasweep.models.names import linear_modules, matrix_types, select
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
+from lorasweep.tasks import tutorial
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
 from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.exact import (
-    SPLITS,
+    SOURCE,
     LossFn,
     Splits,
     cached_loss,
     can_cache_base,
+    splits_of,
     trains_on_base_residuals,
 )
 
@@ -58,7 +60,10 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     base.bias = nn.Parameter(dataset["b0"].to(device, copy=True))
     if full:
         return base
-    return lora_layer(spec, base, device)
+    layer = lora_layer(spec, base, device)
+    if spec.init == "randn" and tutorial.is_tutorial(dataset.spec):
+        tutorial.initialise_adapter(layer, dataset.spec)
+    return layer
 
 
 def lora_layer(spec: RunSpec, base: nn.Linear, device: torch.device, name: str = "") -> LoRALinear:
@@ -156,12 +161,13 @@ def choose_loss(
     """The run's loss, and whether it is an exact fast path (:func:`cached_loss`) rather than
     :func:`reference_loss`.
 
-    ``use_cache=None`` takes the fast path wherever :func:`can_cache_base` says it is exact;
+    ``use_cache=None`` takes the fast path wherever :func:`can_cache_base` says it is exact,
+    except on a ``compat: tutorial`` dataset, whose runs compute the tutorial's float32 loss;
     residuals the job cached in ``dataset`` (:func:`cache_base_residuals`) are used rather than
     recomputed.
     """
     if use_cache is None:
-        use_cache = can_cache_base(model)
+        use_cache = can_cache_base(model) and not tutorial.is_tutorial(dataset.spec)
     elif use_cache and not can_cache_base(model):
         raise ValueError("W₀x can only be cached for a single unmerged LoRA layer")
     tensors = dataset.tensors
@@ -170,11 +176,11 @@ def choose_loss(
             tensors[f"X_{split}"].to(device),
             tensors[f"y_{split}"].to(device) if f"y_{split}" in tensors else None,
         )
-        for split in SPLITS
+        for split in splits_of(tensors)
     }
     residuals = None
     if use_cache and trains_on_base_residuals(spec) and "r_train" in tensors:
-        residuals = {split: tensors[f"r_{split}"].to(device) for split in SPLITS}
+        residuals = {split: tensors[f"r_{split}"].to(device) for split in data}
     elif data["train"][1] is None:
         raise ValueError(f"{spec.run_id}: needs the targets y, which this job replaced by y − W₀x")
     if use_cache:
@@ -217,12 +223,24 @@ def evaluate(model: nn.Module, loss: LossFn, split: str) -> float:
         return loss(split)
 
 
-def initial_record(model: nn.Module, loss: LossFn, norms: dict[str, list[nn.Parameter]]) -> dict:
+def held_out_splits(dataset: Dataset) -> tuple[str, ...]:
+    """The splits evaluated after every epoch: val, and the source task's where there is one."""
+    return tuple(split for split in splits_of(dataset.tensors) if split != "train")
+
+
+def evaluate_held_out(model: nn.Module, loss: LossFn, splits: tuple[str, ...]) -> dict:
+    """``val_loss`` (and ``source_loss``): the loss on each held-out split."""
+    return {f"{split}_loss": evaluate(model, loss, split) for split in splits}
+
+
+def initial_record(
+    model: nn.Module, loss: LossFn, norms: dict[str, list[nn.Parameter]], held_out: tuple[str, ...]
+) -> dict:
     """Epoch 0: the losses of the model before any step, and no gradient norms yet."""
     return {
         "epoch": 0,
         "train_loss": evaluate(model, loss, "train"),
-        "val_loss": evaluate(model, loss, "val"),
+        **evaluate_held_out(model, loss, held_out),
         **dict.fromkeys(norms, math.nan),
     }
 
@@ -251,9 +269,10 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     norms: dict[str, list[nn.Parameter]],
     epoch_batches: list[tuple[torch.Tensor | None, int]],
+    held_out: tuple[str, ...],
 ) -> tuple[dict, bool]:
-    """One Adam step per batch, then the validation loss; returns the epoch's record and
-    whether the run diverged.
+    """One Adam step per batch, then the loss on each ``held_out`` split; returns the epoch's
+    record and whether the run diverged.
 
     ``train_loss`` is the sample-weighted mean of the batch losses and each gradient norm the
     mean over the steps taken. A non-finite batch loss ends the epoch before its step; the
@@ -273,13 +292,17 @@ def train_epoch(
         optimizer.step()
         steps += 1
     finite = math.isfinite(loss_sum)
-    val_loss = evaluate(model, loss, "val") if finite else math.nan
+    held = (
+        evaluate_held_out(model, loss, held_out)
+        if finite
+        else {f"{split}_loss": math.nan for split in held_out}
+    )
     record = {
         "train_loss": loss_sum / sum(size for _, size in epoch_batches) if finite else math.nan,
-        "val_loss": val_loss,
+        **held,
         **{name: total / max(steps, 1) for name, total in norm_sums.items()},
     }
-    return record, not (finite and math.isfinite(val_loss))
+    return record, not (finite and math.isfinite(record["val_loss"]))
 
 
 @dataclass
@@ -302,6 +325,8 @@ class RunResult:
     """The adapter's starting point, stored beside ``tensors`` (:func:`starting_adapter`)."""
     adapted: tuple[str, ...] | None = None
     """The linear modules a deep model's run changed, in forward order (None for one layer)."""
+    base_weight: torch.Tensor | None = field(default=None, repr=False)
+    """The frozen weight a PiSSA adapter was trained against (W₀ − s·B₀A₀); None otherwise."""
 
     @property
     def final(self) -> dict:
@@ -350,7 +375,17 @@ class RunResult:
             "gap_to_optimal": gap,
             "device_type": self.device,
             "cached_base": self.cached_base,
+            **self.forgetting(),
         }
+
+    def forgetting(self) -> dict:
+        """Where the dataset has a source task: its final loss, and ``forgetting``, the source
+        loss after fine-tuning minus before (epoch 0); empty otherwise."""
+        key = f"{SOURCE}_loss"
+        if key not in self.epochs[0]:
+            return {}
+        before, after = self.epochs[0][key], self.final[key]
+        return {"final_source_loss": after, "forgetting": after - before}
 
 
 @dataclass
@@ -398,6 +433,9 @@ def package_result(
         scaling=layers[0][1].scaling if layers else None,
         initial_tensors=initial_tensors,
         adapted=adapted,
+        base_weight=model.base.weight.detach().cpu()
+        if spec.init == "pissa" and isinstance(model, LoRALinear)
+        else None,
     )
 
 
@@ -410,8 +448,9 @@ def train_run(
     """Train one run and return its per-epoch record, counts and final weights.
 
     Epoch 0 is the model before any step; every later epoch is one :func:`train_epoch`, timed
-    to the end of its validation loss. A divergence stops the run with ``status="diverged"``.
-    ``use_cache`` picks the loss (:func:`choose_loss`).
+    to the end of its held-out losses (validation, and the source task's where there is one).
+    A divergence stops the run with ``status="diverged"``. ``use_cache`` picks the loss
+    (:func:`choose_loss`).
     """
     device = device if device is not None else resolve_device(spec.device)
     model = build_model(spec, dataset, device)
@@ -423,11 +462,12 @@ def train_run(
     norms = tracked_gradients(spec, model)
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
 
-    history = History(epochs=[initial_record(model, loss, norms)])
+    held_out = held_out_splits(dataset)
+    history = History(epochs=[initial_record(model, loss, norms, held_out)])
     for epoch in range(1, spec.epochs + 1):
         start = time.perf_counter()
         record, diverged = train_epoch(
-            model, loss, optimizer, norms, batches(n_train, batch, shuffle, device)
+            model, loss, optimizer, norms, batches(n_train, batch, shuffle, device), held_out
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)
