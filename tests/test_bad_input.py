@@ -2,6 +2,7 @@
 with every file under results/ left as it was."""
 
 import math
+import os
 import shutil
 
 import pytest
@@ -189,3 +190,25 @@ def test_corrupted_dataset_file_is_detected_before_any_job(computed, damage):
         assert "tiny.safetensors" in line and "truncated or corrupted" in line
     finally:
         path.write_bytes(original)
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"runs": "tiny__full_lr0.01_s0", "runs_dir": "../runs"}', ""]
+)
+def test_unreadable_job_manifest_stops_before_any_job_with_one_line(computed, content):
+    """The manifest belongs to the plan of ``--cores 2``, the core count that made them."""
+    manifest = sorted((computed / "results" / "jobs").glob("*.json"))[0]
+    original, stamp = manifest.read_bytes(), manifest.stat()
+    try:
+        manifest.write_text(content)
+        before = snapshot(computed)
+        result = snakemake(computed, "--cores", "2", "--configfile", "tiny.yaml", check=False)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        printed = [line for line in result.stderr.splitlines() if SNAKEMAKE_NOTE not in line]
+        name = manifest.relative_to(computed).as_posix()
+        assert len(printed) == 1 and printed[0].startswith(f"{name}: not "), result.stderr
+        assert snapshot(computed) == before, "results/ changed"
+    finally:
+        manifest.write_bytes(original)
+        os.utime(manifest, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))

@@ -66,6 +66,7 @@ def test_per_run_files_exist(tiny_run):
             "metrics.json",
             "provenance.json",
             "timing.json",
+            "checksums.json",
             *(["peft"] if lora else []),
         }
         if lora:

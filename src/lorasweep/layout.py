@@ -37,8 +37,12 @@ class Layout:
     def table(self, name: str) -> str:
         return f"{self.root}/tables/{name}.csv"
 
+    @property
+    def figures_dir(self) -> str:
+        return f"{self.root}/figures"
+
     def figure(self, name: str, ext: str) -> str:
-        return f"{self.root}/figures/{name}.{ext}"
+        return f"{self.figures_dir}/{name}.{ext}"
 
     @property
     def report(self) -> str:

@@ -22,7 +22,14 @@ except ForeignPackageError as err:
 from lorasweep.config import ConfigError, validated
 from lorasweep.figures.registry import FIGURES, figures_for
 from lorasweep.layout import TABLES, Layout
+from lorasweep.jobs.integrity import ManifestError
 from lorasweep.planning.devices import requests_gpu
+from lorasweep.planning.freshness import (
+    locked_by_another_run,
+    remove_stale,
+    stale_figures,
+    stale_outputs,
+)
 from lorasweep.planning.grouping import build_plan
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
@@ -52,6 +59,33 @@ try:
     verify_existing(RESULTS.dataset_files(name) for name in DATASETS)
 except DatasetFileError as err:
     sys.exit(str(err))
+
+
+def refresh_stale_results():
+    """Remove the datasets, job manifests and figures that results/ holds but the config or
+    the run folders no longer match (lorasweep.planning.freshness), so that Snakemake makes
+    them again. Main process only; a dry run, or a folder another run has locked, only lists
+    them."""
+    if not workflow.is_main_process:
+        return
+    try:
+        stale = stale_outputs(DATASETS, PLAN, RESULTS)
+    except ManifestError as err:
+        sys.exit(str(err))
+    stale += stale_figures(RESULTS, FIGURE_NAMES)
+    held = (
+        "dry run"
+        if workflow.output_settings.dryrun
+        else "locked by another run" if locked_by_another_run() else None
+    )
+    for item in stale:
+        action = f"stale ({held}, left in place):" if held else "removing"
+        print(f"{action} {item.describe()}", file=sys.stderr)
+    if not held:
+        remove_stale(stale)
+
+
+refresh_stale_results()
 
 
 def check_local_cuda():

@@ -57,7 +57,7 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k, floor = int(group["task_rank"].iloc[0]), float(group["noise_floor"].iloc[0])
         at_or_above = group[group["rank"] >= k]
-        if at_or_above.empty:
+        if at_or_above.empty or floor <= 0:
             continue
         row = at_or_above.sort_values("rank").iloc[0]
         excess = row["mean"] / floor - 1
@@ -67,7 +67,11 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
             f"{row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess)} from σ² = {floor:.4g}"
         )
     return _per_dataset(
-        "small_r", statement, parts, oks, "needs a lowrank dataset and r ≥ its task rank"
+        "small_r",
+        statement,
+        parts,
+        oks,
+        "needs a lowrank dataset with noise σ > 0 and r ≥ its task rank",
     )
 
 
@@ -158,7 +162,9 @@ def efficiency(table: pd.DataFrame, tolerance: float) -> Finding:
         "fewer trainable parameters and less optimizer state."
     )
     if table.empty or not (table["method"] == "full").any():
-        return Finding("efficiency", statement, NOT_TESTED, "full fine-tuning is not enabled")
+        return Finding(
+            "efficiency", statement, NOT_TESTED, "no full fine-tuning run completed (or none ran)"
+        )
     parts, oks = [], []
     for dataset, rows in table.groupby("dataset", sort=True):
         full = rows[rows["method"] == "full"]

@@ -99,9 +99,9 @@ def task_rank_knee(t: Tables) -> plt.Figure:
     """Final validation loss over the noise floor against rank, one colour per dataset's task
     rank k, with the rank-r optimum (dashed) and the expected knee at r = k (dotted)."""
     lora = statistics.completed_lora(t.runs)
-    lora = lora[lora["dataset_kind"] == "lowrank"]
+    lora = lora[(lora["dataset_kind"] == "lowrank") & (lora["noise_floor"] > 0)]
     if lora.empty:
-        return no_data("no lowrank datasets")
+        return no_data("no lowrank dataset with noise σ > 0 (the loss is shown relative to σ²)")
     best = statistics.best_lowrank_lora(lora)
     meta = best.groupby("dataset")[["task_rank", "noise_floor"]].first()
     fig, axes = subplot_grid(1, 1)

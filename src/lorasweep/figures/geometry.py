@@ -51,7 +51,9 @@ def subspace_similarity(t: Tables) -> plt.Figure:
         if t.geometry is not None
         else None
     )
-    has_truth = truth is not None and truth["phi_true_right"].notna().any()
+    has_truth = (
+        truth is not None and truth.loc[truth["method"] == "lora", "phi_true_right"].notna().any()
+    )
     n = len(panels) + int(has_truth)
     if n == 0:
         return no_data("no adapters to compare")
@@ -123,6 +125,8 @@ def amplification(t: Tables) -> plt.Figure:
         return no_data("no adapters")
     data = single_layer_rows(t.geometry).merge(statistics.completed(t.runs), on="run_id")
     lora = statistics.reference_slice(data[data["method"] == "lora"], vary=["rank", "scaling"])
+    if lora.empty:
+        return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
     for j, dataset in enumerate(datasets):
         ax = axes[0, j]

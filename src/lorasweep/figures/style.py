@@ -71,7 +71,20 @@ def save_figure(fig: plt.Figure, pdf_path: str | Path, png_path: str | Path) -> 
     plt.close(fig)
 
 
+class NoData(Exception):
+    """The tables hold nothing this figure can draw (for example every run diverged); the
+    message says what is missing. :func:`lorasweep.figures.make_figure` saves a figure with
+    the message instead."""
+
+
+NO_DATA_LABEL = "no data: "
+"""Label of a figure drawn by :func:`no_data`, followed by its message."""
+
+
 def subplot_grid(n_rows: int, n_cols: int, **kwargs) -> tuple[plt.Figure, np.ndarray]:
+    """A grid of one-column panels; :class:`NoData` when there is no panel to draw."""
+    if n_rows < 1 or n_cols < 1:
+        raise NoData("no completed runs to draw")
     fig, axes = plt.subplots(
         n_rows,
         n_cols,
@@ -158,10 +171,18 @@ def log_axes(ax, xlabel: str, ylabel: str, title: str, x_base: int = 2, legend=T
 
 
 def no_data(message: str) -> plt.Figure:
+    """A figure that only says why there is nothing to draw."""
     fig, axes = subplot_grid(1, 1)
-    axes[0, 0].text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    axes[0, 0].text(0.5, 0.5, f"No data: {message}", ha="center", va="center", wrap=True)
     axes[0, 0].set_axis_off()
+    fig.set_label(NO_DATA_LABEL + message)
     return fig
+
+
+def no_data_message(fig: plt.Figure) -> str | None:
+    """The message of a figure drawn by :func:`no_data`, else None."""
+    label = fig.get_label()
+    return label[len(NO_DATA_LABEL) :] if label.startswith(NO_DATA_LABEL) else None
 
 
 def heatmap(ax, grid: pd.DataFrame, fmt=lambda v: f"{v:.3g}", log=True, **kwargs) -> None:

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from lorasweep.io import write_json
-from lorasweep.jobs.reuse import finished_with_key, reuse_key
+from lorasweep.jobs.reuse import NOT_FINISHED, reuse_key, reuse_refusal
 from lorasweep.jobs.run_folder import write_run
 from lorasweep.planning.runs import RunSpec
 from lorasweep.provenance import environment
@@ -35,6 +35,15 @@ def configure_torch(device: torch.device, threads: int) -> None:
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def reusable(run_dir: Path, key: str) -> bool:
+    """Whether the finished run in ``run_dir`` can be reused; if a folder is there but cannot,
+    say why in the job's log."""
+    refusal = reuse_refusal(run_dir, key)
+    if refusal not in (None, NOT_FINISHED):
+        print(f"{run_dir.name}: retraining: {refusal}")
+    return refusal is None
 
 
 def run_job(
@@ -62,9 +71,7 @@ def run_job(
 
     metas = {name: storage.verify(*dataset_files[name]) for name in {s.dataset for s in specs}}
     keys = {s.run_id: reuse_key(s, metas[s.dataset]["sha256"], device, threads) for s in specs}
-    todo = [
-        s for s in specs if not (reuse and finished_with_key(runs_root / s.run_id, keys[s.run_id]))
-    ]
+    todo = [s for s in specs if not (reuse and reusable(runs_root / s.run_id, keys[s.run_id]))]
 
     loaded: dict[str, tuple[Dataset, GroundTruth]] = {}
     env = None

@@ -20,7 +20,9 @@ run folder that exists is a finished run.
   key;
 - ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status,
   ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀), and, where
-  the dataset has a source task, ``final_source_loss`` and ``forgetting`` (after − before).
+  the dataset has a source task, ``final_source_loss`` and ``forgetting`` (after − before);
+- ``checksums.json``, written last: the SHA-256 of every other file but ``timing.json``,
+  ``peft/`` included (:mod:`lorasweep.jobs.integrity`).
 
 A single-layer LoRA run also has ``peft/``, the adapter in PEFT's format
 (:mod:`lorasweep.models.peft_format`); a deep model's adapters are not exported in it yet.
@@ -36,7 +38,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorasweep.io import save_tensors, tensors_to_bytes, write_csv, write_json
+from lorasweep.io import default_mode, save_tensors, tensors_to_bytes, write_csv, write_json
+from lorasweep.jobs.integrity import write_checksums
 from lorasweep.models.peft_format import write_adapter
 from lorasweep.tasks.synthetic import GroundTruth
 from lorasweep.training.loop import RunResult
@@ -82,15 +85,26 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "adapter_bytes": len(tensors_to_bytes(result.tensors, metadata)),
             },
         )
-        os.chmod(tmp, 0o755)
-        if run_dir.exists():
-            stale = run_dir.with_name(f".{run_dir.name}.stale")
-            shutil.rmtree(stale, ignore_errors=True)
+        write_checksums(tmp)
+        os.chmod(tmp, default_mode(directory=True))
+        stale = run_dir.with_name(f".{run_dir.name}.stale")
+        remove_path(stale)
+        if os.path.lexists(run_dir):
             os.replace(run_dir, stale)
-            os.replace(tmp, run_dir)
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            os.replace(tmp, run_dir)
+        os.replace(tmp, run_dir)
+        try:
+            remove_path(stale)
+        except OSError as err:
+            print(f"{run_dir}: the previous copy could not be removed from {stale} ({err})")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_path(path: Path) -> None:
+    """Remove ``path`` whatever it is: a folder with its contents, or a file or symbolic link
+    itself (never what a link points to). Nothing there is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()

@@ -53,11 +53,25 @@ def _row_loss(row: pd.Series) -> str:
 
 
 def summary_sentences(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> list[str]:
-    """The generated findings, one or more sentences per dataset."""
+    """The generated findings, one or more sentences per dataset, saying so where every run
+    of a dataset (or every run of one method) diverged."""
     return [
-        _dataset_prefix(runs, dataset) + _lora_against_full(rows, tolerance)
-        for dataset, rows in table.groupby("dataset", sort=True)
+        _dataset_prefix(runs, dataset)
+        + _dataset_summary(runs[runs["dataset"] == dataset], table, dataset, tolerance)
+        for dataset in sorted(runs["dataset"].unique())
     ]
+
+
+def _dataset_summary(ran: pd.DataFrame, table: pd.DataFrame, dataset: str, tolerance: float) -> str:
+    """One dataset's sentence from its runs ``ran`` and the efficiency ``table``, which has no
+    row for a method whose runs all diverged."""
+    rows = table[table["dataset"] == dataset] if not table.empty else table
+    if rows.empty:
+        return (
+            f"every one of its {len(ran)} runs diverged (listed under Diverged runs), so there "
+            "is no loss to summarise."
+        )
+    return _lora_against_full(rows, tolerance, full_ran=bool((ran["method"] == "full").any()))
 
 
 def _dataset_prefix(runs: pd.DataFrame, dataset: str) -> str:
@@ -75,23 +89,30 @@ def _dataset_prefix(runs: pd.DataFrame, dataset: str) -> str:
     return f"<b>{html.escape(dataset)}</b> ({shape}, {task}, noise floor σ² = {floor:.4g}): "
 
 
-def _lora_against_full(rows: pd.DataFrame, tolerance: float) -> str:
-    """How LoRA compares with full fine-tuning, from one dataset's efficiency rows."""
+def _lora_against_full(rows: pd.DataFrame, tolerance: float, full_ran: bool = True) -> str:
+    """How LoRA compares with full fine-tuning, from one dataset's efficiency rows (at least
+    one); ``full_ran`` tells a full fine-tuning that diverged from one not run at all."""
     lora = rows[rows["method"] == "lora"]
     full = rows[rows["method"] == "full"]
-    best = lora.loc[lora["final_val_loss"].idxmin()]
+    best = lora.loc[lora["final_val_loss"].idxmin()] if not lora.empty else None
     if full.empty:
         return (
             f"the lowest final validation MSE is {_row_loss(best)} "
             f"at r = {best['rank']} with {best['trainable_params']:,} trainable parameters "
-            f"({best['trainable_pct']:.1f} % of {best['total_params']:,}); full fine-tuning "
-            "was not run in this config."
+            f"({best['trainable_pct']:.1f} % of {best['total_params']:,}); "
+            + (
+                "every full fine-tuning run diverged."
+                if full_ran
+                else "full fine-tuning was not run in this config."
+            )
         )
     ref = full.iloc[0]
     full_text = (
         f"full fine-tuning reaches {_row_loss(ref)} "
         f"with {ref['trainable_params']:,} trainable parameters"
     )
+    if best is None:
+        return full_text + "; every LoRA run diverged."
     hit = statistics.first_rank_matching_full(rows, tolerance)
     if hit is None:
         return full_text + (
@@ -233,7 +254,7 @@ def _head(title: str, runs: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{len(runs)} runs ({n_lora} LoRA, {n_full} full fine-tuning) on "
         f"{runs['dataset'].nunique()} dataset(s) with {runs['seed'].nunique()} seed(s); "
-        f"{len(failed)} diverged.</p>",
+        f"{'every run' if len(failed) == len(runs) else len(failed)} diverged.</p>",
     ]
 
 

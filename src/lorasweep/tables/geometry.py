@@ -138,7 +138,8 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFram
     ``run_dirs`` are run folders (with ``metrics.json`` and ``weights.safetensors``);
     ``datasets`` maps a dataset name to its loaded :class:`lorasweep.tasks.synthetic.Dataset`.
 
-    Returns (per_run, pairs) DataFrames. ``per_run``: ``run_id, layer, delta_norm,
+    Returns (per_run, pairs) DataFrames, sorted by run id (a deep run's layers in forward order)
+    and by comparison, dataset, runs and cell. ``per_run``: ``run_id, layer, delta_norm,
     amplification, phi_true_right, phi_true_left``, one row per single-layer run (``layer``
     empty) and one per changed module of a deep model's run. ``pairs``: φ(A₁, A₂, i, j) in long
     format for two comparisons of single-layer adapters, ``rank`` (the smallest of 8 or the
@@ -156,9 +157,18 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFram
         for row in _pair_rows(kind, run_a, run_b, folders)
     ]
     return (
-        pd.DataFrame(per_run, columns=PER_RUN_COLUMNS),
-        pd.DataFrame(pairs, columns=PAIR_COLUMNS),
+        _sorted(pd.DataFrame(per_run, columns=PER_RUN_COLUMNS), ["run_id"]),
+        _sorted(pd.DataFrame(pairs, columns=PAIR_COLUMNS), PAIR_ORDER),
     )
+
+
+PAIR_ORDER = ["comparison", "dataset", "run_a", "run_b", "i", "j"]
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows in one fixed order, whatever order the run folders came in (it follows how runs
+    were grouped into jobs, which depends on the core count)."""
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def _run_geometry(run_dir: Path, metrics: dict, data) -> list[dict]:

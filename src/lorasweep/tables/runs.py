@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from lorasweep.io import read_json
+from lorasweep.jobs.integrity import ManifestError, integrity_problem, read_manifest
 
 MODEL_COLUMNS = ["shifted", "n_layers", "d_model", "n_heads", "seq_len", "d_ff"]
 """The deep kinds' dataset keys, empty for the single-layer kinds."""
@@ -31,27 +31,33 @@ RUN_COLUMNS = [
 ]  # fmt: skip
 LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout", "targets"]
 SORT_KEYS = ["dataset", "method", "targets", "rank", "alpha", "scaling", "init", "lr", "lr_ratio",
-             "seed"]  # fmt: skip
+             "seed", "run_id"]  # fmt: skip
 INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "task_rank",
                    *MODEL_COLUMNS[1:], "adapted_modules"]  # fmt: skip
 
 
 class IncompleteRunError(RuntimeError):
-    """A job manifest names a run whose folder is missing or lacks ``metrics.json``."""
+    """A job manifest is missing or unreadable, or names a run folder that is missing or fails
+    its checksums (:func:`lorasweep.jobs.integrity.integrity_problem`). One line."""
 
 
 def iter_run_dirs(manifests: Iterable[str | Path]) -> Iterable[tuple[str, Path]]:
-    """(job id, run folder) for every run listed in each job manifest (``jobs/<job>.json``)."""
+    """(job id, run folder) for every run listed in each job manifest (``jobs/<job>.json``),
+    each folder checked against its checksums first."""
     for manifest in map(Path, manifests):
         try:
-            listing = read_json(manifest)
-        except FileNotFoundError as err:
-            raise IncompleteRunError(f"{manifest}: missing, the job did not finish") from err
-        runs_dir = Path(os.path.normpath(manifest.parent / listing["runs_dir"]))
-        for run_id in listing["runs"]:
+            run_ids, runs_dir = read_manifest(manifest)
+        except FileNotFoundError:
+            raise IncompleteRunError(f"{manifest}: missing, the job did not finish") from None
+        except ManifestError as err:
+            raise IncompleteRunError(str(err)) from None
+        for run_id in run_ids:
             run_dir = runs_dir / run_id
-            if not (run_dir / "metrics.json").is_file():
-                raise IncompleteRunError(f"{run_dir}: metrics.json missing, run incomplete")
+            problem = integrity_problem(run_dir)
+            if problem:
+                raise IncompleteRunError(
+                    f"{run_dir}: {problem}; run the workflow again, which retrains such runs"
+                )
             yield manifest.stem, run_dir
 
 

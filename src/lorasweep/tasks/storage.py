@@ -3,6 +3,7 @@ the tensors file's SHA-256, checked before every use."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,6 +59,24 @@ def verify_existing(pairs) -> None:
     for tensors_path, meta_path in pairs:
         if Path(tensors_path).exists() and Path(meta_path).exists():
             verify(tensors_path, meta_path)
+
+
+def spec_mismatch(meta_path: str | Path, entry: dict) -> str | None:
+    """How the spec recorded in an existing sidecar differs from the config's dataset ``entry``
+    (the first three keys that differ); None when they agree or there is no sidecar."""
+    try:
+        recorded = read_json(meta_path).get("spec")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError):
+        return "its sidecar is unreadable"
+    wanted = json.loads(json.dumps(DatasetSpec.from_config(entry).as_dict()))
+    recorded = recorded if isinstance(recorded, dict) else {}
+    changed = sorted(k for k in {*wanted, *recorded} if recorded.get(k) != wanted.get(k))
+    if not changed:
+        return None
+    shown = ", ".join(f"{k} {recorded.get(k)!r} → {wanted.get(k)!r}" for k in changed[:3])
+    return f"it was generated for another spec ({shown})"
 
 
 def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:

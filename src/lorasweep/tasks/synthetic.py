@@ -231,7 +231,13 @@ def _source_split(
 
 def ground_truth(dataset: Dataset):
     """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD); for
-    the deep kinds, :func:`lorasweep.tasks.deep.ground_truth`."""
+    the deep kinds, :func:`lorasweep.tasks.deep.ground_truth`.
+
+    Singular values at or below the numerical-rank tolerance of the stored float32 matrix,
+    s_max · max(d_in, d_out) · eps(float32) (as ``numpy.linalg.matrix_rank``), are rounding
+    noise of the storage, not part of the task, and are set to 0: ΔW* of rank k then has
+    exactly k non-zero singular values, and with σ = 0 the optimum at r ≥ k is exactly 0.
+    """
     spec = dataset.spec
     if spec.kind in DEEP_KINDS:
         from lorasweep.tasks import deep
@@ -243,6 +249,9 @@ def ground_truth(dataset: Dataset):
     else:
         gap_w, gap_b = dataset["delta_W"].double(), torch.zeros_like(b0)
     svals = torch.linalg.svdvals(gap_w)
+    if svals.numel():
+        tolerance = svals.max() * max(gap_w.shape) * torch.finfo(torch.float32).eps
+        svals = torch.where(svals > tolerance, svals, torch.zeros_like(svals))
     return GroundTruth(
         singular_values=tuple(float(s) for s in svals),
         bias_gap_sq=float(gap_b.square().sum()),

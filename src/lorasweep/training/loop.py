@@ -305,6 +305,16 @@ def train_epoch(
     return record, not (finite and math.isfinite(record["val_loss"]))
 
 
+def gap_to_optimal(loss: float, optimal: float) -> float | None:
+    """How far ``loss`` is above the theoretical optimum, relative to it: loss / optimal − 1.
+
+    None where the optimum is 0 (noise σ = 0 and an update that can reach the truth: r ≥ the
+    task rank, or full fine-tuning); a relative gap to 0 is undefined, and the loss is itself
+    the absolute gap.
+    """
+    return loss / optimal - 1.0 if optimal > 0 else None
+
+
 @dataclass
 class RunResult:
     """What one run produced, as :func:`lorasweep.jobs.run_folder.write_run` stores it."""
@@ -355,7 +365,7 @@ class RunResult:
                 optimal = truth.optimal_loss(rank, bias_trains, self.adapted)
             noise = truth.noise_floor
             if self.status == "ok" and optimal is not None:
-                gap = self.final["val_loss"] / optimal - 1.0
+                gap = gap_to_optimal(self.final["val_loss"], optimal)
         return {
             **deep,
             **spec.as_dict(),
