@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from lorasweep.models.names import linear_modules
 from lorasweep.planning.runs import RunSpec, expand_runs
 
 
@@ -30,11 +31,18 @@ def estimated_cost(run: RunSpec, dataset: dict) -> float:
 
     LoRA runs train against the cached base product, so a step costs about 3·b·r·(d_in + d_out)
     multiply-adds; full fine-tuning about 3·b·d_in·d_out. The overhead term stands for the
-    ~0.3 ms of Python and dispatch each step pays whatever its size.
+    ~0.3 ms of Python and dispatch each step pays whatever its size. A deep model's step runs
+    the whole network forward and back, LoRA or not: 3·b·tokens·Σ d_in·d_out over its linear
+    modules, and the overhead once per module.
     """
     n = dataset["n_train"]
     batch = min(run.batch_size or n, n)
     steps = run.epochs * math.ceil(n / batch)
+    modules = linear_modules(dataset)
+    if modules:
+        tokens = dataset.get("seq_len") or 1
+        weights = sum(m.in_features * m.out_features for m in modules)
+        return steps * (3e5 * len(modules) + 3 * batch * tokens * weights)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     width = d_in * d_out if run.method == "full" else run.rank * (d_in + d_out)
     return steps * (3e5 + 3 * batch * width)
