@@ -9,12 +9,7 @@ with workflow_script(snakemake):  # noqa: F821
     from lorasweep.tasks import storage
 
     sm = snakemake  # noqa: F821
-    loaded = {
-        name: storage.load(tensors, meta)
-        for name, tensors, meta in zip(
-            sm.params.datasets, sm.input.tensors, sm.input.meta, strict=True
-        )
-    }
+    loaded = storage.load_named(sm.params.datasets, sm.input.tensors, sm.input.meta)
     run_dirs = [run_dir for _, run_dir in iter_run_dirs(sm.input.runs)]
     per_run, pairs = geometry_tables(run_dirs, loaded)
     write_csv(sm.output.geometry, per_run)

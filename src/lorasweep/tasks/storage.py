@@ -84,6 +84,14 @@ def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:
     return read_verified(tensors_path, verify(tensors_path, meta_path))
 
 
+def load_named(names, tensors_paths, meta_paths) -> dict[str, Dataset]:
+    """Each named dataset, loaded and verified (:func:`load`), by name."""
+    return {
+        name: load(tensors, meta)
+        for name, tensors, meta in zip(names, tensors_paths, meta_paths, strict=True)
+    }
+
+
 def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
     """Read the tensors of a dataset whose sidecar ``meta`` :func:`verify` has just returned."""
     try:
