@@ -38,15 +38,15 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src workflow tests
-	$(BIN)/ruff format --check src workflow tests
-	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/ruff check src workflow tests benchmarks
+	$(BIN)/ruff format --check src workflow tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
 format: $(STAMP)
-	$(BIN)/ruff format src workflow tests
-	$(BIN)/ruff check --fix src workflow tests
-	$(BIN)/snakefmt Snakefile workflow/rules
+	$(BIN)/ruff format src workflow tests benchmarks
+	$(BIN)/ruff check --fix src workflow tests benchmarks
+	$(BIN)/snakefmt Snakefile workflow/Snakefile workflow/rules
 
 clean-results:
 	rm -rf results .snakemake

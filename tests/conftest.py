@@ -40,6 +40,14 @@ def tiny_run(tmp_path_factory) -> Path:
     return workdir
 
 
+def required_in_ci(variable: str, reason: str) -> None:
+    """Skip the calling test with ``reason``, or fail it where ``variable`` is ``1`` (``.ci/run``
+    sets it): in CI a missing dependency is an error, not a skip."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason}, but {variable}=1 requires it", pytrace=False)
+    pytest.skip(f"{reason} (set {variable}=1 to make this an error)")
+
+
 def _slurm_wanted() -> bool:
     """Run the local Slurm cluster for this session: required (CI), or root with Slurm present."""
     if os.environ.get("LORASWEEP_REQUIRE_SLURM") == "1":

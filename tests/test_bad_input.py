@@ -1,12 +1,15 @@
 """Bad input: a clear one-line error naming the key and what is allowed, before any job runs,
 with every file under results/ left as it was."""
 
+import math
+import os
 import shutil
 
 import pytest
 import yaml
 
 from .conftest import CONFIGS, snakemake
+from .test_config import integers_as_floats, readme_config_examples
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +47,34 @@ CASES = {
     "unknown nested key": ({"train": {"epoch": 3}}, "train.epoch", "likely a typo of 'epochs'"),
     "path in dataset name": (dataset(name="../../etc"), "datasets[0].name", "letters, digits"),
     "absolute results folder": ({"results": "/tmp/elsewhere"}, "results", "relative path"),
+    "results folder ends in newline": ({"results": "out\n"}, "results", "relative path"),
+    "results folder is a file": ({"results": "tiny.yaml"}, "results", "'tiny.yaml' is an existing file"),
+    "results folder inside a file": ({"results": "tiny.yaml/out"}, "results", "existing file"),
+    "dataset name ends in newline": (dataset(name="tiny\n"), "datasets[0].name", "letters, digits"),
+    "dataset name too long": (dataset(name="t" * 65), "datasets[0].name", "1 to 64 letters"),
+    "dataset name periodic": (dataset(name="t" * 24), "datasets[0].name", "20 or more repeats"),
+    "tolerance nan": ({"report": {"tolerance": math.nan}}, "report.tolerance", "a finite number > 0"),
+    "tolerance inf": ({"report": {"tolerance": math.inf}}, "report.tolerance", "a finite number > 0"),
+    "dropout nan": ({"train": {"lora_dropout": math.nan}}, "train.lora_dropout", "a finite number"),
+    "noise inf": (dataset(noise_std=math.inf), "datasets[0].noise_std", "a finite number >= 0"),
+    "decay nan": (dataset(spectrum_decay=math.nan), "datasets[0].spectrum_decay", "a finite number"),
+    "task scale inf": (dataset(task_scale=math.inf), "datasets[0].task_scale", "a finite number > 0"),
+    "alpha inf": ({"grid": {"alpha": [2, math.inf]}}, "grid.alpha[1]", "a finite number > 0"),
+    "lr nan": ({"grid": {"lr": [math.nan]}}, "grid.lr[0]", "a finite number > 0"),
+    "full lr inf": ({"full_finetune": {"lr": [math.inf]}}, "full_finetune.lr[0]", "a finite number"),
+    "seed too large": ({"seeds": [0, 2**63]}, "seeds[1]", "<= 9223372036854775807"),
+    "data seed too large": (dataset(seed=2**64), "datasets[0].seed", "<= 9223372036854775807"),
+    "rank text": ({"grid": {"rank": ["two"]}}, "grid.rank[0]", "got 'two'; allowed: an integer"),
+    "memory of in_features": (dataset(in_features=10**9), "datasets[0].in_features", "GiB of memory"),
+    "memory of n_train": (dataset(n_train=10**13), "datasets[0].n_train", "GiB of memory"),
+    "work of epochs": ({"train": {"epochs": 10**7}}, "train.epochs", "multiply-adds"),
+    "memory limit": ({**dataset(in_features=10**6), "limits": {"memory_gib": 2}}, "datasets[0].in_features", "at most 2.0 GiB (limits.memory_gib)"),
+    "work limit": ({"limits": {"multiply_adds": 1e6}}, "train.epochs", "limits.multiply_adds"),
+    "memory limit nan": ({"limits": {"memory_gib": math.nan}}, "limits.memory_gib", "finite"),
 }  # fmt: skip
+
+SNAKEMAKE_NOTE = "is extended by additional config specified via the command line"
+"""Snakemake's own line on every run given a --configfile or --config, error or not."""
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +94,20 @@ def snapshot(workdir):
     }
 
 
-def assert_rejected(workdir, *configfiles, key_message):
+def assert_rejected(workdir, *configfiles, key_message, config=(), one_line=True):
+    """Snakemake fails, with ``key_message`` on stderr and results/ unchanged; with
+    ``one_line``, that line is all it prints besides its note on merged config files."""
     before = snapshot(workdir)
-    result = snakemake(workdir, "--cores", "1", "--configfile", *configfiles, check=False)
+    args = ["--configfile", *configfiles, *(["--config", *config] if config else [])]
+    result = snakemake(workdir, "--cores", "1", *args, check=False)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if key_message in line]
     assert lines, result.stderr[-3000:]
     assert snapshot(workdir) == before, "results/ changed"
+    if one_line:
+        assert "Traceback" not in result.stderr
+        printed = [line for line in result.stderr.splitlines() if SNAKEMAKE_NOTE not in line]
+        assert printed == lines[:1], result.stderr[-3000:]
     return lines[0]
 
 
@@ -82,9 +119,48 @@ def test_bad_config_is_rejected_before_any_job(computed, case):
     assert allowed in line
 
 
+@pytest.mark.parametrize(
+    ("entries", "key", "allowed"),
+    [
+        (["reuse_runs=maybe"], "reuse_runs", "got 'maybe'; allowed: true or false"),
+        (["grid={rank: [1, 2.5]}"], "grid.rank[1]", "got 2.5; allowed: an integer >= 1"),
+        (["report={tolerance: .nan}"], "report.tolerance", "got nan; allowed: a finite number"),
+        (["train={epochs: 1e7}"], "train.epochs", "multiply-adds"),
+    ],
+)
+def test_bad_command_line_config_is_one_line(computed, entries, key, allowed):
+    line = assert_rejected(
+        computed, "tiny.yaml", config=entries, key_message=f"config error: {key}:"
+    )
+    assert allowed in line
+
+
+@pytest.mark.parametrize("entries", readme_config_examples(), ids=" ".join)
+def test_readme_config_examples_are_accepted(computed, entries):
+    before = snapshot(computed)
+    args = ["-n", "--configfile", "tiny.yaml", "--config", *entries]
+    result = snakemake(computed, *args, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "config error" not in result.stdout + result.stderr
+    assert snapshot(computed) == before
+
+
+def test_whole_number_floats_give_the_same_tables_as_integers(tiny_run, tmp_path):
+    floats = integers_as_floats(TINY)
+    floats["datasets"][0]["seed"] = 0.0
+    assert isinstance(floats["seeds"][0], float) and isinstance(floats["train"]["epochs"], float)
+    (tmp_path / "floats.yaml").write_text(yaml.safe_dump(floats))
+    snakemake(tmp_path, "--cores", "2", "--configfile", "floats.yaml")
+    for table in ("runs.csv", "epochs.csv", "geometry.csv", "subspace_pairs.csv"):
+        ours = (tmp_path / "results" / "tables" / table).read_bytes()
+        assert ours == (tiny_run / "results" / "tables" / table).read_bytes(), table
+
+
 def test_config_that_is_not_yaml_is_rejected(computed):
     (computed / "broken.yaml").write_text("grid: [unclosed\n  rank: 3\n")
-    assert_rejected(computed, "tiny.yaml", "broken.yaml", key_message="not valid JSON or YAML")
+    assert_rejected(
+        computed, "tiny.yaml", "broken.yaml", key_message="not valid JSON or YAML", one_line=False
+    )
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
@@ -102,3 +178,25 @@ def test_corrupted_dataset_file_is_detected_before_any_job(computed, damage):
         assert "tiny.safetensors" in line and "truncated or corrupted" in line
     finally:
         path.write_bytes(original)
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"runs": "tiny__full_lr0.01_s0", "runs_dir": "../runs"}', ""]
+)
+def test_unreadable_job_manifest_stops_before_any_job_with_one_line(computed, content):
+    """The manifest belongs to the plan of ``--cores 2``, the core count that made them."""
+    manifest = sorted((computed / "results" / "jobs").glob("*.json"))[0]
+    original, stamp = manifest.read_bytes(), manifest.stat()
+    try:
+        manifest.write_text(content)
+        before = snapshot(computed)
+        result = snakemake(computed, "--cores", "2", "--configfile", "tiny.yaml", check=False)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        printed = [line for line in result.stderr.splitlines() if SNAKEMAKE_NOTE not in line]
+        name = manifest.relative_to(computed).as_posix()
+        assert len(printed) == 1 and printed[0].startswith(f"{name}: not "), result.stderr
+        assert snapshot(computed) == before, "results/ changed"
+    finally:
+        manifest.write_bytes(original)
+        os.utime(manifest, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))

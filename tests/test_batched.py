@@ -120,7 +120,44 @@ def test_batched_losses_equal_the_single_run_path(data, name):
         assert batched.counts == single.counts
         assert batched.train_state_bytes == single.train_state_bytes
         assert batched.scaling == single.scaling and batched.cached_base == single.cached_base
+        if single.base_weight is None:
+            assert batched.base_weight is None
+        else:
+            assert torch.equal(batched.base_weight, single.base_weight)
         assert batched.summary(None).keys() == single.summary(None).keys()
+
+
+def test_a_source_task_is_evaluated_every_epoch_as_the_single_run_path_does():
+    spec = synthetic.DatasetSpec.from_config(
+        dict(name="d", kind="lowrank", in_features=16, out_features=12, n_train=256, n_val=64,
+             noise_std=0.1, task_rank=2, seed=5, source={"n": 100, "top_directions": 3})
+    )  # fmt: skip
+    with_source = synthetic.generate(spec)
+    specs = [lora(), lora(seed=1, alpha=2.0), full()]
+    job_data = synthetic.Dataset(spec, {k: v.clone() for k, v in with_source.tensors.items()})
+    cache_base_residuals(job_data, specs)
+    for batch in (specs[:2], specs[2:]):
+        for batched, run in zip(train_batch(batch, job_data), batch, strict=True):
+            single = train_run(run, job_data)
+            for mine, ref in zip(batched.epochs, single.epochs, strict=True):
+                assert mine.keys() == ref.keys() and "source_loss" in mine
+                assert mine["source_loss"] == pytest.approx(ref["source_loss"], rel=1e-5)
+            assert batched.forgetting()["forgetting"] == pytest.approx(
+                single.forgetting()["forgetting"], rel=1e-4, abs=1e-7
+            )
+
+
+def test_tutorial_datasets_train_on_the_single_run_path(data):
+    from lorasweep.planning.batches import plan_batches
+
+    specs = [lora(), lora(seed=1)]
+    assert len(plan_batches(specs, datasets={"d": {"compat": "tutorial"}})) == 2
+    assert len(plan_batches(specs, datasets={"d": {"compat": "none"}})) == 1
+    tutorial_data = synthetic.Dataset(
+        dataclasses.replace(data.spec, compat="tutorial", kind="noise"), data.tensors
+    )
+    with pytest.raises(ValueError, match="do not share a batch"):
+        train_batch(specs, tutorial_data)
 
 
 def test_a_batch_must_share_its_key(data):
@@ -170,6 +207,36 @@ def test_full_fine_tuning_does_not_depend_on_its_batch_bitwise(data):
     mates = [full(seed=s) for s in (0, 1, 2)]
     assert_bitwise(train_batch([*mates, target], data)[-1], alone)
     assert_bitwise(train_batch([*mates, target], data, memory_budget_mib=1e-6)[-1], alone)
+
+
+def test_padded_ranks_match_the_single_run_path_and_padding_never_moves(data, monkeypatch):
+    from lorasweep.training import batched_linear
+
+    specs = [lora(rank=1), lora(rank=4, seed=1), lora(rank=2, init="randn")]
+    finals = {}
+    original = batched_linear.StackedLoRA.tensors
+
+    def spy(self, slot):
+        finals[slot] = (
+            self.ranks[slot],
+            self.params["A"][slot].clone(),
+            self.params["Bt"][slot].clone(),
+        )
+        return original(self, slot)
+
+    monkeypatch.setattr(batched_linear.StackedLoRA, "tensors", spy)
+    results = train_batch(specs, data, pad_ranks=True)
+    for rank, a, bt in finals.values():
+        assert a.shape[0] == bt.shape[0] == 4
+        assert not a[rank:].any() and not bt[rank:].any(), "a padded row moved"
+    for batched, spec in zip(results, specs, strict=True):
+        single = train_run(spec, data)
+        assert batched.tensors["lora_A"].shape == single.tensors["lora_A"].shape
+        assert batched.train_state_bytes == single.train_state_bytes
+        for mine, ref in zip(batched.epochs, single.epochs, strict=True):
+            assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="do not share a batch"):
+        train_batch(specs, data)
 
 
 def test_chunks_fit_the_memory_budget_and_keep_runs_of_one_order_together(data):

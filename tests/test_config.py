@@ -2,12 +2,28 @@
 check nothing runs and results stay untouched live in test_workflow.py)."""
 
 import copy
+import math
+import re
+import shlex
+import subprocess
+import sys
 
 import jsonschema
 import pytest
 import yaml
+from snakemake.cli import parse_config
+from snakemake.utils import update_config
 
-from lorasweep.config import ConfigError, check_semantics, describe_schema_error
+from lorasweep.config import (
+    ConfigError,
+    check_resources,
+    check_semantics,
+    describe_schema_error,
+    parse_strings,
+)
+from lorasweep.planning import resources
+from lorasweep.planning.grouping import build_plan
+from lorasweep.tasks.synthetic import DatasetSpec
 
 from .conftest import CONFIGS, REPO
 
@@ -28,7 +44,8 @@ def tiny():
 
 def test_presets_are_valid():
     check(tiny())
-    check(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    for preset in ("config.yaml", "paper.yaml", "seed_demo.yaml"):
+        check({**tiny(), **yaml.safe_load((REPO / "config" / preset).read_text())})
 
 
 @pytest.mark.parametrize(
@@ -66,6 +83,37 @@ def test_presets_are_valid():
         (lambda c: c["datasets"][0].update(task_rank=20), "datasets[0].task_rank", "1..12"),
         (lambda c: c["datasets"][0].update(name="../evil"), "datasets[0].name", "letters, digits"),
         (lambda c: c["datasets"].append(dict(c["datasets"][0])), "datasets", "unique"),
+        (
+            lambda c: c["datasets"][0].update(source={"n": 10, "top_directions": 15}),
+            "datasets[0].source.top_directions",
+            "1..14 = in_features − task_rank",
+        ),
+        (
+            lambda c: c["datasets"][0].update(kind="noise", source={"n": 10, "top_directions": 2}),
+            "datasets[0].source",
+            "lowrank only",
+        ),
+        (
+            lambda c: c["datasets"][0].update(source={"n": 10, "top_directions": 2, "leak": 2}),
+            "datasets[0].source.leak",
+            "<= 1",
+        ),
+        (
+            lambda c: c["datasets"][0].update(source={"top_directions": 2}),
+            "datasets[0].source.n",
+            "required",
+        ),
+        (lambda c: c["datasets"][0].update(compat="tuto"), "datasets[0].compat", "none, tutorial"),
+        (
+            lambda c: c["datasets"][0].update(compat="tutorial"),
+            "datasets[0].compat",
+            "tutorial needs kind: noise",
+        ),
+        (
+            lambda c: c.update(extra_grids=[{"bias": ["some"]}]),
+            "extra_grids[0].bias[0]",
+            "none, all",
+        ),
         (lambda c: c.update(sedes=[1]), "sedes", "likely a typo of 'seeds'"),
         (lambda c: c.update(results="/etc"), "results", "relative path"),
     ],
@@ -79,3 +127,367 @@ def test_bad_values_name_the_key_and_what_is_allowed(mutate, key, allowed):
     assert message.startswith(f"config error: {key}:"), message
     assert allowed in message
     assert "\n" not in message
+
+
+def rejected(config, check=check) -> str:
+    with pytest.raises(ConfigError) as caught:
+        check(config)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+INTEGER_KEYS = {
+    "seeds", "runs_per_job", "epochs", "batch_size", "rank",
+    "in_features", "out_features", "task_rank", "n_train", "n_val", "seed",
+}  # fmt: skip
+"""Every key whose values the schema wants to be integers."""
+
+
+def integers_as_floats(value, key=None):
+    """``value`` with every integer of an :data:`INTEGER_KEYS` key as the float it equals."""
+    if isinstance(value, dict):
+        return {name: integers_as_floats(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [integers_as_floats(item, key) for item in value]
+    if key in INTEGER_KEYS and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def test_whole_number_floats_give_the_same_runs_and_seeds_as_integers():
+    from lorasweep.seeding import derive_seed
+
+    ints = tiny()
+    ints["datasets"][0]["seed"] = 7
+    floats = integers_as_floats(ints)
+    assert isinstance(floats["seeds"][0], float) and isinstance(floats["grid"]["rank"][0], float)
+    check(ints)
+    check(floats)
+    assert repr(floats) == repr(ints)
+    int_runs, float_runs = build_plan(ints, workers=2).runs, build_plan(floats, workers=2).runs
+    assert [r.run_id for r in float_runs] == [r.run_id for r in int_runs]
+
+    def streams(run):
+        return [
+            derive_seed(run.seed, "init", run.dataset, run.rank),
+            derive_seed(run.seed, "shuffle", run.dataset),
+            derive_seed(run.seed, "dropout", run.run_id),
+        ]
+
+    assert [streams(r) for r in float_runs] == [streams(r) for r in int_runs]
+    int_spec = DatasetSpec.from_config(ints["datasets"][0])
+    float_spec = DatasetSpec.from_config(floats["datasets"][0])
+    assert repr(float_spec) == repr(int_spec)
+    assert derive_seed(float_spec.seed, float_spec.name, "base") == derive_seed(
+        int_spec.seed, int_spec.name, "base"
+    )
+
+
+NON_FINITE_KEYS = [
+    (lambda c, v: c["report"].update(tolerance=v), "report.tolerance"),
+    (lambda c, v: c["train"].update(lora_dropout=v), "train.lora_dropout"),
+    (lambda c, v: c["datasets"][0].update(noise_std=v), "datasets[0].noise_std"),
+    (lambda c, v: c["datasets"][0].update(spectrum_decay=v), "datasets[0].spectrum_decay"),
+    (lambda c, v: c["datasets"][0].update(task_scale=v), "datasets[0].task_scale"),
+    (lambda c, v: c["grid"].update(alpha=[2, v]), "grid.alpha[1]"),
+    (lambda c, v: c["grid"].update(lr=[v]), "grid.lr[0]"),
+    (lambda c, v: c["grid"].update(lr_ratio=[v]), "grid.lr_ratio[0]"),
+    (lambda c, v: c.update(extra_grids=[{"lr": [v]}]), "extra_grids[0].lr[0]"),
+    (lambda c, v: c["full_finetune"].update(lr=[v]), "full_finetune.lr[0]"),
+    (lambda c, v: c.update(limits={"memory_gib": v}), "limits.memory_gib"),
+    (lambda c, v: c.update(limits={"multiply_adds": v}), "limits.multiply_adds"),
+]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 10**400], ids=["nan", "inf", "1e400"])
+@pytest.mark.parametrize(("mutate", "key"), NON_FINITE_KEYS, ids=[k for _, k in NON_FINITE_KEYS])
+def test_non_finite_numbers_are_rejected(mutate, key, value):
+    config = tiny()
+    config["report"] = {}
+    mutate(config, value)
+    message = rejected(config)
+    assert message.startswith(f"config error: {key}: got "), message
+    assert "allowed: a " in message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "allowed"),
+    [
+        (lambda c: c.update(seeds=[0, 2**63]), "seeds[1]", "<= 9223372036854775807"),
+        (lambda c: c["datasets"][0].update(seed=2**63), "datasets[0].seed", "<= 922337203685"),
+        (lambda c: c["datasets"][0].update(seed=1e300), "datasets[0].seed", "<= 922337203685"),
+        (lambda c: c["train"].update(epochs=2**70), "train.epochs", "<= 9223372036854775807"),
+        (lambda c: c["train"].update(epochs=1e300), "train.epochs", "<= 9223372036854775807"),
+        (lambda c: c["datasets"][0].update(n_val=2**64), "datasets[0].n_val", "<= 92233720"),
+    ],
+)
+def test_integers_beyond_int64_are_rejected(mutate, key, allowed):
+    config = tiny()
+    mutate(config)
+    message = rejected(config)
+    assert message.startswith(f"config error: {key}: got "), message
+    assert allowed in message
+
+
+def test_largest_seed_is_accepted():
+    config = tiny()
+    config["seeds"] = [0, 2**63 - 1]
+    config["datasets"][0]["seed"] = 2**63 - 1
+    check(config)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "allowed"),
+    [
+        (lambda c: c.update(results="out\n"), "results", "relative path"),
+        (lambda c: c["datasets"][0].update(name="tiny\n"), "datasets[0].name", "1 to 64 letters"),
+        (lambda c: c["datasets"][0].update(name="a" * 65), "datasets[0].name", "1 to 64 letters"),
+        (lambda c: c["datasets"][0].update(name="a" * 20), "datasets[0].name", "20 or more"),
+        (lambda c: c["datasets"][0].update(name="x" + "ab" * 20), "datasets[0].name", "repeats"),
+        (lambda c: c["datasets"][0].update(name="t-" + "123" * 20), "datasets[0].name", "repeats"),
+    ],
+)
+def test_bad_names_and_paths(mutate, key, allowed):
+    config = tiny()
+    mutate(config)
+    message = rejected(config)
+    assert message.startswith(f"config error: {key}: "), message
+    assert allowed in message
+
+
+def test_names_with_fewer_repeats_are_accepted():
+    config = tiny()
+    config["datasets"][0]["name"] = "a" * 19
+    check(config)
+
+
+@pytest.mark.parametrize("results", ["taken", "taken/results", "./taken"])
+def test_results_folder_that_is_a_file_is_rejected(tmp_path, monkeypatch, results):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("not a folder")
+    config = tiny()
+    config["results"] = results
+    message = rejected(config)
+    assert message.startswith("config error: results: "), message
+    assert "'taken' is an existing file" in message
+
+
+def test_results_folder_that_exists_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    check(tiny())
+
+
+def at(config, path):
+    for part in path:
+        config = config[part]
+    return config
+
+
+def with_overrides(*entries: str) -> dict:
+    """tiny.yaml with ``--config`` entries applied as Snakemake applies them."""
+    config = tiny()
+    update_config(config, parse_config(list(entries)))
+    parse_strings(config)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("entries", "path", "expected"),
+    [
+        (["reuse_runs=false"], ("reuse_runs",), False),
+        (["reuse_runs=true"], ("reuse_runs",), True),
+        (["reuse_runs=False"], ("reuse_runs",), False),
+        (["grid={rank:[1,2]}"], ("grid", "rank"), [1, 2]),
+        (["grid={lr: [1e-3, .5]}"], ("grid", "lr"), [0.001, 0.5]),
+        (["seeds=[0, 1]"], ("seeds",), [0, 1]),
+        (["runs_per_job=1e2"], ("runs_per_job",), 100),
+        (["train={epochs: 5, batch_size: null}"], ("train",), {"epochs": 5, "batch_size": None}),
+        (["limits={memory_gib: 64}"], ("limits", "memory_gib"), 64),
+        (["limits={memory_gib: auto}"], ("limits", "memory_gib"), "auto"),
+        (["limits={multiply_adds: ~}"], ("limits", "multiply_adds"), None),
+        (["report={title: 1e3}"], ("report", "title"), "1e3"),
+    ],
+)
+def test_command_line_values_are_read_as_yaml_where_the_schema_wants(entries, path, expected):
+    config = with_overrides(*entries)
+    check(config)
+    value = at(config, path)
+    if isinstance(expected, dict):
+        value = {key: value[key] for key in expected}
+    assert value == expected
+    assert repr(value) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    ("entries", "key", "allowed"),
+    [
+        (["reuse_runs=maybe"], "reuse_runs", "got 'maybe'; allowed: true or false"),
+        (["train={epochs: many}"], "train.epochs", "got 'many'; allowed: an integer >= 1"),
+        (["grid={rank: [1.5]}"], "grid.rank[0]", "got 1.5; allowed: an integer"),
+        (["report={tolerance: .nan}"], "report.tolerance", "allowed: a finite number > 0"),
+    ],
+)
+def test_bad_command_line_values_name_the_key(entries, key, allowed):
+    message = rejected(with_overrides(*entries))
+    assert message.startswith(f"config error: {key}: "), message
+    assert allowed in message
+
+
+def readme_config_examples() -> list[list[str]]:
+    """The ``key=value`` entries of every ``--config`` example in the two READMEs."""
+    examples = []
+    for readme in (REPO / "README.md", REPO / "config" / "README.md"):
+        for match in re.finditer(r"--config\s+([^`\n]+)", readme.read_text(encoding="utf-8")):
+            entries = []
+            for token in shlex.split(match[1], comments=True):
+                if "=" not in token or token.startswith("-"):
+                    break
+                entries.append(token)
+            examples.append(entries)
+    return examples
+
+
+def test_readmes_show_config_examples():
+    examples = readme_config_examples()
+    assert ["reuse_runs=false"] in examples
+    assert all(examples) and len(examples) >= 4
+
+
+@pytest.mark.parametrize("entries", readme_config_examples(), ids=" ".join)
+def test_readme_config_examples_are_valid(entries):
+    config = with_overrides(*entries)
+    check(config)
+    assert parse_config(entries).keys() <= config.keys()
+
+
+GIB = resources.GIB
+
+
+def resource_check(config, memory_gib=24, gpu_gib=None):
+    check(config)
+    gpu = gpu_gib * GIB if gpu_gib else None
+    check_resources(config, memory_bytes=memory_gib * GIB, gpu_bytes=gpu)
+
+
+def presets():
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    configs = {"tiny": tiny(), "default": default}
+    for name in ("paper", "seed_demo"):
+        preset = copy.deepcopy(default)
+        preset.update(yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text()))
+        configs[name] = preset
+    return configs
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "paper", "seed_demo"])
+def test_presets_fit_a_small_machine(name):
+    resource_check(presets()[name], memory_gib=4, gpu_gib=4)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "needs"),
+    [
+        (lambda c: c["datasets"][0].update(in_features=10**8), "datasets[0].in_features", "GiB"),
+        (lambda c: c["datasets"][0].update(n_train=10**9), "datasets[0].n_train", "GiB"),
+        (lambda c: c["datasets"][0].update(n_val=10**9), "datasets[0].n_val", "GiB"),
+        (
+            lambda c: c["datasets"][0].update(out_features=10**8, in_features=16),
+            "datasets[0].out_features",
+            "GiB",
+        ),
+        (lambda c: c["train"].update(epochs=10**7), "train.epochs", "multiply-adds"),
+        (
+            lambda c: c["datasets"][0].update(n_train=10**7) or c["train"].update(epochs=400),
+            "train.epochs",
+            "multiply-adds",
+        ),
+    ],
+)
+def test_configs_beyond_this_machine_are_refused_naming_the_key(mutate, key, needs):
+    config = tiny()
+    mutate(config)
+    message = rejected(config, check=resource_check)
+    assert message.startswith(f"config error: {key}: got "), message
+    assert " about " in message and needs in message
+
+
+def test_memory_message_gives_the_estimate_and_the_limit():
+    config = tiny()
+    config["datasets"][0]["in_features"] = 10**8
+    message = rejected(config, check=resource_check)
+    estimate = resources.generation_bytes(config["datasets"][0]) / GIB
+    assert f"needs about {estimate:.1f} GiB of memory" in message
+    assert "at most 24.0 GiB (this machine's memory; set limits.memory_gib" in message
+
+
+def test_training_job_memory_counts_every_dataset_and_the_gpu():
+    config = tiny()
+    big = {**config["datasets"][0], "in_features": 4096, "out_features": 4096, "n_train": 10**5}
+    config["datasets"] = [big, {**big, "name": "other"}]
+    one = resources.training_bytes({**config, "datasets": [big]})
+    samples = resources.FLOAT32 * (big["n_train"] + big["n_val"]) * (4096 + 4096)
+    assert resources.training_bytes(config) - one > samples
+    config["train"]["device"] = "cuda"
+    message = rejected(config, check=lambda c: resource_check(c, memory_gib=64, gpu_gib=4))
+    assert "a training job needs about" in message and "of GPU memory" in message
+    assert "this machine's GPU" in message
+
+
+def test_limits_raise_or_switch_off_the_checks():
+    config = tiny()
+    config["datasets"][0]["in_features"] = 10**8
+    config["train"]["epochs"] = 10**7
+    config["limits"] = {"memory_gib": None, "multiply_adds": None}
+    resource_check(config)
+    config["limits"] = {"memory_gib": 1000, "multiply_adds": 1e20}
+    resource_check(config)
+    config["limits"]["memory_gib"] = 100
+    message = rejected(config, check=resource_check)
+    assert "datasets[0].in_features" in message and "(limits.memory_gib)" in message
+    config["limits"] = {"memory_gib": None, "multiply_adds": 1e6}
+    message = rejected(config, check=resource_check)
+    assert message.startswith("config error: train.epochs: ")
+    assert "at most 1e+06 (limits.multiply_adds" in message
+
+
+def test_multiply_adds_count_steps_and_grow_with_epochs():
+    config = tiny()
+    check(config)
+    runs = len(build_plan(config).runs)
+    assert sum(sum(k.values()) for k in resources.run_counts(config).values()) == runs
+    steps = resources.optimizer_steps(config)
+    assert steps == runs * 4 * (256 // 64)
+    work = resources.multiply_adds(config)
+    assert work > steps * resources.STEP_MULTIPLY_ADDS
+    config["train"]["epochs"] *= 10
+    assert 9 < resources.multiply_adds(config) / work < 10.1
+
+
+def test_run_counts_match_the_plan_with_extra_grids():
+    config = presets()["paper"]
+    check(config)
+    plan = build_plan(config)
+    counts = resources.run_counts(config)
+    assert sum(sum(k.values()) for k in counts.values()) == len(plan.runs) == 480
+
+
+def test_machine_memory_is_read_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemFree:  10 kB\nMemTotal:       24684092 kB\n")
+    assert resources.machine_memory_bytes(meminfo) == 24684092 * 1024
+    assert resources.machine_memory_bytes(tmp_path / "missing") is None
+
+
+def test_config_checks_do_not_import_torch():
+    code = (
+        "import sys, lorasweep.config, lorasweep.planning.resources; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env_path = str(REPO / "src")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True,
+        env={"PYTHONPATH": env_path},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

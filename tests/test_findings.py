@@ -13,7 +13,8 @@ def lowrank_runs(losses_by_rank: dict[int, float], task_rank=4, floor=0.01) -> p
                 {
                     "run_id": f"r{rank}_s{seed}", "dataset": "d", "method": "lora", "rank": rank,
                     "alpha": 8.0, "scaling": "standard", "init": "kaiming", "lr": 1e-3,
-                    "lr_ratio": 1.0, "seed": seed, "status": "ok", "final_val_loss": loss,
+                    "lr_ratio": 1.0, "bias": "none", "seed": seed, "status": "ok",
+                    "final_val_loss": loss,
                     "dataset_kind": "lowrank", "task_rank": task_rank, "noise_floor": floor,
                 }
             )  # fmt: skip
@@ -67,3 +68,17 @@ def test_rslora_claim_compares_learning_speed_at_the_largest_rank():
         findings.rslora_learns_faster(runs, pd.DataFrame(flipped)).verdict
         == findings.NOT_REPRODUCED
     )
+
+
+def test_efficiency_claim_names_the_first_rank_within_tolerance():
+    table = pd.DataFrame(
+        {"dataset": "d", "method": ["lora", "lora", "lora", "full"], "rank": [1, 4, 16, pd.NA],
+         "final_val_loss": [0.05, 0.0104, 0.0101, 0.01], "trainable_params": [10, 40, 160, 1000],
+         "params_vs_full": [0.01, 0.04, 0.16, 1.0], "state_vs_full": [0.01, 0.04, 0.16, 1.0]}
+    )  # fmt: skip
+    ok = findings.efficiency(table, tolerance=0.05)
+    assert ok.verdict == findings.REPRODUCED and "r = 4 reaches" in ok.evidence
+    assert "r = 16 reaches" in findings.efficiency(table, tolerance=0.02).evidence
+    assert findings.efficiency(table, tolerance=0.0).verdict == findings.NOT_REPRODUCED
+    lora_only = table[table["method"] == "lora"]
+    assert findings.efficiency(lora_only, tolerance=0.05).verdict == findings.NOT_TESTED

@@ -113,8 +113,8 @@ def test_default_and_seed_demo_presets_expand():
     assert any(r.method == "full" for r in plan.runs)
     demo = {**default, **load(REPO / "config" / "seed_demo.yaml")}
     runs = build_plan(demo).runs
-    assert len(runs) == 1
-    run = runs[0]
+    assert len(runs) == 4, "the demo's method and the corrected one, on two datasets"
+    run = next(r for r in runs if r.dataset == "seed_demo" and r.init == "randn")
     assert (run.rank, run.init, run.scaling, run.alpha, run.bias) == (
         4,
         "randn",
@@ -123,6 +123,10 @@ def test_default_and_seed_demo_presets_expand():
         "all",
     )
     assert (run.lr, run.epochs, run.batch_size, run.seed) == (0.01, 10, None, 42)
+    assert run.run_id == "seed_demo__lora_r4_a1_constant_randn_lr0.01_biasall_s42"
+    corrected = [r for r in runs if r.init == "kaiming"]
+    assert {(r.scaling, r.alpha, r.bias) for r in corrected} == {("standard", 8, "none")}
+    assert {r.dataset for r in corrected} == {"seed_demo", "seed_demo_learnable"}
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,22 @@
-"""Same config, same machine: byte-identical results; wall-clock timings live apart."""
+"""Same config, same machine: byte-identical results whatever the core count; wall-clock
+timings live apart; results follow the config even without Snakemake's records."""
 
+import os
 import shutil
+import stat
+import subprocess
 
+import pandas as pd
 import pytest
+import yaml
 
-from lorasweep.io import load_metadata, manifest
+from lorasweep.figures.registry import figures_for
+from lorasweep.io import current_umask, load_metadata, manifest, read_json, write_text
+from lorasweep.tables.geometry import geometry_tables
+from lorasweep.tasks import storage
 
-from .conftest import CONFIGS, snakemake
+from .conftest import CONFIGS, REPO, snakemake
+from .test_faults import TINY, trained_run
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +39,22 @@ def test_two_clean_runs_are_byte_identical(tiny_run, tmp_path):
     assert {"csv", "json", "safetensors", "png", "pdf"} <= kinds
     differing = [p for p in compared if first[p] != second[p]]
     assert not differing, f"differ between clean runs: {differing[:10]}"
+    assert {p.rsplit("/", 1)[-1] for p in compared if "/peft/" in p} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    }
+    explorers = [
+        explorer_section((folder / "results" / "report.html").read_text(encoding="utf-8"))
+        for folder in (tiny_run, tmp_path)
+    ]
+    assert explorers[0] == explorers[1], "the runs explorer differs between clean runs"
+
+
+def explorer_section(html: str) -> str:
+    """The runs explorer of a report, which holds no wall-clock times (the efficiency table's
+    time per epoch is why report.html as a whole is compared apart)."""
+    start = html.index('<section id="runs-explorer">')
+    return html[start : html.index("</section>", start)]
 
 
 def test_manifest_lists_every_result_file(tiny_run):
@@ -44,3 +70,87 @@ def test_adapters_carry_their_settings(tiny_run):
     meta = load_metadata(weights)
     assert meta["rank"] == 4 and meta["scaling_rule"] == "rslora"
     assert meta["scaling"] == pytest.approx(8 / 2)
+
+
+def test_result_files_get_the_mode_the_umask_gives(tiny_run, tmp_path):
+    mask = current_umask()
+    for path in [*(tiny_run / "results").rglob("*")]:
+        if "logs" not in path.parts:
+            expected = (0o777 if path.is_dir() else 0o666) & ~mask
+            assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    previous = os.umask(0o002)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        _, run_dir = trained_run(tmp_path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o664
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o775
+    for path in run_dir.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o775 if path.is_dir() else 0o664), path
+
+
+def test_runs_record_the_workflows_commit_when_run_from_elsewhere(tiny_run):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the repository is not a git checkout")
+    assert REPO not in tiny_run.parents
+    for provenance in (tiny_run / "results" / "runs").glob("*/provenance.json"):
+        assert read_json(provenance)["git_commit"] == head.stdout.strip(), provenance
+
+
+def test_geometry_rows_do_not_depend_on_the_order_of_run_folders(tiny_run):
+    results = tiny_run / "results"
+    run_dirs = sorted((results / "runs").iterdir())
+    data = {"tiny": storage.load(results / "datasets" / "tiny.safetensors",
+                                 results / "datasets" / "tiny.json")}  # fmt: skip
+    forward, backward = geometry_tables(run_dirs, data), geometry_tables(run_dirs[::-1], data)
+    for ours, theirs in zip(forward, backward, strict=True):
+        pd.testing.assert_frame_equal(ours, theirs)
+
+
+def test_one_core_and_two_cores_give_the_same_bytes(tiny_run, tmp_path):
+    shutil.copy(CONFIGS / "tiny.yaml", tmp_path / "tiny.yaml")
+    snakemake(tmp_path, "--cores", "1", "--configfile", "tiny.yaml")
+    two, one = result_hashes(tiny_run), result_hashes(tmp_path)
+    grouping = {"manifest.tsv", *TIMING_FILES}
+    jobs = {p for p in {*two, *one} if p.startswith("jobs/")}
+    assert {p for p in two if p.startswith("jobs/")} != jobs, "grouping did not change"
+    compared = sorted({*two, *one} - jobs)
+    compared = [p for p in compared if p.rsplit("/", 1)[-1] not in grouping]
+    assert "tables/geometry.csv" in compared
+    differing = [p for p in compared if two.get(p) != one.get(p)]
+    assert not differing, f"differ between --cores 2 and --cores 1: {differing[:10]}"
+
+
+def test_config_changes_are_seen_without_snakemakes_records(tiny_run, tmp_path):
+    """A copy of the results without .snakemake/, then --rerun-triggers mtime: changed epochs
+    retrain, a changed dataset is regenerated, and figures the config no longer draws go."""
+    shutil.copytree(tiny_run / "results", tmp_path / "results")
+    shutil.copy(CONFIGS / "tiny.yaml", tmp_path / "tiny.yaml")
+    results = tmp_path / "results"
+    (tmp_path / "epochs.yaml").write_text(yaml.safe_dump({"train": {"epochs": 5}}))
+    args = ["--cores", "2", "--configfile", "tiny.yaml", "epochs.yaml"]
+
+    before = result_hashes(tmp_path)
+    dry = snakemake(tmp_path, "-n", *args)
+    assert "stale (dry run, left in place): results/jobs/" in dry.stderr
+    assert result_hashes(tmp_path) == before, "a dry run changed results/"
+    snakemake(tmp_path, *args)
+    runs = pd.read_csv(results / "tables" / "runs.csv")
+    assert (runs["epochs"] == 5).all()
+    assert pd.read_csv(results / "tables" / "epochs.csv")["epoch"].max() == 5
+
+    changed = {**TINY["datasets"][0], "noise_std": 0.2}
+    fewer = {"datasets": [changed], "grid": {"rank": [4], "alpha": [8]}}
+    (tmp_path / "noise.yaml").write_text(yaml.safe_dump(fewer))
+    args = [*args, "noise.yaml", "--rerun-triggers", "mtime"]
+    result = snakemake(tmp_path, *args)
+    assert "removing results/datasets/tiny.json: it was generated for another spec" in result.stderr
+    runs = pd.read_csv(results / "tables" / "runs.csv")
+    assert (runs["noise_std"] == 0.2).all() and set(runs["rank"].dropna()) == {4}
+    assert read_json(results / "datasets" / "tiny.json")["spec"]["noise_std"] == 0.2
+    config = {**TINY, "datasets": [changed], "grid": {**TINY["grid"], **fewer["grid"]}}
+    drawn = {f"{name}.{ext}" for name in figures_for(config) for ext in ("pdf", "png")}
+    assert {p.name for p in (results / "figures").iterdir()} == drawn
+    assert "rank_alpha_heatmap.pdf" not in drawn

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 
 import pandas as pd
 import pytest
@@ -56,13 +57,19 @@ def test_per_run_files_exist(tiny_run):
     assert len(run_dirs) == 18 and all("__" in d.name for d in run_dirs)
     for run_dir in run_dirs:
         names = {p.name for p in run_dir.iterdir()}
+        lora = "__lora_" in run_dir.name
         assert names == {
             "weights.safetensors",
             "epochs.csv",
             "metrics.json",
             "provenance.json",
             "timing.json",
+            "checksums.json",
+            *(["peft"] if lora else []),
         }
+        if lora:
+            peft = {p.name for p in (run_dir / "peft").iterdir()}
+            assert peft == {"adapter_config.json", "adapter_model.safetensors"}
 
 
 def test_figures_exist_as_pdf_and_png(tiny_run):
@@ -82,8 +89,9 @@ def test_report_is_self_contained_with_efficiency_table(tiny_run):
     assert "training state" in html and "time / epoch" in html
     findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
     verdicts = re.findall(r"font-weight:600\">([^<]+)</td>", findings)
-    assert len(verdicts) == 5
+    assert len(verdicts) == 10
     assert set(verdicts) <= {"reproduced", "not reproduced", "not tested by this config"}
+    assert verdicts[5:9] == ["not tested by this config"] * 4, "one lr and no source task"
 
 
 def test_geometry_tables_cover_every_run(tiny_run):
@@ -103,12 +111,41 @@ def test_snakemake_report_works(tiny_run):
     assert len(html) > 10_000
 
 
+def test_snakemake_report_zip_works(tiny_run):
+    """The workflow catalogue's report command: figures, tables and our HTML report inside."""
+    snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", "report.zip")
+    with zipfile.ZipFile(tiny_run / "report.zip") as archive:
+        names = [name.rsplit("/", 1)[-1] for name in archive.namelist()]
+        assert archive.testzip() is None
+    assert names.count("report.html") == 2, "Snakemake's report and results/report.html"
+    assert {f"{name}.png" for name in TINY_FIGURES} | {"runs.csv", "epochs.csv"} <= set(names)
+
+
+def test_repository_meets_the_workflow_catalogue_standardized_usage():
+    settings = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())
+    usage = settings["usage"]
+    assert usage["mandatory-flags"]["desc"] and usage["mandatory-flags"]["flags"] == []
+    assert usage["software-stack-deployment"]["conda"] is True and usage["report"] is True
+    assert (REPO / "workflow" / "Snakefile").is_file() and (REPO / "Snakefile").is_file()
+    assert (REPO / "config" / "README.md").is_file()
+    assert list((REPO / "workflow" / "rules").glob("*.smk"))
+    readme = (REPO / "README.md").read_text().lower()
+    assert "snakemake" in readme and "workflow" in readme
+    for snakefile in ("Snakefile", "workflow/Snakefile"):
+        result = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--snakefile", snakefile],
+            cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "rule all:" in result.stdout + result.stderr, f"{snakefile}: no default target"
+
+
 def test_seed_demo_preset_reproduces_306_of_946(tmp_path):
     snakemake(tmp_path, "--cores", "1", "--configfile", str(REPO / "config" / "seed_demo.yaml"))
     out = tmp_path / "results" / "seed_demo"
     runs = pd.read_csv(out / "tables" / "runs.csv")
-    assert len(runs) == 1
-    row = runs.iloc[0]
+    assert len(runs) == 4, "the demo's method and the corrected one, on two datasets"
+    row = runs[(runs["dataset"] == "seed_demo") & (runs["init"] == "randn")].iloc[0]
     assert (row["trainable_params"], row["total_params"], row["adapter_params"]) == (306, 946, 296)
     assert (row["init"], row["scaling"], row["alpha"], row["bias"]) == (
         "randn",
@@ -117,11 +154,13 @@ def test_seed_demo_preset_reproduces_306_of_946(tmp_path):
         "all",
     )
     epochs = pd.read_csv(out / "tables" / "epochs.csv")
-    assert len(epochs) == 11
-    assert epochs["val_loss"].iloc[0] > 50, "randn init should start far from the noise floor"
+    assert len(epochs) == 4 * 11
+    curve = epochs[epochs["run_id"] == row["run_id"]]
+    assert curve["val_loss"].iloc[0] > 50, "randn init should start far from the noise floor"
     html = (out / "report.html").read_text()
     assert "306" in html and "946" in html and "296" in html
     assert "linear.weight" in html
+    assert '<img alt="tutorial_vs_corrected"' in html
 
 
 def test_dry_run_of_default_config():
@@ -159,9 +198,9 @@ def test_snakefmt_and_ruff_are_clean():
     missing = [name for name, path in tools.items() if path is None]
     assert not missing, f"not installed: {missing}"
     for cmd in (
-        [tools["snakefmt"], "--check", "Snakefile", "workflow/rules"],
-        [tools["ruff"], "check", "src", "workflow", "tests"],
-        [tools["ruff"], "format", "--check", "src", "workflow", "tests"],
+        [tools["snakefmt"], "--check", "Snakefile", "workflow/Snakefile", "workflow/rules"],
+        [tools["ruff"], "check", "src", "workflow", "tests", "benchmarks"],
+        [tools["ruff"], "format", "--check", "src", "workflow", "tests", "benchmarks"],
     ):
         result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, f"{cmd}: {result.stdout}{result.stderr}"

@@ -1,15 +1,28 @@
 """Config checks that turn every mistake into one line naming the key and what is allowed.
 
-The JSON schema (``workflow/schemas/config.schema.yaml``) is applied by Snakemake's
-``validate``; :func:`describe_schema_error` rewrites its error. :func:`check_semantics` adds the
-rules a schema cannot express (ranks against layer sizes, unique names, safe paths).
+:func:`parse_strings` first reads text given where the schema wants a number, boolean or null
+(``--config`` values arrive as text). The JSON schema (``workflow/schemas/config.schema.yaml``)
+is then applied by Snakemake's ``validate``; :func:`describe_schema_error` rewrites its error.
+:func:`check_semantics` normalises whole-number floats to int, rejects NaN and infinities, and
+adds the rules a schema cannot express (ranks against layer sizes, unique names, safe paths).
+:func:`check_resources` refuses what would not fit the ``limits``.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import math
+import operator
+import re
 from collections import Counter
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from lorasweep.planning import resources
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -42,15 +55,11 @@ def _schema_allowed(schema: dict) -> str:
         "null": "null",
     }
     text = words.get(kind, str(kind)) if kind else "a value"
-    if "minimum" in schema:
-        text += f" >= {schema['minimum']}"
-    if "exclusiveMinimum" in schema:
-        text += f" > {schema['exclusiveMinimum']}"
-    if "maximum" in schema:
-        text += f" <= {schema['maximum']}"
-    if "exclusiveMaximum" in schema:
-        text += f" < {schema['exclusiveMaximum']}"
-    return text
+    bounds = [f"{sign} {schema[name]}" for name, sign in _BOUNDS.items() if name in schema]
+    return " ".join([text, " and ".join(bounds)]) if bounds else text
+
+
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
 
 
 def describe_schema_error(error) -> ConfigError:
@@ -86,11 +95,173 @@ def describe_schema_error(error) -> ConfigError:
     return ConfigError(key, error.message)
 
 
+@functools.cache
+def load_schema() -> dict:
+    """The config's JSON schema."""
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _branches(schema: dict, root: dict) -> list[dict]:
+    """The alternatives ``schema`` allows (its ``oneOf``, or itself), local ``$ref``s resolved."""
+    while "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if "oneOf" in schema:
+        return [branch for option in schema["oneOf"] for branch in _branches(option, root)]
+    return [schema]
+
+
+_TYPES = {
+    "integer": lambda v: isinstance(v, int) or (isinstance(v, float) and v.is_integer()),
+    "number": lambda v: isinstance(v, int | float),
+    "string": lambda v: isinstance(v, str),
+    "null": lambda v: v is None,
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+
+
+def _has_type(value, kind: str | None) -> bool:
+    """Whether ``value`` is of JSON-schema type ``kind``, as jsonschema decides it."""
+    if isinstance(value, bool):
+        return kind == "boolean"
+    return kind in _TYPES and _TYPES[kind](value)
+
+
+_YAML_NULL = {"null", "Null", "NULL", "~"}
+_YAML_BOOL = {
+    text: word == "true"
+    for word in ("true", "false")
+    for text in (word, word.title(), word.upper())
+}
+_YAML_INT = re.compile(r"[-+]?[0-9]+")
+_YAML_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_YAML_SPECIAL = re.compile(r"([-+]?)\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+_NOT_A_SCALAR = object()
+
+
+def _yaml_scalar(text: str, kind: str | None):
+    """``text`` read as a YAML 1.2 (core schema) scalar of JSON-schema type ``kind``."""
+    if kind == "null" and text in _YAML_NULL:
+        return None
+    if kind == "boolean" and text in _YAML_BOOL:
+        return _YAML_BOOL[text]
+    if kind in ("integer", "number"):
+        if _YAML_INT.fullmatch(text):
+            return int(text)
+        if _YAML_FLOAT.fullmatch(text):
+            return float(text)
+        if special := _YAML_SPECIAL.fullmatch(text):
+            return float(f"{special[1]}inf") if special[2] else math.nan
+    return _NOT_A_SCALAR
+
+
+def _parse(value, schema: dict, root: dict):
+    branches = _branches(schema, root)
+    if isinstance(value, str):
+        if any(b.get("type") == "string" and value in b.get("enum", [value]) for b in branches):
+            return value
+        parsed = (_yaml_scalar(value, b.get("type")) for b in branches)
+        return next((p for p in parsed if p is not _NOT_A_SCALAR), value)
+    for branch in branches:
+        if branch.get("type") == "object" and isinstance(value, dict):
+            properties = branch.get("properties", {})
+            for key in [key for key in value if key in properties]:
+                value[key] = _parse(value[key], properties[key], root)
+            return value
+        if branch.get("type") == "array" and isinstance(value, list) and "items" in branch:
+            return [_parse(item, branch["items"], root) for item in value]
+    return value
+
+
+def parse_strings(config: dict, schema: dict | None = None) -> dict:
+    """Read text as YAML 1.2 would where the schema wants a number, a boolean or null, in place.
+
+    Snakemake passes ``--config`` values through as text (``reuse_runs=false`` gives
+    ``'false'``, ``'grid={lr: [1e-3]}'`` gives ``['1e-3']``), and YAML 1.1 files read ``1e-3``
+    as text too. Text the schema allows as it is (``memory_gib: auto``) stays text; text that is
+    no such scalar is left for the schema to reject.
+    """
+    root = schema or load_schema()
+    return _parse(config, root, root)
+
+
+def _normalise(value, schema: dict, root: dict, path: list):
+    branch = next((b for b in _branches(schema, root) if _has_type(value, b.get("type"))), None)
+    if branch is None:
+        return value
+    kind = branch.get("type")
+    if kind == "object":
+        properties = branch.get("properties", {})
+        for key in [key for key in value if key in properties]:
+            value[key] = _normalise(value[key], properties[key], root, [*path, key])
+    elif kind == "array" and "items" in branch:
+        return [_normalise(v, branch["items"], root, [*path, i]) for i, v in enumerate(value)]
+    elif kind == "number" and not _finite(value):
+        allowed = _schema_allowed(branch).replace("a number", "a finite number", 1)
+        raise ConfigError(key_path(path), f"got {value!r}; allowed: {allowed}")
+    elif kind == "integer":
+        if value > INT64_MAX:
+            allowed = _schema_allowed({**branch, "maximum": INT64_MAX})
+            raise ConfigError(key_path(path), f"got {value!r}; allowed: {allowed}")
+        return int(value)
+    return value
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+INT64_MAX = 2**63 - 1
+"""The largest integer the config takes: seeds and sizes end up in int64 tensors and tables."""
+
+
+def normalise_numbers(config: dict, schema: dict | None = None) -> dict:
+    """Turn whole-number floats into ints wherever the schema wants an integer (``2.0`` passes
+    the schema as an integer, but would name runs ``_s2.0`` and seed other streams), in place;
+    reject integers beyond :data:`INT64_MAX`, and NaN and infinities wherever it wants a
+    number."""
+    root = schema or load_schema()
+    return _normalise(config, root, root, [])
+
+
+PERIODIC = re.compile(r"(.+)\1{19,}\Z")
+"""A text ending in 20 or more repeats, which Snakemake rejects as a wildcard value."""
+
+
+def _check_results_folder(results: str) -> None:
+    posix = PurePosixPath(results)
+    if posix.is_absolute() or ".." in posix.parts:
+        raise ConfigError("results", f"got {results!r}; allowed: a relative path without '..'")
+    path = Path(results)
+    for folder in [*reversed(path.parents), path]:
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                "results",
+                f"got {results!r}, but {str(folder)!r} is an existing file; allowed: a folder, "
+                "or a path that does not exist yet",
+            )
+
+
 def check_semantics(config: dict) -> None:
-    """Checks that span several keys. Run after schema validation (defaults filled in)."""
-    results = PurePosixPath(config.get("results", "results"))
-    if results.is_absolute() or ".." in results.parts:
-        raise ConfigError("results", f"got {str(results)!r}; allowed: a relative path without '..'")
+    """Checks that span several keys, after :func:`normalise_numbers`. Run after schema
+    validation (defaults filled in); the results folder is checked against the file system."""
+    normalise_numbers(config)
+    _check_results_folder(config.get("results", "results"))
+
+    for index, dataset in enumerate(config["datasets"]):
+        name = dataset["name"]
+        if PERIODIC.search(name):
+            raise ConfigError(
+                f"datasets[{index}].name",
+                f"got {name!r}; allowed: a name that does not end in 20 or more repeats of the "
+                "same text (Snakemake rejects such file names)",
+            )
 
     names = Counter(d["name"] for d in config["datasets"])
     for name, count in names.items():
@@ -108,7 +279,13 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(
                 key, f"got {task_rank}; allowed: 1..{limit} = min(in_features, out_features)"
             )
+        if dataset.get("compat", "none") == "tutorial" and dataset["kind"] != "noise":
+            raise ConfigError(
+                f"datasets[{index}].compat",
+                "tutorial needs kind: noise (the tutorial's targets are randn, independent of x)",
+            )
         limits[dataset["name"]] = limit
+        _check_source(index, dataset)
 
     blocks = [("grid", config["grid"], None)] + [
         (f"extra_grids[{i}]", block, block.get("datasets"))
@@ -128,3 +305,129 @@ def check_semantics(config: dict) -> None:
                     f"got {rank}; allowed: 1..{smallest} = min(in_features, out_features) "
                     f"of dataset {where!r}",
                 )
+
+
+def _check_source(index: int, dataset: dict) -> None:
+    """A source task needs a lowrank dataset, and room for ΔW*'s input directions beside its
+    own: top_directions ≤ in_features − task_rank."""
+    source = dataset.get("source")
+    if source is None:
+        return
+    key = f"datasets[{index}].source"
+    if dataset["kind"] != "lowrank":
+        raise ConfigError(key, f"got a source for kind {dataset['kind']!r}; allowed: lowrank only")
+    room = dataset["in_features"] - dataset.get("task_rank", 0)
+    if source["top_directions"] > room:
+        raise ConfigError(
+            f"{key}.top_directions",
+            f"got {source['top_directions']}; allowed: 1..{room} = in_features − task_rank",
+        )
+
+
+def _limit(config: dict, key: str):
+    default = load_schema()["properties"]["limits"]["properties"][key]["default"]
+    return config.get("limits", {}).get(key, default)
+
+
+def _gib(size: float) -> str:
+    return f"{size / resources.GIB:.1f} GiB"
+
+
+def _memory_limits(config: dict, memory_bytes: int | None, gpu_bytes: int | None):
+    """(bytes, where that limit comes from) for a job's memory and for a GPU training job's GPU
+    memory; None where it is not checked."""
+    setting = _limit(config, "memory_gib")
+    if setting is None:
+        return None, None
+    if setting != "auto":
+        return (setting * resources.GIB, "limits.memory_gib"), None
+    if memory_bytes is None:
+        memory_bytes = resources.machine_memory_bytes()
+    if gpu_bytes is None and config["train"].get("device", "auto") != "cpu":
+        gpu_bytes = resources.gpu_memory_bytes()
+    override = "set limits.memory_gib for another machine"
+    return (
+        (memory_bytes, f"this machine's memory; {override}") if memory_bytes else None,
+        (gpu_bytes, f"this machine's GPU; {override}") if gpu_bytes else None,
+    )
+
+
+def _check_memory(config: dict, estimate, limit: tuple, what: str, indices, kind="memory"):
+    """Refuse ``estimate(config)`` bytes of ``what`` beyond ``limit`` (bytes, where it comes
+    from), naming the size of the datasets at ``indices`` that drives the estimate most."""
+    need = estimate(config)
+    if need <= limit[0]:
+        return
+    paths = [("datasets", index, key) for index in indices for key in SIZES]
+    path = resources.largest_factor(estimate, config, paths)
+    raise ConfigError(
+        key_path(path),
+        f"got {_at(config, path)}, with which {what} needs about {_gib(need)} of {kind}; "
+        f"allowed: sizes that need at most {_gib(limit[0])} ({limit[1]})",
+    )
+
+
+def check_resources(
+    config: dict, memory_bytes: int | None = None, gpu_bytes: int | None = None
+) -> None:
+    """Refuse a config whose estimated memory or work (:mod:`lorasweep.planning.resources`) is
+    beyond ``limits``, naming the key that drives the estimate most. With ``memory_gib: auto`` the
+    limit is ``memory_bytes`` (default: this machine's MemTotal) and, unless training runs on
+    the CPU, ``gpu_bytes`` (default: the GPU's memory, from ``nvidia-smi``; none without one)."""
+    memory, gpu = _memory_limits(config, memory_bytes, gpu_bytes)
+    every = range(len(config["datasets"]))
+    if memory is not None:
+        for index, dataset in enumerate(config["datasets"]):
+
+            def generating(c, index=index):
+                return resources.generation_bytes(c["datasets"][index])
+
+            what = f"generating dataset {dataset['name']!r}"
+            _check_memory(config, generating, memory, what, [index])
+        _check_memory(config, resources.training_bytes, memory, "a training job", every)
+    if gpu is not None:
+        _check_memory(config, resources.training_bytes, gpu, "a training job", every, "GPU memory")
+
+    most = _limit(config, "multiply_adds")
+    if most is not None and (work := resources.multiply_adds(config)) > most:
+        paths = [("train", "epochs")] + [
+            ("datasets", index, key) for index in every for key in SIZES
+        ]
+        path = resources.largest_factor(resources.multiply_adds, config, paths)
+        runs = sum(sum(kinds.values()) for kinds in resources.run_counts(config).values())
+        steps = resources.optimizer_steps(config)
+        raise ConfigError(
+            key_path(path),
+            f"got {_at(config, path)}, with which the {runs} runs need about {work:.2g} "
+            f"multiply-adds ({steps:.3g} optimizer steps, each counted as at least "
+            f"{resources.STEP_MULTIPLY_ADDS:.0e}); allowed: at most {most:.2g} "
+            "(limits.multiply_adds; raise it, or set it to null, to allow more)",
+        )
+
+
+def _at(config: dict, path: tuple):
+    return functools.reduce(operator.getitem, path, config)
+
+
+SIZES = ("n_train", "n_val", "in_features", "out_features")
+
+
+def validated(config: dict, check_limits: bool = True) -> dict:
+    """The one validation of a config, in place: text read as numbers where meant, the schema
+    (defaults filled in, via ``snakemake.utils.validate``), cross-key checks and, with
+    ``check_limits``, the resource estimates. Every mistake is a one-line :class:`ConfigError`."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    parse_strings(config)
+    try:
+        validate(config, str(SCHEMA_PATH))
+    except WorkflowError as err:
+        cause = err.__context__
+        if not hasattr(cause, "absolute_path"):
+            raise
+        raise describe_schema_error(cause) from None
+    check_semantics(config)
+    if check_limits:
+        check_resources(config)
+    return config

@@ -2,6 +2,7 @@
 
 Every writer here writes to a temporary file in the destination folder, flushes it to disk, and
 renames it into place, so a crash or a kill never leaves a half-written file under its final name.
+Files get the permissions the umask gives any new file (``mkstemp`` alone would make them 0600).
 """
 
 from __future__ import annotations
@@ -19,6 +20,26 @@ from typing import IO, Any
 import pandas as pd
 
 
+def current_umask() -> int:
+    """The process's umask, read from ``/proc/self/status`` where Linux shows it (no change to
+    the process state), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode ``open``/``mkdir`` would give a new file (0666) or folder (0777) under the
+    current umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it onto ``path`` on success."""
@@ -29,6 +50,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         with os.fdopen(
             fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})
         ) as f:
+            os.fchmod(f.fileno(), default_mode())
             yield f
             f.flush()
             os.fsync(f.fileno())

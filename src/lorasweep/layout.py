@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs")
+TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
+          "intruders")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,12 @@ class Layout:
     def table(self, name: str) -> str:
         return f"{self.root}/tables/{name}.csv"
 
+    @property
+    def figures_dir(self) -> str:
+        return f"{self.root}/figures"
+
     def figure(self, name: str, ext: str) -> str:
-        return f"{self.root}/figures/{name}.{ext}"
+        return f"{self.figures_dir}/{name}.{ext}"
 
     @property
     def report(self) -> str:

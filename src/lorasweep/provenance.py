@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 PACKAGES = ("lorasweep", "torch", "numpy", "pandas", "snakemake", "safetensors")
+PACKAGE_DIR = Path(__file__).resolve().parent
+"""This package's folder: in a workflow run, ``<clone>/src/lorasweep`` of the workflow's own
+clone (:func:`lorasweep.logs.check_package_source` makes sure of it)."""
 
 
 def package_versions() -> dict[str, str | None]:
@@ -21,8 +24,11 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_commit(where: str | Path = ".") -> str | None:
-    """The checked-out commit of the repository containing ``where``, or None outside git."""
+def git_commit(where: str | Path = PACKAGE_DIR) -> str | None:
+    """The checked-out commit of the repository containing ``where``, or None outside git.
+
+    The default is the package's own folder, not the working folder: a workflow run from
+    anywhere records the commit of the code that computed it."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -22,22 +22,19 @@ from lorasweep.tasks import storage, synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def load_config(*paths: str | Path) -> dict:
     """The default config with ``paths`` merged over it as Snakemake merges ``--configfile``,
     validated, defaults filled in."""
-    from snakemake.utils import update_config, validate
+    from snakemake.utils import update_config
 
-    from lorasweep.config import check_semantics
+    from lorasweep.config import validated
 
     config: dict = {}
     for path in (DEFAULT_CONFIG, *paths):
         update_config(config, yaml.safe_load(Path(path).read_text()) or {})
-    validate(config, str(SCHEMA))
-    check_semantics(config)
-    return config
+    return validated(config)
 
 
 def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[str, float]:

@@ -3,9 +3,8 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-SRC = Path(workflow.basedir) / "src"
+SRC = CLONE / "src"
 sys.path.insert(0, str(SRC))
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
@@ -16,32 +15,28 @@ os.environ.update(
 from lorasweep.logs import ForeignPackageError, check_package_source
 
 try:
-    check_package_source(workflow.basedir)
+    check_package_source(CLONE)
 except ForeignPackageError as err:
     raise WorkflowError(str(err)) from None
 
-from lorasweep.config import ConfigError, check_semantics, describe_schema_error
+from lorasweep.config import ConfigError, validated
 from lorasweep.figures.registry import FIGURES, figures_for
 from lorasweep.layout import TABLES, Layout
+from lorasweep.jobs.integrity import ManifestError
 from lorasweep.planning.devices import requests_gpu
+from lorasweep.planning.freshness import (
+    locked_by_another_run,
+    remove_stale,
+    stale_figures,
+    stale_outputs,
+)
 from lorasweep.planning.grouping import build_plan
-from lorasweep.tasks.storage import verify_existing
+from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
-
-def validated(config):
-    """Schema (with defaults filled in) and cross-key checks; one-line errors."""
-    try:
-        validate(config, "../schemas/config.schema.yaml")
-    except WorkflowError as err:
-        cause = err.__context__
-        if not hasattr(cause, "absolute_path"):
-            raise
-        raise describe_schema_error(cause) from None
-    check_semantics(config)
-    return config
-
-
-validated(config)
+try:
+    validated(config, check_limits=workflow.is_main_process)
+except ConfigError as err:
+    sys.exit(str(err))
 RESULTS = Layout(config["results"])
 LOCAL_CORES = (
     workflow.resource_settings.cores
@@ -60,7 +55,37 @@ wildcard_constraints:
     figure="|".join(FIGURES),
 
 
-verify_existing(RESULTS.dataset_files(name) for name in DATASETS)
+try:
+    verify_existing(RESULTS.dataset_files(name) for name in DATASETS)
+except DatasetFileError as err:
+    sys.exit(str(err))
+
+
+def refresh_stale_results():
+    """Remove the datasets, job manifests and figures that results/ holds but the config or
+    the run folders no longer match (lorasweep.planning.freshness), so that Snakemake makes
+    them again. Main process only; a dry run, or a folder another run has locked, only lists
+    them."""
+    if not workflow.is_main_process:
+        return
+    try:
+        stale = stale_outputs(DATASETS, PLAN, RESULTS)
+    except ManifestError as err:
+        sys.exit(str(err))
+    stale += stale_figures(RESULTS, FIGURE_NAMES)
+    held = (
+        "dry run"
+        if workflow.output_settings.dryrun
+        else "locked by another run" if locked_by_another_run() else None
+    )
+    for item in stale:
+        action = f"stale ({held}, left in place):" if held else "removing"
+        print(f"{action} {item.describe()}", file=sys.stderr)
+    if not held:
+        remove_stale(stale)
+
+
+refresh_stale_results()
 
 
 def check_local_cuda():
@@ -94,7 +119,7 @@ def get_figure_inputs(wildcards):
 
 def caption_text(figure):
     """The figure's caption, shared by the Snakemake report and the HTML report."""
-    path = Path(workflow.basedir) / "workflow" / "report" / "captions" / f"{figure}.rst"
+    path = CLONE / "workflow" / "report" / "captions" / f"{figure}.rst"
     return path.read_text(encoding="utf-8").strip()
 
 

@@ -5,9 +5,15 @@ rule report:
         timings=RESULTS.table("timings"),
         pairs=RESULTS.table("subspace_pairs"),
         provenance=RESULTS.table("provenance"),
+        lr_optima=RESULTS.table("lr_optima"),
+        intruders=RESULTS.table("intruders"),
         figures=figure_files("png"),
     output:
-        RESULTS.report,
+        report(
+            RESULTS.report,
+            caption="../report/report_html.rst",
+            category="Report",
+        ),
     log:
         RESULTS.log("report"),
     localrule: True

@@ -2,8 +2,16 @@ rule tables:
     input:
         job_manifests(),
     output:
-        runs=RESULTS.table("runs"),
-        epochs=RESULTS.table("epochs"),
+        runs=report(
+            RESULTS.table("runs"),
+            caption="../report/runs_table.rst",
+            category="Tables",
+        ),
+        epochs=report(
+            RESULTS.table("epochs"),
+            caption="../report/epochs_table.rst",
+            category="Tables",
+        ),
         timings=RESULTS.table("timings"),
         provenance=RESULTS.table("provenance"),
     log:
@@ -32,3 +40,35 @@ rule geometry:
         datasets=list(DATASETS),
     script:
         "../scripts/geometry.py"
+
+
+rule lr_optima:
+    input:
+        RESULTS.table("runs"),
+    output:
+        RESULTS.table("lr_optima"),
+    log:
+        RESULTS.log("lr_optima"),
+    localrule: True
+    conda:
+        "../envs/lorasweep.yaml"
+    script:
+        "../scripts/lr_optima.py"
+
+
+rule intruders:
+    input:
+        runs=job_manifests(),
+        tensors=[RESULTS.dataset_tensors(name) for name in DATASETS],
+        meta=[RESULTS.dataset_meta(name) for name in DATASETS],
+    output:
+        RESULTS.table("intruders"),
+    log:
+        RESULTS.log("intruders"),
+    localrule: True
+    conda:
+        "../envs/lorasweep.yaml"
+    params:
+        datasets=list(DATASETS),
+    script:
+        "../scripts/intruders.py"

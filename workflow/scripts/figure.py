@@ -12,4 +12,5 @@ with workflow_script(snakemake):  # noqa: F821
     sm = snakemake  # noqa: F821
     tables = {name: pd.read_csv(path) for name, path in sm.input.items() if name != "runs"}
     tables = Tables(runs=read_runs(sm.input.runs), **tables)
-    make_figure(sm.wildcards.figure, tables, pdf=sm.output.pdf, png=sm.output.png)
+    missing = make_figure(sm.wildcards.figure, tables, pdf=sm.output.pdf, png=sm.output.png)
+    print(f"{sm.wildcards.figure}: " + (f"no data ({missing})" if missing else "drawn"))

@@ -25,5 +25,7 @@ with workflow_script(snakemake):  # noqa: F821
         provenance=pd.read_csv(sm.input.provenance, dtype=str, keep_default_na=False),
         title=sm.params.title,
         tolerance=sm.params.tolerance,
+        lr_optima=pd.read_csv(sm.input.lr_optima),
+        intruders=pd.read_csv(sm.input.intruders),
     )
     write_text(sm.output[0], html)

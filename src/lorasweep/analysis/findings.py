@@ -35,15 +35,16 @@ def _verdict(ok: bool) -> str:
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
+def _per_dataset(claim: str, statement: str, parts: list, oks: list, missing: str) -> Finding:
+    """Reproduced when the claim holds on every dataset that could test it, with each one's
+    evidence; not tested (``missing`` says why) when none could."""
+    if not parts:
+        return Finding(claim, statement, NOT_TESTED, missing)
+    return Finding(claim, statement, _verdict(all(oks)), "; ".join(parts) + ".")
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:+.1f} %"
-
-
-def _lowrank_best(runs: pd.DataFrame) -> pd.DataFrame:
-    lora = runs[(runs["method"] == "lora") & (runs["dataset_kind"] == "lowrank")]
-    best = statistics.best_lora_settings(lora, ["dataset", "rank"])
-    meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
-    return best.join(meta, on="dataset") if not best.empty else best
 
 
 def small_rank_suffices(runs: pd.DataFrame) -> Finding:
@@ -51,12 +52,12 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
         f"Small r suffices: LoRA at r ≥ task rank is within {SMALL_R_TOLERANCE:.0%} of the "
         "noise floor (LoRA paper, Table 6)."
     )
-    best = _lowrank_best(runs)
+    best = statistics.best_lowrank_lora(runs)
     parts, oks = [], []
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k, floor = int(group["task_rank"].iloc[0]), float(group["noise_floor"].iloc[0])
         at_or_above = group[group["rank"] >= k]
-        if at_or_above.empty:
+        if at_or_above.empty or floor <= 0:
             continue
         row = at_or_above.sort_values("rank").iloc[0]
         excess = row["mean"] / floor - 1
@@ -65,11 +66,13 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
             f"{dataset}: at r = {row['rank']} (task rank {k}) the final validation MSE is "
             f"{row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess)} from σ² = {floor:.4g}"
         )
-    if not parts:
-        return Finding(
-            "small_r", statement, NOT_TESTED, "needs a lowrank dataset and r ≥ its task rank"
-        )
-    return Finding("small_r", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    return _per_dataset(
+        "small_r",
+        statement,
+        parts,
+        oks,
+        "needs a lowrank dataset with noise σ > 0 and r ≥ its task rank",
+    )
 
 
 def large_rank_wasted(runs: pd.DataFrame) -> Finding:
@@ -77,7 +80,7 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
         "Large r is wasted: the loss stops improving past the task rank (no rank above it "
         f"improves on it by more than {PLATEAU_TOLERANCE:.0%})."
     )
-    best = _lowrank_best(runs)
+    best = statistics.best_lowrank_lora(runs)
     parts, oks = [], []
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k = int(group["task_rank"].iloc[0])
@@ -98,23 +101,21 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
             f"{dataset}: from r = {knee['rank']} ({knee['mean']:.4g}) to the best larger rank "
             f"r = {top['rank']} ({top['mean']:.4g}) the loss improves by {100 * gain:.1f} %{drop}"
         )
-    if not parts:
-        return Finding("large_r", statement, NOT_TESTED, "needs two ranks at or above a task rank")
-    return Finding("large_r", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    return _per_dataset("large_r", statement, parts, oks, "needs two ranks at or above a task rank")
 
 
 def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     """Learning speed is the mean of log₁₀ validation loss over epochs 1…E (lower is faster);
     α/√r vs α/r is compared at the largest rank for every shared (α, init, lr, λ)."""
     statement = "rsLoRA: α/√r makes large ranks learn faster than α/r (Kalajdzievski 2023)."
-    lora = statistics.completed(runs[runs["method"] == "lora"])
+    lora = statistics.completed_lora(runs)
     lora = lora[lora["scaling"].isin(["standard", "rslora"])]
     if lora["scaling"].nunique() < 2 or lora["rank"].nunique() < 2:
         return Finding("rslora", statement, NOT_TESTED, "needs both scaling rules and two ranks")
     curve = epochs[epochs["epoch"] >= 1].assign(log_loss=lambda e: np.log10(e["val_loss"]))
     speed = curve.groupby("run_id")["log_loss"].mean().rename("speed")
     lora = lora.join(speed, on="run_id")
-    keys = ["dataset", "alpha", "init", "lr", "lr_ratio"]
+    keys = ["dataset", *(k for k in statistics.settings_in(lora) if k != "scaling")]
     parts, wins, total = [], 0, 0
     for dataset, group in lora.groupby("dataset", sort=True):
         top = group["rank"].max()
@@ -152,7 +153,7 @@ def subspaces_overlap(pairs: pd.DataFrame | None) -> Finding:
             f"{dataset}: φ(A_r={group['rank_a'].iloc[0]}, A_r={group['rank_b'].iloc[0]}, 1, 1) = "
             f"{phi.mean():.3f}{spread} over {len(phi)} seed(s)"
         )
-    return Finding("subspaces", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    return _per_dataset("subspaces", statement, parts, oks, "no rank comparison")
 
 
 def efficiency(table: pd.DataFrame, tolerance: float) -> Finding:
@@ -161,31 +162,29 @@ def efficiency(table: pd.DataFrame, tolerance: float) -> Finding:
         "fewer trainable parameters and less optimizer state."
     )
     if table.empty or not (table["method"] == "full").any():
-        return Finding("efficiency", statement, NOT_TESTED, "full fine-tuning is not enabled")
+        return Finding(
+            "efficiency", statement, NOT_TESTED, "no full fine-tuning run completed (or none ran)"
+        )
     parts, oks = [], []
     for dataset, rows in table.groupby("dataset", sort=True):
-        lora = rows[rows["method"] == "lora"].sort_values("rank")
         full = rows[rows["method"] == "full"]
-        if full.empty or lora.empty:
+        if full.empty or not (rows["method"] == "lora").any():
             continue
         ref = full.iloc[0]
-        match = lora[lora["final_val_loss"] <= ref["final_val_loss"] * (1 + tolerance)]
-        oks.append(not match.empty)
-        if match.empty:
+        hit = statistics.first_rank_matching_full(rows, tolerance)
+        oks.append(hit is not None)
+        if hit is None:
             parts.append(
                 f"{dataset}: no rank comes within {tolerance:.0%} of {ref['final_val_loss']:.4g}"
             )
             continue
-        hit = match.iloc[0]
         parts.append(
             f"{dataset}: r = {hit['rank']} reaches {hit['final_val_loss']:.4g} against "
             f"{ref['final_val_loss']:.4g} with {1 / hit['params_vs_full']:.1f}× fewer trainable "
             f"parameters ({hit['trainable_params']:,} vs {ref['trainable_params']:,}) and "
             f"{1 / hit['state_vs_full']:.1f}× less optimizer state"
         )
-    if not parts:
-        return Finding("efficiency", statement, NOT_TESTED, "no dataset has both methods")
-    return Finding("efficiency", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    return _per_dataset("efficiency", statement, parts, oks, "no dataset has both methods")
 
 
 def all_findings(

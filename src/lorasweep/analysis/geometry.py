@@ -76,17 +76,17 @@ def lora_update(
     lora_a: torch.Tensor,
     lora_b: torch.Tensor,
     scaling: float,
-    init: str,
-    w0: torch.Tensor,
+    init_a: torch.Tensor | None = None,
+    init_b: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The change of the layer's effective weight, W_final − W₀, of a trained LoRA run.
 
-    For zero-B inits and ``randn`` this is s·BA. PiSSA moved s·B₀A₀ = U_rS_rV_rᵀ out of W₀ at
-    the start, so its change is s·BA − U_rS_rV_rᵀ.
+    The layer computes (W_base + s·BA)x, so W_final − W₀ = s·BA − (W₀ − W_base). PiSSA froze
+    W_base = W₀ − s·B₀A₀, which gives s·(BA − B₀A₀) from its initial factors ``init_a`` = A₀
+    and ``init_b`` = B₀; every other init keeps W_base = W₀, which gives s·BA (for ``randn``
+    the random start s·B₀A₀ is part of the layer's change from W₀).
     """
-    delta = scaling * (lora_b.double() @ lora_a.double())
-    if init == "pissa":
-        rank = lora_a.shape[0]
-        u, s, vh = torch.linalg.svd(w0.double(), full_matrices=False)
-        delta = delta - (u[:, :rank] * s[:rank]) @ vh[:rank]
-    return delta
+    product = lora_b.double() @ lora_a.double()
+    if init_a is not None or init_b is not None:
+        product = product - init_b.double() @ init_a.double()
+    return scaling * product

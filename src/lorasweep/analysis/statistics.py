@@ -7,15 +7,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-LORA_SETTINGS = ["alpha", "scaling", "init", "lr", "lr_ratio"]
+LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias")
+"""The LoRA settings that tell runs apart besides rank and seed."""
 
 
 def _unique(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def settings_in(frame: pd.DataFrame) -> list[str]:
+    """The :data:`LORA_SETTINGS` that are columns of ``frame`` (a table without a dropout or bias
+    column has one value of it)."""
+    return [c for c in LORA_SETTINGS if c in frame.columns]
+
+
 def completed(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == "ok"]
+
+
+def completed_lora(runs: pd.DataFrame) -> pd.DataFrame:
+    return completed(runs[runs["method"] == "lora"])
 
 
 def diverged(runs: pd.DataFrame) -> pd.DataFrame:
@@ -34,7 +45,7 @@ def best_lora_settings(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """For each group in ``by`` (for example dataset and rank), the LoRA settings with the lowest
     mean final validation loss across seeds, with that mean, sd and seed count."""
     lora = runs[runs["method"] == "lora"]
-    stats = seed_stats(lora, [*by, *LORA_SETTINGS])
+    stats = seed_stats(lora, [*by, *settings_in(lora)])
     if stats.empty:
         return stats
     best = stats.loc[stats.groupby(by, dropna=False)["mean"].idxmin()]
@@ -47,7 +58,7 @@ def reference_slice(lora: pd.DataFrame, vary: list[str]) -> pd.DataFrame:
     The other settings are fixed at the combination that covers the most runs (ties broken by
     sorted order), so a figure about one axis compares like with like.
     """
-    fixed = [c for c in ["rank", *LORA_SETTINGS] if c not in vary]
+    fixed = [c for c in ["rank", *settings_in(lora)] if c not in vary]
     if lora.empty or not fixed:
         return lora
     sizes = lora.groupby(["dataset", *fixed], dropna=False).size().rename("n").reset_index()
@@ -80,47 +91,75 @@ def select_runs(runs: pd.DataFrame, settings: pd.DataFrame, keys: list[str]) -> 
     return completed(runs).merge(settings[keys], on=keys, how="inner")
 
 
+def best_lora_runs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The completed LoRA runs (all seeds) at the :func:`best_lora_settings` of each group."""
+    lora = runs[runs["method"] == "lora"]
+    best = best_lora_settings(lora, by)
+    if best.empty:
+        return completed(lora).iloc[:0]
+    return select_runs(lora, best, [*by, *settings_in(lora)])
+
+
+def best_full_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The completed full fine-tuning runs (all seeds) at each dataset's :func:`best_full` lr."""
+    full = runs[runs["method"] == "full"]
+    best = best_full(full)
+    if best.empty:
+        return completed(full).iloc[:0]
+    return select_runs(full, best, ["dataset", "lr"])
+
+
+def best_lowrank_lora(runs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`best_lora_settings` per lowrank dataset and rank, with the dataset's task rank and
+    noise floor."""
+    lora = runs[(runs["method"] == "lora") & (runs["dataset_kind"] == "lowrank")]
+    best = best_lora_settings(lora, ["dataset", "rank"])
+    meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
+    return best.join(meta, on="dataset") if not best.empty else best
+
+
 def efficiency_table(runs: pd.DataFrame, timings: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per dataset and method/rank: counts, training-state bytes, seconds per epoch and
     final validation loss (mean ± sd over seeds) at the best settings, plus ratios to full FT."""
     runs = runs.merge(timings, on="run_id", how="left") if timings is not None else runs
-    rows = []
-    lora_best = best_lora_settings(runs, ["dataset", "rank"])
-    full_best = best_full(runs)
-    keyed = [(lora_best, ["dataset", "rank", *LORA_SETTINGS], "lora")]
-    keyed.append((full_best, ["dataset", "lr"], "full"))
-    for settings, keys, method in keyed:
-        if settings.empty:
-            continue
-        chosen = select_runs(runs[runs["method"] == method], settings, keys)
-        group_keys = ["dataset", "rank"] if method == "lora" else ["dataset"]
-        for _, group in chosen.groupby(group_keys, sort=True):
-            first = group.iloc[0]
-            rows.append(
-                {
-                    "dataset": first["dataset"],
-                    "method": method,
-                    "rank": first["rank"] if method == "lora" else pd.NA,
-                    "settings": _settings_label(first, method),
-                    "trainable_params": int(first["trainable_params"]),
-                    "total_params": int(first["total_params"]),
-                    "trainable_pct": 100.0 * first["trainable_params"] / first["total_params"],
-                    "train_state_bytes": int(first["train_state_bytes"]),
-                    "adapter_bytes": int(first["adapter_bytes"]),
-                    "epoch_seconds": group["mean_epoch_seconds"].mean()
-                    if "mean_epoch_seconds" in group
-                    else float("nan"),
-                    "final_val_loss": group["final_val_loss"].mean(),
-                    "final_val_loss_sd": group["final_val_loss"].std(ddof=1)
-                    if len(group) > 1
-                    else 0.0,
-                    "seeds": len(group),
-                    "optimal_val_loss": first["optimal_val_loss"],
-                }
-            )
+    chosen = [
+        ("lora", ["dataset", "rank"], best_lora_runs(runs, ["dataset", "rank"])),
+        ("full", ["dataset"], best_full_runs(runs)),
+    ]
+    rows = [
+        _efficiency_row(group, method)
+        for method, keys, frame in chosen
+        for _, group in frame.groupby(keys, sort=True)
+    ]
     table = pd.DataFrame(rows)
-    if table.empty:
-        return table
+    return table if table.empty else _with_ratios_to_full(table)
+
+
+def _efficiency_row(group: pd.DataFrame, method: str) -> dict:
+    """The efficiency row of the seeds of one method/rank at its best settings."""
+    first = group.iloc[0]
+    return {
+        "dataset": first["dataset"],
+        "method": method,
+        "rank": first["rank"] if method == "lora" else pd.NA,
+        "settings": _settings_label(first, method),
+        "trainable_params": int(first["trainable_params"]),
+        "total_params": int(first["total_params"]),
+        "trainable_pct": 100.0 * first["trainable_params"] / first["total_params"],
+        "train_state_bytes": int(first["train_state_bytes"]),
+        "adapter_bytes": int(first["adapter_bytes"]),
+        "epoch_seconds": group["mean_epoch_seconds"].mean()
+        if "mean_epoch_seconds" in group
+        else float("nan"),
+        "final_val_loss": group["final_val_loss"].mean(),
+        "final_val_loss_sd": group["final_val_loss"].std(ddof=1) if len(group) > 1 else 0.0,
+        "seeds": len(group),
+        "optimal_val_loss": first["optimal_val_loss"],
+    }
+
+
+def _with_ratios_to_full(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with parameters, training state and final loss as ratios to full FT's."""
     full = table[table["method"] == "full"].set_index("dataset")
     for column, ratio in (
         ("trainable_params", "params_vs_full"),
@@ -136,6 +175,17 @@ def efficiency_table(runs: pd.DataFrame, timings: pd.DataFrame | None = None) ->
             axis=1,
         )
     return table
+
+
+def first_rank_matching_full(rows: pd.DataFrame, tolerance: float) -> pd.Series | None:
+    """Of one dataset's :func:`efficiency_table` rows, the lowest-rank LoRA row whose final loss
+    is within ``tolerance`` of full fine-tuning's; None without a match or without full FT."""
+    lora = rows[rows["method"] == "lora"].sort_values("rank")
+    full = rows[rows["method"] == "full"]
+    if full.empty:
+        return None
+    match = lora[lora["final_val_loss"] <= full.iloc[0]["final_val_loss"] * (1 + tolerance)]
+    return None if match.empty else match.iloc[0]
 
 
 def _settings_label(row: pd.Series, method: str) -> str:

@@ -6,14 +6,25 @@ Importing this package registers every figure; the import order below is the rep
 # isort: skip_file
 from pathlib import Path
 
-from lorasweep.figures import loss, heatmaps, geometry, ablations  # noqa: F401
+from lorasweep.figures import loss, heatmaps, geometry, ablations, evidence  # noqa: F401
+from lorasweep.figures import overview, tutorial  # noqa: F401
 from lorasweep.figures.registry import FIGURES, Tables
-from lorasweep.figures.style import save_figure, set_style
+from lorasweep.figures.style import NoData, no_data, no_data_message, save_figure, set_style
 
 
-def make_figure(name: str, tables: Tables, pdf: str | Path, png: str | Path) -> None:
-    """Draw the registered figure ``name`` from ``tables`` and save it as PDF and PNG."""
+def make_figure(name: str, tables: Tables, pdf: str | Path, png: str | Path) -> str | None:
+    """Draw the registered figure ``name`` from ``tables`` and save it as PDF and PNG.
+
+    Where the tables hold nothing it can draw, the saved figure says so instead; the message
+    is returned (None for a drawn figure).
+    """
     if name not in FIGURES:
         raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
     set_style()
-    save_figure(FIGURES[name].draw(tables), pdf, png)
+    try:
+        fig = FIGURES[name].draw(tables)
+    except NoData as err:
+        fig = no_data(str(err))
+    message = no_data_message(fig)
+    save_figure(fig, pdf, png)
+    return message

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import seaborn as sns
 
 from lorasweep.analysis import statistics
 from lorasweep.figures.registry import Tables, figure, task_ranks_vary, varies
 from lorasweep.figures.style import (
     INIT_COLORS,
     THEORY_COLOR,
-    band,
+    band_by,
+    categorical_colors,
+    dataset_panels,
     errorbar,
     log_axes,
-    mean_sd,
     no_data,
     rank_colors,
     subplot_grid,
@@ -24,14 +24,13 @@ from lorasweep.figures.style import (
 def init_comparison(t: Tables) -> plt.Figure:
     """Validation loss per epoch for each initialisation (best other settings, at the rank
     where most inits were run), and the loss at epoch 0, before any step."""
-    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.completed_lora(t.runs)
     lora = statistics.where_varies(
         statistics.reference_slice(lora, vary=["init"]), ["dataset"], "init"
     )
     if lora.empty:
         return no_data("fewer than two inits")
-    best = statistics.best_lora_settings(lora, ["dataset", "rank", "init"])
-    chosen = statistics.select_runs(lora, best, ["dataset", "rank", *statistics.LORA_SETTINGS])
+    chosen = statistics.best_lora_runs(lora, ["dataset", "rank", "init"])
     curves = t.epochs.merge(chosen[["run_id", "dataset", "init"]], on="run_id")
     datasets = sorted(chosen["dataset"].unique())
     fig, axes = subplot_grid(len(datasets), 2)
@@ -41,8 +40,7 @@ def init_comparison(t: Tables) -> plt.Figure:
         starts = []
         for init in [x for x in INIT_COLORS if x in set(panel["init"])]:
             group = panel[panel["init"] == init]
-            stats = mean_sd(group, "epoch", "val_loss")
-            band(ax, stats.index, stats["mean"], stats["std"], INIT_COLORS[init], init)
+            band_by(ax, group, "epoch", "val_loss", INIT_COLORS[init], init)
             start = group[group["epoch"] == 0]["val_loss"]
             starts.append((init, start.mean(), start.std(ddof=1) if len(start) > 1 else 0.0))
         floor = statistics.noise_floor(t.runs, dataset)
@@ -55,31 +53,35 @@ def init_comparison(t: Tables) -> plt.Figure:
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation MSE")
         ax.legend(frameon=True)
-        names = [s[0] for s in starts]
-        bar_ax.bar(
-            names,
-            [s[1] for s in starts],
-            yerr=[s[2] for s in starts],
-            color=[INIT_COLORS[n] for n in names],
-            capsize=2,
-        )
-        bar_ax.set_title(f"{dataset} · loss before training (epoch 0)")
-        bar_ax.set_ylabel("validation MSE at epoch 0")
+        _starting_losses(bar_ax, dataset, starts)
     fig.tight_layout()
     return fig
+
+
+def _starting_losses(ax, dataset: str, starts: list[tuple[str, float, float]]) -> None:
+    """Bars of the mean ± sd loss at epoch 0, one per init."""
+    names = [s[0] for s in starts]
+    ax.bar(
+        names,
+        [s[1] for s in starts],
+        yerr=[s[2] for s in starts],
+        color=[INIT_COLORS[n] for n in names],
+        capsize=2,
+    )
+    ax.set_title(f"{dataset} · loss before training (epoch 0)")
+    ax.set_ylabel("validation MSE at epoch 0")
 
 
 @figure(when=varies("lr_ratio"))
 def lora_plus(t: Tables) -> plt.Figure:
     """Final validation loss against LoRA+'s ratio λ = lr_B / lr_A (log x), one line per rank."""
-    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.completed_lora(t.runs)
     lora = statistics.reference_slice(lora, vary=["lr_ratio", "rank"])
     lora = statistics.where_varies(lora, ["dataset", "rank"], "lr_ratio")
     if lora.empty:
         return no_data("fewer than two λ")
     stats = statistics.seed_stats(lora, ["dataset", "rank", "lr_ratio"])
-    datasets = sorted(stats["dataset"].unique())
-    fig, axes = subplot_grid(1, len(datasets))
+    datasets, fig, axes = dataset_panels(stats)
     colors = rank_colors(stats["rank"].unique())
     for j, dataset in enumerate(datasets):
         ax = axes[0, j]
@@ -96,17 +98,16 @@ def lora_plus(t: Tables) -> plt.Figure:
 def task_rank_knee(t: Tables) -> plt.Figure:
     """Final validation loss over the noise floor against rank, one colour per dataset's task
     rank k, with the rank-r optimum (dashed) and the expected knee at r = k (dotted)."""
-    lora = statistics.completed(t.runs[(t.runs["method"] == "lora")])
-    lora = lora[lora["dataset_kind"] == "lowrank"]
+    lora = statistics.completed_lora(t.runs)
+    lora = lora[(lora["dataset_kind"] == "lowrank") & (lora["noise_floor"] > 0)]
     if lora.empty:
-        return no_data("no lowrank datasets")
-    best = statistics.best_lora_settings(lora, ["dataset", "rank"])
-    meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
+        return no_data("no lowrank dataset with noise σ > 0 (the loss is shown relative to σ²)")
+    best = statistics.best_lowrank_lora(lora)
+    meta = best.groupby("dataset")[["task_rank", "noise_floor"]].first()
     fig, axes = subplot_grid(1, 1)
     ax = axes[0, 0]
     datasets = sorted(meta.index, key=lambda d: (meta.loc[d, "task_rank"], d))
-    palette = sns.color_palette("colorblind", n_colors=len(datasets))
-    for color, dataset in zip(palette, datasets, strict=True):
+    for dataset, color in categorical_colors(datasets).items():
         k, floor = int(meta.loc[dataset, "task_rank"]), float(meta.loc[dataset, "noise_floor"])
         group = best[best["dataset"] == dataset]
         errorbar(

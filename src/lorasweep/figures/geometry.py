@@ -5,13 +5,14 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from lorasweep.analysis import statistics
 from lorasweep.figures.registry import GEOMETRY_TABLES, Tables, figure, varies
 from lorasweep.figures.style import (
     FULL_COLOR,
     SCALING_COLORS,
+    categorical_colors,
+    dataset_panels,
     errorbar_by,
     heatmap,
     line_styles,
@@ -38,65 +39,70 @@ def subspace_similarity(t: Tables) -> plt.Figure:
         if t.geometry is not None
         else None
     )
-    has_truth = truth is not None and truth["phi_true_right"].notna().any()
+    has_truth = (
+        truth is not None and truth.loc[truth["method"] == "lora", "phi_true_right"].notna().any()
+    )
     n = len(panels) + int(has_truth)
     if n == 0:
         return no_data("no adapters to compare")
     fig, axes = subplot_grid(1, n)
     for j, (kind, part) in enumerate(panels):
-        dataset = sorted(part["dataset"].unique())[0]
-        part = part[part["dataset"] == dataset]
-        grid = part.groupby(["i", "j"])["phi"].mean().unstack()
-        heatmap(
-            axes[0, j], grid, fmt=lambda v: "", log=False, vmin=0, vmax=1, cbar_kws={"label": "φ"}
-        )
-        axes[0, j].invert_yaxis()
-        first = part.iloc[0]
-        if kind == "rank":
-            seeds = part["seed_a"].nunique()
-            title = f"φ(A_r={first['rank_a']}, A_r={first['rank_b']}), mean of {seeds} seed(s)"
-            axes[0, j].set_xlabel(f"j (top-j directions of A_r={first['rank_b']})")
-            axes[0, j].set_ylabel(f"i (top-i directions of A_r={first['rank_a']})")
-        else:
-            title = f"φ across seeds {first['seed_a']} and {first['seed_b']}, r={first['rank_a']}"
-            axes[0, j].set_xlabel(f"j (seed {first['seed_b']})")
-            axes[0, j].set_ylabel(f"i (seed {first['seed_a']})")
-        axes[0, j].set_title(f"{dataset} · {title}")
-        step = max(1, grid.shape[1] // 8)
-        axes[0, j].set_xticks(
-            np.arange(0, grid.shape[1], step) + 0.5, [str(v) for v in grid.columns[::step]]
-        )
+        _pair_heatmap(axes[0, j], kind, part)
     if has_truth:
-        ax = axes[0, -1]
-        lora = truth[truth["method"] == "lora"]
-        datasets = sorted(lora["dataset"].unique())
-        dataset_styles = line_styles(datasets)
-        palette = sns.color_palette("colorblind")
-        for k, (column, label) in enumerate(
-            (
-                ("phi_true_right", "input (right) subspace"),
-                ("phi_true_left", "output (left) subspace"),
-            )
-        ):
-            for dataset in datasets:
-                errorbar_by(
-                    ax,
-                    lora[lora["dataset"] == dataset],
-                    "rank",
-                    column,
-                    palette[k],
-                    f"{label}, {dataset}",
-                    size=2.5,
-                    linestyle=dataset_styles[dataset],
-                )
-        ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.02, 1.05)
-        ax.set_xlabel("LoRA rank r")
-        ax.set_ylabel("φ(learned top-min(r,k), true ΔW*)")
-        ax.set_title("similarity to the true subspace")
-        ax.legend(frameon=True)
+        _similarity_to_truth(axes[0, -1], truth[truth["method"] == "lora"])
     fig.tight_layout()
     return fig
+
+
+def _pair_heatmap(ax, kind: str, part: pd.DataFrame) -> None:
+    """φ(A₁, A₂, i, j) of the first dataset, averaged over seeds: two ranks or two seeds."""
+    dataset = sorted(part["dataset"].unique())[0]
+    part = part[part["dataset"] == dataset]
+    grid = part.groupby(["i", "j"])["phi"].mean().unstack()
+    heatmap(ax, grid, fmt=lambda v: "", log=False, vmin=0, vmax=1, cbar_kws={"label": "φ"})
+    ax.invert_yaxis()
+    first = part.iloc[0]
+    if kind == "rank":
+        seeds = part["seed_a"].nunique()
+        title = f"φ(A_r={first['rank_a']}, A_r={first['rank_b']}), mean of {seeds} seed(s)"
+        ax.set_xlabel(f"j (top-j directions of A_r={first['rank_b']})")
+        ax.set_ylabel(f"i (top-i directions of A_r={first['rank_a']})")
+    else:
+        title = f"φ across seeds {first['seed_a']} and {first['seed_b']}, r={first['rank_a']}"
+        ax.set_xlabel(f"j (seed {first['seed_b']})")
+        ax.set_ylabel(f"i (seed {first['seed_a']})")
+    ax.set_title(f"{dataset} · {title}")
+    step = max(1, grid.shape[1] // 8)
+    ax.set_xticks(np.arange(0, grid.shape[1], step) + 0.5, [str(v) for v in grid.columns[::step]])
+
+
+SUBSPACES = {"phi_true_right": "input (right) subspace", "phi_true_left": "output (left) subspace"}
+
+
+def _similarity_to_truth(ax, lora: pd.DataFrame) -> None:
+    """φ between the learned and the true update's top directions against rank: colour for the
+    input or output side, line style for the dataset."""
+    datasets = sorted(lora["dataset"].unique())
+    dataset_styles = line_styles(datasets)
+    colors = categorical_colors(SUBSPACES)
+    for column, label in SUBSPACES.items():
+        for dataset in datasets:
+            errorbar_by(
+                ax,
+                lora[lora["dataset"] == dataset],
+                "rank",
+                column,
+                colors[column],
+                f"{label}, {dataset}",
+                size=2.5,
+                linestyle=dataset_styles[dataset],
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("LoRA rank r")
+    ax.set_ylabel("φ(learned top-min(r,k), true ΔW*)")
+    ax.set_title("similarity to the true subspace")
+    ax.legend(frameon=True)
 
 
 @figure(tables=GEOMETRY_TABLES)
@@ -107,8 +113,9 @@ def amplification(t: Tables) -> plt.Figure:
         return no_data("no adapters")
     data = t.geometry.merge(statistics.completed(t.runs), on="run_id")
     lora = statistics.reference_slice(data[data["method"] == "lora"], vary=["rank", "scaling"])
-    datasets = sorted(lora["dataset"].unique())
-    fig, axes = subplot_grid(1, len(datasets))
+    if lora.empty:
+        return no_data("no completed LoRA runs")
+    datasets, fig, axes = dataset_panels(lora)
     for j, dataset in enumerate(datasets):
         ax = axes[0, j]
         panel = lora[lora["dataset"] == dataset]

@@ -19,11 +19,9 @@ from lorasweep.figures.style import (
 def rank_alpha_heatmap(t: Tables) -> plt.Figure:
     """Mean final validation loss for each rank × α (best init and lr), one panel per dataset
     and scaling rule; colour on a log scale."""
-    runs = t.runs
-    lora = statistics.completed(runs[runs["method"] == "lora"])
-    if lora.empty:
+    if statistics.completed_lora(t.runs).empty:
         return no_data("no completed LoRA runs")
-    best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank", "alpha"])
+    best = statistics.best_lora_settings(t.runs, ["dataset", "scaling", "rank", "alpha"])
     panels = dataset_scaling_panels(best)
     fig, axes = subplot_grid(1, len(panels))
     for j, (dataset, scaling) in enumerate(panels):
@@ -44,7 +42,7 @@ def alpha_lr_heatmap(t: Tables) -> plt.Figure:
     """Mean final validation loss for each α × learning rate at one rank, per dataset and
     scaling rule. Under Adam, the adapter's step is about s·lr, so equal-loss cells should lie
     along diagonals if tuning α is like tuning the learning rate."""
-    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.completed_lora(t.runs)
     lora = statistics.reference_slice(lora, vary=["alpha", "lr", "scaling"])
     lora = statistics.where_varies(lora, ["dataset", "scaling"], "alpha")
     lora = statistics.where_varies(lora, ["dataset", "scaling"], "lr")

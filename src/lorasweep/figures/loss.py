@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import seaborn as sns
+import pandas as pd
 
 from lorasweep.analysis import statistics
 from lorasweep.figures.registry import Tables, figure, varies
 from lorasweep.figures.style import (
     FULL_COLOR,
+    LORA_COLOR,
     SCALING_COLORS,
     THEORY_COLOR,
-    band,
+    band_by,
+    dataset_panels,
     errorbar,
     errorbar_by,
+    legend_outside,
     line_styles,
     log_axes,
-    mean_sd,
     no_data,
     ordered_scalings,
     rank_colors,
@@ -30,52 +32,22 @@ def loss_vs_params(t: Tables) -> plt.Figure:
     """Final validation loss against trainable parameters (log x): LoRA at each rank (best
     settings) and full FT, with the break-even rank r = d_in·d_out/(d_in + d_out) marked."""
     runs = t.runs
-    lora = statistics.completed(runs[runs["method"] == "lora"])
+    lora = statistics.completed_lora(runs)
     if lora.empty:
         return no_data("no completed LoRA runs")
-    datasets = sorted(lora["dataset"].unique())
-    fig, axes = subplot_grid(1, len(datasets))
+    datasets, fig, axes = dataset_panels(lora)
     best = statistics.best_lora_settings(runs, ["dataset", "rank"])
     params = lora.groupby(["dataset", "rank"])["trainable_params"].first().rename("params")
     best = best.join(params, on=["dataset", "rank"])
     full_best = statistics.best_full(runs)
     full_params = runs[runs["method"] == "full"].groupby("dataset")["trainable_params"].first()
-    color = sns.color_palette("colorblind")[0]
     for j, dataset in enumerate(datasets):
         ax = axes[0, j]
-        group = best[best["dataset"] == dataset]
-        errorbar(ax, group["params"], group["mean"], group["std"], color, "LoRA")
-        for _, row in group.iterrows():
-            ax.annotate(
-                f"r={row['rank']}",
-                (row["params"], row["mean"]),
-                fontsize=5.5,
-                xytext=(2, 3),
-                textcoords="offset points",
-            )
+        _lora_by_params(ax, best[best["dataset"] == dataset])
         full_row = full_best[full_best["dataset"] == dataset]
         if not full_row.empty:
-            x = full_params[dataset]
-            ax.errorbar(
-                [x],
-                full_row["mean"],
-                yerr=full_row["std"],
-                marker="*",
-                markersize=8,
-                color=FULL_COLOR,
-                linestyle="none",
-                label="full FT",
-            )
-        first = lora[lora["dataset"] == dataset].iloc[0]
-        d_in, d_out = int(first["in_features"]), int(first["out_features"])
-        break_even = d_in * d_out / (d_in + d_out)
-        ax.axvline(
-            d_in * d_out,
-            color=THEORY_COLOR,
-            linestyle=":",
-            linewidth=1,
-            label=f"break-even r≈{break_even:.3g}",
-        )
+            _full_by_params(ax, full_params[dataset], full_row)
+        _break_even(ax, lora[lora["dataset"] == dataset].iloc[0])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("trainable parameters")
@@ -84,6 +56,46 @@ def loss_vs_params(t: Tables) -> plt.Figure:
         ax.legend(frameon=True)
     fig.tight_layout()
     return fig
+
+
+def _lora_by_params(ax, best: pd.DataFrame) -> None:
+    """Best LoRA loss against trainable parameters, each point labelled with its rank."""
+    errorbar(ax, best["params"], best["mean"], best["std"], LORA_COLOR, "LoRA")
+    for _, row in best.iterrows():
+        ax.annotate(
+            f"r={row['rank']}",
+            (row["params"], row["mean"]),
+            fontsize=5.5,
+            xytext=(2, 3),
+            textcoords="offset points",
+        )
+
+
+def _full_by_params(ax, params: int, best: pd.DataFrame) -> None:
+    """Full fine-tuning's best loss as a star at its parameter count."""
+    ax.errorbar(
+        [params],
+        best["mean"],
+        yerr=best["std"],
+        marker="*",
+        markersize=8,
+        color=FULL_COLOR,
+        linestyle="none",
+        label="full FT",
+    )
+
+
+def _break_even(ax, run: pd.Series) -> None:
+    """The parameter count of full FT, where LoRA's rank reaches d_in·d_out/(d_in + d_out)."""
+    d_in, d_out = int(run["in_features"]), int(run["out_features"])
+    break_even = d_in * d_out / (d_in + d_out)
+    ax.axvline(
+        d_in * d_out,
+        color=THEORY_COLOR,
+        linestyle=":",
+        linewidth=1,
+        label=f"break-even r≈{break_even:.3g}",
+    )
 
 
 @figure()
@@ -98,31 +110,19 @@ def learning_curves(t: Tables) -> plt.Figure:
     scalings = ordered_scalings(lora["scaling"])
     colors = rank_colors(lora["rank"].dropna().unique())
     fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
-    best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
-    chosen = statistics.select_runs(runs, best, ["dataset", "rank", *statistics.LORA_SETTINGS])
+    chosen = statistics.best_lora_runs(runs, ["dataset", "scaling", "rank"])
     curves = epochs.merge(chosen[["run_id", "dataset", "scaling", "rank"]], on="run_id")
-    full_best = statistics.best_full(runs)
-    full_runs = statistics.select_runs(runs[runs["method"] == "full"], full_best, ["dataset", "lr"])
+    full_runs = statistics.best_full_runs(runs)
     full_curves = epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
     for i, dataset in enumerate(datasets):
         for j, scaling in enumerate(scalings):
             ax = axes[i, j]
             panel = curves[(curves["dataset"] == dataset) & (curves["scaling"] == scaling)]
             for rank, group in panel.groupby("rank", sort=True):
-                stats = mean_sd(group, "epoch", "val_loss")
-                band(ax, stats.index, stats["mean"], stats["std"], colors[int(rank)], f"r={rank}")
+                band_by(ax, group, "epoch", "val_loss", colors[int(rank)], f"r={rank}")
             full = full_curves[full_curves["dataset"] == dataset]
             if not full.empty:
-                stats = mean_sd(full, "epoch", "val_loss")
-                band(
-                    ax,
-                    stats.index,
-                    stats["mean"],
-                    stats["std"],
-                    FULL_COLOR,
-                    "full FT",
-                    linestyle="--",
-                )
+                band_by(ax, full, "epoch", "val_loss", FULL_COLOR, "full FT", linestyle="--")
             floor = statistics.noise_floor(runs, dataset)
             if floor:
                 ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
@@ -130,8 +130,8 @@ def learning_curves(t: Tables) -> plt.Figure:
             ax.set_title(f"{dataset} · {scaling_label(scaling)}")
             ax.set_xlabel("epoch")
             ax.set_ylabel("validation MSE")
-    axes[0, -1].legend(loc="upper right", ncol=2, frameon=True)
     fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
@@ -140,11 +140,10 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
     """Final validation loss against rank per scaling rule (best other settings), with the
     Eckart–Young optimum for each rank, the noise floor, and full FT as a mean ± sd band."""
     runs = t.runs
-    lora = statistics.completed(runs[runs["method"] == "lora"])
+    lora = statistics.completed_lora(runs)
     if lora.empty:
         return no_data("no completed LoRA runs")
-    datasets = sorted(lora["dataset"].unique())
-    fig, axes = subplot_grid(1, len(datasets))
+    datasets, fig, axes = dataset_panels(lora)
     best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
     for j, dataset in enumerate(datasets):
         ax = axes[0, j]
@@ -185,7 +184,7 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
 def grad_norm_vs_rank(t: Tables) -> plt.Figure:
     """Mean gradient norm of A and of B during the first epoch against rank, per scaling rule
     (colour) and α (line style), at one init and learning rate."""
-    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.completed_lora(t.runs)
     if lora.empty:
         return no_data("no completed LoRA runs")
     lora = statistics.reference_slice(lora, vary=["rank", "scaling", "alpha"])

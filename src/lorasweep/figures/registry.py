@@ -22,13 +22,15 @@ Condition = Callable[[dict], bool]
 
 @dataclass
 class Tables:
-    """The tables a figure is drawn from; ``geometry`` and ``subspace_pairs`` only for the
-    figures that declare them."""
+    """The tables a figure is drawn from; all but ``runs`` and ``epochs`` only for the figures
+    that declare them."""
 
     runs: object
     epochs: object
     geometry: object | None = None
     subspace_pairs: object | None = None
+    lr_optima: object | None = None
+    intruders: object | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,18 @@ def task_ranks_vary(config: dict) -> bool:
     """Two lowrank datasets of different task ranks, and a rank sweep."""
     ranks = {d.get("task_rank") for d in config["datasets"] if d["kind"] == "lowrank"}
     return len(ranks) >= 2 and varies("rank")(config)
+
+
+def lr_swept(config: dict) -> bool:
+    """Some LoRA grid block, or full fine-tuning, has at least two learning rates."""
+    full = config.get("full_finetune", {})
+    full_swept = full.get("enabled", False) and len(set(full.get("lr", []))) >= 2
+    return full_swept or varies("lr")(config)
+
+
+def has_source_task(config: dict) -> bool:
+    """Some dataset declares a source task."""
+    return any(d.get("source") is not None for d in config["datasets"])
 
 
 def figure(tables: tuple[str, ...] = RUN_TABLES, when: Condition = always):

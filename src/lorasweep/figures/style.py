@@ -26,11 +26,21 @@ COLUMN_WIDTH = 3.4
 PANEL_HEIGHT = 2.6
 FULL_COLOR = "0.15"
 THEORY_COLOR = "0.45"
-SCALING_COLORS = dict(zip(SCALINGS, sns.color_palette("colorblind"), strict=False))
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def categorical_colors(values) -> dict:
+    """One colour-blind-safe colour per value, in the order given (cycling after ten)."""
+    values = list(values)
+    return dict(zip(values, sns.color_palette("colorblind", n_colors=len(values)), strict=True))
+
+
+SCALING_COLORS = categorical_colors(SCALINGS)
 """One colour per scaling rule, the same in every figure (α/r blue, α/√r orange, α green)."""
 SCALING_LABELS = {"standard": "α/r", "rslora": "α/√r", "constant": "α"}
-INIT_COLORS = dict(zip(INITS, sns.color_palette("colorblind"), strict=False))
-LINE_STYLES = ["-", "--", ":", "-."]
+INIT_COLORS = categorical_colors(INITS)
+LORA_COLOR = sns.color_palette("colorblind")[0]
+"""LoRA drawn in one colour (its best settings at each rank)."""
 
 
 def set_style() -> None:
@@ -61,7 +71,20 @@ def save_figure(fig: plt.Figure, pdf_path: str | Path, png_path: str | Path) -> 
     plt.close(fig)
 
 
+class NoData(Exception):
+    """The tables hold nothing this figure can draw (for example every run diverged); the
+    message says what is missing. :func:`lorasweep.figures.make_figure` saves a figure with
+    the message instead."""
+
+
+NO_DATA_LABEL = "no data: "
+"""Label of a figure drawn by :func:`no_data`, followed by its message."""
+
+
 def subplot_grid(n_rows: int, n_cols: int, **kwargs) -> tuple[plt.Figure, np.ndarray]:
+    """A grid of one-column panels; :class:`NoData` when there is no panel to draw."""
+    if n_rows < 1 or n_cols < 1:
+        raise NoData("no completed runs to draw")
     fig, axes = plt.subplots(
         n_rows,
         n_cols,
@@ -70,6 +93,30 @@ def subplot_grid(n_rows: int, n_cols: int, **kwargs) -> tuple[plt.Figure, np.nda
         **kwargs,
     )
     return fig, axes
+
+
+def dataset_panels(frame: pd.DataFrame) -> tuple[list, plt.Figure, np.ndarray]:
+    """The datasets of ``frame`` (sorted) and a row of one panel each."""
+    datasets = sorted(frame["dataset"].unique())
+    fig, axes = subplot_grid(1, len(datasets))
+    return datasets, fig, axes
+
+
+def legend_outside(fig: plt.Figure, axes: np.ndarray, **kwargs) -> None:
+    """One framed legend of every labelled artist in ``axes``, right of the panels, so it never
+    covers data; the saved figure widens to hold it."""
+    entries: dict = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=True,
+        **kwargs,
+    )
 
 
 def rank_colors(ranks) -> dict:
@@ -89,6 +136,12 @@ def band(ax, x, mean, sd, color, label=None, **kwargs):
         ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
 
 
+def band_by(ax, frame: pd.DataFrame, by: str, column: str, color, label, **kwargs) -> None:
+    """:func:`band` of ``column``'s mean ± sd for each value of ``by``."""
+    stats = mean_sd(frame, by, column)
+    band(ax, stats.index, stats["mean"], stats["std"], color, label, **kwargs)
+
+
 def mean_sd(frame: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
     """Mean and sample sd (0 for a single value) of ``column`` for each value of ``by``."""
     return frame.groupby(by)[column].agg(["mean", "std"]).fillna(0.0)
@@ -101,7 +154,7 @@ def errorbar(ax, x, mean, sd, color, label, size: float = 3, **kwargs) -> None:
 
 
 def errorbar_by(ax, frame: pd.DataFrame, by: str, column: str, color, label, **kwargs) -> None:
-    """:func:`_errorbar` of ``column``'s mean ± sd for each value of ``by``."""
+    """:func:`errorbar` of ``column``'s mean ± sd for each value of ``by``."""
     stats = mean_sd(frame, by, column)
     errorbar(ax, stats.index, stats["mean"], stats["std"], color, label, **kwargs)
 
@@ -118,10 +171,18 @@ def log_axes(ax, xlabel: str, ylabel: str, title: str, x_base: int = 2, legend=T
 
 
 def no_data(message: str) -> plt.Figure:
+    """A figure that only says why there is nothing to draw."""
     fig, axes = subplot_grid(1, 1)
-    axes[0, 0].text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    axes[0, 0].text(0.5, 0.5, f"No data: {message}", ha="center", va="center", wrap=True)
     axes[0, 0].set_axis_off()
+    fig.set_label(NO_DATA_LABEL + message)
     return fig
+
+
+def no_data_message(fig: plt.Figure) -> str | None:
+    """The message of a figure drawn by :func:`no_data`, else None."""
+    label = fig.get_label()
+    return label[len(NO_DATA_LABEL) :] if label.startswith(NO_DATA_LABEL) else None
 
 
 def heatmap(ax, grid: pd.DataFrame, fmt=lambda v: f"{v:.3g}", log=True, **kwargs) -> None:

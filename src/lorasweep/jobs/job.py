@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lorasweep.io import write_json
-from lorasweep.jobs.reuse import finished_with_key, reuse_key
+from lorasweep.jobs.reuse import NOT_FINISHED, reuse_key, reuse_refusal
 from lorasweep.jobs.run_folder import write_run
 from lorasweep.planning.batches import Progress, batch_cost, effective_engine, plan_batches
 from lorasweep.planning.runs import RunSpec
@@ -43,6 +43,15 @@ def configure_torch(device: torch.device, threads: int) -> None:
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def reusable(run_dir: Path, key: str) -> bool:
+    """Whether the finished run in ``run_dir`` can be reused; if a folder is there but cannot,
+    say why in the job's log."""
+    refusal = reuse_refusal(run_dir, key)
+    if refusal not in (None, NOT_FINISHED):
+        print(f"{run_dir.name}: retraining: {refusal}")
+    return refusal is None
 
 
 def run_job(
@@ -73,16 +82,14 @@ def run_job(
     runs_root, job = Path(runs_root), Path(manifest).stem
 
     metas = {name: storage.verify(*dataset_files[name]) for name in {s.dataset for s in specs}}
+    dataset_specs = {name: meta["spec"] for name, meta in metas.items()}
+    engines = {s.run_id: effective_engine(s, engine, dataset_specs[s.dataset]) for s in specs}
     keys = {
-        s.run_id: reuse_key(
-            s, metas[s.dataset]["sha256"], device, threads, effective_engine(s, engine)
-        )
+        s.run_id: reuse_key(s, metas[s.dataset]["sha256"], device, threads, engines[s.run_id])
         for s in specs
     }
-    todo = [
-        s for s in specs if not (reuse and finished_with_key(runs_root / s.run_id, keys[s.run_id]))
-    ]
-    batches = plan_batches(todo, engine)
+    todo = [s for s in specs if not (reuse and reusable(runs_root / s.run_id, keys[s.run_id]))]
+    batches = plan_batches(todo, engine, dataset_specs)
     costs = [batch_cost(b, metas[b[0].dataset]["spec"]) for b in batches]
     loaded: dict[str, tuple[Dataset, GroundTruth]] = {}
     env = None
@@ -92,14 +99,14 @@ def run_job(
         if batch[0].dataset not in loaded:
             loaded[batch[0].dataset] = _load(batch[0].dataset, todo, metas, dataset_files, device)
         dataset, truth = loaded[batch[0].dataset]
-        if effective_engine(batch[0], engine) == "batched":
+        if engines[batch[0].run_id] == "batched":
             results = train_batch(batch, dataset, device, memory_budget_mib)
         else:
             results = [train_run(spec, dataset, device) for spec in batch]
         for result in results:
             if env is None:
                 env = environment(result.device, result.device_name, torch.get_num_threads())
-            _write(result, runs_root, truth, metas, keys, env, effective_engine(batch[0], engine))
+            _write(result, runs_root, truth, metas, keys, env, engines[result.spec.run_id])
         done += len(batch)
         now = time.perf_counter()
         if progress and (now - last_report >= PROGRESS_INTERVAL_S or index == len(batches) - 1):

@@ -1,4 +1,5 @@
-"""When a finished run folder may be reused instead of retraining: its reuse key matches.
+"""When a finished run folder may be reused instead of retraining: its reuse key matches and
+its files match their checksums.
 
 The key hashes the run's parameters, the dataset's SHA-256, the source of exactly the code that
 can change a run's numbers (:data:`TRAINING_CODE`), the torch version, the thread count, the
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from lorasweep.io import read_json
+from lorasweep.jobs.integrity import integrity_problem
 from lorasweep.planning.runs import RunSpec
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -64,9 +66,19 @@ def reuse_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def finished_with_key(run_dir: Path, key: str) -> bool:
+NOT_FINISHED = "no finished run"
+
+
+def reuse_refusal(run_dir: Path, key: str) -> str | None:
+    """Why the folder ``run_dir`` cannot be reused for a run of reuse key ``key``, or None when
+    it can: its ``provenance.json`` records ``key`` and every file matches its checksum
+    (:func:`lorasweep.jobs.integrity.integrity_problem`)."""
+    if not run_dir.exists():
+        return NOT_FINISHED
     try:
         provenance = read_json(run_dir / "provenance.json")
     except (OSError, ValueError):
-        return False
-    return provenance.get("reuse_key") == key and (run_dir / "metrics.json").is_file()
+        return "provenance.json missing or unreadable"
+    if not isinstance(provenance, dict) or provenance.get("reuse_key") != key:
+        return "settings, dataset, training code, torch, threads or device changed"
+    return integrity_problem(run_dir)

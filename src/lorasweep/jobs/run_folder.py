@@ -5,17 +5,23 @@ run folder that exists is a finished run.
 
 - ``weights.safetensors``: the trained adapter, ``lora_A`` (r×d_in), ``lora_B`` (d_out×r) and
   ``bias`` when it trains, or the whole layer, ``weight`` and ``bias``, for full fine-tuning.
-  Where the adapter does not start at zero (init ``pissa`` or ``randn``) also its starting
-  point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA moved s·B₀A₀ out of W₀, so its
-  change of weight s·(BA − B₀A₀) is formed from the folder without redoing the SVD. Its
+  For PiSSA also its starting point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA
+  moved s·B₀A₀ out of W₀, so its base W₀ − s·B₀A₀ and its change of weight s·(BA − B₀A₀) are
+  formed from the folder without redoing the SVD. Its
   metadata holds ``run_id``, ``method`` and, for LoRA,
   ``rank``, ``alpha``, ``scaling_rule``, ``init`` and ``scaling``, the multiplier s itself;
-- ``epochs.csv``: per-epoch losses and gradient norms;
+- ``epochs.csv``: per-epoch losses and gradient norms, and ``source_loss`` where the dataset
+  has a source task;
 - ``timing.json``: wall-clock seconds, the only file that differs between reruns;
 - ``provenance.json``: resolved parameters, dataset spec and checksum, versions, device, reuse
   key;
-- ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status, and
-  ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀).
+- ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status,
+  ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀), and, where
+  the dataset has a source task, ``final_source_loss`` and ``forgetting`` (after − before);
+- ``checksums.json``, written last: the SHA-256 of every other file but ``timing.json``,
+  ``peft/`` included (:mod:`lorasweep.jobs.integrity`).
+
+A LoRA run also has ``peft/``, the adapter in PEFT's format (:mod:`lorasweep.models.peft_format`).
 """
 
 from __future__ import annotations
@@ -28,11 +34,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorasweep.io import save_tensors, tensors_to_bytes, write_csv, write_json
+from lorasweep.io import default_mode, save_tensors, tensors_to_bytes, write_csv, write_json
+from lorasweep.jobs.integrity import write_checksums
+from lorasweep.models.peft_format import write_adapter
 from lorasweep.tasks.synthetic import GroundTruth
 from lorasweep.training.loop import RunResult
 
 EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm_A", "grad_norm_B", "grad_norm_W"]
+SOURCE_COLUMN = "source_loss"
+"""Last column of ``epochs.csv`` for a dataset with a source task; absent otherwise."""
 
 
 def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: Mapping) -> None:
@@ -51,8 +61,11 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "scaling": result.scaling,
                 "init": spec.init,
             }
+            write_adapter(tmp / "peft", spec, result.tensors, result.base_weight)
         save_tensors(weights, {**result.tensors, **result.initial_tensors}, metadata=metadata)
-        frame = pd.DataFrame(result.epochs).reindex(columns=EPOCH_COLUMNS)
+        has_source = SOURCE_COLUMN in result.epochs[0]
+        columns = EPOCH_COLUMNS + [SOURCE_COLUMN] * has_source
+        frame = pd.DataFrame(result.epochs).reindex(columns=columns)
         write_csv(tmp / "epochs.csv", frame)
         write_json(tmp / "timing.json", {"epoch_seconds": result.epoch_seconds})
         write_json(tmp / "provenance.json", {**provenance, "run": spec.as_dict()})
@@ -63,15 +76,26 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "adapter_bytes": len(tensors_to_bytes(result.tensors, metadata)),
             },
         )
-        os.chmod(tmp, 0o755)
-        if run_dir.exists():
-            stale = run_dir.with_name(f".{run_dir.name}.stale")
-            shutil.rmtree(stale, ignore_errors=True)
+        write_checksums(tmp)
+        os.chmod(tmp, default_mode(directory=True))
+        stale = run_dir.with_name(f".{run_dir.name}.stale")
+        remove_path(stale)
+        if os.path.lexists(run_dir):
             os.replace(run_dir, stale)
-            os.replace(tmp, run_dir)
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            os.replace(tmp, run_dir)
+        os.replace(tmp, run_dir)
+        try:
+            remove_path(stale)
+        except OSError as err:
+            print(f"{run_dir}: the previous copy could not be removed from {stale} ({err})")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_path(path: Path) -> None:
+    """Remove ``path`` whatever it is: a folder with its contents, or a file or symbolic link
+    itself (never what a link points to). Nothing there is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()

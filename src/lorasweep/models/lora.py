@@ -13,28 +13,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from lorasweep.options import BIASES, INITS, SCALINGS
+from lorasweep.models.scaling import scaling_factor
+from lorasweep.options import BIASES, INITS
 
-NONZERO_START_INITS = ("pissa", "randn")
-"""Inits whose adapter starts with B₀A₀ ≠ 0 (see :meth:`LoRALinear.reset_adapter`); the
-others start with B₀ = 0."""
-
-
-def scaling_factor(rule: str, alpha: float, rank: int) -> float:
-    """The adapter's output multiplier s.
-
-    ``standard``: α/r (LoRA §4.1, loralib, PEFT default); ``rslora``: α/√r (Kalajdzievski 2023,
-    arXiv 2312.03732); ``constant``: α, independent of r (the seed demo uses α = 1).
-    """
-    if rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank}")
-    if rule == "standard":
-        return alpha / rank
-    if rule == "rslora":
-        return alpha / math.sqrt(rank)
-    if rule == "constant":
-        return float(alpha)
-    raise ValueError(f"unknown scaling {rule!r}; allowed: {', '.join(SCALINGS)}")
+RESIDUAL_BASE_INITS = ("pissa",)
+"""Inits that move s·B₀A₀ out of W₀ and freeze the residual W₀ − s·B₀A₀ instead (see
+:meth:`LoRALinear.reset_adapter`). Every other init keeps W₀ frozen as it is."""
 
 
 class LoRALinear(nn.Module):

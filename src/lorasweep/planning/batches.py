@@ -18,7 +18,7 @@ This module never imports torch: Snakemake plans batches while it builds the DAG
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lorasweep.planning.runs import RunSpec
@@ -54,16 +54,20 @@ on the CPU, and on a GPU a quarter of the device's memory (``None`` here: only t
 can ask the device)."""
 
 
-def batchable(run: RunSpec) -> bool:
-    """Whether the batched engine trains this run: a LoRA or full fine-tuning of the dataset's
-    single linear layer. Other model kinds fall back to the single-run path."""
+def batchable(run: RunSpec, dataset: dict | None = None) -> bool:
+    """Whether the batched engine trains this run: a LoRA or full fine-tuning of a dataset's
+    single linear layer, on a dataset (its config entry or spec, where known) that does not ask
+    for the seed tutorial's own arithmetic (``compat: tutorial``, computed by the reference
+    loss). Other runs fall back to the single-run path."""
+    if dataset is not None and dataset.get("compat", "none") == "tutorial":
+        return False
     return run.method in BATCHED_METHODS and getattr(run, "targets", None) is None
 
 
-def effective_engine(run: RunSpec, engine: str) -> str:
+def effective_engine(run: RunSpec, engine: str, dataset: dict | None = None) -> str:
     """The engine that trains ``run`` when a job is asked for ``engine``: runs the batched
     engine cannot train go to the single-run path."""
-    return "batched" if engine == "batched" and batchable(run) else "single"
+    return "batched" if engine == "batched" and batchable(run, dataset) else "single"
 
 
 def batch_key(run: RunSpec) -> tuple:
@@ -90,14 +94,19 @@ def order_key(run: RunSpec, n_train: int) -> int | None:
     return run.seed if batch < n_train else None
 
 
-def plan_batches(runs: Iterable[RunSpec], engine: str = "batched") -> list[list[RunSpec]]:
+def plan_batches(
+    runs: Iterable[RunSpec], engine: str = "batched", datasets: Mapping[str, dict] | None = None
+) -> list[list[RunSpec]]:
     """The runs grouped into batches, in order of first appearance. With ``engine="single"``,
-    or for a run the engine does not batch, a batch holds one run."""
+    or for a run the engine does not batch (:func:`batchable`, given its dataset's entry in
+    ``datasets`` where known), a batch holds one run."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     groups: dict[object, list[RunSpec]] = {}
     for index, run in enumerate(runs):
-        key = batch_key(run) if effective_engine(run, engine) == "batched" else ("alone", index)
+        dataset = datasets.get(run.dataset) if datasets is not None else None
+        batched = effective_engine(run, engine, dataset) == "batched"
+        key = batch_key(run) if batched else ("alone", index)
         groups.setdefault(key, []).append(run)
     return list(groups.values())
 
@@ -128,14 +137,16 @@ def run_bytes(run: RunSpec, dataset: dict) -> int:
     """
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     n_train, n_val = dataset["n_train"], dataset["n_val"]
+    n_source = (dataset.get("source") or {}).get("n", 0)
     batch = min(run.batch_size or n_train, n_train)
-    rows = min(max(batch, n_val), rows_per_chunk(d_out))
+    widest = max(batch, n_val, n_source)
+    rows = min(widest, rows_per_chunk(d_out))
     elements = 6 * slot_elements(run, d_in, d_out)
     elements += batch * (d_in + d_out)
     width = d_in if run.method == "full" else run.rank
-    elements += 3 * max(batch, n_val) * width + 2 * rows * d_out
+    elements += 3 * widest * width + 2 * rows * d_out
     if run.method == "lora" and run.init == "pissa":
-        elements += (n_train + n_val) * d_out
+        elements += (n_train + n_val + n_source) * d_out
     return FLOAT_BYTES * elements
 
 

@@ -65,7 +65,7 @@ def batch_pieces(
     """The batches of ``runs``, each cut into as few pieces as keep every piece within
     ``runs_per_job`` runs and 1/(:data:`PIECES_PER_JOB`·``n_jobs``) of the total estimated cost.
     Runs that draw the same mini-batches stay in one piece where they can."""
-    batches = plan_batches(runs, "batched")
+    batches = plan_batches(runs, "batched", datasets)
     costs = [batch_cost(b, datasets[b[0].dataset]) for b in batches]
     limit = sum(costs) / (PIECES_PER_JOB * n_jobs)
     pieces = []

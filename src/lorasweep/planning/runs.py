@@ -3,7 +3,8 @@
 This package never imports torch, so Snakemake can build the DAG of a large grid quickly.
 
 A *run* is one training of one model. Its id is derived only from its parameters, for example
-``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``.
+``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a LoRA run
+whose base bias trains has ``_biasall`` before the seed.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ class RunSpec:
         if self.method == "full":
             return f"{self.dataset}__full_lr{format_number(self.lr)}_s{self.seed}"
         ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
+        bias = "_biasall" if self.bias == "all" else ""
         return (
             f"{self.dataset}__lora_r{self.rank}_a{format_number(self.alpha)}_{self.scaling}"
-            f"_{self.init}_lr{format_number(self.lr)}{ratio}_s{self.seed}"
+            f"_{self.init}_lr{format_number(self.lr)}{ratio}{bias}_s{self.seed}"
         )
 
     def as_dict(self) -> dict:
@@ -58,12 +60,13 @@ class RunSpec:
         return cls(**{k: v for k, v in data.items() if k != "run_id"})
 
 
-GRID_AXES = ("rank", "alpha", "scaling", "init", "lr", "lr_ratio")
+GRID_AXES = ("rank", "alpha", "scaling", "init", "lr", "lr_ratio", "bias")
 
 
 def grids(config: dict) -> list[dict]:
-    """The main grid, then each of ``extra_grids`` with missing axes taken from the main grid."""
-    main = {"lr_ratio": [1.0], **config["grid"]}
+    """The main grid, then each of ``extra_grids`` with missing axes taken from the main grid.
+    The main grid's bias is ``train.bias``; an extra grid may give its own."""
+    main = {"lr_ratio": [1.0], "bias": [config["train"].get("bias", "none")], **config["grid"]}
     blocks = [{**main, "datasets": None}]
     for extra in config.get("extra_grids", []):
         blocks.append({**main, "datasets": None, **extra})
@@ -71,14 +74,13 @@ def grids(config: dict) -> list[dict]:
 
 
 def expand_runs(config: dict) -> list[RunSpec]:
-    """The LoRA runs (datasets × seeds × rank × α × scaling × init × lr × lr_ratio, for the main
-    grid and each extra grid, without repeats) followed by the full fine-tuning runs (datasets ×
-    seeds × lr), in a fixed order."""
+    """The LoRA runs (datasets × seeds × rank × α × scaling × init × lr × lr_ratio × bias, for
+    the main grid and each extra grid, without repeats) followed by the full fine-tuning runs
+    (datasets × seeds × lr), in a fixed order."""
     train = config["train"]
     common = {
         "epochs": train["epochs"],
         "batch_size": train.get("batch_size"),
-        "bias": train.get("bias", "none"),
         "device": train.get("device", "auto"),
     }
     runs: list[RunSpec] = []
@@ -86,7 +88,7 @@ def expand_runs(config: dict) -> list[RunSpec]:
         if grid["datasets"] is not None and dataset["name"] not in grid["datasets"]:
             continue
         for seed in config["seeds"]:
-            for rank, alpha, scaling, init, lr, lr_ratio in itertools.product(
+            for rank, alpha, scaling, init, lr, lr_ratio, bias in itertools.product(
                 *(grid[axis] for axis in GRID_AXES)
             ):
                 runs.append(
@@ -100,6 +102,7 @@ def expand_runs(config: dict) -> list[RunSpec]:
                         scaling=scaling,
                         init=init,
                         lr_ratio=lr_ratio,
+                        bias=bias,
                         dropout=train.get("lora_dropout", 0.0),
                         **common,
                     )
@@ -110,6 +113,13 @@ def expand_runs(config: dict) -> list[RunSpec]:
             for seed in config["seeds"]:
                 for lr in full["lr"]:
                     runs.append(
-                        RunSpec(dataset=dataset["name"], method="full", seed=seed, lr=lr, **common)
+                        RunSpec(
+                            dataset=dataset["name"],
+                            method="full",
+                            seed=seed,
+                            lr=lr,
+                            bias=train.get("bias", "none"),
+                            **common,
+                        )
                     )
     return list(dict.fromkeys(runs))

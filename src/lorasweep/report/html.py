@@ -14,6 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from lorasweep.analysis import findings, statistics
+from lorasweep.analysis.evidence_findings import evidence_findings
+from lorasweep.report import explorer
+from lorasweep.report.evidence import evidence_sections
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
@@ -48,52 +51,78 @@ def _row_loss(row: pd.Series) -> str:
 
 
 def summary_sentences(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> list[str]:
-    """The generated findings, one or more sentences per dataset."""
-    sentences = []
-    for dataset, rows in table.groupby("dataset", sort=True):
-        lora = rows[rows["method"] == "lora"].sort_values("rank")
-        full = rows[rows["method"] == "full"]
-        meta = runs[runs["dataset"] == dataset].iloc[0]
-        shape = f"{meta['in_features']}→{meta['out_features']}"
-        task = (
-            f"task rank {meta['task_rank']}"
-            if meta["dataset_kind"] == "lowrank"
-            else "targets independent of inputs"
+    """The generated findings, one or more sentences per dataset, saying so where every run
+    of a dataset (or every run of one method) diverged."""
+    return [
+        _dataset_prefix(runs, dataset)
+        + _dataset_summary(runs[runs["dataset"] == dataset], table, dataset, tolerance)
+        for dataset in sorted(runs["dataset"].unique())
+    ]
+
+
+def _dataset_summary(ran: pd.DataFrame, table: pd.DataFrame, dataset: str, tolerance: float) -> str:
+    """One dataset's sentence from its runs ``ran`` and the efficiency ``table``, which has no
+    row for a method whose runs all diverged."""
+    rows = table[table["dataset"] == dataset] if not table.empty else table
+    if rows.empty:
+        return (
+            f"every one of its {len(ran)} runs diverged (listed under Diverged runs), so there "
+            "is no loss to summarise."
         )
-        floor = meta["noise_floor"]
-        prefix = f"<b>{html.escape(dataset)}</b> ({shape}, {task}, noise floor σ² = {floor:.4g}): "
-        if full.empty:
-            best = lora.loc[lora["final_val_loss"].idxmin()]
-            sentences.append(
-                prefix + f"the lowest final validation MSE is {_row_loss(best)} "
-                f"at r = {best['rank']} with {best['trainable_params']:,} trainable parameters "
-                f"({best['trainable_pct']:.1f} % of {best['total_params']:,}); full fine-tuning "
-                "was not run in this config."
+    return _lora_against_full(rows, tolerance, full_ran=bool((ran["method"] == "full").any()))
+
+
+def _dataset_prefix(runs: pd.DataFrame, dataset: str) -> str:
+    """The dataset's name, shape, task and noise floor."""
+    meta = runs[runs["dataset"] == dataset].iloc[0]
+    shape = f"{meta['in_features']}→{meta['out_features']}"
+    task = (
+        f"task rank {meta['task_rank']}"
+        if meta["dataset_kind"] == "lowrank"
+        else "targets independent of inputs"
+    )
+    floor = meta["noise_floor"]
+    return f"<b>{html.escape(dataset)}</b> ({shape}, {task}, noise floor σ² = {floor:.4g}): "
+
+
+def _lora_against_full(rows: pd.DataFrame, tolerance: float, full_ran: bool = True) -> str:
+    """How LoRA compares with full fine-tuning, from one dataset's efficiency rows (at least
+    one); ``full_ran`` tells a full fine-tuning that diverged from one not run at all."""
+    lora = rows[rows["method"] == "lora"]
+    full = rows[rows["method"] == "full"]
+    best = lora.loc[lora["final_val_loss"].idxmin()] if not lora.empty else None
+    if full.empty:
+        return (
+            f"the lowest final validation MSE is {_row_loss(best)} "
+            f"at r = {best['rank']} with {best['trainable_params']:,} trainable parameters "
+            f"({best['trainable_pct']:.1f} % of {best['total_params']:,}); "
+            + (
+                "every full fine-tuning run diverged."
+                if full_ran
+                else "full fine-tuning was not run in this config."
             )
-            continue
-        ref = full.iloc[0]
-        matching = lora[lora["final_val_loss"] <= ref["final_val_loss"] * (1 + tolerance)]
-        full_text = (
-            f"full fine-tuning reaches {_row_loss(ref)} "
-            f"with {ref['trainable_params']:,} trainable parameters"
         )
-        if matching.empty:
-            best = lora.loc[lora["final_val_loss"].idxmin()]
-            sentences.append(
-                prefix + full_text + f"; no LoRA rank comes within {tolerance:.0%} of it "
-                f"(best: r = {best['rank']} at {_row_loss(best)})."
-            )
-            continue
-        hit = matching.iloc[0]
-        sentences.append(
-            prefix + full_text + f"; LoRA at r = {hit['rank']} ({html.escape(hit['settings'])}) "
-            f"reaches {_row_loss(hit)}, within "
-            f"{tolerance:.0%}, with {hit['trainable_params']:,} trainable parameters "
-            f"({1 / hit['params_vs_full']:.1f}× fewer) and {fmt_bytes(hit['train_state_bytes'])} "
-            f"of training state against {fmt_bytes(ref['train_state_bytes'])} "
-            f"({1 / hit['state_vs_full']:.1f}× less)."
+    ref = full.iloc[0]
+    full_text = (
+        f"full fine-tuning reaches {_row_loss(ref)} "
+        f"with {ref['trainable_params']:,} trainable parameters"
+    )
+    if best is None:
+        return full_text + "; every LoRA run diverged."
+    hit = statistics.first_rank_matching_full(rows, tolerance)
+    if hit is None:
+        return full_text + (
+            f"; no LoRA rank comes within {tolerance:.0%} of it "
+            f"(best: r = {best['rank']} at {_row_loss(best)})."
         )
-    return sentences
+    return full_text + (
+        f"; LoRA at r = {hit['rank']} ({html.escape(hit['settings'])}) "
+        f"reaches {_row_loss(hit)}, within "
+        f"{tolerance:.0%}, with {hit['trainable_params']:,} trainable parameters "
+        f"({1 / hit['params_vs_full']:.1f}× fewer) and {fmt_bytes(hit['train_state_bytes'])} "
+        f"of training state against {fmt_bytes(ref['train_state_bytes'])} "
+        f"({1 / hit['state_vs_full']:.1f}× less)."
+    )
 
 
 def count_notes(runs: pd.DataFrame) -> list[str]:
@@ -179,56 +208,91 @@ def render(
     provenance: pd.DataFrame | None = None,
     title: str = "LoRA vs full fine-tuning",
     tolerance: float = 0.05,
+    lr_optima: pd.DataFrame | None = None,
+    intruders: pd.DataFrame | None = None,
 ) -> str:
     """The report as one HTML string. ``figures`` maps a name to (PNG path, caption)."""
     table = statistics.efficiency_table(runs, timings)
     failed = statistics.diverged(runs)
+    parts = [
+        *_head(title, runs, failed),
+        "<h2>Summary</h2>",
+        *(f"<p>{s}</p>" for s in summary_sentences(runs, table, tolerance)),
+        "<h2>Findings</h2>",
+        "<p>Each claim from the LoRA and rsLoRA papers, checked against this run's tables.</p>",
+        findings_html(
+            findings.all_findings(runs, epochs, pairs, table, tolerance)
+            + evidence_findings(runs, epochs, lr_optima, intruders)
+        ),
+        *_count_notes_section(runs),
+        *_efficiency_section(table),
+        *evidence_sections(runs, epochs, lr_optima, intruders),
+        "<h2>Figures</h2>",
+        *(_figure_html(name, Path(png), caption) for name, (png, caption) in figures.items()),
+        explorer.section(runs),
+        *_diverged_section(failed),
+        *_provenance_section(provenance),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _head(title: str, runs: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
+    """Document head, title and the one-line count of runs."""
     n_lora = int((runs["method"] == "lora").sum())
     n_full = int((runs["method"] == "full").sum())
-    parts = [
+    return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{len(runs)} runs ({n_lora} LoRA, {n_full} full fine-tuning) on "
         f"{runs['dataset'].nunique()} dataset(s) with {runs['seed'].nunique()} seed(s); "
-        f"{len(failed)} diverged.</p>",
-        "<h2>Summary</h2>",
-        *(f"<p>{s}</p>" for s in summary_sentences(runs, table, tolerance)),
-        "<h2>Findings</h2>",
-        "<p>Each claim from the LoRA and rsLoRA papers, checked against this run's tables.</p>",
-        findings_html(findings.all_findings(runs, epochs, pairs, table, tolerance)),
+        f"{'every run' if len(failed) == len(runs) else len(failed)} diverged.</p>",
     ]
+
+
+def _count_notes_section(runs: pd.DataFrame) -> list[str]:
     notes = count_notes(runs)
-    if notes:
-        parts.append("<h2>Parameter counts</h2>")
-        parts.extend(f'<p class="note">{n}</p>' for n in notes)
-    parts += [
+    if not notes:
+        return []
+    return ["<h2>Parameter counts</h2>", *(f'<p class="note">{n}</p>' for n in notes)]
+
+
+def _efficiency_section(table: pd.DataFrame) -> list[str]:
+    return [
         "<h2>Efficiency: LoRA vs full fine-tuning</h2>",
         "<p>Each row uses the settings with the lowest mean final validation loss for that "
         "rank (or, for full FT, that learning rate); losses are mean ± sd over seeds. Training "
         "state is trainable parameters + gradients + Adam's two moments, measured from the "
         "live tensors. Time per epoch is wall-clock on the machine that ran the job.</p>",
         _table_html(table),
-        "<h2>Figures</h2>",
     ]
-    for name, (png, caption) in figures.items():
-        parts.append(
-            f"<figure>{_image(Path(png))}<figcaption><b>{html.escape(name)}.</b> "
-            f"{html.escape(caption)}</figcaption></figure>"
-        )
-    if not failed.empty:
-        parts.append("<h2>Diverged runs</h2><p>Left out of every mean and figure.</p>")
-        parts.append(
-            failed[["run_id", "diverged_epoch"]].to_html(index=False, escape=True, border=0)
-        )
-    if provenance is not None and not provenance.empty:
-        parts.append(
-            "<h2>Provenance</h2><p>Software, commit and device of the runs (one row per "
-            "distinct environment). Each run's <code>provenance.json</code> has its resolved "
-            "parameters and dataset checksum; <code>manifest.tsv</code> lists the SHA-256 of "
-            "every result file.</p>"
-        )
-        parts.append(provenance.to_html(index=False, escape=True, border=0))
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+
+
+def _figure_html(name: str, png: Path, caption: str) -> str:
+    return (
+        f"<figure>{_image(png)}<figcaption><b>{html.escape(name)}.</b> "
+        f"{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _diverged_section(failed: pd.DataFrame) -> list[str]:
+    if failed.empty:
+        return []
+    return [
+        "<h2>Diverged runs</h2><p>Left out of every mean and figure.</p>",
+        failed[["run_id", "diverged_epoch"]].to_html(index=False, escape=True, border=0),
+    ]
+
+
+def _provenance_section(provenance: pd.DataFrame | None) -> list[str]:
+    if provenance is None or provenance.empty:
+        return []
+    return [
+        "<h2>Provenance</h2><p>Software, commit and device of the runs (one row per "
+        "distinct environment). Each run's <code>provenance.json</code> has its resolved "
+        "parameters and dataset checksum; <code>manifest.tsv</code> lists the SHA-256 of "
+        "every result file.</p>",
+        provenance.to_html(index=False, escape=True, border=0),
+    ]

@@ -4,6 +4,7 @@ adapters of two ranks or two seeds, from the saved weights."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -14,88 +15,123 @@ from lorasweep.analysis.geometry import (
     similarity_grid,
     true_subspace_similarity,
 )
-from lorasweep.io import load_tensors, read_json
-from lorasweep.models.lora import scaling_factor
+from lorasweep.analysis.statistics import LORA_SETTINGS
+from lorasweep.io import load_metadata, load_tensors, read_json
+from lorasweep.models.lora import RESIDUAL_BASE_INITS
+
+PER_RUN_COLUMNS = ["run_id", "delta_norm", "amplification", "phi_true_right", "phi_true_left"]
+PAIR_COLUMNS = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "seed_a",
+                "seed_b", "i", "j", "phi"]  # fmt: skip
 
 
-def _run_update(run_dir, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
-    tensors = load_tensors(run_dir / "weights.safetensors")
+INIT_FACTORS = ("lora_A_init", "lora_B_init")
+"""A₀ and B₀ in ``weights.safetensors`` of runs whose frozen base is W₀ − s·B₀A₀ (PiSSA)."""
+
+
+class MissingInitError(RuntimeError):
+    """A PiSSA run lacks the initial factors its ΔW needs."""
+
+
+def run_update(run_dir: Path, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
+    """W_final − W₀ of a run, from its ``weights.safetensors`` (factors, initial factors and the
+    scale s stored by the run)."""
+    path = run_dir / "weights.safetensors"
+    tensors = load_tensors(path)
     if metrics["method"] == "full":
         return tensors["weight"].double() - w0.double()
-    scaling = scaling_factor(metrics["scaling"], metrics["alpha"], metrics["rank"])
-    return lora_update(tensors["lora_A"], tensors["lora_B"], scaling, metrics["init"], w0)
+    scaling = load_metadata(path)["scaling"]
+    if metrics["init"] not in RESIDUAL_BASE_INITS:
+        return lora_update(tensors["lora_A"], tensors["lora_B"], scaling)
+    if any(name not in tensors for name in INIT_FACTORS):
+        raise MissingInitError(
+            f"{run_dir}: init {metrics['init']!r} froze W₀ − s·B₀A₀, so ΔW needs lora_A_init "
+            "and lora_B_init in weights.safetensors; rerun the pipeline to write them"
+        )
+    a0, b0 = (tensors[name] for name in INIT_FACTORS)
+    return lora_update(tensors["lora_A"], tensors["lora_B"], scaling, a0, b0)
 
 
-def geometry_tables(run_dirs, datasets: dict) -> tuple:
+def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-run geometry and pairwise subspace similarities, from saved weights.
 
     ``run_dirs`` are run folders (with ``metrics.json`` and ``weights.safetensors``);
     ``datasets`` maps a dataset name to its loaded :class:`lorasweep.tasks.synthetic.Dataset`.
 
-    Returns (per_run, pairs) DataFrames. ``per_run``: ``run_id, delta_norm, amplification,
+    Returns (per_run, pairs) DataFrames, sorted by run id and by comparison, dataset, runs and
+    cell. ``per_run``: ``run_id, delta_norm, amplification,
     phi_true_right, phi_true_left``. ``pairs``: φ(A₁, A₂, i, j) in long format for two
     comparisons, ``rank`` (the smallest of 8 or the lowest rank, against the highest rank, same
     seed and settings) and ``seed`` (two seeds at the same rank and settings).
     """
-    metrics = {}
-    rows = []
-    for run_dir in run_dirs:
-        m = read_json(run_dir / "metrics.json")
-        metrics[m["run_id"]] = (run_dir, m)
-        if m["status"] != "ok":
-            continue
-        data = datasets[m["dataset"]]
-        w0, truth = data["W0"], data["delta_W"]
-        delta = _run_update(run_dir, m, w0)
-        true_rank = int(torch.linalg.matrix_rank(truth.double()))
-        rank = m["rank"] if m["method"] == "lora" else max(true_rank, 1)
-        similarity = (
-            true_subspace_similarity(delta, truth, rank)
-            if true_rank > 0
-            else {"phi_right": math.nan, "phi_left": math.nan}
-        )
-        rows.append(
-            {
-                "run_id": m["run_id"],
-                "delta_norm": float(torch.linalg.matrix_norm(delta)),
-                "amplification": amplification_factor(delta, w0, rank),
-                "phi_true_right": similarity["phi_right"],
-                "phi_true_left": similarity["phi_left"],
-            }
-        )
-    per_run = pd.DataFrame(
-        rows, columns=["run_id", "delta_norm", "amplification", "phi_true_right", "phi_true_left"]
+    runs = [(run_dir, read_json(run_dir / "metrics.json")) for run_dir in run_dirs]
+    folders = {m["run_id"]: d for d, m in runs}
+    completed = [(d, m) for d, m in runs if m["status"] == "ok"]
+    per_run = [_run_geometry(d, m, datasets[m["dataset"]]) for d, m in completed]
+    lora = [m for _, m in completed if m["method"] == "lora"]
+    pairs = [
+        row
+        for kind, run_a, run_b in _comparison_pairs(lora)
+        for row in _pair_rows(kind, run_a, run_b, folders)
+    ]
+    return (
+        _sorted(pd.DataFrame(per_run, columns=PER_RUN_COLUMNS), ["run_id"]),
+        _sorted(pd.DataFrame(pairs, columns=PAIR_COLUMNS), PAIR_ORDER),
     )
 
-    pair_rows = []
-    lora = [m for _, m in metrics.values() if m["method"] == "lora" and m["status"] == "ok"]
-    for kind, run_a, run_b in _comparison_pairs(lora):
-        a = load_tensors(metrics[run_a["run_id"]][0] / "weights.safetensors")["lora_A"]
-        b = load_tensors(metrics[run_b["run_id"]][0] / "weights.safetensors")["lora_A"]
-        grid = similarity_grid(a, b)
-        for i in range(grid.shape[0]):
-            for j in range(grid.shape[1]):
-                pair_rows.append(
-                    {
-                        "comparison": kind,
-                        "dataset": run_a["dataset"],
-                        "run_a": run_a["run_id"],
-                        "run_b": run_b["run_id"],
-                        "rank_a": run_a["rank"],
-                        "rank_b": run_b["rank"],
-                        "seed_a": run_a["seed"],
-                        "seed_b": run_b["seed"],
-                        "i": i + 1,
-                        "j": j + 1,
-                        "phi": float(grid[i, j]),
-                    }
-                )
-    pair_columns = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "seed_a",
-                    "seed_b", "i", "j", "phi"]  # fmt: skip
-    return per_run, pd.DataFrame(pair_rows, columns=pair_columns)
+
+PAIR_ORDER = ["comparison", "dataset", "run_a", "run_b", "i", "j"]
 
 
-SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias")
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows in one fixed order, whatever order the run folders came in (it follows how runs
+    were grouped into jobs, which depends on the core count)."""
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def _run_geometry(run_dir: Path, metrics: dict, data) -> dict:
+    """The ``per_run`` row of one completed run."""
+    w0, truth = data["W0"], data["delta_W"]
+    delta = run_update(run_dir, metrics, w0)
+    true_rank = int(torch.linalg.matrix_rank(truth.double()))
+    rank = metrics["rank"] if metrics["method"] == "lora" else max(true_rank, 1)
+    similarity = (
+        true_subspace_similarity(delta, truth, rank)
+        if true_rank > 0
+        else {"phi_right": math.nan, "phi_left": math.nan}
+    )
+    return {
+        "run_id": metrics["run_id"],
+        "delta_norm": float(torch.linalg.matrix_norm(delta)),
+        "amplification": amplification_factor(delta, w0, rank),
+        "phi_true_right": similarity["phi_right"],
+        "phi_true_left": similarity["phi_left"],
+    }
+
+
+def _pair_rows(kind: str, run_a: dict, run_b: dict, folders: dict) -> list[dict]:
+    """φ(A_a, A_b, i, j) for every i and j, one ``pairs`` row each."""
+    a, b = (
+        load_tensors(folders[run["run_id"]] / "weights.safetensors")["lora_A"]
+        for run in (run_a, run_b)
+    )
+    grid = similarity_grid(a, b)
+    return [
+        {
+            "comparison": kind,
+            "dataset": run_a["dataset"],
+            "run_a": run_a["run_id"],
+            "run_b": run_b["run_id"],
+            "rank_a": run_a["rank"],
+            "rank_b": run_b["rank"],
+            "seed_a": run_a["seed"],
+            "seed_b": run_b["seed"],
+            "i": i + 1,
+            "j": j + 1,
+            "phi": float(grid[i, j]),
+        }
+        for i in range(grid.shape[0])
+        for j in range(grid.shape[1])
+    ]
 
 
 def _comparison_pairs(lora: list[dict]):
@@ -114,11 +150,12 @@ def _comparison_pairs(lora: list[dict]):
             continue
         high = ranks[-1]
         low = 8 if 8 in ranks and high > 8 else ranks[0]
-        index = {(m["rank"], m["seed"], *(m[k] for k in SETTINGS)): m for m in runs}
+        index = {(m["rank"], m["seed"], *(m[k] for k in LORA_SETTINGS)): m for m in runs}
         candidates: dict = {}
         for m in runs:
             if m["rank"] == high:
-                candidates.setdefault(tuple(m[k] for k in SETTINGS), []).append(m["final_val_loss"])
+                key = tuple(m[k] for k in LORA_SETTINGS)
+                candidates.setdefault(key, []).append(m["final_val_loss"])
         settings = min(candidates, key=lambda s: (sum(candidates[s]) / len(candidates[s]), str(s)))
         seeds = sorted({m["seed"] for m in runs})
         for seed in seeds:

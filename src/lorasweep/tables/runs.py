@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from lorasweep.io import read_json
+from lorasweep.jobs.integrity import ManifestError, integrity_problem, read_manifest
 
 RUN_COLUMNS = [
     "run_id", "dataset", "method", "rank", "alpha", "scaling", "init", "lr", "seed",
@@ -24,29 +24,36 @@ RUN_COLUMNS = [
     "diverged_epoch", "adapter_params", "train_state_bytes", "adapter_bytes",
     "initial_val_loss", "optimal_val_loss", "noise_floor", "gap_to_optimal",
     "dataset_kind", "in_features", "out_features", "task_rank", "noise_std",
-    "cached_base",
+    "cached_base", "final_source_loss", "forgetting",
 ]  # fmt: skip
 LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout"]
-SORT_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr", "lr_ratio", "seed"]
+SORT_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr", "lr_ratio", "seed",
+             "run_id"]  # fmt: skip
 INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "task_rank"]
 
 
 class IncompleteRunError(RuntimeError):
-    """A job manifest names a run whose folder is missing or lacks ``metrics.json``."""
+    """A job manifest is missing or unreadable, or names a run folder that is missing or fails
+    its checksums (:func:`lorasweep.jobs.integrity.integrity_problem`). One line."""
 
 
 def iter_run_dirs(manifests: Iterable[str | Path]) -> Iterable[tuple[str, Path]]:
-    """(job id, run folder) for every run listed in each job manifest (``jobs/<job>.json``)."""
+    """(job id, run folder) for every run listed in each job manifest (``jobs/<job>.json``),
+    each folder checked against its checksums first."""
     for manifest in map(Path, manifests):
         try:
-            listing = read_json(manifest)
-        except FileNotFoundError as err:
-            raise IncompleteRunError(f"{manifest}: missing, the job did not finish") from err
-        runs_dir = Path(os.path.normpath(manifest.parent / listing["runs_dir"]))
-        for run_id in listing["runs"]:
+            run_ids, runs_dir = read_manifest(manifest)
+        except FileNotFoundError:
+            raise IncompleteRunError(f"{manifest}: missing, the job did not finish") from None
+        except ManifestError as err:
+            raise IncompleteRunError(str(err)) from None
+        for run_id in run_ids:
             run_dir = runs_dir / run_id
-            if not (run_dir / "metrics.json").is_file():
-                raise IncompleteRunError(f"{run_dir}: metrics.json missing, run incomplete")
+            problem = integrity_problem(run_dir)
+            if problem:
+                raise IncompleteRunError(
+                    f"{run_dir}: {problem}; run the workflow again, which retrains such runs"
+                )
             yield manifest.stem, run_dir
 
 
@@ -66,69 +73,89 @@ def collect(
     for job_id, run_dir in iter_run_dirs(manifests):
         metrics = read_json(run_dir / "metrics.json")
         provenance = read_json(run_dir / "provenance.json")
-        dataset = provenance["dataset"]["spec"]
-        environments.append(
-            {
-                **{k: v for k, v in provenance["versions"].items()},
-                "git_commit": provenance.get("git_commit"),
-                "device_type": provenance["device"]["type"],
-                "device_name": provenance["device"]["name"],
-                "torch_threads": provenance.get("torch_threads"),
-                "platform": provenance.get("platform"),
-            }
-        )
-        run_rows.append(
-            {
-                **metrics,
-                "dataset_kind": dataset["kind"],
-                "in_features": dataset["in_features"],
-                "out_features": dataset["out_features"],
-                "task_rank": dataset["task_rank"] if dataset["kind"] == "lowrank" else None,
-                "noise_std": dataset["noise_std"],
-            }
-        )
+        environments.append(_environment(provenance))
+        run_rows.append(_run_row(metrics, provenance["dataset"]["spec"]))
         epochs = pd.read_csv(run_dir / "epochs.csv")
         epochs.insert(0, "run_id", metrics["run_id"])
         epoch_frames.append(epochs)
-        seconds = read_json(run_dir / "timing.json")["epoch_seconds"]
-        timing_rows.append(
-            {
-                "run_id": metrics["run_id"],
-                "job_id": job_id,
-                "epochs_timed": len(seconds),
-                "mean_epoch_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
-                "total_train_seconds": sum(seconds),
-            }
-        )
+        timing_rows.append(_timing_row(run_dir, metrics["run_id"], job_id))
     if not run_rows:
         raise IncompleteRunError("no runs found")
-    runs = pd.DataFrame(run_rows)
-    full = runs["method"] == "full"
-    runs.loc[full, [c for c in LORA_ONLY if c in runs]] = None
-    for column in INTEGER_COLUMNS:
-        runs[column] = pd.array(runs[column], dtype="Int64")
-    runs = runs.reindex(columns=RUN_COLUMNS)
-    runs = runs.sort_values(SORT_KEYS, na_position="first", kind="stable").reset_index(drop=True)
+    runs = _runs_table(run_rows)
     order = {run_id: i for i, run_id in enumerate(runs["run_id"])}
     epochs = pd.concat(epoch_frames, ignore_index=True)
+    if "source_loss" not in epochs:
+        epochs["source_loss"] = math.nan
     epochs = epochs.sort_values(
         ["run_id", "epoch"], key=lambda s: s.map(order) if s.name == "run_id" else s
     ).reset_index(drop=True)
     timings = pd.DataFrame(timing_rows)
     timings = timings.sort_values("run_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    return runs, epochs, timings, _provenance_table(environments)
+
+
+def _environment(provenance: dict) -> dict:
+    """The software, commit and device a run used."""
+    return {
+        **{k: v for k, v in provenance["versions"].items()},
+        "git_commit": provenance.get("git_commit"),
+        "device_type": provenance["device"]["type"],
+        "device_name": provenance["device"]["name"],
+        "torch_threads": provenance.get("torch_threads"),
+        "platform": provenance.get("platform"),
+    }
+
+
+def _run_row(metrics: dict, dataset: dict) -> dict:
+    """A run's metrics with the shape and kind of its dataset."""
+    return {
+        **metrics,
+        "dataset_kind": dataset["kind"],
+        "in_features": dataset["in_features"],
+        "out_features": dataset["out_features"],
+        "task_rank": dataset["task_rank"] if dataset["kind"] == "lowrank" else None,
+        "noise_std": dataset["noise_std"],
+    }
+
+
+def _timing_row(run_dir: Path, run_id: str, job_id: str) -> dict:
+    seconds = read_json(run_dir / "timing.json")["epoch_seconds"]
+    return {
+        "run_id": run_id,
+        "job_id": job_id,
+        "epochs_timed": len(seconds),
+        "mean_epoch_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
+        "total_train_seconds": sum(seconds),
+    }
+
+
+def _runs_table(rows: list[dict]) -> pd.DataFrame:
+    """``runs.csv``: LoRA-only columns empty for full FT, integer columns as integers, sorted."""
+    runs = pd.DataFrame(rows)
+    full = runs["method"] == "full"
+    runs.loc[full, [c for c in LORA_ONLY if c in runs]] = None
+    runs = _with_integer_columns(runs).reindex(columns=RUN_COLUMNS)
+    return runs.sort_values(SORT_KEYS, na_position="first", kind="stable").reset_index(drop=True)
+
+
+def _provenance_table(environments: list[dict]) -> pd.DataFrame:
+    """One row per distinct environment with the number of runs that used it."""
     env = pd.DataFrame(environments).reindex(columns=PROVENANCE_COLUMNS).astype("string")
-    provenance = (
+    return (
         env.fillna("")
         .value_counts(sort=False)
         .rename("runs")
         .reset_index()
         .sort_values(PROVENANCE_COLUMNS)
     )
-    return runs, epochs, timings, provenance
 
 
 def read_runs(path: str | Path) -> pd.DataFrame:
-    runs = pd.read_csv(path)
+    return _with_integer_columns(pd.read_csv(path))
+
+
+def _with_integer_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with :data:`INTEGER_COLUMNS` as nullable integers (empty for full FT)."""
     for column in INTEGER_COLUMNS:
         runs[column] = pd.array(runs[column], dtype="Int64")
     return runs

@@ -3,6 +3,7 @@ the tensors file's SHA-256, checked before every use."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def save(dataset: Dataset, tensors_path: str | Path, meta_path: str | Path) -> N
         meta_path,
         {
             "format_version": FORMAT_VERSION,
-            "spec": asdict(spec),
+            "spec": spec.as_dict(),
             "sha256": sha256_file(tensors_path),
             "ground_truth": asdict(ground_truth(dataset)),
             "shapes": {k: list(v.shape) for k, v in dataset.tensors.items()},
@@ -59,6 +60,24 @@ def verify_existing(pairs) -> None:
             verify(tensors_path, meta_path)
 
 
+def spec_mismatch(meta_path: str | Path, entry: dict) -> str | None:
+    """How the spec recorded in an existing sidecar differs from the config's dataset ``entry``
+    (the first three keys that differ); None when they agree or there is no sidecar."""
+    try:
+        recorded = read_json(meta_path).get("spec")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError):
+        return "its sidecar is unreadable"
+    wanted = json.loads(json.dumps(DatasetSpec.from_config(entry).as_dict()))
+    recorded = recorded if isinstance(recorded, dict) else {}
+    changed = sorted(k for k in {*wanted, *recorded} if recorded.get(k) != wanted.get(k))
+    if not changed:
+        return None
+    shown = ", ".join(f"{k} {recorded.get(k)!r} → {wanted.get(k)!r}" for k in changed[:3])
+    return f"it was generated for another spec ({shown})"
+
+
 def load(tensors_path: str | Path, meta_path: str | Path) -> Dataset:
     """Load a dataset written by :func:`save`, verifying its checksum first."""
     return read_verified(tensors_path, verify(tensors_path, meta_path))
@@ -70,7 +89,7 @@ def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
         tensors = load_tensors(tensors_path)
     except Exception as err:
         raise DatasetFileError(f"{tensors_path}: cannot be loaded ({err})") from err
-    return Dataset(DatasetSpec(**meta["spec"]), tensors)
+    return Dataset(DatasetSpec.from_config(meta["spec"]), tensors)
 
 
 def ground_truth_of(meta: dict) -> GroundTruth:

@@ -5,17 +5,37 @@ inputs x ~ N(0, I) and targets y = (W₀ + ΔW*)x + b₀ + σε. Fine-tuning W�
 
 ``noise``: the seed demo's task. x and y are independent N(0, I) and N(0, σ²I); nothing can be
 learned, and the best possible MSE is σ².
+
+A ``lowrank`` dataset may declare a *source* task, the one the base was "pretrained" for, to
+measure forgetting (:class:`SourceSpec`). With V_k the top-k right-singular vectors of W₀ and
+P = V_kV_kᵀ, source inputs are x_src ~ N(0, Σ_src) with Σ_src = P + leak·(I − P) and targets
+y_src = W₀x_src + b₀ + σε, so the base is optimal there. The target task's inputs then excite
+the other directions, Σ_tgt = (I − P) + leak·P, and ΔW*'s input directions are drawn
+orthogonal to V_k: learning ΔW* never requires moving W₀ where the source lives, and the
+Eckart–Young optimum is unchanged (ΔW*·Σ_tgt^½ = ΔW*).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lorasweep.options import KINDS
+from lorasweep.options import COMPATS, KINDS
 from lorasweep.seeding import generator
+from lorasweep.tasks import tutorial
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """The source task of a ``lowrank`` dataset (see the module docstring): ``n`` samples
+    concentrated on W₀'s top ``top_directions`` right-singular directions, with variance
+    ``leak`` in every other direction (and the target task's inputs ``leak`` on those)."""
+
+    n: int
+    top_directions: int
+    leak: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -33,11 +53,24 @@ class DatasetSpec:
     task_scale: float = 1.0
     spectrum_decay: float = 1.0
     seed: int = 0
+    source: SourceSpec | None = None
+    compat: str = "none"
 
     @classmethod
     def from_config(cls, entry: dict) -> DatasetSpec:
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in entry.items() if k in known})
+        fields = {k: v for k, v in entry.items() if k in known}
+        if fields.get("source") is not None:
+            fields["source"] = SourceSpec(**fields["source"])
+        return cls(**fields)
+
+    def as_dict(self) -> dict:
+        """The spec as stored in the sidecar; ``source`` only where there is one, so datasets
+        without one keep the sidecar they always had."""
+        data = asdict(self)
+        if self.source is None:
+            del data["source"]
+        return data
 
     def task_singular_values(self) -> list[float]:
         """s_i = task_scale · spectrum_decay^(i−1), i = 1…task_rank (empty for ``noise``)."""
@@ -84,18 +117,36 @@ class GroundTruth:
         return (sum(s * s for s in tail) + bias_term) / self.out_features + self.noise_floor
 
 
-def _orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=gen, dtype=torch.float64))
+def _orthonormal(
+    rows: int, cols: int, gen: torch.Generator, avoid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``cols`` random orthonormal columns; orthogonal to the columns of ``avoid`` if given."""
+    draw = torch.randn(rows, cols, generator=gen, dtype=torch.float64)
+    if avoid is not None:
+        draw = draw - avoid @ (avoid.T @ draw)
+    q, r = torch.linalg.qr(draw)
     return q * torch.sign(torch.diagonal(r))[None, :]
 
 
-def generate(spec: DatasetSpec) -> Dataset:
-    """Draw the dataset. Each part has its own seeded stream, so e.g. changing ``n_train``
-    leaves W₀ and ΔW* unchanged."""
-    if spec.kind not in KINDS:
-        raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
+def source_directions(w0: torch.Tensor, source: SourceSpec) -> torch.Tensor:
+    """V_k: the top ``source.top_directions`` right-singular vectors of W₀ (d_in×k, float64)."""
+    _, _, vh = torch.linalg.svd(w0.double(), full_matrices=False)
+    return vh[: source.top_directions].T
+
+
+def _excite(x: torch.Tensor, directions: torch.Tensor, on: float, off: float) -> torch.Tensor:
+    """x·S for x ~ N(0, I), with S = √on·P + √off·(I − P) and P the projector onto
+    ``directions``: the rows then have covariance on·P + off·(I − P)."""
+    along = (x @ directions) @ directions.T
+    return math.sqrt(on) * along + math.sqrt(off) * (x - along)
+
+
+def _base_and_shift(spec: DatasetSpec) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """W₀, b₀ and ΔW* (float64) from the dataset's ``base`` and ``task`` streams, and V_k of a
+    source task (None without one); ΔW*'s input directions are drawn orthogonal to V_k."""
     d_in, d_out = spec.in_features, spec.out_features
     base_gen = generator(spec.seed, spec.name, "base")
+    directions = None
     if spec.kind == "noise":
         bound = 1.0 / math.sqrt(d_in)
         w0 = (torch.rand(d_out, d_in, generator=base_gen, dtype=torch.float64) * 2 - 1) * bound
@@ -104,28 +155,71 @@ def generate(spec: DatasetSpec) -> Dataset:
     else:
         w0 = torch.randn(d_out, d_in, generator=base_gen, dtype=torch.float64) / math.sqrt(d_in)
         b0 = 0.1 * torch.randn(d_out, generator=base_gen, dtype=torch.float64)
+        if spec.source is not None:
+            directions = source_directions(w0, spec.source)
         task_gen = generator(spec.seed, spec.name, "task")
         u = _orthonormal(d_out, spec.task_rank, task_gen)
-        v = _orthonormal(d_in, spec.task_rank, task_gen)
+        v = _orthonormal(d_in, spec.task_rank, task_gen, avoid=directions)
         s = torch.tensor(spec.task_singular_values(), dtype=torch.float64)
         delta = (u * s[None, :]) @ v.T
+    return {"W0": w0, "b0": b0, "delta_W": delta}, directions
 
-    tensors = {"W0": w0, "b0": b0, "delta_W": delta}
-    for split, n in (("train", spec.n_train), ("val", spec.n_val)):
+
+def generate(spec: DatasetSpec) -> Dataset:
+    """Draw the dataset. Each part has its own seeded stream, so e.g. changing ``n_train``
+    leaves W₀ and ΔW* unchanged; with ``compat: tutorial`` the training split and the base come
+    from the tutorial's single stream instead (:mod:`lorasweep.tasks.tutorial`)."""
+    if spec.kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
+    if spec.compat not in COMPATS:
+        raise ValueError(f"unknown compat {spec.compat!r}; allowed: {', '.join(COMPATS)}")
+    d_in, d_out = spec.in_features, spec.out_features
+    splits = {"train": spec.n_train, "val": spec.n_val}
+    directions = None
+    if tutorial.is_tutorial(spec):
+        tensors = tutorial.training_split_and_base(spec)
+        tensors["delta_W"] = torch.zeros(d_out, d_in)
+        del splits["train"]
+    else:
+        tensors, directions = _base_and_shift(spec)
+    for split, n in splits.items():
         split_gen = generator(spec.seed, spec.name, split)
         x = torch.randn(n, d_in, generator=split_gen, dtype=torch.float64)
         eps = torch.randn(n, d_out, generator=split_gen, dtype=torch.float64)
+        if directions is not None:
+            x = _excite(x, directions, on=spec.source.leak, off=1.0)
         if spec.kind == "noise":
             y = spec.noise_std * eps
         else:
-            y = x @ (w0 + delta).T + b0 + spec.noise_std * eps
+            y = x @ (tensors["W0"] + tensors["delta_W"]).T + tensors["b0"] + spec.noise_std * eps
         tensors[f"X_{split}"] = x
         tensors[f"y_{split}"] = y
+    if directions is not None:
+        tensors |= _source_split(spec, tensors["W0"], tensors["b0"], directions)
     return Dataset(spec, {k: v.to(torch.float32) for k, v in tensors.items()})
 
 
+def _source_split(
+    spec: DatasetSpec, w0: torch.Tensor, b0: torch.Tensor, directions: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``X_source``, ``y_source``: x_src ~ N(0, P + leak·(I − P)), y_src = W₀x_src + b₀ + σε,
+    from the dataset's own ``source`` stream."""
+    gen = generator(spec.seed, spec.name, "source")
+    n = spec.source.n
+    x = torch.randn(n, spec.in_features, generator=gen, dtype=torch.float64)
+    eps = torch.randn(n, spec.out_features, generator=gen, dtype=torch.float64)
+    x = _excite(x, directions, on=1.0, off=spec.source.leak)
+    return {"X_source": x, "y_source": x @ w0.T + b0 + spec.noise_std * eps}
+
+
 def ground_truth(dataset: Dataset) -> GroundTruth:
-    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD)."""
+    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD).
+
+    Singular values at or below the numerical-rank tolerance of the stored float32 matrix,
+    s_max · max(d_in, d_out) · eps(float32) (as ``numpy.linalg.matrix_rank``), are rounding
+    noise of the storage, not part of the task, and are set to 0: ΔW* of rank k then has
+    exactly k non-zero singular values, and with σ = 0 the optimum at r ≥ k is exactly 0.
+    """
     spec = dataset.spec
     w0, b0 = dataset["W0"].double(), dataset["b0"].double()
     if spec.kind == "noise":
@@ -133,6 +227,9 @@ def ground_truth(dataset: Dataset) -> GroundTruth:
     else:
         gap_w, gap_b = dataset["delta_W"].double(), torch.zeros_like(b0)
     svals = torch.linalg.svdvals(gap_w)
+    if svals.numel():
+        tolerance = svals.max() * max(gap_w.shape) * torch.finfo(torch.float32).eps
+        svals = torch.where(svals > tolerance, svals, torch.zeros_like(svals))
     return GroundTruth(
         singular_values=tuple(float(s) for s in svals),
         bias_gap_sq=float(gap_b.square().sum()),

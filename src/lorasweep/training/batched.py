@@ -35,10 +35,11 @@ chunking, Adam, divergence and the records are shared.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -55,7 +56,13 @@ from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset
 from lorasweep.training.batched_linear import Rows, StackedFull, StackedLoRA
 from lorasweep.training.devices import device_name, resolve_device
-from lorasweep.training.loop import History, RunResult, build_model, starting_adapter
+from lorasweep.training.loop import (
+    History,
+    RunResult,
+    build_model,
+    held_out_splits,
+    starting_adapter,
+)
 from lorasweep.training.stacked import StackedAdam, state_bytes
 
 MIN_SLOTS = 2
@@ -69,6 +76,8 @@ class Member:
     counts: ParameterCounts
     scaling: float | None
     initial_tensors: dict[str, torch.Tensor]
+    trained_numels: list[int]
+    base_weight: torch.Tensor | None
     history: History = field(default_factory=lambda: History(epochs=[]))
     stepped: bool = False
     result: RunResult | None = None
@@ -83,11 +92,13 @@ class EpochSums:
     norms: dict[str, float] = field(default_factory=dict)
     steps: int = 0
 
-    def record(self, n_train: int, val_loss: float, columns: Sequence[str]) -> dict:
+    def record(self, n_train: int, held_out: dict[str, float], columns: Sequence[str]) -> dict:
+        """The epoch's record; ``held_out`` maps ``val_loss`` (and ``source_loss``) to the
+        losses after the epoch, which a run whose training loss stopped being finite lacks."""
         finite = math.isfinite(self.loss)
         return {
             "train_loss": self.loss / n_train if finite else math.nan,
-            "val_loss": val_loss if finite else math.nan,
+            **{name: value if finite else math.nan for name, value in held_out.items()},
             **{c: self.norms.get(c, 0.0) / max(self.steps, 1) for c in columns},
         }
 
@@ -106,17 +117,21 @@ def train_batch(
     dataset: Dataset,
     device: torch.device | None = None,
     memory_budget_mib: float | None = None,
+    pad_ranks: bool = False,
 ) -> list[RunResult]:
     """Train the runs of one batch (one :func:`~lorasweep.planning.batches.batch_key`) together,
-    chunk by chunk within the memory budget; their results, in the order of ``specs``."""
+    chunk by chunk within the memory budget; their results, in the order of ``specs``.
+    ``pad_ranks`` lets LoRA runs of different ranks share the batch, padded to the largest (the
+    alternative the planner measured against; see :class:`StackedLoRA`)."""
     if len({s.run_id for s in specs}) != len(specs):
         raise ValueError("a batch lists a run twice")
-    if len({batch_key(s) for s in specs}) != 1 or not all(batchable(s) for s in specs):
+    keys = {batch_key(dataclasses.replace(s, rank=None) if pad_ranks else s) for s in specs}
+    if len(keys) != 1 or not all(batchable(s, dataset.spec.as_dict()) for s in specs):
         raise ValueError("these runs do not share a batch (lorasweep.planning.batches.batch_key)")
     device = device if device is not None else resolve_device(specs[0].device)
     budget = memory_budget(memory_budget_mib, device)
     results = {}
-    for chunk in chunk_runs(specs, asdict(dataset.spec), budget):
+    for chunk in chunk_runs(specs, dataset.spec.as_dict(), budget):
         for result in train_chunk(chunk, dataset, device):
             results[result.spec.run_id] = result
     return [results[s.run_id] for s in specs]
@@ -132,6 +147,8 @@ def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device,
             counts=count_parameters(model),
             scaling=model.scaling if spec.method == "lora" else None,
             initial_tensors=starting_adapter(spec, model),
+            trained_numels=[p.numel() for p in model.parameters() if p.requires_grad],
+            base_weight=model.base.weight.detach().cpu() if spec.init == "pissa" else None,
         )
         for spec, model in zip(specs, models, strict=True)
     ]
@@ -151,7 +168,7 @@ def train_chunk(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device
     n_train = dataset["X_train"].shape[0]
     batch = min(specs[0].batch_size or n_train, n_train)
     objective, adam, members, owners = _objective(specs, dataset, device, batch)
-    trainer = ChunkTrainer(objective, adam, members, owners, device)
+    trainer = ChunkTrainer(objective, adam, members, owners, device, held_out_splits(dataset))
     trainer.record_initial()
     shuffles = {
         key: generator(key, "shuffle", specs[0].dataset)
@@ -172,26 +189,31 @@ def train_chunk(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device
 class ChunkTrainer:
     """The epoch loop of one chunk: steps, records, divergence, and the slots runs leave."""
 
-    def __init__(self, objective, adam: StackedAdam, members, owners, device: torch.device):
+    def __init__(self, objective, adam: StackedAdam, members, owners, device, held_out):
         self.objective, self.adam, self.members = objective, adam, members
         self.owners: list[int | None] = owners
         self.device = device
+        self.held_out = held_out
         self.columns = list(objective.norm_columns)
         self.fields = [objective.norm_columns[c] for c in self.columns]
 
     def active(self) -> list[int]:
         return [o for o in self.owners if o is not None]
 
+    def _evaluate(self, splits: Sequence[str]) -> list[dict[str, float]]:
+        """Per slot, ``<split>_loss`` of each split (no dropout, no gradients)."""
+        losses = {f"{split}_loss": self.objective.evaluate(split).tolist() for split in splits}
+        return [{name: values[slot] for name, values in losses.items()}
+                for slot in range(len(self.owners))]  # fmt: skip
+
     def record_initial(self) -> None:
         """Epoch 0: every run's losses before any step, without gradient norms."""
-        train = self.objective.evaluate("train").tolist()
-        val = self.objective.evaluate("val").tolist()
+        losses = self._evaluate(["train", *self.held_out])
         for slot, owner in enumerate(self.owners):
             if owner is not None:
                 self.members[owner].history.epochs.append(
-                    {"epoch": 0, "train_loss": train[slot], "val_loss": val[slot],
-                     **dict.fromkeys(self.columns, math.nan)}
-                )  # fmt: skip
+                    {"epoch": 0, **losses[slot], **dict.fromkeys(self.columns, math.nan)}
+                )
 
     def _rows(self, orders: dict, lo: int, size: int) -> Rows:
         """The step's rows for every slot: shared when all slots draw the same order."""
@@ -229,19 +251,20 @@ class ChunkTrainer:
                 for column, norm in zip(self.columns, slot_norms, strict=True):
                     sums[owner].norms[column] = sums[owner].norms.get(column, 0.0) + norm
                 sums[owner].steps += 1
+            lost = {f"{split}_loss": math.nan for split in self.held_out}
             for owner in diverged:
-                record = sums[owner].record(n_train, math.nan, self.columns)
+                record = sums[owner].record(n_train, lost, self.columns)
                 self._close_epoch(owner, epoch, record, start, runs_at_start, diverged=True)
             if not self.active():
                 return
             self.adam.step()
             for owner in self.active():
                 self.members[owner].stepped = True
-        val = self.objective.evaluate("val").tolist()
+        held_out = self._evaluate(self.held_out)
         for slot, owner in enumerate(list(self.owners)):
             if owner is None:
                 continue
-            record = sums[owner].record(n_train, val[slot], self.columns)
+            record = sums[owner].record(n_train, held_out[slot], self.columns)
             diverged = not math.isfinite(record["val_loss"])
             self._close_epoch(owner, epoch, record, start, runs_at_start, diverged)
 
@@ -280,15 +303,13 @@ class ChunkTrainer:
         member = self.members[owner]
         slot = self.owners.index(owner)
         spec, history = member.spec, member.history
-        shapes = self.objective.params.layout.shapes.values()
-        numels = [math.prod(shape) for shape in shapes]
         member.result = RunResult(
             spec=spec,
             status="ok" if history.diverged_epoch is None else "diverged",
             diverged_epoch=history.diverged_epoch,
             epochs=history.epochs,
             counts=member.counts,
-            train_state_bytes=state_bytes(numels, member.stepped),
+            train_state_bytes=state_bytes(member.trained_numels, member.stepped),
             tensors=self.objective.tensors(slot),
             device=self.device.type,
             device_name=device_name(self.device),
@@ -296,4 +317,5 @@ class ChunkTrainer:
             cached_base=self.objective.cached_base,
             scaling=member.scaling,
             initial_tensors=member.initial_tensors,
+            base_weight=member.base_weight,
         )

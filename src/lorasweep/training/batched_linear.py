@@ -29,6 +29,7 @@ from lorasweep.training.exact import (
     can_use_gram,
     gram_statistics,
     gram_sum_of_squares,
+    splits_of,
     trains_on_base_residuals,
 )
 from lorasweep.training.stacked import SlotLayout, StackedParameters
@@ -93,8 +94,8 @@ def _accumulate(out: torch.Tensor, first: bool, fn, *args) -> None:
 
 
 class StackedLoRA:
-    """R LoRA adapters of one rank on one dataset's frozen layer: the loss ``mse_loss(model(x),
-    y)`` of each, computed as :func:`lorasweep.training.exact.cached_loss` computes it for one run.
+    """R LoRA adapters on one dataset's frozen layer: the loss ``mse_loss(model(x), y)`` of
+    each, computed as :func:`lorasweep.training.exact.cached_loss` computes it for one run.
 
     Each run fits ``b + s·B(A·dropout(x))`` to the residual r = y − W₀x. The residual is the
     dataset's, cached once per job and shared by the whole batch, or, for PiSSA (whose frozen
@@ -104,7 +105,11 @@ class StackedLoRA:
     (:func:`~lorasweep.training.exact.gram_sum_of_squares`).
 
     The slot holds A (r×d_in), Bᵀ (r×d_out; the layout in which the batched products run
-    fastest here) and the bias where it trains.
+    fastest here) and the bias where it trains. Runs of different ranks may share a batch
+    padded to the largest: a padded row of A or Bᵀ starts at zero and its gradient is masked to
+    exactly zero, so Adam never moves it (m and v stay 0, and so does the update). The planner
+    groups by rank instead (:mod:`lorasweep.planning.batches`); padding is kept for measuring
+    that choice.
     """
 
     norm_columns = {"grad_norm_A": "A", "grad_norm_B": "Bt"}
@@ -116,22 +121,29 @@ class StackedLoRA:
         first = models[0]
         device = first.lora_A.device
         self.bias_trains = specs[0].bias == "all"
-        shapes = {"A": tuple(first.lora_A.shape), "Bt": tuple(first.lora_B.T.shape)}
+        self.ranks = [model.rank for model in models]
+        rank = max(self.ranks)
+        shapes = {"A": (rank, first.in_features), "Bt": (rank, first.out_features)}
         if self.bias_trains:
             shapes["bias"] = (first.out_features,)
         self.params = StackedParameters(SlotLayout.of(shapes), len(models), device)
         with torch.no_grad():
             for slot, model in enumerate(models):
-                self.params["A"][slot] = model.lora_A
-                self.params["Bt"][slot] = model.lora_B.T
+                self.params["A"][slot, : model.rank] = model.lora_A
+                self.params["Bt"][slot, : model.rank] = model.lora_B.T
                 if self.bias_trains:
                     self.params["bias"][slot] = model.base.bias
+        self.padding = None
+        if min(self.ranks) < rank:
+            rows = torch.arange(rank, device=device)
+            ranks = torch.tensor(self.ranks, device=device)
+            self.padding = (rows >= ranks.unsqueeze(1)).unsqueeze(2)
         self.scaling = torch.tensor([m.scaling for m in models], dtype=torch.float64, device=device)
         self._set_scales()
         self.frozen_bias = None if self.bias_trains else first.base.bias.detach()
         self.dropout = first.dropout
         self.dropout_generators = [m.dropout_generator for m in models]
-        self.x = {split: dataset[f"X_{split}"].to(device) for split in ("train", "val")}
+        self.x = {split: dataset[f"X_{split}"].to(device) for split in splits_of(dataset.tensors)}
         self.residual = {split: self._residual(specs, models, dataset, split) for split in self.x}
         self.gram = None
         if can_use_gram(first, batch, self.x["train"].shape[0]):
@@ -232,7 +244,14 @@ class StackedLoRA:
             grad_bt.mul_(2 / count)
             if self.bias_trains:
                 grad_bias.mul_(2 / count)
+            self._mask_padding()
         return total / count
+
+    def _mask_padding(self) -> None:
+        """Zero the gradient of every padded row of A and Bᵀ, whatever it came out as."""
+        if self.padding is not None:
+            for name in ("A", "Bt"):
+                self.params.grad_of(name).masked_fill_(self.padding, 0.0)
 
     def _gradient_scale(self, count: int) -> torch.Tensor:
         """2s/count per run, in float32, shaped to scale a (runs, rows, r) tensor."""
@@ -261,12 +280,16 @@ class StackedLoRA:
         if backward:
             for name, leaf in leaves.items():
                 self.params.grad_of(name).copy_(leaf.grad)
+            self._mask_padding()
         return loss.detach().double()
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the runs at ``index`` (the parameters are kept by the optimizer)."""
         self.scaling = self.scaling.index_select(0, index)
         self._set_scales()
+        self.ranks = [self.ranks[slot] for slot in index.tolist()]
+        if self.padding is not None:
+            self.padding = self.padding.index_select(0, index)
         generators, seen = [], set()
         for slot in index.tolist():
             original = self.dropout_generators[slot]
@@ -284,9 +307,10 @@ class StackedLoRA:
 
     def tensors(self, slot: int) -> dict[str, torch.Tensor]:
         """The run's trained tensors as the single-run path stores them."""
+        rank = self.ranks[slot]
         out = {
-            "lora_A": self.params["A"][slot].detach().cpu().clone(),
-            "lora_B": self.params["Bt"][slot].detach().T.contiguous().cpu(),
+            "lora_A": self.params["A"][slot, :rank].detach().cpu().clone(),
+            "lora_B": self.params["Bt"][slot, :rank].detach().T.contiguous().cpu(),
         }
         if self.bias_trains:
             out["bias"] = self.params["bias"][slot].detach().cpu().clone()
@@ -312,7 +336,7 @@ class StackedFull:
                 self.params["Wt"][slot] = model.weight.T
                 self.params["bias"][slot] = model.bias
         self.data = {}
-        for split in ("train", "val"):
+        for split in splits_of(dataset.tensors):
             if f"y_{split}" not in dataset.tensors:
                 raise ValueError(f"{specs[0].run_id}: needs the targets y, which this job released")
             self.data[split] = (dataset[f"X_{split}"], dataset[f"y_{split}"])

@@ -17,6 +17,7 @@ from torch import nn
 
 from lorasweep.models.lora import LoRALinear
 from lorasweep.planning.runs import RunSpec
+from lorasweep.tasks import tutorial
 from lorasweep.tasks.synthetic import Dataset
 
 LossFn = Callable[..., float]
@@ -25,6 +26,8 @@ LossFn = Callable[..., float]
 parameters' ``.grad``."""
 
 SPLITS = ("train", "val")
+SOURCE = "source"
+"""The source task's split, present where the dataset declares one: evaluated, never trained on."""
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
 """Split name → (x, y); y is None where the job replaced it by the residual."""
 Residuals = dict[str, torch.Tensor]
@@ -34,6 +37,11 @@ CHUNK_ELEMENTS = 1 << 16
 """Rows are processed in chunks of at most this many output elements (256 KiB in float32), so
 that no split- or batch-sized temporary is formed and each chunk stays in the CPU's cache while
 its loss and gradients are formed (measured fastest here among 2¹⁴…2²⁰ at 4096×4096)."""
+
+
+def splits_of(tensors: dict[str, torch.Tensor]) -> tuple[str, ...]:
+    """The dataset's splits: train and val, then the source task's where it has one."""
+    return SPLITS + ((SOURCE,) if f"X_{SOURCE}" in tensors else ())
 
 
 def can_cache_base(model: nn.Module) -> bool:
@@ -82,16 +90,18 @@ def base_residual(
 
 def cache_base_residuals(dataset: Dataset, specs: Sequence[RunSpec]) -> None:
     """Compute r = y − W₀x once per dataset for the runs that train on it (the frozen base
-    output is a constant of each sample) and store it as ``r_train``/``r_val``.
+    output is a constant of each sample) and store it as ``r_train``/``r_val`` (and
+    ``r_source`` where the dataset has a source task).
 
     When no run in ``specs`` needs y or W₀ (full fine-tuning, PiSSA), r overwrites y in place
-    and W₀ is released, so the job holds x and r only. The caller must own ``dataset``.
+    and W₀ is released, so the job holds x and r only. The caller must own ``dataset``. A
+    ``compat: tutorial`` dataset is left as it is: its runs use the reference loss.
     """
     users = [spec for spec in specs if trains_on_base_residuals(spec)]
-    if not users or "r_train" in dataset.tensors:
+    if not users or "r_train" in dataset.tensors or tutorial.is_tutorial(dataset.spec):
         return
     exclusive = len(users) == len(specs)
-    for split in SPLITS:
+    for split in splits_of(dataset.tensors):
         residual = base_residual(
             dataset[f"X_{split}"], dataset[f"y_{split}"], dataset["W0"], in_place=exclusive
         )

@@ -19,17 +19,19 @@ import torch
 from torch import nn
 
 from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
-from lorasweep.models.lora import NONZERO_START_INITS, LoRALinear
+from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
+from lorasweep.tasks import tutorial
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
 from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.exact import (
-    SPLITS,
+    SOURCE,
     LossFn,
     Splits,
     cached_loss,
     can_cache_base,
+    splits_of,
     trains_on_base_residuals,
 )
 
@@ -52,7 +54,7 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     base.bias = nn.Parameter(dataset["b0"].to(device, copy=True))
     if full:
         return base
-    return LoRALinear(
+    layer = LoRALinear(
         base,
         rank=spec.rank,
         alpha=spec.alpha,
@@ -64,13 +66,16 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
         dropout_generator=generator(spec.seed, "dropout", spec.run_id),
         device=device,
     )
+    if spec.init == "randn" and tutorial.is_tutorial(dataset.spec):
+        tutorial.initialise_adapter(layer, dataset.spec)
+    return layer
 
 
 def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]:
-    """A₀ and B₀ as ``lora_A_init``/``lora_B_init`` where the adapter does not start at zero
-    (:data:`NONZERO_START_INITS`), so that later stages read the starting point B₀A₀ from the
-    run folder instead of recomputing it (PiSSA's SVD); empty for every other run."""
-    if spec.method != "lora" or spec.init not in NONZERO_START_INITS:
+    """A₀ and B₀ as ``lora_A_init``/``lora_B_init`` where the frozen base is W₀ − s·B₀A₀
+    (:data:`RESIDUAL_BASE_INITS`), so that later stages rebuild the run's base and its change
+    from W₀ from the run folder instead of recomputing PiSSA's SVD; empty for every other run."""
+    if spec.method != "lora" or spec.init not in RESIDUAL_BASE_INITS:
         return {}
     return {
         "lora_A_init": model.lora_A.detach().to("cpu", copy=True),
@@ -105,12 +110,13 @@ def choose_loss(
     """The run's loss, and whether it is an exact fast path (:func:`cached_loss`) rather than
     :func:`reference_loss`.
 
-    ``use_cache=None`` takes the fast path wherever :func:`can_cache_base` says it is exact;
+    ``use_cache=None`` takes the fast path wherever :func:`can_cache_base` says it is exact,
+    except on a ``compat: tutorial`` dataset, whose runs compute the tutorial's float32 loss;
     residuals the job cached in ``dataset`` (:func:`cache_base_residuals`) are used rather than
     recomputed.
     """
     if use_cache is None:
-        use_cache = can_cache_base(model)
+        use_cache = can_cache_base(model) and not tutorial.is_tutorial(dataset.spec)
     elif use_cache and not can_cache_base(model):
         raise ValueError("W₀x can only be cached for a single unmerged LoRA layer")
     tensors = dataset.tensors
@@ -119,11 +125,11 @@ def choose_loss(
             tensors[f"X_{split}"].to(device),
             tensors[f"y_{split}"].to(device) if f"y_{split}" in tensors else None,
         )
-        for split in SPLITS
+        for split in splits_of(tensors)
     }
     residuals = None
     if use_cache and trains_on_base_residuals(spec) and "r_train" in tensors:
-        residuals = {split: tensors[f"r_{split}"].to(device) for split in SPLITS}
+        residuals = {split: tensors[f"r_{split}"].to(device) for split in data}
     elif data["train"][1] is None:
         raise ValueError(f"{spec.run_id}: needs the targets y, which this job replaced by y − W₀x")
     if use_cache:
@@ -160,12 +166,24 @@ def evaluate(model: nn.Module, loss: LossFn, split: str) -> float:
         return loss(split)
 
 
-def initial_record(model: nn.Module, loss: LossFn, norms: dict[str, nn.Parameter]) -> dict:
+def held_out_splits(dataset: Dataset) -> tuple[str, ...]:
+    """The splits evaluated after every epoch: val, and the source task's where there is one."""
+    return tuple(split for split in splits_of(dataset.tensors) if split != "train")
+
+
+def evaluate_held_out(model: nn.Module, loss: LossFn, splits: tuple[str, ...]) -> dict:
+    """``val_loss`` (and ``source_loss``): the loss on each held-out split."""
+    return {f"{split}_loss": evaluate(model, loss, split) for split in splits}
+
+
+def initial_record(
+    model: nn.Module, loss: LossFn, norms: dict[str, nn.Parameter], held_out: tuple[str, ...]
+) -> dict:
     """Epoch 0: the losses of the model before any step, and no gradient norms yet."""
     return {
         "epoch": 0,
         "train_loss": evaluate(model, loss, "train"),
-        "val_loss": evaluate(model, loss, "val"),
+        **evaluate_held_out(model, loss, held_out),
         **dict.fromkeys(norms, math.nan),
     }
 
@@ -192,9 +210,10 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     norms: dict[str, nn.Parameter],
     epoch_batches: list[tuple[torch.Tensor | None, int]],
+    held_out: tuple[str, ...],
 ) -> tuple[dict, bool]:
-    """One Adam step per batch, then the validation loss; returns the epoch's record and
-    whether the run diverged.
+    """One Adam step per batch, then the loss on each ``held_out`` split; returns the epoch's
+    record and whether the run diverged.
 
     ``train_loss`` is the sample-weighted mean of the batch losses and each gradient norm the
     mean over the steps taken. A non-finite batch loss ends the epoch before its step; the
@@ -214,13 +233,27 @@ def train_epoch(
         optimizer.step()
         steps += 1
     finite = math.isfinite(loss_sum)
-    val_loss = evaluate(model, loss, "val") if finite else math.nan
+    held = (
+        evaluate_held_out(model, loss, held_out)
+        if finite
+        else {f"{split}_loss": math.nan for split in held_out}
+    )
     record = {
         "train_loss": loss_sum / sum(size for _, size in epoch_batches) if finite else math.nan,
-        "val_loss": val_loss,
+        **held,
         **{name: total / max(steps, 1) for name, total in norm_sums.items()},
     }
-    return record, not (finite and math.isfinite(val_loss))
+    return record, not (finite and math.isfinite(record["val_loss"]))
+
+
+def gap_to_optimal(loss: float, optimal: float) -> float | None:
+    """How far ``loss`` is above the theoretical optimum, relative to it: loss / optimal − 1.
+
+    None where the optimum is 0 (noise σ = 0 and an update that can reach the truth: r ≥ the
+    task rank, or full fine-tuning); a relative gap to 0 is undefined, and the loss is itself
+    the absolute gap.
+    """
+    return loss / optimal - 1.0 if optimal > 0 else None
 
 
 @dataclass
@@ -241,6 +274,8 @@ class RunResult:
     scaling: float | None = None
     initial_tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     """The adapter's starting point, stored beside ``tensors`` (:func:`starting_adapter`)."""
+    base_weight: torch.Tensor | None = field(default=None, repr=False)
+    """The frozen weight a PiSSA adapter was trained against (W₀ − s·B₀A₀); None otherwise."""
 
     @property
     def final(self) -> dict:
@@ -261,7 +296,7 @@ class RunResult:
             optimal = truth.optimal_loss(rank, bias_trains)
             noise = truth.noise_floor
             if self.status == "ok":
-                gap = self.final["val_loss"] / optimal - 1.0
+                gap = gap_to_optimal(self.final["val_loss"], optimal)
         return {
             **spec.as_dict(),
             "trainable_params": self.counts.trainable,
@@ -280,7 +315,17 @@ class RunResult:
             "gap_to_optimal": gap,
             "device_type": self.device,
             "cached_base": self.cached_base,
+            **self.forgetting(),
         }
+
+    def forgetting(self) -> dict:
+        """Where the dataset has a source task: its final loss, and ``forgetting``, the source
+        loss after fine-tuning minus before (epoch 0); empty otherwise."""
+        key = f"{SOURCE}_loss"
+        if key not in self.epochs[0]:
+            return {}
+        before, after = self.epochs[0][key], self.final[key]
+        return {"final_source_loss": after, "forgetting": after - before}
 
 
 @dataclass
@@ -324,6 +369,7 @@ def package_result(
         cached_base=cached_base,
         scaling=model.scaling if spec.method == "lora" else None,
         initial_tensors=initial_tensors,
+        base_weight=model.base.weight.detach().cpu() if spec.init == "pissa" else None,
     )
 
 
@@ -336,8 +382,9 @@ def train_run(
     """Train one run and return its per-epoch record, counts and final weights.
 
     Epoch 0 is the model before any step; every later epoch is one :func:`train_epoch`, timed
-    to the end of its validation loss. A divergence stops the run with ``status="diverged"``.
-    ``use_cache`` picks the loss (:func:`choose_loss`).
+    to the end of its held-out losses (validation, and the source task's where there is one).
+    A divergence stops the run with ``status="diverged"``. ``use_cache`` picks the loss
+    (:func:`choose_loss`).
     """
     device = device if device is not None else resolve_device(spec.device)
     model = build_model(spec, dataset, device)
@@ -349,11 +396,12 @@ def train_run(
     norms = tracked_gradients(spec, model)
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
 
-    history = History(epochs=[initial_record(model, loss, norms)])
+    held_out = held_out_splits(dataset)
+    history = History(epochs=[initial_record(model, loss, norms, held_out)])
     for epoch in range(1, spec.epochs + 1):
         start = time.perf_counter()
         record, diverged = train_epoch(
-            model, loss, optimizer, norms, batches(n_train, batch, shuffle, device)
+            model, loss, optimizer, norms, batches(n_train, batch, shuffle, device), held_out
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)

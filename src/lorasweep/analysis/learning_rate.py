@@ -1,0 +1,105 @@
+"""The learning-rate study: each loss-against-learning-rate curve's optimum, and LoRA's optimum
+relative to full fine-tuning's ("LoRA Without Regret", Schulman et al., Thinking Machines 2025,
+Fig. 2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from lorasweep.analysis.statistics import LORA_SETTINGS
+
+
+def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, bool]:
+    """The minimiser of a U-shaped curve of final loss against learning rate, and whether it
+    lies at the edge of the grid.
+
+    The curve is taken in (log₁₀ lr, log₁₀ loss). The optimum is the vertex of the parabola
+    through the lowest grid point and its two neighbours, kept inside their bracket. Where the
+    lowest point is the first or last of the grid, or the three points are not convex, the grid
+    point itself is returned; at an edge the true optimum may lie beyond the grid, so the flag
+    is True. Non-finite losses (diverged runs) count as +∞.
+    """
+    grid = np.asarray(lrs, dtype=float)
+    order = np.argsort(grid)
+    grid = grid[order]
+    x = np.log10(grid)
+    y = np.asarray(losses, dtype=float)[order]
+    y = np.where(np.isfinite(y) & (y > 0), np.log10(np.where(y > 0, y, 1.0)), np.inf)
+    if not np.isfinite(y).any():
+        return math.nan, True
+    best = int(np.argmin(y))
+    if best in (0, len(x) - 1):
+        return float(grid[best]), True
+    (x0, x1, x2), (y0, y1, y2) = x[best - 1 : best + 2], y[best - 1 : best + 2]
+    if not np.isfinite([y0, y2]).all():
+        return float(grid[best]), False
+    denominator = (x0 - x1) * (x0 - x2) * (x1 - x2)
+    a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denominator
+    b = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / denominator
+    if a <= 0:
+        return float(grid[best]), False
+    vertex = min(max(-b / (2 * a), x0), x2)
+    return float(10**vertex), False
+
+
+CURVE_KEYS = ["dataset", "method", "rank", *(s for s in LORA_SETTINGS if s != "lr")]
+"""What tells one loss-against-learning-rate curve from another: every setting but lr and seed
+(full fine-tuning has one curve per dataset; its LoRA columns are empty)."""
+OPTIMA_COLUMNS = [*CURVE_KEYS, "seed", "lrs", "optimal_lr", "at_edge", "min_loss",
+                  "ratio_to_full"]  # fmt: skip
+
+
+def lr_optima(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each curve's optimal learning rate (:func:`optimal_learning_rate` of its final validation
+    loss), once per seed and once for the mean over seeds (``seed`` empty), for every curve
+    swept over at least two learning rates.
+
+    A diverged run counts as an infinite loss; the mean curve is infinite at a learning rate
+    where any seed diverged. ``ratio_to_full`` is a LoRA curve's optimum over full fine-tuning's
+    on the same dataset and seed (or both mean curves): LoRA Without Regret's ratio.
+    """
+    losses = runs.assign(loss=runs["final_val_loss"].where(runs["status"] == "ok"))
+    keys = [k for k in CURVE_KEYS if k in runs.columns]
+    rows = []
+    for key, curve in losses.groupby(keys, dropna=False, sort=True):
+        if curve["lr"].nunique() < 2:
+            continue
+        by_lr = curve.set_index(["lr", "seed"])["loss"].unstack("seed").sort_index()
+        curve_key = dict(zip(keys, key, strict=True))
+        rows.append(_optimum_row(curve_key, pd.NA, by_lr.mean(axis=1, skipna=False)))
+        for seed in by_lr.columns:
+            rows.append(_optimum_row(curve_key, seed, by_lr[seed]))
+    table = pd.DataFrame(rows).reindex(columns=OPTIMA_COLUMNS[:-1])
+    table["seed"] = pd.array(table["seed"], dtype="Int64")
+    table["rank"] = pd.array(table["rank"], dtype="Int64")
+    full = table[table["method"] == "full"].set_index(["dataset", "seed"])["optimal_lr"]
+    reference = [full.get((d, s), math.nan) for d, s in zip(table["dataset"], table["seed"],
+                                                            strict=True)]  # fmt: skip
+    table["ratio_to_full"] = (table["optimal_lr"] / reference).where(table["method"] == "lora")
+    return table.reindex(columns=OPTIMA_COLUMNS)
+
+
+def _optimum_row(curve_key: dict, seed, losses: pd.Series) -> dict:
+    """One row of :func:`lr_optima`: the curve ``losses`` (indexed by lr) and its optimum."""
+    lr, at_edge = optimal_learning_rate(losses.index, losses.fillna(math.inf).to_numpy())
+    finite = losses[np.isfinite(losses)]
+    return {
+        **curve_key,
+        "seed": seed,
+        "lrs": len(losses),
+        "optimal_lr": lr,
+        "at_edge": at_edge,
+        "min_loss": float(finite.min()) if not finite.empty else math.nan,
+    }
+
+
+def ratio_spread(ratios: pd.Series) -> tuple[float, float, float]:
+    """Geometric mean, smallest and largest of per-seed ratios (NaN where there are none)."""
+    ratios = ratios.dropna()
+    if ratios.empty:
+        return math.nan, math.nan, math.nan
+    return float(np.exp(np.log(ratios).mean())), float(ratios.min()), float(ratios.max())

@@ -1,0 +1,191 @@
+"""The newer evidence: loss against learning rate (LoRA Without Regret, Fig. 2), forgetting
+against learning (Biderman et al. 2024, Fig. 4), and intruder dimensions against rank
+(Shuttleworth et al. 2024)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
+import matplotlib.transforms as transforms
+import numpy as np
+import pandas as pd
+
+from lorasweep.analysis import forgetting, statistics
+from lorasweep.analysis.evidence_findings import intruder_means
+from lorasweep.figures.registry import Tables, figure, has_source_task, lr_swept, varies
+from lorasweep.figures.style import (
+    FULL_COLOR,
+    SCALING_COLORS,
+    THEORY_COLOR,
+    errorbar,
+    errorbar_by,
+    legend_outside,
+    no_data,
+    ordered_scalings,
+    rank_colors,
+    scaling_label,
+    subplot_grid,
+)
+
+
+def _mark_optima(ax, optima: pd.DataFrame, color) -> None:
+    """Small triangles along the top of the panel at the mean curve's interpolated optimum."""
+    where = transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for row in optima.itertuples():
+        fill = "none" if row.at_edge else "full"
+        ax.plot([row.optimal_lr], [0.97], marker="v", markersize=4, color=color,
+                transform=where, clip_on=False, fillstyle=fill)  # fmt: skip
+
+
+def _mean_optima(optima: pd.DataFrame | None, **match) -> pd.DataFrame:
+    """Rows of ``lr_optima.csv`` for mean-over-seeds curves whose columns equal ``match``."""
+    if optima is None or optima.empty:
+        return pd.DataFrame(columns=["optimal_lr", "at_edge"])
+    rows = optima[optima["seed"].isna()]
+    for column, value in match.items():
+        rows = rows[rows[column] == value]
+    return rows
+
+
+@figure(tables=("runs", "epochs", "lr_optima"), when=lr_swept)
+def loss_vs_learning_rate(t: Tables) -> plt.Figure:
+    """Final validation loss against learning rate (log x), one curve per rank and one for
+    full FT, mean ± sd over seeds, per scaling rule; triangles mark each curve's optimum."""
+    runs = statistics.completed(t.runs)
+    lora = statistics.reference_slice(
+        runs[runs["method"] == "lora"], vary=["rank", "lr", "scaling"]
+    )
+    lora = statistics.where_varies(lora, ["dataset", "scaling", "rank"], "lr")
+    full = statistics.where_varies(runs[runs["method"] == "full"], ["dataset"], "lr")
+    datasets = sorted(set(lora["dataset"]) | set(full["dataset"]))
+    if not datasets:
+        return no_data("no curve has two learning rates")
+    scalings = ordered_scalings(lora["scaling"]) or [None]
+    colors = rank_colors(lora["rank"].dropna().unique())
+    fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
+    for i, dataset in enumerate(datasets):
+        for j, scaling in enumerate(scalings):
+            ax = axes[i, j]
+            panel = lora[(lora["dataset"] == dataset) & (lora["scaling"] == scaling)]
+            for rank, group in panel.groupby("rank", sort=True):
+                errorbar_by(ax, group, "lr", "final_val_loss", colors[int(rank)], f"r={rank}")
+                first = group.iloc[0]
+                curve = _mean_optima(t.lr_optima, dataset=dataset, method="lora", rank=rank,
+                                     scaling=scaling, alpha=first["alpha"])  # fmt: skip
+                _mark_optima(ax, curve, colors[int(rank)])
+            ours = full[full["dataset"] == dataset]
+            if not ours.empty:
+                errorbar_by(ax, ours, "lr", "final_val_loss", FULL_COLOR, "full FT", linestyle="--")
+                _mark_optima(ax, _mean_optima(t.lr_optima, dataset=dataset, method="full"),
+                             FULL_COLOR)  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel("final validation MSE")
+            title = dataset if scaling is None else f"{dataset} · {scaling_label(scaling)}"
+            ax.set_title(title)
+    fig.tight_layout()
+    legend_outside(fig, axes)
+    return fig
+
+
+def _frontier_panel(ax, points: pd.DataFrame, colors: dict) -> None:
+    """Every checkpoint (dots) and each method's frontier F(L) (steps): LoRA per rank, full
+    FT dashed."""
+    for rank, group in points[points["method"] == "lora"].groupby("rank", sort=True):
+        color = colors[int(rank)]
+        ax.scatter(group["val_loss"], group["forgetting"], s=3, color=color, alpha=0.25, lw=0)
+        steps = forgetting.frontier(group)
+        ax.step(steps["val_loss"], steps["forgetting"], where="post", color=color,
+                label=f"LoRA r={rank}")  # fmt: skip
+    full = points[points["method"] == "full"]
+    if not full.empty:
+        ax.scatter(full["val_loss"], full["forgetting"], s=3, color=FULL_COLOR, alpha=0.25, lw=0)
+        steps = forgetting.frontier(full)
+        ax.step(steps["val_loss"], steps["forgetting"], where="post", color=FULL_COLOR,
+                linestyle="--", label="full FT")  # fmt: skip
+
+
+@figure(when=has_source_task)
+def forgetting_vs_learning(t: Tables) -> plt.Figure:
+    """Source-task forgetting against target validation loss at every epoch and learning rate
+    (seed means), with each method's least forgetting at a given target loss (Biderman Fig. 4)."""
+    points = forgetting.checkpoints(t.runs, t.epochs)
+    if points.empty:
+        return no_data("no dataset with a source task")
+    datasets = sorted(points["dataset"].unique())
+    colors = rank_colors(points["rank"].dropna().unique())
+    fig, axes = subplot_grid(1, len(datasets))
+    for j, dataset in enumerate(datasets):
+        ax = axes[0, j]
+        panel = points[points["dataset"] == dataset]
+        _frontier_panel(ax, panel, colors)
+        floor = statistics.noise_floor(t.runs, dataset) or 1e-4
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_yscale("symlog", linthresh=floor / 100)
+        start = t.runs.loc[t.runs["dataset"] == dataset, "initial_val_loss"].max()
+        ax.set_xlim(panel["val_loss"].min() / 1.2, 1.2 * start)
+        ax.set_ylim(bottom=min(0.0, 1.2 * panel["forgetting"].min()))
+        ax.axhline(0, color=THEORY_COLOR, linewidth=0.6)
+        ax.set_xlabel("target validation MSE (learned more ←)")
+        ax.set_ylabel("forgetting: source MSE − before")
+        ax.set_title(dataset)
+    fig.tight_layout()
+    legend_outside(fig, axes)
+    return fig
+
+
+@figure(tables=("runs", "epochs", "intruders"), when=varies("rank"))
+def intruders_vs_rank(t: Tables) -> plt.Figure:
+    """Intruder dimensions among the top 10 singular vectors of W₀ + ΔW against rank, one panel
+    per ε: LoRA under α/r and α/√r (best settings per rank, mean ± sd over seeds), full FT as a
+    band and the true W₀ + ΔW* dotted."""
+    if t.intruders is None or t.intruders.empty:
+        return no_data("no intruder counts")
+    runs = statistics.completed(t.runs)
+    datasets = sorted(runs.loc[runs["method"] == "lora", "dataset"].unique())
+    epsilons = sorted(t.intruders["epsilon"].unique())
+    if not datasets:
+        return no_data("no completed LoRA runs")
+    fig, axes = subplot_grid(len(datasets), len(epsilons), sharey=True)
+    for j, epsilon in enumerate(epsilons):
+        means = intruder_means(t.runs, t.intruders, epsilon)
+        for i, dataset in enumerate(datasets):
+            ax = axes[i, j]
+            _intruder_panel(ax, means[means["dataset"] == dataset])
+            truth = _truth_count(t.intruders, dataset, epsilon)
+            if truth is not None:
+                ax.axhline(truth, color=THEORY_COLOR, linestyle=":", linewidth=1,
+                           label="true W₀ + ΔW*")  # fmt: skip
+            top_k = int(t.intruders["top_k"].max())
+            ax.set_ylim(-0.3, top_k + 0.3)
+            ax.set_ylabel(f"intruders among the top {top_k}")
+            ax.set_title(f"{dataset} · ε = {epsilon:g}")
+    fig.tight_layout()
+    legend_outside(fig, axes)
+    return fig
+
+
+def _intruder_panel(ax, means: pd.DataFrame) -> None:
+    """LoRA's counts against rank per scaling rule, and full FT's mean ± sd as a band."""
+    for scaling in ordered_scalings(means["scaling"]):
+        group = means[means["scaling"] == scaling].sort_values("rank")
+        errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
+                 f"LoRA, {scaling_label(scaling)}")  # fmt: skip
+    full = means[means["method"] == "full"]
+    if not full.empty:
+        mean, sd = float(full["mean"].iloc[0]), float(full["std"].iloc[0])
+        ax.axhline(mean, color=FULL_COLOR, linestyle="--", linewidth=1, label="full FT")
+        ax.axhspan(mean - sd, mean + sd, color=FULL_COLOR, alpha=0.12, linewidth=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("LoRA rank r")
+
+
+def _truth_count(intruders: pd.DataFrame, dataset: str, epsilon: float) -> float | None:
+    rows = intruders[
+        intruders["run_id"].isna()
+        & (intruders["dataset"] == dataset)
+        & np.isclose(intruders["epsilon"], epsilon)
+    ]
+    return float(rows["intruders"].mean()) if not rows.empty else None

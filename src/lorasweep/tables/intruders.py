@@ -1,0 +1,60 @@
+"""The intruder table: per run and per adapted layer, the intruder dimensions of the fine-tuned
+weight W₀ + ΔW among its top k singular vectors, for each ε (:mod:`lorasweep.analysis.intruders`),
+plus the true fine-tuned weight W₀ + ΔW* of each ``lowrank`` dataset as a reference."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lorasweep.analysis.intruders import EPSILONS, TOP_K, base_vectors, intruder_counts
+from lorasweep.io import read_json
+from lorasweep.tables.geometry import run_update
+
+SINGLE_LAYER = "linear"
+"""The layer name of the single-layer tasks."""
+COLUMNS = ["dataset", "run_id", "layer", "top_k", "epsilon", "intruders"]
+
+
+def adapted_layers(
+    run_dir: Path, metrics: dict, dataset
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(layer name, W₀, ΔW) for every layer the run adapted: one for the single-layer tasks."""
+    w0 = dataset["W0"]
+    yield SINGLE_LAYER, w0, run_update(run_dir, metrics, w0)
+
+
+def intruder_table(run_dirs: Iterable[Path], datasets: dict) -> pd.DataFrame:
+    """Long format, one row per (run, layer, ε): ``dataset, run_id, layer, top_k, epsilon,
+    intruders``, where top_k = min(:data:`TOP_K`, layer size). Rows with an empty ``run_id``
+    are the true W₀ + ΔW* of a ``lowrank`` dataset. Diverged runs are left out."""
+    bases: dict[tuple[str, str], torch.Tensor] = {}
+    rows = []
+
+    def count(dataset: str, run_id, layer: str, w0: torch.Tensor, delta: torch.Tensor) -> None:
+        base = bases.setdefault((dataset, layer), base_vectors(w0))
+        top_k = min(TOP_K, *w0.shape)
+        counts = intruder_counts(w0, w0.double() + delta.double(), top_k, EPSILONS, base)
+        rows.extend(
+            {"dataset": dataset, "run_id": run_id, "layer": layer, "top_k": top_k,
+             "epsilon": eps, "intruders": n}
+            for eps, n in counts.items()
+        )  # fmt: skip
+
+    for name in sorted(datasets):
+        data = datasets[name]
+        if data.spec.kind == "lowrank":
+            count(name, None, SINGLE_LAYER, data["W0"], data["delta_W"])
+    for run_dir in run_dirs:
+        metrics = read_json(run_dir / "metrics.json")
+        if metrics["status"] != "ok":
+            continue
+        data = datasets[metrics["dataset"]]
+        for layer, w0, delta in adapted_layers(run_dir, metrics, data):
+            count(metrics["dataset"], metrics["run_id"], layer, w0, delta)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    order = ["dataset", "run_id", "layer", "epsilon"]
+    return table.sort_values(order, na_position="first", kind="stable").reset_index(drop=True)

@@ -1,0 +1,323 @@
+"""The newer papers' measures on hand-made cases with a known answer."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from lorasweep.analysis import evidence_findings as evidence
+from lorasweep.analysis import forgetting
+from lorasweep.analysis.findings import NOT_REPRODUCED, NOT_TESTED, REPRODUCED
+from lorasweep.analysis.intruders import intruder_counts
+from lorasweep.analysis.learning_rate import (
+    OPTIMA_COLUMNS,
+    lr_optima,
+    optimal_learning_rate,
+    ratio_spread,
+)
+
+GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+
+
+@pytest.mark.parametrize("true_lr", [2e-4, 1e-3, 4.2e-3, 1.5e-2])
+def test_optimum_of_a_u_curve_is_recovered_between_grid_points(true_lr):
+    losses = [0.01 * 10 ** (0.7 * (math.log10(lr) - math.log10(true_lr)) ** 2) for lr in GRID]
+    lr, at_edge = optimal_learning_rate(GRID, losses)
+    assert lr == pytest.approx(true_lr, rel=1e-9)
+    assert not at_edge
+
+
+def test_optimum_at_the_grid_edge_is_flagged():
+    losses = [1.0, 0.5, 0.3, 0.2, 0.15, 0.1]
+    assert optimal_learning_rate(GRID, losses) == (GRID[-1], True)
+    assert optimal_learning_rate(GRID, losses[::-1]) == (GRID[0], True)
+
+
+def test_diverged_points_count_as_infinite_loss():
+    losses = [0.5, 0.2, 0.1, 0.3, math.nan, math.inf]
+    lr, at_edge = optimal_learning_rate(GRID, losses)
+    assert 3e-4 < lr < 3e-3 and not at_edge
+
+
+def _diagonal_base(d):
+    return torch.diag(torch.linspace(2.0, 1.0, d, dtype=torch.float64))
+
+
+def test_no_intruders_in_the_base_itself_or_a_small_in_subspace_update():
+    w0 = torch.randn(24, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert set(intruder_counts(w0, w0).values()) == {0}
+    u, s, vh = torch.linalg.svd(w0, full_matrices=False)
+    nudged = w0 + 0.05 * s[0] * torch.outer(u[:, 0], vh[0])
+    assert set(intruder_counts(w0, nudged).values()) == {0}
+
+
+def _hadamard(d: int) -> torch.Tensor:
+    """A d×d Sylvester–Hadamard matrix (entries ±1, orthogonal columns; d a power of 2)."""
+    hadamard = torch.tensor([[1.0]], dtype=torch.float64)
+    while hadamard.shape[0] < d:
+        hadamard = torch.cat(
+            [torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)]
+        )
+    return hadamard
+
+
+def test_a_large_update_orthogonal_to_every_base_direction_gives_k_intruders():
+    d, k = 16, 3
+    w0 = _diagonal_base(d)
+    spread = _hadamard(d) / math.sqrt(d)
+    update = sum(100.0 * (k - j) * torch.outer(spread[:, j], spread[:, j + 5]) for j in range(k))
+    counts = intruder_counts(w0, w0 + update, top_k=k)
+    assert set(counts.values()) == {k}
+
+
+def test_intruder_counts_match_peft_on_the_same_weights():
+    """PEFT's reduce_intruder_dimension logs how many intruders each LoRA layer has."""
+    peft = pytest.importorskip("peft")
+    from peft.tuners.lora.intruders import reduce_intruder_dimension
+
+    gen = torch.Generator().manual_seed(3)
+    base = torch.nn.Sequential()
+    base.add_module("layer", torch.nn.Linear(32, 32, bias=False))
+    model = peft.get_peft_model(
+        base, peft.LoraConfig(r=4, lora_alpha=4, target_modules=["layer"], init_lora_weights=False)
+    )
+    layer = model.base_model.model.layer
+    with torch.no_grad():
+        layer.base_layer.weight.copy_(torch.randn(32, 32, generator=gen))
+        layer.lora_A["default"].weight.copy_(3 * torch.randn(4, 32, generator=gen))
+        layer.lora_B["default"].weight.copy_(3 * torch.randn(32, 4, generator=gen))
+    w0 = layer.base_layer.weight.detach().double()
+    fine_tuned = w0 + layer.get_delta_weight("default").detach().double()
+    messages = []
+    reduce_intruder_dimension(model, logging_sink=messages.append)
+    logged = 0 if "No intruders" in messages[0] else int(messages[0].rsplit(" ", 1)[1])
+    ours = intruder_counts(w0, fine_tuned, top_k=10, epsilons=[0.5])[0.5]
+    assert ours == logged
+
+
+# --- learning-rate optima and their ratio, from runs.csv-shaped tables ---------------------
+
+
+def u_curve_runs(optimum_by_curve: dict, seeds=(0, 1, 2), grid=GRID, diverge_above=None):
+    """runs.csv rows whose final loss is a log-log parabola around each curve's optimum;
+    ``optimum_by_curve`` maps (method, rank, scaling) to a function of the seed."""
+    rows = []
+    for (method, rank, scaling), optimum in optimum_by_curve.items():
+        for seed in seeds:
+            for lr in grid:
+                loss = 0.01 * 10 ** (0.7 * (math.log10(lr) - math.log10(optimum(seed))) ** 2)
+                diverged = diverge_above is not None and lr > diverge_above
+                rows.append(
+                    {"run_id": f"{method}{rank}{scaling}{lr}s{seed}", "dataset": "d",
+                     "method": method, "rank": rank, "alpha": 32.0 if rank else math.nan,
+                     "scaling": scaling, "init": "kaiming" if rank else None,
+                     "lr_ratio": 1.0 if rank else math.nan, "lr": lr, "seed": seed,
+                     "status": "diverged" if diverged else "ok",
+                     "final_val_loss": math.nan if diverged else loss}
+                )  # fmt: skip
+    runs = pd.DataFrame(rows)
+    runs["rank"] = pd.array(runs["rank"], dtype="Int64")
+    return runs
+
+
+def test_lr_optima_recover_each_curve_and_the_ratio_per_seed():
+    runs = u_curve_runs(
+        {
+            ("full", None, None): lambda s: 1e-3 * (1.1**s),
+            ("lora", 4, "standard"): lambda s: 1e-2 * (1.1**s),
+            ("lora", 16, "standard"): lambda s: 5e-3,
+        }
+    )
+    optima = lr_optima(runs)
+    per_seed = optima[optima["seed"].notna()].set_index(["method", "rank", "seed"])
+    assert per_seed.loc[("full", pd.NA, 2), "optimal_lr"].item() == pytest.approx(1.21e-3)
+    assert per_seed.loc[("lora", 4, 1), "optimal_lr"] == pytest.approx(1.1e-2)
+    assert per_seed.loc[("lora", 4, 1), "ratio_to_full"] == pytest.approx(10.0)
+    assert per_seed.loc[("lora", 16, 2), "ratio_to_full"] == pytest.approx(5 / 1.21)
+    assert not optima["at_edge"].any() and (optima["lrs"] == len(GRID)).all()
+    mean = optima[optima["seed"].isna()].set_index("rank", drop=False)
+    assert mean.loc[4, "ratio_to_full"] == pytest.approx(10.0, rel=0.02)
+    geometric, low, high = ratio_spread(per_seed.loc[("lora", 16), "ratio_to_full"])
+    assert (low, high) == pytest.approx((5 / 1.21, 5.0))
+    assert geometric == pytest.approx(5 / 1.1)
+
+
+def test_a_seed_that_diverges_makes_the_mean_curve_infinite_there():
+    runs = u_curve_runs({("lora", 4, "standard"): lambda s: 1e-3}, diverge_above=1e-2)
+    optima = lr_optima(runs)
+    assert optima["optimal_lr"].tolist() == pytest.approx([1e-3] * 4)
+    assert optima["min_loss"].tolist() == pytest.approx([0.01] * 4)
+    assert lr_optima(runs[runs["lr"] == 1e-3]).empty, "one learning rate is no curve"
+
+
+def optima_table(ratio: float, rank_optima: dict, at_edge=False) -> pd.DataFrame:
+    """A hand-made lr_optima.csv: full FT's optimum 1e-3; LoRA's under each scaling rule at
+    each rank from ``rank_optima`` ({scaling: {rank: optimum}}), mean curves and 2 seeds."""
+    rows = [{"dataset": "d", "method": "full", "optimal_lr": 1e-3}]
+    for scaling, by_rank in rank_optima.items():
+        for rank, optimum in by_rank.items():
+            rows.append({"dataset": "d", "method": "lora", "rank": rank, "alpha": 32.0,
+                         "scaling": scaling, "init": "kaiming", "lr_ratio": 1.0,
+                         "optimal_lr": optimum * ratio})  # fmt: skip
+    mean = pd.DataFrame(rows).assign(seed=pd.NA, lrs=7, at_edge=at_edge, min_loss=0.01)
+    seeds = [mean.assign(seed=s, optimal_lr=mean["optimal_lr"] * (1 + 0.1 * s)) for s in (0, 1)]
+    table = pd.concat([mean, *seeds], ignore_index=True).reindex(columns=OPTIMA_COLUMNS)
+    table["seed"] = pd.array(table["seed"], dtype="Int64")
+    full = table[table["method"] == "full"].set_index("seed", drop=False)["optimal_lr"]
+    table["ratio_to_full"] = [
+        lr / full[full.index.isna()].iloc[0] if pd.isna(s) else lr / full[s]
+        for lr, s in zip(table["optimal_lr"], table["seed"], strict=True)
+    ]
+    table.loc[table["method"] == "full", "ratio_to_full"] = math.nan
+    return table
+
+
+FLAT = {4: 1e-3, 16: 1.2e-3, 64: 0.9e-3}
+DRIFTING = {4: 2e-3, 16: 1e-3, 64: 0.4e-3}
+
+
+def test_lr_ratio_finding_both_ways_and_untested_at_the_grid_edge():
+    assert evidence.lr_ratio(optima_table(10, {"standard": FLAT})).verdict == REPRODUCED
+    assert evidence.lr_ratio(optima_table(1.5, {"standard": FLAT})).verdict == NOT_REPRODUCED
+    assert evidence.lr_ratio(optima_table(50, {"standard": FLAT})).verdict == NOT_REPRODUCED
+    edge = optima_table(10, {"standard": FLAT}, at_edge=True)
+    assert evidence.lr_ratio(edge).verdict == NOT_TESTED
+    assert evidence.lr_ratio(None).verdict == NOT_TESTED
+    assert "10×" in evidence.lr_ratio(optima_table(10, {"standard": FLAT})).evidence
+
+
+def test_rank_dependence_findings_both_ways():
+    flat = optima_table(10, {"standard": FLAT, "rslora": FLAT})
+    drifting = optima_table(10, {"standard": DRIFTING, "rslora": DRIFTING})
+    assert evidence.lr_rank_free_under_standard(flat).verdict == REPRODUCED
+    assert evidence.lr_rank_free_under_standard(drifting).verdict == NOT_REPRODUCED
+    assert evidence.lr_drifts_under_rslora(drifting).verdict == REPRODUCED
+    assert evidence.lr_drifts_under_rslora(flat).verdict == NOT_REPRODUCED
+    below_four = optima_table(10, {"standard": {1: 1e-3, 2: 5e-3, 4: 1e-3}})
+    assert evidence.lr_rank_free_under_standard(below_four).verdict == NOT_TESTED
+    assert (
+        evidence.lr_drifts_under_rslora(optima_table(10, {"standard": FLAT})).verdict == NOT_TESTED
+    )
+
+
+# --- forgetting at matched target loss ------------------------------------------------------
+
+
+def trajectories(lora_forgets: float, full_forgets: float, ranks=(4, 16)):
+    """runs.csv and epochs.csv of a dataset with a source task: each run's target loss falls
+    from 1 to 0.1 over 4 epochs while its source loss rises by ``*_forgets`` per epoch."""
+    runs, epochs = [], []
+    curves = [("full", None, full_forgets)] + [("lora", r, lora_forgets) for r in ranks]
+    for method, rank, per_epoch in curves:
+        for seed in (0, 1):
+            run_id = f"{method}{rank}_s{seed}"
+            runs.append({"run_id": run_id, "dataset": "d", "method": method, "rank": rank,
+                         "alpha": 8.0, "scaling": "standard", "init": "kaiming", "lr": 1e-3,
+                         "lr_ratio": 1.0, "seed": seed, "status": "ok",
+                         "forgetting": 4 * per_epoch})  # fmt: skip
+            for epoch in range(5):
+                epochs.append({"run_id": run_id, "epoch": epoch, "val_loss": 10 ** (-epoch / 4),
+                               "source_loss": 0.01 + epoch * per_epoch})  # fmt: skip
+    return pd.DataFrame(runs), pd.DataFrame(epochs)
+
+
+def test_frontier_is_the_least_forgetting_at_or_below_each_target_loss():
+    points = pd.DataFrame({"val_loss": [0.5, 0.2, 0.3, 0.1], "forgetting": [0.1, 0.4, 0.05, 0.6]})
+    steps = forgetting.frontier(points)
+    assert steps["val_loss"].tolist() == [0.1, 0.2, 0.3, 0.5]
+    assert steps["forgetting"].tolist() == [0.6, 0.4, 0.05, 0.05]
+    assert forgetting.least_forgetting(points, 0.25) == 0.4
+    assert math.isnan(forgetting.least_forgetting(points, 0.05))
+
+
+def test_forgetting_finding_both_ways_and_untested_without_a_source():
+    runs, epochs = trajectories(lora_forgets=0.001, full_forgets=0.004)
+    matched = forgetting.matched_forgetting(forgetting.checkpoints(runs, epochs))
+    assert matched["rank"].tolist() == [4, 16]
+    assert matched["matched_val_loss"].tolist() == pytest.approx([0.1, 0.1])
+    assert matched["lora_forgetting"].tolist() == pytest.approx([0.004, 0.004])
+    assert matched["full_forgetting"].tolist() == pytest.approx([0.016, 0.016])
+    assert evidence.forgets_less(runs, epochs).verdict == REPRODUCED
+    assert evidence.forgets_less(*trajectories(0.004, 0.001)).verdict == NOT_REPRODUCED
+    no_source = runs.assign(forgetting=math.nan)
+    assert evidence.forgets_less(no_source, epochs).verdict == NOT_TESTED
+
+
+def test_matching_waits_for_the_worse_method_to_reach_its_best():
+    runs, epochs = trajectories(lora_forgets=0.001, full_forgets=0.002)
+    full = epochs["run_id"].str.startswith("full")
+    epochs.loc[full, "val_loss"] = epochs.loc[full, "val_loss"] * 3
+    matched = forgetting.matched_forgetting(forgetting.checkpoints(runs, epochs))
+    assert matched["matched_val_loss"].tolist() == pytest.approx([0.3, 0.3])
+    assert matched["full_forgetting"].tolist() == pytest.approx([0.008, 0.008])
+    # LoRA's first checkpoint at or below 0.3 is epoch 3 (target loss 10^(−3/4) ≈ 0.18)
+    assert matched["lora_forgetting"].tolist() == pytest.approx([0.003, 0.003])
+
+
+# --- intruder dimensions: the finding, and the table from run folders -----------------------
+
+
+def intruder_tables(lora_counts: dict, full_count: int):
+    """runs.csv and intruders.csv: LoRA at each rank with ``lora_counts[rank]`` intruders at
+    ε = 0.5, full FT with ``full_count``; two seeds each."""
+    runs, rows = [], []
+    for method, rank, count in [("full", None, full_count)] + [
+        ("lora", r, c) for r, c in lora_counts.items()
+    ]:
+        for seed in (0, 1):
+            run_id = f"{method}{rank}_s{seed}"
+            runs.append({"run_id": run_id, "dataset": "d", "method": method, "rank": rank,
+                         "alpha": 8.0 if rank else math.nan, "scaling": "standard" if rank
+                         else None, "init": "kaiming" if rank else None, "lr": 1e-3,
+                         "lr_ratio": 1.0 if rank else math.nan, "seed": seed, "status": "ok",
+                         "final_val_loss": 0.01})  # fmt: skip
+            for eps in (0.4, 0.5, 0.6):
+                rows.append({"dataset": "d", "run_id": run_id, "layer": "linear", "top_k": 10,
+                             "epsilon": eps, "intruders": count})  # fmt: skip
+    rows.append({"dataset": "d", "run_id": math.nan, "layer": "linear", "top_k": 10,
+                 "epsilon": 0.5, "intruders": 0})  # fmt: skip
+    runs = pd.DataFrame(runs)
+    runs["rank"] = pd.array(runs["rank"], dtype="Int64")
+    return runs, pd.DataFrame(rows)
+
+
+def test_intruder_finding_both_ways():
+    finding = evidence.lora_introduces_intruders(*intruder_tables({1: 3, 8: 1, 64: 0}, 0))
+    assert finding.verdict == REPRODUCED
+    assert "the true W₀ + ΔW* has 0" in finding.evidence
+    full_too = evidence.lora_introduces_intruders(*intruder_tables({1: 3, 64: 0}, 2))
+    assert full_too.verdict == NOT_REPRODUCED
+    lora_none = evidence.lora_introduces_intruders(*intruder_tables({1: 0, 64: 0}, 0))
+    assert lora_none.verdict == NOT_REPRODUCED
+    runs, table = intruder_tables({1: 3}, 0)
+    lora_only = runs[runs["method"] == "lora"]
+    assert evidence.lora_introduces_intruders(lora_only, table).verdict == NOT_TESTED
+
+
+def test_intruder_table_counts_each_run_folder_per_layer(tmp_path):
+    from lorasweep.io import save_tensors, write_json
+    from lorasweep.tables.intruders import intruder_table
+    from lorasweep.tasks import synthetic
+
+    data = synthetic.generate(
+        synthetic.DatasetSpec(name="d", kind="lowrank", in_features=16, out_features=16,
+                              n_train=8, n_val=8, noise_std=0.1, task_rank=2, task_scale=0.1)
+    )  # fmt: skip
+    w0 = data["W0"]
+    u, _, vh = torch.linalg.svd(w0.double())
+    spread = u @ (_hadamard(16)[:, 1] / 4)  # |cos| = 1/4 with every left singular vector of W₀
+    orthogonal = 100 * torch.outer(spread, vh[0])
+    for name, weight in (("same", w0), ("far", (w0.double() + orthogonal).float())):
+        folder = tmp_path / name
+        write_json(folder / "metrics.json", {"run_id": name, "dataset": "d", "method": "full",
+                                             "status": "ok"})  # fmt: skip
+        save_tensors(folder / "weights.safetensors", {"weight": weight, "bias": data["b0"]})
+    table = intruder_table([tmp_path / "same", tmp_path / "far"], {"d": data})
+    assert set(table["layer"]) == {"linear"} and set(table["top_k"]) == {10}
+    counts = table.set_index(["run_id", "epsilon"])["intruders"]
+    assert counts[("same", 0.5)] == 0
+    assert table[table["run_id"].isna()]["intruders"].tolist() == [0, 0, 0]
+    direct = intruder_counts(w0, w0.double() + orthogonal)
+    assert [counts[("far", eps)] for eps in (0.4, 0.5, 0.6)] == list(direct.values())
+    assert counts[("far", 0.4)] == 1, "the update's one direction is an intruder"
