@@ -169,6 +169,13 @@ def train_chunk(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device
     batch = min(specs[0].batch_size or n_train, n_train)
     objective, adam, members, owners = _objective(specs, dataset, device, batch)
     trainer = ChunkTrainer(objective, adam, members, owners, device, held_out_splits(dataset))
+    with torch.no_grad():
+        _train_epochs(trainer, specs, n_train, batch, device)
+    return [m.result for m in members]
+
+
+def _train_epochs(trainer, specs, n_train: int, batch: int, device: torch.device) -> None:
+    """Epoch 0, then every epoch while a run is left, then the results."""
     trainer.record_initial()
     shuffles = {
         key: generator(key, "shuffle", specs[0].dataset)
@@ -183,7 +190,6 @@ def train_chunk(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device
         }
         trainer.train_epoch(epoch, orders, n_train, batch)
     trainer.finish_all()
-    return [m.result for m in members]
 
 
 class ChunkTrainer:
@@ -215,51 +221,37 @@ class ChunkTrainer:
                     {"epoch": 0, **losses[slot], **dict.fromkeys(self.columns, math.nan)}
                 )
 
-    def _rows(self, orders: dict, lo: int, size: int) -> Rows:
-        """The step's rows for every slot: shared when all slots draw the same order."""
+    def _slot_orders(self, orders: dict[int, torch.Tensor]) -> Rows:
+        """This epoch's row order of every slot: None (every step sees the whole split in
+        order), one order shared by all slots (runs of one seed), or one per slot."""
         if not orders:
             return None
         n_train = next(iter(orders.values())).shape[0]
-        keys = [order_key(self.members[o].spec, n_train) for o in self._slot_owners()]
-        if len(set(keys)) == 1:
-            return orders[keys[0]][lo : lo + size]
-        return torch.stack([orders[key][lo : lo + size] for key in keys])
-
-    def _slot_owners(self) -> list[int]:
-        """The member of each slot, a twin standing for its original."""
         first = next(o for o in self.owners if o is not None)
-        return [first if o is None else o for o in self.owners]
+        keys = [order_key(self.members[first if o is None else o].spec, n_train)
+                for o in self.owners]  # fmt: skip
+        if len(set(keys)) == 1:
+            return orders[keys[0]]
+        return torch.stack([orders[key] for key in keys])
 
     def train_epoch(self, epoch: int, orders: dict, n_train: int, batch: int) -> None:
-        """One epoch of every active run: steps, then the validation loss and the record."""
+        """One epoch of every active run: steps, then the held-out losses and the record."""
         start, runs_at_start = time.perf_counter(), len(self.active())
         sums = {owner: EpochSums() for owner in self.active()}
+        slot_orders = self._slot_orders(orders)
         for lo in range(0, n_train, batch):
             size = min(batch, n_train - lo)
-            losses = self.objective.train_step(self._rows(orders, lo, size))
-            norms = self.objective.params.grad_norms(self.fields).double()
-            values = torch.cat([losses.unsqueeze(1), norms], 1).tolist()
-            diverged = []
-            for slot, owner in enumerate(self.owners):
-                if owner is None:
-                    continue
-                loss, *slot_norms = values[slot]
-                sums[owner].loss += loss * size
-                if not math.isfinite(loss):
-                    diverged.append(owner)
-                    continue
-                for column, norm in zip(self.columns, slot_norms, strict=True):
-                    sums[owner].norms[column] = sums[owner].norms.get(column, 0.0) + norm
-                sums[owner].steps += 1
+            rows = None if slot_orders is None else slot_orders[..., lo : lo + size]
+            diverged = self._step(rows, size, sums)
             lost = {f"{split}_loss": math.nan for split in self.held_out}
             for owner in diverged:
                 record = sums[owner].record(n_train, lost, self.columns)
                 self._close_epoch(owner, epoch, record, start, runs_at_start, diverged=True)
             if not self.active():
                 return
+            if diverged:
+                slot_orders = self._slot_orders(orders)
             self.adam.step()
-            for owner in self.active():
-                self.members[owner].stepped = True
         held_out = self._evaluate(self.held_out)
         for slot, owner in enumerate(list(self.owners)):
             if owner is None:
@@ -267,6 +259,27 @@ class ChunkTrainer:
             record = sums[owner].record(n_train, held_out[slot], self.columns)
             diverged = not math.isfinite(record["val_loss"])
             self._close_epoch(owner, epoch, record, start, runs_at_start, diverged)
+
+    def _step(self, rows: Rows, size: int, sums: dict[int, EpochSums]) -> list[int]:
+        """Every run's loss and gradients on the step's rows, added to its sums; the runs whose
+        loss is not finite (they take no step), the others marked as having stepped."""
+        losses = self.objective.train_step(rows)
+        norms = self.objective.params.grad_norms(self.fields).double()
+        values = torch.cat([losses.unsqueeze(1), norms], 1).tolist()
+        diverged = []
+        for owner, (loss, *slot_norms) in zip(self.owners, values, strict=True):
+            if owner is None:
+                continue
+            run = sums[owner]
+            run.loss += loss * size
+            if not math.isfinite(loss):
+                diverged.append(owner)
+                continue
+            for column, norm in zip(self.columns, slot_norms, strict=True):
+                run.norms[column] = run.norms.get(column, 0.0) + norm
+            run.steps += 1
+            self.members[owner].stepped = True
+        return diverged
 
     def _close_epoch(self, owner, epoch, record, start, runs_at_start, diverged: bool) -> None:
         """Append the epoch's record; a diverged run is finished and leaves the chunk. Each run

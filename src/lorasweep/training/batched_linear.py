@@ -197,7 +197,6 @@ class StackedLoRA:
             torch.mul(x[slot], keep.to(x.device, x.dtype), out=out[slot])
         return out.div_(1.0 - self.dropout)
 
-    @torch.no_grad()
     def train_step(self, rows: Rows) -> torch.Tensor:
         """Each run's mean squared error over ``rows`` of the training split (float64, one per
         run), with its gradients written into the slots."""
@@ -205,7 +204,6 @@ class StackedLoRA:
             return self._gram_step(backward=True)
         return self._rows_loss("train", rows, backward=True)
 
-    @torch.no_grad()
     def evaluate(self, split: str) -> torch.Tensor:
         """Each run's loss on a whole split (no dropout, no gradients)."""
         if self.gram is not None and split == "train":
@@ -349,11 +347,9 @@ class StackedFull:
         lrs = [s.lr for s in specs]
         return {"Wt": lrs, "bias": lrs}
 
-    @torch.no_grad()
     def train_step(self, rows: Rows) -> torch.Tensor:
         return self._loss("train", rows, backward=True)
 
-    @torch.no_grad()
     def evaluate(self, split: str) -> torch.Tensor:
         return self._loss(split, None, backward=False)
 

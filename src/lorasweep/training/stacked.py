@@ -156,7 +156,6 @@ class StackedAdam:
             for name in self.names
         ]  # fmt: skip
 
-    @torch.no_grad()
     def step(self) -> None:
         self.steps += 1
         beta1, beta2 = BETAS
