@@ -40,6 +40,15 @@ def tiny_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="session")
+def tiny_deep_run(tmp_path_factory) -> Path:
+    """The tiny deep config (a transformer and an MLP) run once through the whole workflow."""
+    workdir = tmp_path_factory.mktemp("tiny-deep")
+    shutil.copy(CONFIGS / "tiny_deep.yaml", workdir / "tiny_deep.yaml")
+    snakemake(workdir, "--cores", "2", "--configfile", "tiny_deep.yaml")
+    return workdir
+
+
 def required_in_ci(variable: str, reason: str) -> None:
     """Skip the calling test with ``reason``, or fail it where ``variable`` is ``1`` (``.ci/run``
     sets it): in CI a missing dependency is an error, not a skip."""

@@ -21,6 +21,14 @@ def dataset(**overrides):
     return {"datasets": [{**DATASET, **overrides}]}
 
 
+TRANSFORMER = dict(name="tf", kind="transformer", d_model=8, n_heads=2, n_layers=1, seq_len=4,
+                   d_ff=16, shifted="mlp", task_rank=1, noise_std=0.1, n_train=64, n_val=16)  # fmt: skip
+
+
+def transformer(targets=("mlp",), **overrides):
+    return {"datasets": [{**TRANSFORMER, **overrides}], "grid": {"targets": list(targets)}}
+
+
 CASES = {
     "rank zero": ({"grid": {"rank": [0]}}, "grid.rank[0]", "got 0; allowed: an integer >= 1"),
     "rank negative": ({"grid": {"rank": [4, -2]}}, "grid.rank[1]", "allowed: an integer >= 1"),
@@ -71,6 +79,12 @@ CASES = {
     "memory limit": ({**dataset(in_features=10**6), "limits": {"memory_gib": 2}}, "datasets[0].in_features", "at most 2.0 GiB (limits.memory_gib)"),
     "work limit": ({"limits": {"multiply_adds": 1e6}}, "train.epochs", "limits.multiply_adds"),
     "memory limit nan": ({"limits": {"memory_gib": math.nan}}, "limits.memory_gib", "finite"),
+    "heads do not divide d_model": (transformer(n_heads=3), "datasets[0].n_heads", "allowed: a divisor of d_model = 8"),
+    "shifted matches no module": (transformer(shifted="attn"), "datasets[0].shifted", "which matches no module"),
+    "targets match no module": (transformer(targets=["mlp", "ffn"]), "grid.targets[1]", "'ffn', which matches no module"),
+    "task rank too large for a shifted module": (transformer(task_rank=9), "datasets[0].task_rank", "allowed: 1..8 = the narrowest shifted module"),
+    "targets on a single layer": ({"grid": {"targets": ["all"]}}, "grid.targets", "allowed only where the block has an mlp or transformer"),
+    "width zero": (transformer(d_model=0), "datasets[0].d_model", "allowed: an integer >= 1"),
 }  # fmt: skip
 
 SNAKEMAKE_NOTE = "is extended by additional config specified via the command line"

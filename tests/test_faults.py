@@ -44,6 +44,52 @@ def test_diverging_runs_are_recorded_and_the_grid_completes(tmp_path):
 
 
 @pytest.mark.integration
+def test_diverging_deep_runs_are_recorded_and_the_grid_completes(tiny_deep_run):
+    runs = pd.read_csv(tiny_deep_run / "results" / "tables" / "runs.csv")
+    exploded = runs[runs["lr"] == 1e30]
+    assert len(exploded) == 2 and (exploded["status"] == "diverged").all()
+    assert (exploded["dataset_kind"] == "mlp").all() and (exploded["targets"] == "all").all()
+    assert exploded["final_val_loss"].isna().all()
+    assert (runs[runs["lr"] != 1e30]["status"] == "ok").all()
+    html = (tiny_deep_run / "results" / "report.html").read_text()
+    assert "2 diverged" in html and "Diverged runs" in html
+    visible = re.sub(r'src="data:[^"]+"', "", html.split("<h2>Diverged runs</h2>")[0])
+    assert not re.search(r"\bnan\b", visible, re.I), "a diverged run leaked into a mean"
+
+
+def kill_mid_training(workdir, args, fewer_than):
+    """Start the workflow, SIGKILL it once some runs, fewer than ``fewer_than``, have finished,
+    and check that a plain rerun refuses the interrupted jobs' output."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    results = workdir / "results"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        finished_runs = list((results / "runs").glob("*/metrics.json"))
+        if finished_runs and len(finished_runs) < fewer_than:
+            break
+        assert proc.poll() is None, "workflow finished before it could be interrupted"
+        time.sleep(0.02)
+    else:
+        pytest.fail("training never started")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (results / "tables" / "runs.csv").exists()
+    plain = snakemake(workdir, *args, check=False)
+    assert plain.returncode != 0, "an interrupted job's output was taken as complete"
+    assert re.search(r"incomplete|locked", plain.stderr + plain.stdout, re.I)
+
+
+def assert_same_tables(reference, resumed):
+    for table in ("runs.csv", "epochs.csv"):
+        expected = (reference / "results" / "tables" / table).read_bytes()
+        assert (resumed / "results" / "tables" / table).read_bytes() == expected, table
+
+
+@pytest.mark.integration
 def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_tables(tmp_path):
     slow = {"train": {"epochs": 150}, "runs_per_job": 6}
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
@@ -53,34 +99,23 @@ def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_tables(tmp_path
         (workdir / "slow.yaml").write_text(yaml.safe_dump(slow))
     args = ["--cores", "2", "--configfile", "tiny.yaml", "slow.yaml"]
     snakemake(reference, *args)
-
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args]
-    proc = subprocess.Popen(
-        cmd, cwd=interrupted, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    results = interrupted / "results"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        finished_runs = list((results / "runs").glob("*/metrics.json"))
-        if finished_runs and len(finished_runs) < 12:
-            break
-        assert proc.poll() is None, "workflow finished before it could be interrupted"
-        time.sleep(0.05)
-    else:
-        pytest.fail("training never started")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (interrupted / "results" / "tables" / "runs.csv").exists()
-
-    plain = snakemake(interrupted, *args, check=False)
-    assert plain.returncode != 0, "an interrupted job's output was taken as complete"
-    assert re.search(r"incomplete|locked", plain.stderr + plain.stdout, re.I)
+    kill_mid_training(interrupted, args, fewer_than=12)
     snakemake(interrupted, "--unlock", *args[2:])
     snakemake(interrupted, *args, "--rerun-incomplete")
-    for table in ("runs.csv", "epochs.csv"):
-        expected = (reference / "results" / "tables" / table).read_bytes()
-        assert (interrupted / "results" / "tables" / table).read_bytes() == expected, table
+    assert_same_tables(reference, interrupted)
+
+
+@pytest.mark.integration
+def test_sigkill_mid_training_of_deep_models_then_rerun_gives_the_uninterrupted_tables(
+    tiny_deep_run, tmp_path
+):
+    shutil.copy(CONFIGS / "tiny_deep.yaml", tmp_path / "tiny_deep.yaml")
+    args = ["--cores", "2", "--configfile", "tiny_deep.yaml"]
+    runs = len(pd.read_csv(tiny_deep_run / "results" / "tables" / "runs.csv"))
+    kill_mid_training(tmp_path, args, fewer_than=runs)
+    snakemake(tmp_path, "--unlock", *args[2:])
+    snakemake(tmp_path, *args, "--rerun-incomplete")
+    assert_same_tables(tiny_deep_run, tmp_path)
 
 
 SOURCES = [*(REPO / "src").rglob("*.py"), *(REPO / "workflow").rglob("*.py")]

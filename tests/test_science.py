@@ -87,3 +87,49 @@ def test_pissa_leaves_the_initial_loss_unchanged(task):
     assert pissa.epochs[0]["val_loss"] == pytest.approx(plain.epochs[0]["val_loss"], rel=1e-5)
     randn = run(data, init="randn", scaling="constant", alpha=1.0, epochs=1)
     assert randn.epochs[0]["val_loss"] > 10 * plain.epochs[0]["val_loss"]
+
+
+DEEP_TASK_RANK = 2
+
+
+@pytest.fixture(scope="module")
+def mlp_shifted_transformer():
+    """A small transformer whose teacher shifts only its MLP (up, down), trained one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    spec = synthetic.DatasetSpec.from_config(
+        dict(name="deep", kind="transformer", d_model=16, n_heads=2, n_layers=1, seq_len=4,
+             d_ff=32, shifted="mlp", task_rank=DEEP_TASK_RANK, task_scale=2.0, noise_std=0.1,
+             n_train=2048, n_val=1024, seed=5)
+    )  # fmt: skip
+    yield synthetic.generate(spec)
+    torch.set_num_threads(threads)
+
+
+def deep_run(data, method="lora", **overrides):
+    base = dict(dataset="deep", method=method, seed=0, lr=0.01, epochs=40, batch_size=256,
+                bias="none", device="cpu")  # fmt: skip
+    if method == "lora":
+        base |= dict(rank=DEEP_TASK_RANK, alpha=8.0, scaling="standard", init="kaiming")
+    return train_run(RunSpec(**{**base, **overrides}), data)
+
+
+@pytest.mark.parametrize(
+    ("targets", "rank"),
+    [("mlp", DEEP_TASK_RANK), ("mlp", 2 * DEEP_TASK_RANK), ("all", DEEP_TASK_RANK)],
+)
+def test_lora_on_every_shifted_module_reaches_the_noise_floor(
+    mlp_shifted_transformer, targets, rank
+):
+    result = deep_run(mlp_shifted_transformer, targets=targets, rank=rank)
+    assert result.final["val_loss"] == pytest.approx(0.01, rel=0.15)
+
+
+def test_full_finetuning_of_the_network_reaches_the_noise_floor(mlp_shifted_transformer):
+    result = deep_run(mlp_shifted_transformer, method="full")
+    assert result.final["val_loss"] == pytest.approx(0.01, rel=0.15)
+
+
+def test_attention_only_lora_cannot_undo_a_shift_in_the_mlp(mlp_shifted_transformer):
+    result = deep_run(mlp_shifted_transformer, targets="attention", rank=4 * DEEP_TASK_RANK)
+    assert result.final["val_loss"] >= 1.25 * 0.01

@@ -1,5 +1,6 @@
 """End-to-end: the workflow runs through Snakemake and produces the documented outputs."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from lorasweep.figures.registry import figures_for
+from lorasweep.models.names import linear_modules, select
 from lorasweep.tables.runs import RUN_COLUMNS
 
 from .conftest import CONFIGS, REPO, snakemake
@@ -232,3 +234,57 @@ def test_adding_a_grid_value_trains_only_the_new_runs(tiny_run, tmp_path):
     assert sum(int(r) for _, r in counts) == 18
     runs = pd.read_csv(tmp_path / "results" / "tables" / "runs.csv")
     assert len(runs) == 26
+
+
+TINY_DEEP = yaml.safe_load((CONFIGS / "tiny_deep.yaml").read_text())
+DEEP_FIGURES = {"deep_targets", "deep_budget", "deep_learning_curves", "deep_layer_geometry"}
+
+
+def test_deep_models_run_through_every_stage(tiny_deep_run):
+    results = tiny_deep_run / "results"
+    runs = pd.read_csv(results / "tables" / "runs.csv")
+    assert list(runs.columns) == RUN_COLUMNS and runs["run_id"].is_unique
+    specs = {d["name"]: d for d in TINY_DEEP["datasets"]}
+    lora, full = runs[runs["method"] == "lora"], runs[runs["method"] == "full"]
+    assert (len(lora), len(full)) == (22, 4)
+    for _, row in lora.iterrows():
+        modules = select(linear_modules(specs[row["dataset"]]), row["targets"])
+        expected = row["rank"] * sum(m.in_features + m.out_features for m in modules)
+        assert row["trainable_params"] == row["adapter_params"] == expected, row["run_id"]
+        assert row["adapted_modules"] == len(modules)
+    budget = lora[lora["targets"].isin(["q", "q|v"])].groupby("targets")["rank"].unique()
+    assert {t: list(r) for t, r in budget.items()} == {"q": [2], "q|v": [1]}
+    assert (full["trainable_params"] == full["total_params"]).all() and full["targets"].isna().all()
+    assert not runs["cached_base"].any(), "no deep run may train on cached residuals"
+    covered = runs["targets"].isin(["mlp", "all"]) | (runs["method"] == "full")
+    assert runs.loc[covered, "optimal_val_loss"].sub(0.01).abs().lt(1e-12).all()
+    assert runs.loc[~covered, "optimal_val_loss"].isna().all()
+    tf = runs[runs["dataset"] == "tf"].iloc[0]
+    assert (tf["shifted"], tf["d_model"], tf["n_heads"], tf["seq_len"]) == ("mlp", 8, 2, 4)
+
+    geometry = pd.read_csv(results / "tables" / "geometry.csv")
+    ok = runs[runs["status"] == "ok"].set_index("run_id")
+    assert geometry.groupby("run_id").size().to_dict() == ok["adapted_modules"].to_dict()
+    shifted = geometry["layer"].str.contains("mlp") | geometry["run_id"].str.startswith("net")
+    assert geometry.loc[shifted, "phi_true_right"].between(0, 1 + 1e-9).all()
+    assert geometry.loc[~shifted, "phi_true_right"].isna().all()
+
+    figures = figures_for(TINY_DEEP)
+    assert set(figures) >= DEEP_FIGURES
+    assert not {"subspace_similarity", "amplification"} & set(figures)
+    for name in figures:
+        assert (results / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    html = (results / "report.html").read_text()
+    findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
+    verdicts = re.findall(r"font-weight:600\">([^<]+)</td>", findings)
+    assert len(verdicts) == 13, "5 single-layer, 5 newer-evidence and 3 deep findings"
+    assert "not tested by this config" not in verdicts[10:], (
+        "the deep config tests every deep claim"
+    )
+    assert "LoRA Without Regret" in findings and "<h2>Fixed parameter budget</h2>" in html
+
+    run_dir = results / "runs" / "tf__lora-q+v_r1_a4_standard_kaiming_lr0.01_s0"
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    meta = json.loads((results / "datasets" / "tf.json").read_text())
+    assert provenance["dataset"] == {"spec": meta["spec"], "sha256": meta["sha256"]}
+    assert provenance["run"]["targets"] == "q|v" and len(provenance["reuse_key"]) == 64

@@ -4,7 +4,8 @@
 (``--config`` values arrive as text). The JSON schema (``workflow/schemas/config.schema.yaml``)
 is then applied by Snakemake's ``validate``; :func:`describe_schema_error` rewrites its error.
 :func:`check_semantics` normalises whole-number floats to int, rejects NaN and infinities, and
-adds the rules a schema cannot express (ranks against layer sizes, unique names, safe paths).
+adds the rules a schema cannot express (ranks against layer sizes, unique names, safe paths,
+which keys each dataset kind takes, and which modules ``shifted`` and ``targets`` select).
 :func:`check_resources` refuses what would not fit the ``limits``.
 """
 
@@ -20,6 +21,14 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from lorasweep.models.names import (
+    LinearModule,
+    describe_names,
+    linear_modules,
+    matrix_types,
+    select,
+)
+from lorasweep.options import DEEP_KINDS, TARGET_PRESETS
 from lorasweep.planning import resources
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -270,40 +279,169 @@ def check_semantics(config: dict) -> None:
                 "datasets", f"dataset name {name!r} is given {count} times; names must be unique"
             )
 
-    limits = {}
+    datasets = {}
     for index, dataset in enumerate(config["datasets"]):
-        limit = min(dataset["in_features"], dataset["out_features"])
-        key = f"datasets[{index}].task_rank"
-        task_rank = dataset.get("task_rank", 0)
-        if dataset["kind"] == "lowrank" and not 1 <= task_rank <= limit:
-            raise ConfigError(
-                key, f"got {task_rank}; allowed: 1..{limit} = min(in_features, out_features)"
-            )
+        check_dataset(f"datasets[{index}]", dataset)
         if dataset.get("compat", "none") == "tutorial" and dataset["kind"] != "noise":
             raise ConfigError(
                 f"datasets[{index}].compat",
                 "tutorial needs kind: noise (the tutorial's targets are randn, independent of x)",
             )
-        limits[dataset["name"]] = limit
         _check_source(index, dataset)
+        datasets[dataset["name"]] = dataset
 
-    blocks = [("grid", config["grid"], None)] + [
+    main = config["grid"]
+    blocks = [("grid", main, None)] + [
         (f"extra_grids[{i}]", block, block.get("datasets"))
         for i, block in enumerate(config.get("extra_grids", []))
     ]
     for key, block, names in blocks:
         for name in names or []:
-            if name not in limits:
+            if name not in datasets:
                 raise ConfigError(
-                    f"{key}.datasets", f"unknown dataset {name!r}; allowed: {', '.join(limits)}"
+                    f"{key}.datasets", f"unknown dataset {name!r}; allowed: {', '.join(datasets)}"
                 )
-        smallest, where = min((limits[n], n) for n in (names or limits))
-        for index, rank in enumerate(block.get("rank", [])):
-            if rank > smallest:
+        check_block(key, block, main, [datasets[n] for n in names or datasets])
+
+
+SHAPE_KEYS = ("in_features", "out_features", "d_model", "n_layers", "n_heads", "seq_len", "d_ff")
+KIND_SHAPE_KEYS = {
+    "lowrank": ("in_features", "out_features"),
+    "noise": ("in_features", "out_features"),
+    "mlp": ("in_features", "out_features", "d_model", "n_layers"),
+    "transformer": ("d_model", "n_layers", "n_heads", "seq_len", "d_ff"),
+}
+"""The shape keys each dataset kind needs; the others do not apply to it."""
+
+
+def check_dataset(key: str, dataset: dict) -> None:
+    """A dataset's shape keys fit its kind, and its task fits its shape."""
+    kind = dataset["kind"]
+    needed = KIND_SHAPE_KEYS[kind]
+    for name in needed:
+        if name not in dataset:
+            raise ConfigError(f"{key}.{name}", f"required key is missing for kind {kind}")
+    deep_only = ("shifted",) if kind not in DEEP_KINDS else ()
+    for name in (*SHAPE_KEYS, *deep_only):
+        if name in dataset and name not in needed:
+            raise ConfigError(
+                f"{key}.{name}", f"does not apply to kind {kind}; its keys: {', '.join(needed)}"
+            )
+    task_rank = dataset.get("task_rank", 0)
+    if kind == "lowrank":
+        limit = min(dataset["in_features"], dataset["out_features"])
+        if not 1 <= task_rank <= limit:
+            raise ConfigError(
+                f"{key}.task_rank",
+                f"got {task_rank}; allowed: 1..{limit} = min(in_features, out_features)",
+            )
+    elif kind in DEEP_KINDS:
+        check_network(key, dataset)
+
+
+def check_network(key: str, dataset: dict) -> None:
+    """A deep dataset's heads divide its width, ``shifted`` selects a module, and
+    ``task_rank`` fits every shifted module."""
+    if dataset["kind"] == "transformer" and dataset["d_model"] % dataset["n_heads"]:
+        raise ConfigError(
+            f"{key}.n_heads",
+            f"got {dataset['n_heads']}; allowed: a divisor of d_model = {dataset['d_model']}",
+        )
+    shifted = selected_modules(f"{key}.shifted", dataset, dataset.get("shifted", "all"))
+    narrowest = min(shifted, key=lambda m: m.max_rank)
+    task_rank = dataset.get("task_rank", 0)
+    if not 1 <= task_rank <= narrowest.max_rank:
+        raise ConfigError(
+            f"{key}.task_rank",
+            f"got {task_rank}; allowed: 1..{narrowest.max_rank} = the narrowest shifted module "
+            f"({narrowest.shape_text()})",
+        )
+
+
+def selected_modules(key: str, dataset: dict, pattern: str) -> list[LinearModule]:
+    """The modules of a deep dataset that ``pattern`` selects; an error if it selects none."""
+    allowed = (
+        f"{', '.join(TARGET_PRESETS)}, or a regular expression matching a module of dataset "
+        f"{dataset['name']!r} ({describe_names(dataset['kind'])})"
+    )
+    try:
+        modules = select(linear_modules(dataset), pattern)
+    except re.error as err:
+        raise ConfigError(
+            key, f"got {pattern!r}, not a regular expression ({err}); allowed: {allowed}"
+        ) from None
+    if not modules:
+        raise ConfigError(key, f"got {pattern!r}, which matches no module; allowed: {allowed}")
+    return modules
+
+
+def check_block(key: str, block: dict, main: dict, datasets: list[dict]) -> None:
+    """A grid block's ranks fit every module they adapt, its targets select modules of each
+    deep dataset (and it has one), and a ``rank_budget`` divides evenly."""
+    deep = [d for d in datasets if d["kind"] in DEEP_KINDS]
+    if "targets" in block and not deep:
+        raise ConfigError(
+            f"{key}.targets",
+            f"got {block['targets']!r}; allowed only where the block has an mlp or transformer "
+            f"dataset, and {', '.join(repr(d['name']) for d in datasets)} have one layer",
+        )
+    targets_key = f"{key}.targets" if "targets" in block else "grid.targets"
+    patterns = block.get("targets", main.get("targets", ["all"]))
+    limits = [
+        (min(d["in_features"], d["out_features"]), d["name"],
+         f"min(in_features, out_features) of dataset {d['name']!r}")
+        for d in datasets if d["kind"] not in DEEP_KINDS
+    ]  # fmt: skip
+    for dataset in deep:
+        for index, pattern in enumerate(patterns):
+            modules = selected_modules(f"{targets_key}[{index}]", dataset, pattern)
+            narrowest = min(modules, key=lambda m: m.max_rank)
+            text = (f"the narrowest module that targets {pattern!r} adapt on dataset "
+                    f"{dataset['name']!r} ({narrowest.shape_text()})")  # fmt: skip
+            limits.append((narrowest.max_rank, dataset["name"], text))
+    if "rank_budget" in block:
+        check_budget(key, block, deep, datasets, patterns)
+        return
+    smallest, _, where = min(limits)
+    for index, rank in enumerate(block.get("rank", main["rank"])):
+        if rank > smallest:
+            raise ConfigError(
+                f"{key}.rank[{index}]", f"got {rank}; allowed: 1..{smallest} = {where}"
+            )
+
+
+def check_budget(
+    key: str, block: dict, deep: list[dict], datasets: list[dict], patterns: list[str]
+) -> None:
+    """A fixed-budget block: no ``rank`` beside it, deep datasets only, and each target set's
+    rank, rank_budget / (number of matrix types it adapts), a whole number that fits."""
+    budget = block["rank_budget"]
+    if "rank" in block:
+        raise ConfigError(f"{key}.rank_budget", "give rank_budget or rank in a block, not both")
+    for dataset in datasets:
+        if dataset not in deep:
+            raise ConfigError(
+                f"{key}.rank_budget",
+                f"applies to mlp and transformer datasets only, not {dataset['name']!r} "
+                f"(kind {dataset['kind']}); name the block's datasets",
+            )
+    for dataset in deep:
+        for pattern in patterns:
+            modules = select(linear_modules(dataset), pattern)
+            types = len(matrix_types(modules))
+            if budget % types:
                 raise ConfigError(
-                    f"{key}.rank[{index}]",
-                    f"got {rank}; allowed: 1..{smallest} = min(in_features, out_features) "
-                    f"of dataset {where!r}",
+                    f"{key}.rank_budget",
+                    f"got {budget}; allowed: a multiple of {types}, the number of matrix types "
+                    f"that targets {pattern!r} adapt on dataset {dataset['name']!r}",
+                )
+            narrowest = min(modules, key=lambda m: m.max_rank)
+            if budget // types > narrowest.max_rank:
+                raise ConfigError(
+                    f"{key}.rank_budget",
+                    f"got {budget}, which gives targets {pattern!r} rank {budget // types}; "
+                    f"allowed: at most {narrowest.max_rank} = {narrowest.shape_text()} of "
+                    f"dataset {dataset['name']!r}",
                 )
 
 
@@ -358,8 +496,7 @@ def _check_memory(config: dict, estimate, limit: tuple, what: str, indices, kind
     need = estimate(config)
     if need <= limit[0]:
         return
-    paths = [("datasets", index, key) for index in indices for key in SIZES]
-    path = resources.largest_factor(estimate, config, paths)
+    path = resources.largest_factor(estimate, config, _size_paths(config, indices))
     raise ConfigError(
         key_path(path),
         f"got {_at(config, path)}, with which {what} needs about {_gib(need)} of {kind}; "
@@ -390,9 +527,7 @@ def check_resources(
 
     most = _limit(config, "multiply_adds")
     if most is not None and (work := resources.multiply_adds(config)) > most:
-        paths = [("train", "epochs")] + [
-            ("datasets", index, key) for index in every for key in SIZES
-        ]
+        paths = [("train", "epochs"), *_size_paths(config, every)]
         path = resources.largest_factor(resources.multiply_adds, config, paths)
         runs = sum(sum(kinds.values()) for kinds in resources.run_counts(config).values())
         steps = resources.optimizer_steps(config)
@@ -409,7 +544,13 @@ def _at(config: dict, path: tuple):
     return functools.reduce(operator.getitem, path, config)
 
 
-SIZES = ("n_train", "n_val", "in_features", "out_features")
+SIZES = ("n_train", "n_val", "in_features", "out_features", *resources.NETWORK_SIZES)
+
+
+def _size_paths(config: dict, indices) -> list[tuple]:
+    """The :data:`SIZES` keys of the datasets at ``indices``, those each of them has."""
+    datasets = config["datasets"]
+    return [("datasets", i, key) for i in indices for key in SIZES if key in datasets[i]]
 
 
 def validated(config: dict, check_limits: bool = True) -> dict:

@@ -3,7 +3,10 @@
 SCALINGS = ("standard", "rslora", "constant")
 INITS = ("kaiming", "gaussian", "pissa", "randn")
 BIASES = ("none", "all")
-KINDS = ("lowrank", "noise")
+SINGLE_LAYER_KINDS = ("lowrank", "noise")
+DEEP_KINDS = ("mlp", "transformer")
+KINDS = SINGLE_LAYER_KINDS + DEEP_KINDS
 COMPATS = ("none", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
 METHODS = ("lora", "full")
+TARGET_PRESETS = ("attention", "mlp", "all")

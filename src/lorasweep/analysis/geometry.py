@@ -40,14 +40,17 @@ def similarity_grid(a1: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
     return cumulative / torch.minimum(i, j)
 
 
-def true_subspace_similarity(learned: torch.Tensor, truth: torch.Tensor, rank: int) -> dict:
+def true_subspace_similarity(
+    learned: torch.Tensor, truth: torch.Tensor, rank: int, true_rank: int | None = None
+) -> dict:
     """How well the learned update's top directions match the true shift's.
 
     With k = rank(ΔW*) and m = min(rank, k): φ between the top-m right- (input) and left-
     (output) singular vectors of the learned ΔW and the k of ΔW*. 1 means the learned top-m
-    subspace lies inside the true one.
+    subspace lies inside the true one. Pass ``true_rank`` where k is known: estimated from a
+    float32 ΔW* in float64, as without it, k counts float32 rounding as rank.
     """
-    k = int(torch.linalg.matrix_rank(truth.double()))
+    k = true_rank if true_rank is not None else int(torch.linalg.matrix_rank(truth.double()))
     m = min(rank, k)
     if m == 0:
         return {"phi_right": math.nan, "phi_left": math.nan}

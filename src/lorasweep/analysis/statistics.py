@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias")
-"""The LoRA settings that tell runs apart besides rank and seed."""
+LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias", "targets")
+"""The LoRA settings that tell runs apart besides rank and seed (``targets``: which modules of a
+deep model; empty for the single-layer kinds)."""
 
 
 def _unique(keys: list[str]) -> list[str]:
@@ -192,6 +193,8 @@ def _settings_label(row: pd.Series, method: str) -> str:
     if method == "full":
         return f"lr={row['lr']:g}"
     label = f"α={row['alpha']:g}, {row['scaling']}, {row['init']}, lr={row['lr']:g}"
+    if pd.notna(row.get("targets")):
+        label = f"targets {row['targets']}, {label}"
     if row.get("lr_ratio", 1) not in (1, 1.0):
         label += f", λ={row['lr_ratio']:g}"
     return label

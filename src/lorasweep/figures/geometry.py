@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 
 from lorasweep.analysis import statistics
-from lorasweep.figures.registry import GEOMETRY_TABLES, Tables, figure, varies
+from lorasweep.figures.registry import (
+    GEOMETRY_TABLES,
+    Tables,
+    all_of,
+    figure,
+    has_single_layer,
+    varies,
+)
 from lorasweep.figures.style import (
     FULL_COLOR,
     SCALING_COLORS,
@@ -24,7 +31,12 @@ from lorasweep.figures.style import (
 )
 
 
-@figure(when=varies("rank"), tables=GEOMETRY_TABLES)
+def single_layer_rows(geometry: pd.DataFrame) -> pd.DataFrame:
+    """The rows of single-layer runs (the deep models' layers have their own figure)."""
+    return geometry[geometry["layer"].isna()]
+
+
+@figure(when=all_of(varies("rank"), has_single_layer), tables=GEOMETRY_TABLES)
 def subspace_similarity(t: Tables) -> plt.Figure:
     """φ(A_low, A_high, i, j) (LoRA Fig. 3), φ between two seeds at one rank (Fig. 4), and the
     similarity of the learned update's top directions to the true ΔW*'s against rank."""
@@ -35,7 +47,7 @@ def subspace_similarity(t: Tables) -> plt.Figure:
         if not part.empty:
             panels.append((kind, part))
     truth = (
-        t.geometry.merge(statistics.completed(t.runs), on="run_id")
+        single_layer_rows(t.geometry).merge(statistics.completed(t.runs), on="run_id")
         if t.geometry is not None
         else None
     )
@@ -105,13 +117,13 @@ def _similarity_to_truth(ax, lora: pd.DataFrame) -> None:
     ax.legend(frameon=True)
 
 
-@figure(tables=GEOMETRY_TABLES)
+@figure(when=has_single_layer, tables=GEOMETRY_TABLES)
 def amplification(t: Tables) -> plt.Figure:
     """Amplification factor ‖ΔW‖_F / ‖UᵀW₀V‖_F of the learned update against rank, per scaling
     rule (other settings fixed, mean ± sd over seeds), with full fine-tuning's at r = rank(ΔW*)."""
     if t.geometry is None or t.geometry.empty:
         return no_data("no adapters")
-    data = t.geometry.merge(statistics.completed(t.runs), on="run_id")
+    data = single_layer_rows(t.geometry).merge(statistics.completed(t.runs), on="run_id")
     lora = statistics.reference_slice(data[data["method"] == "lora"], vary=["rank", "scaling"])
     if lora.empty:
         return no_data("no completed LoRA runs")

@@ -25,6 +25,7 @@ from lorasweep.figures.style import (
     scaling_label,
     subplot_grid,
 )
+from lorasweep.options import SINGLE_LAYER_KINDS
 
 
 @figure()
@@ -36,9 +37,10 @@ def loss_vs_params(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
+    keys = ["dataset", "rank", *statistics.settings_in(lora)]
     best = statistics.best_lora_settings(runs, ["dataset", "rank"])
-    params = lora.groupby(["dataset", "rank"])["trainable_params"].first().rename("params")
-    best = best.join(params, on=["dataset", "rank"])
+    params = lora[[*keys, "trainable_params"]].drop_duplicates(keys)
+    best = best.merge(params.rename(columns={"trainable_params": "params"}), on=keys)
     full_best = statistics.best_full(runs)
     full_params = runs[runs["method"] == "full"].groupby("dataset")["trainable_params"].first()
     for j, dataset in enumerate(datasets):
@@ -47,7 +49,9 @@ def loss_vs_params(t: Tables) -> plt.Figure:
         full_row = full_best[full_best["dataset"] == dataset]
         if not full_row.empty:
             _full_by_params(ax, full_params[dataset], full_row)
-        _break_even(ax, lora[lora["dataset"] == dataset].iloc[0])
+        first = lora[lora["dataset"] == dataset].iloc[0]
+        if first["dataset_kind"] in SINGLE_LAYER_KINDS:
+            _break_even(ax, first)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("trainable parameters")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lorasweep.options import SINGLE_LAYER_KINDS
 from lorasweep.planning.runs import grids
 
 RUN_TABLES = ("runs", "epochs")
@@ -63,6 +64,18 @@ def task_ranks_vary(config: dict) -> bool:
     """Two lowrank datasets of different task ranks, and a rank sweep."""
     ranks = {d.get("task_rank") for d in config["datasets"] if d["kind"] == "lowrank"}
     return len(ranks) >= 2 and varies("rank")(config)
+
+
+def has_single_layer(config: dict) -> bool:
+    """A lowrank or noise dataset: what the figures about one adapted layer need."""
+    return any(d["kind"] in SINGLE_LAYER_KINDS for d in config["datasets"])
+
+
+def all_of(*conditions: Condition) -> Condition:
+    def condition(config: dict) -> bool:
+        return all(check(config) for check in conditions)
+
+    return condition
 
 
 def lr_swept(config: dict) -> bool:

@@ -5,6 +5,9 @@ run folder that exists is a finished run.
 
 - ``weights.safetensors``: the trained adapter, ``lora_A`` (r×d_in), ``lora_B`` (d_out×r) and
   ``bias`` when it trains, or the whole layer, ``weight`` and ``bias``, for full fine-tuning.
+  A deep model's run stores the same per adapted module, under its name
+  (``blocks.0.mlp.up.lora_A``), or the whole network's state dict for full fine-tuning, and its
+  metadata also lists the ``modules`` it changed (and the ``targets`` pattern, for LoRA).
   For PiSSA also its starting point, ``lora_A_init`` (A₀) and ``lora_B_init`` (B₀): PiSSA
   moved s·B₀A₀ out of W₀, so its base W₀ − s·B₀A₀ and its change of weight s·(BA − B₀A₀) are
   formed from the folder without redoing the SVD. Its
@@ -21,7 +24,8 @@ run folder that exists is a finished run.
 - ``checksums.json``, written last: the SHA-256 of every other file but ``timing.json``,
   ``peft/`` included (:mod:`lorasweep.jobs.integrity`).
 
-A LoRA run also has ``peft/``, the adapter in PEFT's format (:mod:`lorasweep.models.peft_format`).
+A single-layer LoRA run also has ``peft/``, the adapter in PEFT's format
+(:mod:`lorasweep.models.peft_format`); a deep model's adapters are not exported in it yet.
 """
 
 from __future__ import annotations
@@ -61,6 +65,11 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
                 "scaling": result.scaling,
                 "init": spec.init,
             }
+        if result.adapted is not None:
+            metadata["modules"] = list(result.adapted)
+            if spec.targets is not None:
+                metadata["targets"] = spec.targets
+        elif spec.method == "lora":
             write_adapter(tmp / "peft", spec, result.tensors, result.base_weight)
         save_tensors(weights, {**result.tensors, **result.initial_tensors}, metadata=metadata)
         has_source = SOURCE_COLUMN in result.epochs[0]

@@ -21,6 +21,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from lorasweep.models.names import linear_modules
+from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import RunSpec
 
 ENGINES = ("batched", "single")
@@ -58,8 +60,11 @@ def batchable(run: RunSpec, dataset: dict | None = None) -> bool:
     """Whether the batched engine trains this run: a LoRA or full fine-tuning of a dataset's
     single linear layer, on a dataset (its config entry or spec, where known) that does not ask
     for the seed tutorial's own arithmetic (``compat: tutorial``, computed by the reference
-    loss). Other runs fall back to the single-run path."""
+    loss). Other runs, the deep kinds' among them (:mod:`lorasweep.training.batched` says how
+    they plug in), fall back to the single-run path."""
     if dataset is not None and dataset.get("compat", "none") == "tutorial":
+        return False
+    if dataset is not None and dataset.get("kind") in DEEP_KINDS:
         return False
     return run.method in BATCHED_METHODS and getattr(run, "targets", None) is None
 
@@ -211,11 +216,35 @@ def run_cost(run: RunSpec, dataset: dict) -> float:
     return steps * (products + ERROR_ELEMENT_COST * batch * d_out)
 
 
+def estimated_cost(run: RunSpec, dataset: dict) -> float:
+    """Rough relative cost of a run: steps × (fixed per-step overhead + multiply-adds per step).
+
+    LoRA runs train against the cached base product, so a step costs about 3·b·r·(d_in + d_out)
+    multiply-adds; full fine-tuning about 3·b·d_in·d_out. The overhead term stands for the
+    ~0.3 ms of Python and dispatch each step pays whatever its size. A deep model's step runs
+    the whole network forward and back, LoRA or not: 3·b·tokens·Σ d_in·d_out over its linear
+    modules, and the overhead once per module.
+    """
+    n = dataset["n_train"]
+    batch = min(run.batch_size or n, n)
+    steps = run.epochs * math.ceil(n / batch)
+    modules = linear_modules(dataset)
+    if modules:
+        tokens = dataset.get("seq_len") or 1
+        weights = sum(m.in_features * m.out_features for m in modules)
+        return steps * (3e5 * len(modules) + 3 * batch * tokens * weights)
+    d_in, d_out = dataset["in_features"], dataset["out_features"]
+    width = d_in * d_out if run.method == "full" else run.rank * (d_in + d_out)
+    return steps * (3e5 + 3 * batch * width)
+
+
 def batch_cost(batch: Sequence[RunSpec], dataset: dict) -> float:
     """Estimated cost of training ``batch`` together: its runs' :func:`run_cost` plus the
     dispatch of each step once per chunk (about one chunk per data order,
     :data:`CHUNK_STEP_COST`). The measured CPU time of the default grid's batches follows it
     within about 20 %."""
+    if not batchable(batch[0], dataset):
+        return sum(estimated_cost(run, dataset) for run in batch)
     n = dataset["n_train"]
     first = batch[0]
     size = min(first.batch_size or n, n)

@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lorasweep.planning.batches import batch_cost, by_order, plan_batches
+from lorasweep.planning.batches import batch_cost, by_order, estimated_cost, plan_batches
 from lorasweep.planning.runs import RunSpec, expand_runs
 
 PIECES_PER_JOB = 4
@@ -31,21 +31,6 @@ class Plan:
 
     def job_datasets(self, job_id: str) -> list[str]:
         return sorted({run.dataset for run in self.jobs[job_id]})
-
-
-def estimated_cost(run: RunSpec, dataset: dict) -> float:
-    """Rough relative cost of a run: steps × (fixed per-step overhead + multiply-adds per step).
-
-    LoRA runs train against the cached base product, so a step costs about 3·b·r·(d_in + d_out)
-    multiply-adds; full fine-tuning about 3·b·d_in·d_out. The overhead term stands for the
-    ~0.3 ms of Python and dispatch each step pays whatever its size.
-    """
-    n = dataset["n_train"]
-    batch = min(run.batch_size or n, n)
-    steps = run.epochs * math.ceil(n / batch)
-    d_in, d_out = dataset["in_features"], dataset["out_features"]
-    width = d_in * d_out if run.method == "full" else run.rank * (d_in + d_out)
-    return steps * (3e5 + 3 * batch * width)
 
 
 def job_count(runs: int, runs_per_job: int, workers: int | None) -> int:

@@ -17,6 +17,9 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+from lorasweep.models.names import linear_modules
+from lorasweep.planning.runs import budget_rank
+
 GIB = 1 << 30
 FLOAT32, FLOAT64 = 4, 8
 PROCESS_BYTES = GIB // 2
@@ -26,6 +29,43 @@ STEP_MULTIPLY_ADDS = 10**7
 the ~3·10¹⁰ multiply-adds per second a CPU core reaches here), counted as multiply-adds."""
 
 GRID_AXES = ("rank", "alpha", "scaling", "init", "lr", "lr_ratio")
+NETWORK_SIZES = ("d_model", "n_layers", "seq_len", "d_ff")
+"""The deep kinds' size keys (besides those of a single layer)."""
+
+
+def _block_settings(dataset: dict, block: dict) -> set:
+    """(targets, rank, α, scaling, init, lr, λ) of a grid block's runs on ``dataset``: targets
+    only for a deep dataset, and a fixed-budget block's rank from its ``rank_budget``."""
+    if not linear_modules(dataset):
+        return set(itertools.product([None], *(block[axis] for axis in GRID_AXES)))
+    settings = set()
+    for pattern in block.get("targets") or ["all"]:
+        ranks = block["rank"]
+        if "rank_budget" in block:
+            ranks = [budget_rank(dataset, pattern, block["rank_budget"])]
+        rest = (block[axis] for axis in GRID_AXES[1:])
+        settings.update(itertools.product([pattern], ranks, *rest))
+    return settings
+
+
+def network_shape(dataset: dict) -> tuple[int, int, int, float]:
+    """Per sample, (input values, output values, activations kept for the backward pass), and
+    the multiply-adds of one forward pass, of a deep dataset's network: its linear modules on
+    each of ``seq_len`` tokens plus the transformer's attention scores and mixing."""
+    modules = linear_modules(dataset)
+    tokens = dataset.get("seq_len") or 1
+    layers, width = dataset["n_layers"], dataset["d_model"]
+    if dataset["kind"] == "transformer":
+        heads = dataset["n_heads"]
+        per_token = layers * (8 * width + 2 * dataset["d_ff"] + 2 * heads * tokens)
+        attention = layers * 2 * tokens * tokens * width
+        inputs = outputs = tokens * width
+    else:
+        per_token = sum(m.in_features + m.out_features for m in modules) + 3 * layers * width
+        attention = 0
+        inputs, outputs = dataset["in_features"], dataset["out_features"]
+    forward = tokens * sum(m.in_features * m.out_features for m in modules) + attention
+    return inputs, outputs, tokens * per_token, forward
 
 
 def run_counts(config: dict) -> dict[str, Counter]:
@@ -42,8 +82,8 @@ def run_counts(config: dict) -> dict[str, Counter]:
         settings = set()
         for block in blocks:
             if name in block.get("datasets", [name]):
-                settings.update(itertools.product(*(block[axis] for axis in GRID_AXES)))
-        kinds = Counter(("lora", rank, init) for rank, _, _, init, _, _ in settings)
+                settings.update(_block_settings(dataset, block))
+        kinds = Counter(("lora", rank, init) for _, rank, _, _, init, _, _ in settings)
         kinds = Counter({kind: n * len(config["seeds"]) for kind, n in kinds.items()})
         if full.get("enabled", False):
             kinds[("full",)] = len(full.get("lr", [])) * len(config["seeds"])
@@ -52,7 +92,10 @@ def run_counts(config: dict) -> dict[str, Counter]:
 
 
 def _uses_gram(dataset: dict, train: dict) -> bool:
-    """Whether LoRA runs train from sufficient statistics (see ``training.can_use_gram``)."""
+    """Whether LoRA runs train from sufficient statistics (see ``training.can_use_gram``; never
+    for a deep model)."""
+    if linear_modules(dataset):
+        return False
     d_in, d_out, n = dataset["in_features"], dataset["out_features"], dataset["n_train"]
     full_batch = (train.get("batch_size") or n) >= n
     no_dropout = train.get("lora_dropout", 0.0) == 0
@@ -62,14 +105,48 @@ def _uses_gram(dataset: dict, train: dict) -> bool:
 def generation_bytes(dataset: dict) -> float:
     """Peak memory of a job generating and saving a dataset: float64 W₀, ΔW* and their sum, both
     splits' x and y with the noise and temporaries of y's sum, then float32 copies of it all
-    (and, while saving, the serialized bytes of those copies)."""
-    d_in, d_out = dataset["in_features"], dataset["out_features"]
-    weights = d_in * d_out
+    (and, while saving, the serialized bytes of those copies). A deep model's teacher also
+    holds one layer's activations of the larger split."""
+    d_in, d_out, weights = _dims(dataset)
     samples = dataset["n_train"] + dataset["n_val"]
     largest = max(dataset["n_train"], dataset["n_val"])
     stored = 2 * weights + samples * (d_in + d_out)
     drawing = FLOAT64 * (3 * weights + samples * (d_in + d_out) + 4 * largest * d_out)
+    if linear_modules(dataset):
+        drawing += FLOAT64 * largest * _layer_activations(dataset)
     return PROCESS_BYTES + max(drawing + FLOAT32 * stored, 2 * FLOAT32 * stored)
+
+
+def _dims(dataset: dict) -> tuple[int, int, int]:
+    """(values in, values out) per sample and the weights of the model: d_in, d_out and
+    d_in·d_out for one layer; a deep model's per-sample widths and all its linear weights."""
+    modules = linear_modules(dataset)
+    if not modules:
+        d_in, d_out = dataset["in_features"], dataset["out_features"]
+        return d_in, d_out, d_in * d_out
+    d_in, d_out, _, _ = network_shape(dataset)
+    return d_in, d_out, sum(m.in_features * m.out_features for m in modules)
+
+
+def _layer_activations(dataset: dict) -> float:
+    """Values per sample of one layer's (block's) activations in a deep model."""
+    return network_shape(dataset)[2] / dataset["n_layers"]
+
+
+def _network_run_bytes(dataset: dict, kinds: Counter, batch: int) -> float:
+    """The largest run's own memory on a deep dataset: its copy of the network (full
+    fine-tuning also its gradient and Adam's two moments; LoRA its largest adapter's), a
+    batch's activations for the backward pass, and one layer's over a whole split."""
+    _, _, weights = _dims(dataset)
+    _, _, activations, _ = network_shape(dataset)
+    largest = max(dataset["n_train"], dataset["n_val"])
+    passes = batch * activations + largest * _layer_activations(dataset)
+    ranks = [kind[1] for kind in kinds if kind[0] == "lora"]
+    adapter = max(ranks, default=0) * sum(
+        m.in_features + m.out_features for m in linear_modules(dataset)
+    )
+    state = 4 * weights if ("full",) in kinds else weights + 4 * adapter
+    return FLOAT32 * (state + passes)
 
 
 def training_bytes(config: dict) -> float:
@@ -78,14 +155,20 @@ def training_bytes(config: dict) -> float:
     where it overwrites y, since the dataset is read from a memory-mapped file); and the
     largest run's own state (full fine-tuning: a copy of W₀ with its gradient and Adam's two
     moments, plus a whole split's prediction when it is evaluated; LoRA: its adapter, or the
-    float64 Gram statistics)."""
+    float64 Gram statistics). A deep dataset holds no residual; its runs hold what
+    :func:`_network_run_bytes` counts."""
     counts = run_counts(config)
     held, runs = 0.0, [0.0]
     for dataset in config["datasets"]:
         kinds = counts[dataset["name"]]
-        d_in, d_out = dataset["in_features"], dataset["out_features"]
-        weights = d_in * d_out
-        samples = dataset["n_train"] + dataset["n_val"]
+        n, samples = dataset["n_train"], dataset["n_train"] + dataset["n_val"]
+        if linear_modules(dataset):
+            d_in, d_out, weights = _dims(dataset)
+            held += FLOAT32 * (2 * weights + samples * (d_in + d_out))
+            batch = min(config["train"].get("batch_size") or n, n)
+            runs.append(_network_run_bytes(dataset, kinds, batch))
+            continue
+        d_in, d_out, weights = _dims(dataset)
         held += FLOAT32 * (2 * weights + samples * (d_in + d_out))
         ranks = [kind[1] for kind in kinds if kind[0] == "lora"]
         if ranks:
@@ -103,18 +186,22 @@ def multiply_adds(config: dict) -> float:
     """Multiply-adds of every run: forward and backward passes over the training split each
     epoch (or, for full-batch LoRA, the Gram statistics once and a step on them), the
     validation split each epoch and the training split once more at epoch 0, plus
-    :data:`STEP_MULTIPLY_ADDS` per optimizer step."""
+    :data:`STEP_MULTIPLY_ADDS` per optimizer step. A deep model's run, LoRA or not, passes
+    through the whole network: three forward passes' work per training sample."""
     train = config["train"]
     epochs = train["epochs"]
     total = 0.0
     counts = run_counts(config)
     for dataset in config["datasets"]:
-        d_in, d_out = dataset["in_features"], dataset["out_features"]
+        d_in, d_out, _ = _dims(dataset)
         n, n_val = dataset["n_train"], dataset["n_val"]
         steps = epochs * math.ceil(n / min(train.get("batch_size") or n, n))
         gram = _uses_gram(dataset, train)
         for kind, count in counts[dataset["name"]].items():
-            width = d_in * d_out if kind[0] == "full" else kind[1] * (d_in + d_out)
+            if linear_modules(dataset):
+                width = network_shape(dataset)[3]
+            else:
+                width = d_in * d_out if kind[0] == "full" else kind[1] * (d_in + d_out)
             if kind[0] == "lora" and gram:
                 fit = n * d_in * (d_in + d_out) + 3 * epochs * kind[1] * d_in * (d_in + d_out)
             else:

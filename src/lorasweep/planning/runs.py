@@ -4,13 +4,17 @@ This package never imports torch, so Snakemake can build the DAG of a large grid
 
 A *run* is one training of one model. Its id is derived only from its parameters, for example
 ``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a LoRA run
-whose base bias trains has ``_biasall`` before the seed.
+whose base bias trains has ``_biasall`` before the seed, and a deep model's LoRA run names its
+targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+
+from lorasweep.models.names import linear_modules, matrix_types, pattern_label, select
 
 
 def format_number(value: float | int) -> str:
@@ -40,43 +44,86 @@ class RunSpec:
     init: str | None = None
     lr_ratio: float = 1.0
     dropout: float = 0.0
+    targets: str | None = None
+    """The linear modules of a deep model that get LoRA: a preset or a regular expression
+    (:mod:`lorasweep.models.names`). None for the single-layer kinds and for full FT."""
 
     @property
     def run_id(self) -> str:
         if self.method == "full":
             return f"{self.dataset}__full_lr{format_number(self.lr)}_s{self.seed}"
         ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
+        where = f"-{pattern_label(self.targets)}" if self.targets is not None else ""
         bias = "_biasall" if self.bias == "all" else ""
         return (
-            f"{self.dataset}__lora_r{self.rank}_a{format_number(self.alpha)}_{self.scaling}"
-            f"_{self.init}_lr{format_number(self.lr)}{ratio}{bias}_s{self.seed}"
+            f"{self.dataset}__lora{where}_r{self.rank}_a{format_number(self.alpha)}"
+            f"_{self.scaling}_{self.init}_lr{format_number(self.lr)}{ratio}{bias}_s{self.seed}"
         )
 
     def as_dict(self) -> dict:
-        return {"run_id": self.run_id, **asdict(self)}
+        """The run id and every field; ``targets`` only where it is set, so a single-layer
+        run's record is what it was before deep models existed."""
+        fields = asdict(self)
+        if self.targets is None:
+            del fields["targets"]
+        return {"run_id": self.run_id, **fields}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunSpec:
         return cls(**{k: v for k, v in data.items() if k != "run_id"})
 
 
-GRID_AXES = ("rank", "alpha", "scaling", "init", "lr", "lr_ratio", "bias")
+SETTING_AXES = ("alpha", "scaling", "init", "lr", "lr_ratio", "bias")
 
 
 def grids(config: dict) -> list[dict]:
     """The main grid, then each of ``extra_grids`` with missing axes taken from the main grid.
-    The main grid's bias is ``train.bias``; an extra grid may give its own."""
-    main = {"lr_ratio": [1.0], "bias": [config["train"].get("bias", "none")], **config["grid"]}
+
+    The main grid's bias is ``train.bias``; an extra grid may give its own. ``targets`` is None
+    where no block gives it (deep datasets then adapt ``all``); an extra grid with
+    ``rank_budget`` has no ``rank`` axis of its own."""
+    main = {
+        "lr_ratio": [1.0],
+        "bias": [config["train"].get("bias", "none")],
+        "targets": None,
+        "rank_budget": None,
+        **config["grid"],
+    }
     blocks = [{**main, "datasets": None}]
     for extra in config.get("extra_grids", []):
-        blocks.append({**main, "datasets": None, **extra})
+        block = {**main, "datasets": None, **extra}
+        if block["rank_budget"] is not None:
+            block["rank"] = []
+        blocks.append(block)
     return blocks
 
 
+def budget_rank(dataset: dict, pattern: str, budget: int) -> int:
+    """The rank that holds rank × (number of matrix types adapted) at ``budget``."""
+    types = matrix_types(select(linear_modules(dataset), pattern))
+    if not types:
+        raise ValueError(f"targets {pattern!r} adapt no module of dataset {dataset['name']!r}")
+    return budget // len(types)
+
+
+def lora_settings(dataset: dict, block: dict) -> Iterator[tuple]:
+    """(targets, rank, α, scaling, init, lr, λ, bias) of a grid block's LoRA runs on a dataset: the
+    full product, with ``targets`` None for the single-layer kinds and, in a fixed-budget
+    block, each target set's rank from :func:`budget_rank`."""
+    deep = bool(linear_modules(dataset))
+    if block["rank_budget"] is not None and not deep:
+        raise ValueError(f"rank_budget applies to deep datasets only, not {dataset['name']!r}")
+    for pattern in (block["targets"] or ["all"]) if deep else [None]:
+        ranks = block["rank"]
+        if block["rank_budget"] is not None:
+            ranks = [budget_rank(dataset, pattern, block["rank_budget"])]
+        yield from itertools.product([pattern], ranks, *(block[a] for a in SETTING_AXES))
+
+
 def expand_runs(config: dict) -> list[RunSpec]:
-    """The LoRA runs (datasets × seeds × rank × α × scaling × init × lr × lr_ratio × bias, for
-    the main grid and each extra grid, without repeats) followed by the full fine-tuning runs
-    (datasets × seeds × lr), in a fixed order."""
+    """The LoRA runs (datasets × seeds × targets × rank × α × scaling × init × lr × lr_ratio ×
+    bias, for the main grid and each extra grid, without repeats) followed by the full
+    fine-tuning runs (datasets × seeds × lr), in a fixed order."""
     train = config["train"]
     common = {
         "epochs": train["epochs"],
@@ -88,8 +135,8 @@ def expand_runs(config: dict) -> list[RunSpec]:
         if grid["datasets"] is not None and dataset["name"] not in grid["datasets"]:
             continue
         for seed in config["seeds"]:
-            for rank, alpha, scaling, init, lr, lr_ratio, bias in itertools.product(
-                *(grid[axis] for axis in GRID_AXES)
+            for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in lora_settings(
+                dataset, grid
             ):
                 runs.append(
                     RunSpec(
@@ -104,6 +151,7 @@ def expand_runs(config: dict) -> list[RunSpec]:
                         lr_ratio=lr_ratio,
                         bias=bias,
                         dropout=train.get("lora_dropout", 0.0),
+                        targets=targets,
                         **common,
                     )
                 )

@@ -14,8 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from lorasweep.analysis import findings, statistics
+from lorasweep.analysis.deep_findings import deep_findings
 from lorasweep.analysis.evidence_findings import evidence_findings
-from lorasweep.report import explorer
+from lorasweep.options import DEEP_KINDS
+from lorasweep.report import deep, explorer
 from lorasweep.report.evidence import evidence_sections
 
 STYLE = """
@@ -81,6 +83,8 @@ def _dataset_prefix(runs: pd.DataFrame, dataset: str) -> str:
         if meta["dataset_kind"] == "lowrank"
         else "targets independent of inputs"
     )
+    if meta["dataset_kind"] in DEEP_KINDS:
+        shape, task = deep.describe_task(meta)
     floor = meta["noise_floor"]
     return f"<b>{html.escape(dataset)}</b> ({shape}, {task}, noise floor σ² = {floor:.4g}): "
 
@@ -223,10 +227,12 @@ def render(
         findings_html(
             findings.all_findings(runs, epochs, pairs, table, tolerance)
             + evidence_findings(runs, epochs, lr_optima, intruders)
+            + deep_findings(runs, tolerance)
         ),
         *_count_notes_section(runs),
         *_efficiency_section(table),
         *evidence_sections(runs, epochs, lr_optima, intruders),
+        *deep.budget_section(runs),
         "<h2>Figures</h2>",
         *(_figure_html(name, Path(png), caption) for name, (png, caption) in figures.items()),
         explorer.section(runs),

@@ -1,9 +1,11 @@
-"""The geometry tables: per-run amplification and similarity to the true shift, and φ between
-adapters of two ranks or two seeds, from the saved weights."""
+"""The geometry tables: per-run amplification and similarity to the true shift (per adapted
+layer for the deep kinds), and φ between adapters of two ranks or two seeds, from the saved
+weights."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +20,12 @@ from lorasweep.analysis.geometry import (
 from lorasweep.analysis.statistics import LORA_SETTINGS
 from lorasweep.io import load_metadata, load_tensors, read_json
 from lorasweep.models.lora import RESIDUAL_BASE_INITS
+from lorasweep.models.names import linear_modules
+from lorasweep.options import DEEP_KINDS
+from lorasweep.tasks.deep import SHIFT_SUFFIX
 
-PER_RUN_COLUMNS = ["run_id", "delta_norm", "amplification", "phi_true_right", "phi_true_left"]
+PER_RUN_COLUMNS = ["run_id", "layer", "delta_norm", "amplification", "phi_true_right",
+                   "phi_true_left"]  # fmt: skip
 PAIR_COLUMNS = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "seed_a",
                 "seed_b", "i", "j", "phi"]  # fmt: skip
 
@@ -40,15 +46,90 @@ def run_update(run_dir: Path, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
     if metrics["method"] == "full":
         return tensors["weight"].double() - w0.double()
     scaling = load_metadata(path)["scaling"]
-    if metrics["init"] not in RESIDUAL_BASE_INITS:
-        return lora_update(tensors["lora_A"], tensors["lora_B"], scaling)
-    if any(name not in tensors for name in INIT_FACTORS):
+    return adapter_update(run_dir, tensors, "", scaling, metrics["init"])
+
+
+def adapter_update(run_dir: Path, tensors: dict, prefix: str, scaling: float, init: str):
+    """s·(BA − B₀A₀) of the adapter stored under ``prefix`` (a deep model's module name and a
+    dot; nothing for a single layer): B₀A₀ where the frozen base is W₀ − s·B₀A₀, else s·BA."""
+    a, b = tensors[f"{prefix}lora_A"], tensors[f"{prefix}lora_B"]
+    if init not in RESIDUAL_BASE_INITS:
+        return lora_update(a, b, scaling)
+    names = [f"{prefix}{name}" for name in INIT_FACTORS]
+    if any(name not in tensors for name in names):
         raise MissingInitError(
-            f"{run_dir}: init {metrics['init']!r} froze W₀ − s·B₀A₀, so ΔW needs lora_A_init "
+            f"{run_dir}: init {init!r} froze W₀ − s·B₀A₀, so ΔW needs lora_A_init "
             "and lora_B_init in weights.safetensors; rerun the pipeline to write them"
         )
-    a0, b0 = (tensors[name] for name in INIT_FACTORS)
-    return lora_update(tensors["lora_A"], tensors["lora_B"], scaling, a0, b0)
+    a0, b0 = (tensors[name] for name in names)
+    return lora_update(a, b, scaling, a0, b0)
+
+
+def _geometry_row(
+    run_id: str, layer, delta, w0, truth, rank: int | None, true_rank: int | None = None
+) -> dict:
+    """One row of ``geometry.csv``: ‖ΔW‖_F, the amplification factor at ``rank`` (the run's,
+    or for full FT that of the true shift, at least 1), and φ to the true shift where there is
+    one. ``true_rank`` is the shift's known rank; without it, it is estimated from ``truth``."""
+    if truth is None:
+        true_rank = 0
+    elif true_rank is None:
+        true_rank = int(torch.linalg.matrix_rank(truth.double()))
+    rank = rank if rank is not None else max(true_rank, 1)
+    similarity = (
+        true_subspace_similarity(delta, truth, rank, true_rank)
+        if true_rank > 0
+        else {"phi_right": math.nan, "phi_left": math.nan}
+    )
+    return {
+        "run_id": run_id,
+        "layer": layer,
+        "delta_norm": float(torch.linalg.matrix_norm(delta)),
+        "amplification": amplification_factor(delta, w0, rank),
+        "phi_true_right": similarity["phi_right"],
+        "phi_true_left": similarity["phi_left"],
+    }
+
+
+def layer_updates(
+    run_dir: Path, metrics: dict, data
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(module name, W₀, ΔW) of each linear module a deep model's run changed, in forward order:
+    the modules its adapter covers, or every one for full fine-tuning."""
+    path = run_dir / "weights.safetensors"
+    tensors = load_tensors(path)
+    lora = metrics["method"] == "lora"
+    scaling = load_metadata(path)["scaling"] if lora else None
+    for module in linear_modules(data.spec.as_dict()):
+        name, w0 = module.name, data[f"{module.name}.weight"]
+        if not lora:
+            yield name, w0, tensors[f"{name}.weight"].double() - w0.double()
+        elif f"{name}.lora_A" in tensors:
+            yield name, w0, adapter_update(run_dir, tensors, f"{name}.", scaling, metrics["init"])
+
+
+def _layer_rows(run_dir: Path, metrics: dict, data) -> list[dict]:
+    """A deep model's run: one row per linear module it changed, against that module's W₀ and,
+    where the teacher shifts it, its ΔW* of the dataset's known rank."""
+    task_rank = data.spec.task_rank
+    rank = metrics["rank"] if metrics["method"] == "lora" else task_rank
+    return [
+        _geometry_row(
+            metrics["run_id"],
+            name,
+            delta,
+            w0,
+            data.tensors.get(f"{name}{SHIFT_SUFFIX}"),
+            rank,
+            task_rank,
+        )
+        for name, w0, delta in layer_updates(run_dir, metrics, data)
+    ]
+
+
+def is_deep(data) -> bool:
+    """Whether a loaded dataset is one of the deep kinds (plain mappings of tensors are not)."""
+    return getattr(getattr(data, "spec", None), "kind", None) in DEEP_KINDS
 
 
 def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -57,17 +138,19 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFram
     ``run_dirs`` are run folders (with ``metrics.json`` and ``weights.safetensors``);
     ``datasets`` maps a dataset name to its loaded :class:`lorasweep.tasks.synthetic.Dataset`.
 
-    Returns (per_run, pairs) DataFrames, sorted by run id and by comparison, dataset, runs and
-    cell. ``per_run``: ``run_id, delta_norm, amplification,
-    phi_true_right, phi_true_left``. ``pairs``: φ(A₁, A₂, i, j) in long format for two
-    comparisons, ``rank`` (the smallest of 8 or the lowest rank, against the highest rank, same
-    seed and settings) and ``seed`` (two seeds at the same rank and settings).
+    Returns (per_run, pairs) DataFrames, sorted by run id (a deep run's layers in forward order)
+    and by comparison, dataset, runs and cell. ``per_run``: ``run_id, layer, delta_norm,
+    amplification, phi_true_right, phi_true_left``, one row per single-layer run (``layer``
+    empty) and one per changed module of a deep model's run. ``pairs``: φ(A₁, A₂, i, j) in long
+    format for two comparisons of single-layer adapters, ``rank`` (the smallest of 8 or the
+    lowest rank, against the highest rank, same seed and settings) and ``seed`` (two seeds at
+    the same rank and settings).
     """
     runs = [(run_dir, read_json(run_dir / "metrics.json")) for run_dir in run_dirs]
     folders = {m["run_id"]: d for d, m in runs}
     completed = [(d, m) for d, m in runs if m["status"] == "ok"]
-    per_run = [_run_geometry(d, m, datasets[m["dataset"]]) for d, m in completed]
-    lora = [m for _, m in completed if m["method"] == "lora"]
+    per_run = [row for d, m in completed for row in _run_geometry(d, m, datasets[m["dataset"]])]
+    lora = [m for _, m in completed if m["method"] == "lora" and m.get("targets") is None]
     pairs = [
         row
         for kind, run_a, run_b in _comparison_pairs(lora)
@@ -88,24 +171,15 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def _run_geometry(run_dir: Path, metrics: dict, data) -> dict:
-    """The ``per_run`` row of one completed run."""
+def _run_geometry(run_dir: Path, metrics: dict, data) -> list[dict]:
+    """The ``per_run`` rows of one completed run: one for a single layer, one per changed
+    module of a deep model (:func:`_layer_rows`)."""
+    if is_deep(data):
+        return _layer_rows(run_dir, metrics, data)
     w0, truth = data["W0"], data["delta_W"]
     delta = run_update(run_dir, metrics, w0)
-    true_rank = int(torch.linalg.matrix_rank(truth.double()))
-    rank = metrics["rank"] if metrics["method"] == "lora" else max(true_rank, 1)
-    similarity = (
-        true_subspace_similarity(delta, truth, rank)
-        if true_rank > 0
-        else {"phi_right": math.nan, "phi_left": math.nan}
-    )
-    return {
-        "run_id": metrics["run_id"],
-        "delta_norm": float(torch.linalg.matrix_norm(delta)),
-        "amplification": amplification_factor(delta, w0, rank),
-        "phi_true_right": similarity["phi_right"],
-        "phi_true_left": similarity["phi_left"],
-    }
+    rank = metrics["rank"] if metrics["method"] == "lora" else None
+    return [_geometry_row(metrics["run_id"], None, delta, w0, truth, rank)]
 
 
 def _pair_rows(kind: str, run_a: dict, run_b: dict, folders: dict) -> list[dict]:
@@ -150,11 +224,11 @@ def _comparison_pairs(lora: list[dict]):
             continue
         high = ranks[-1]
         low = 8 if 8 in ranks and high > 8 else ranks[0]
-        index = {(m["rank"], m["seed"], *(m[k] for k in LORA_SETTINGS)): m for m in runs}
+        index = {(m["rank"], m["seed"], *(m.get(k) for k in LORA_SETTINGS)): m for m in runs}
         candidates: dict = {}
         for m in runs:
             if m["rank"] == high:
-                key = tuple(m[k] for k in LORA_SETTINGS)
+                key = tuple(m.get(k) for k in LORA_SETTINGS)
                 candidates.setdefault(key, []).append(m["final_val_loss"])
         settings = min(candidates, key=lambda s: (sum(candidates[s]) / len(candidates[s]), str(s)))
         seeds = sorted({m["seed"] for m in runs})

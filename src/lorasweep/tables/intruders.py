@@ -1,6 +1,7 @@
 """The intruder table: per run and per adapted layer, the intruder dimensions of the fine-tuned
 weight W₀ + ΔW among its top k singular vectors, for each ε (:mod:`lorasweep.analysis.intruders`),
-plus the true fine-tuned weight W₀ + ΔW* of each ``lowrank`` dataset as a reference."""
+plus the true fine-tuned weight W₀ + ΔW* of each ``lowrank`` dataset (of each shifted module of
+a deep one) as a reference."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 
 from lorasweep.analysis.intruders import EPSILONS, TOP_K, base_vectors, intruder_counts
 from lorasweep.io import read_json
-from lorasweep.tables.geometry import run_update
+from lorasweep.tables.geometry import is_deep, layer_updates, run_update
+from lorasweep.tasks.deep import SHIFT_SUFFIX, shifted_modules
 
 SINGLE_LAYER = "linear"
 """The layer name of the single-layer tasks."""
@@ -22,7 +24,11 @@ COLUMNS = ["dataset", "run_id", "layer", "top_k", "epsilon", "intruders"]
 def adapted_layers(
     run_dir: Path, metrics: dict, dataset
 ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """(layer name, W₀, ΔW) for every layer the run adapted: one for the single-layer tasks."""
+    """(layer name, W₀, ΔW) for every layer the run adapted: one for the single-layer tasks,
+    each changed module of a deep model's network (:func:`layer_updates`)."""
+    if is_deep(dataset):
+        yield from layer_updates(run_dir, metrics, dataset)
+        return
     w0 = dataset["W0"]
     yield SINGLE_LAYER, w0, run_update(run_dir, metrics, w0)
 
@@ -30,7 +36,8 @@ def adapted_layers(
 def intruder_table(run_dirs: Iterable[Path], datasets: dict) -> pd.DataFrame:
     """Long format, one row per (run, layer, ε): ``dataset, run_id, layer, top_k, epsilon,
     intruders``, where top_k = min(:data:`TOP_K`, layer size). Rows with an empty ``run_id``
-    are the true W₀ + ΔW* of a ``lowrank`` dataset. Diverged runs are left out."""
+    are the true W₀ + ΔW* of a ``lowrank`` dataset (or of a deep one's shifted module).
+    Diverged runs are left out."""
     bases: dict[tuple[str, str], torch.Tensor] = {}
     rows = []
 
@@ -48,6 +55,9 @@ def intruder_table(run_dirs: Iterable[Path], datasets: dict) -> pd.DataFrame:
         data = datasets[name]
         if data.spec.kind == "lowrank":
             count(name, None, SINGLE_LAYER, data["W0"], data["delta_W"])
+        elif is_deep(data):
+            for layer in shifted_modules(data.spec):
+                count(name, None, layer, data[f"{layer}.weight"], data[f"{layer}{SHIFT_SUFFIX}"])
     for run_dir in run_dirs:
         metrics = read_json(run_dir / "metrics.json")
         if metrics["status"] != "ok":

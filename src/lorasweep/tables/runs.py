@@ -16,6 +16,8 @@ import pandas as pd
 from lorasweep.io import read_json
 from lorasweep.jobs.integrity import ManifestError, integrity_problem, read_manifest
 
+MODEL_COLUMNS = ["shifted", "n_layers", "d_model", "n_heads", "seq_len", "d_ff"]
+"""The deep kinds' dataset keys, empty for the single-layer kinds."""
 RUN_COLUMNS = [
     "run_id", "dataset", "method", "rank", "alpha", "scaling", "init", "lr", "seed",
     "trainable_params", "frozen_params", "total_params",
@@ -25,11 +27,13 @@ RUN_COLUMNS = [
     "initial_val_loss", "optimal_val_loss", "noise_floor", "gap_to_optimal",
     "dataset_kind", "in_features", "out_features", "task_rank", "noise_std",
     "cached_base", "final_source_loss", "forgetting",
+    *MODEL_COLUMNS, "targets", "adapted_modules", "adapted_types",
 ]  # fmt: skip
-LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout"]
-SORT_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr", "lr_ratio", "seed",
-             "run_id"]  # fmt: skip
-INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "task_rank"]
+LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout", "targets"]
+SORT_KEYS = ["dataset", "method", "targets", "rank", "alpha", "scaling", "init", "lr", "lr_ratio",
+             "seed", "run_id"]  # fmt: skip
+INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "task_rank",
+                   *MODEL_COLUMNS[1:], "adapted_modules"]  # fmt: skip
 
 
 class IncompleteRunError(RuntimeError):
@@ -107,14 +111,16 @@ def _environment(provenance: dict) -> dict:
 
 
 def _run_row(metrics: dict, dataset: dict) -> dict:
-    """A run's metrics with the shape and kind of its dataset."""
+    """A run's metrics with the shape and kind of its dataset (and a deep model's
+    architecture)."""
     return {
         **metrics,
         "dataset_kind": dataset["kind"],
         "in_features": dataset["in_features"],
         "out_features": dataset["out_features"],
-        "task_rank": dataset["task_rank"] if dataset["kind"] == "lowrank" else None,
+        "task_rank": dataset["task_rank"] if dataset["kind"] != "noise" else None,
         "noise_std": dataset["noise_std"],
+        **{key: dataset.get(key) for key in MODEL_COLUMNS},
     }
 
 
@@ -131,10 +137,10 @@ def _timing_row(run_dir: Path, run_id: str, job_id: str) -> dict:
 
 def _runs_table(rows: list[dict]) -> pd.DataFrame:
     """``runs.csv``: LoRA-only columns empty for full FT, integer columns as integers, sorted."""
-    runs = pd.DataFrame(rows)
+    runs = pd.DataFrame(rows).reindex(columns=RUN_COLUMNS)
     full = runs["method"] == "full"
-    runs.loc[full, [c for c in LORA_ONLY if c in runs]] = None
-    runs = _with_integer_columns(runs).reindex(columns=RUN_COLUMNS)
+    runs.loc[full, LORA_ONLY] = None
+    runs = _with_integer_columns(runs)
     return runs.sort_values(SORT_KEYS, na_position="first", kind="stable").reset_index(drop=True)
 
 

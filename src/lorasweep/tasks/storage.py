@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lorasweep.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from lorasweep.options import DEEP_KINDS
 from lorasweep.tasks.synthetic import Dataset, DatasetSpec, GroundTruth, ground_truth
 
 FORMAT_VERSION = 1
@@ -92,7 +93,12 @@ def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
     return Dataset(DatasetSpec.from_config(meta["spec"]), tensors)
 
 
-def ground_truth_of(meta: dict) -> GroundTruth:
-    """The :class:`GroundTruth` recorded in a dataset's sidecar."""
+def ground_truth_of(meta: dict):
+    """The :class:`GroundTruth` (or, for the deep kinds,
+    :class:`lorasweep.tasks.deep.DeepGroundTruth`) recorded in a dataset's sidecar."""
     truth = meta["ground_truth"]
+    if meta["spec"]["kind"] in DEEP_KINDS:
+        from lorasweep.tasks.deep import DeepGroundTruth
+
+        return DeepGroundTruth.from_json(truth)
     return GroundTruth(**{**truth, "singular_values": tuple(truth["singular_values"])})

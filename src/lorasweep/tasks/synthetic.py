@@ -13,6 +13,8 @@ y_src = W₀x_src + b₀ + σε, so the base is optimal there. The target task's
 the other directions, Σ_tgt = (I − P) + leak·P, and ΔW*'s input directions are drawn
 orthogonal to V_k: learning ΔW* never requires moving W₀ where the source lives, and the
 Eckart–Young optimum is unchanged (ΔW*·Σ_tgt^½ = ΔW*).
+
+``mlp`` and ``transformer``: a deep teacher–student task, drawn in :mod:`lorasweep.tasks.deep`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lorasweep.options import COMPATS, KINDS
+from lorasweep.options import COMPATS, DEEP_KINDS, KINDS
 from lorasweep.seeding import generator
 from lorasweep.tasks import tutorial
 
@@ -55,26 +57,37 @@ class DatasetSpec:
     seed: int = 0
     source: SourceSpec | None = None
     compat: str = "none"
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    seq_len: int | None = None
+    d_ff: int | None = None
+    shifted: str | None = None
+    """The deep kinds' architecture and shifted modules; None for the single-layer kinds."""
 
     @classmethod
     def from_config(cls, entry: dict) -> DatasetSpec:
+        """The spec of a config entry. The deep kinds shift ``all`` modules unless told
+        otherwise, and the transformer's input and output width is ``d_model``."""
         known = {f for f in cls.__dataclass_fields__}
         fields = {k: v for k, v in entry.items() if k in known}
         if fields.get("source") is not None:
             fields["source"] = SourceSpec(**fields["source"])
+        if fields["kind"] in DEEP_KINDS:
+            fields.setdefault("shifted", "all")
+        if fields["kind"] == "transformer":
+            fields["in_features"] = fields["out_features"] = fields["d_model"]
         return cls(**fields)
 
     def as_dict(self) -> dict:
-        """The spec as stored in the sidecar; ``source`` only where there is one, so datasets
-        without one keep the sidecar they always had."""
-        data = asdict(self)
-        if self.source is None:
-            del data["source"]
-        return data
+        """The spec as stored in the sidecar, without what its kind does not use (``source``
+        where there is none, the deep keys for one layer), so datasets without them keep the
+        sidecar they always had."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     def task_singular_values(self) -> list[float]:
         """s_i = task_scale · spectrum_decay^(i−1), i = 1…task_rank (empty for ``noise``)."""
-        if self.kind != "lowrank":
+        if self.kind == "noise":
             return []
         return [self.task_scale * self.spectrum_decay**i for i in range(self.task_rank)]
 
@@ -117,7 +130,7 @@ class GroundTruth:
         return (sum(s * s for s in tail) + bias_term) / self.out_features + self.noise_floor
 
 
-def _orthonormal(
+def orthonormal(
     rows: int, cols: int, gen: torch.Generator, avoid: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``cols`` random orthonormal columns; orthogonal to the columns of ``avoid`` if given."""
@@ -158,8 +171,8 @@ def _base_and_shift(spec: DatasetSpec) -> tuple[dict[str, torch.Tensor], torch.T
         if spec.source is not None:
             directions = source_directions(w0, spec.source)
         task_gen = generator(spec.seed, spec.name, "task")
-        u = _orthonormal(d_out, spec.task_rank, task_gen)
-        v = _orthonormal(d_in, spec.task_rank, task_gen, avoid=directions)
+        u = orthonormal(d_out, spec.task_rank, task_gen)
+        v = orthonormal(d_in, spec.task_rank, task_gen, avoid=directions)
         s = torch.tensor(spec.task_singular_values(), dtype=torch.float64)
         delta = (u * s[None, :]) @ v.T
     return {"W0": w0, "b0": b0, "delta_W": delta}, directions
@@ -173,6 +186,10 @@ def generate(spec: DatasetSpec) -> Dataset:
         raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
     if spec.compat not in COMPATS:
         raise ValueError(f"unknown compat {spec.compat!r}; allowed: {', '.join(COMPATS)}")
+    if spec.kind in DEEP_KINDS:
+        from lorasweep.tasks import deep
+
+        return deep.generate(spec)
     d_in, d_out = spec.in_features, spec.out_features
     splits = {"train": spec.n_train, "val": spec.n_val}
     directions = None
@@ -212,8 +229,9 @@ def _source_split(
     return {"X_source": x, "y_source": x @ w0.T + b0 + spec.noise_std * eps}
 
 
-def ground_truth(dataset: Dataset) -> GroundTruth:
-    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD).
+def ground_truth(dataset: Dataset):
+    """Compute the :class:`GroundTruth` of a dataset from its stored tensors (float64 SVD); for
+    the deep kinds, :func:`lorasweep.tasks.deep.ground_truth`.
 
     Singular values at or below the numerical-rank tolerance of the stored float32 matrix,
     s_max · max(d_in, d_out) · eps(float32) (as ``numpy.linalg.matrix_rank``), are rounding
@@ -221,6 +239,10 @@ def ground_truth(dataset: Dataset) -> GroundTruth:
     exactly k non-zero singular values, and with σ = 0 the optimum at r ≥ k is exactly 0.
     """
     spec = dataset.spec
+    if spec.kind in DEEP_KINDS:
+        from lorasweep.tasks import deep
+
+        return deep.ground_truth(dataset)
     w0, b0 = dataset["W0"].double(), dataset["b0"].double()
     if spec.kind == "noise":
         gap_w, gap_b = -w0, -b0

@@ -51,9 +51,11 @@ def can_cache_base(model: nn.Module) -> bool:
 
 
 def trains_on_base_residuals(spec: RunSpec) -> bool:
-    """Whether a run trains against r = y − W₀x of the dataset's own W₀: LoRA with any init but
-    PiSSA, which moves part of W₀ into the adapter and so needs its own residual."""
-    return spec.method == "lora" and spec.init != "pissa"
+    """Whether a run trains against r = y − W₀x of the dataset's own W₀: single-layer LoRA
+    (no ``targets``) with any init but PiSSA, which moves part of W₀ into the adapter and so
+    needs its own residual. A deep model's run never does: its frozen modules sit between
+    trainable ones."""
+    return spec.method == "lora" and spec.init != "pissa" and spec.targets is None
 
 
 def _row_chunks(n: int, width: int) -> Iterator[slice]:

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lorasweep.models import networks
 from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
-from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear
+from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear, lora_layers
+from lorasweep.models.names import linear_modules, matrix_types, select
+from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks import tutorial
@@ -37,13 +40,16 @@ from lorasweep.training.exact import (
 
 
 def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Module:
-    """The dataset's base layer (W₀, b₀), wrapped in LoRA or left fully trainable.
+    """The dataset's base layer (W₀, b₀), wrapped in LoRA or left fully trainable; for the deep
+    kinds, :func:`build_network_model`.
 
     Full fine-tuning trains a copy of W₀. LoRA never writes to W₀ (PiSSA and merging replace
     the base weight instead), so it wraps the dataset's tensor itself: runs of one job share a
     single W₀ rather than holding one copy each. Where the job released W₀ after caching the
     residuals (:func:`cache_base_residuals`), the frozen weight is a meta tensor.
     """
+    if dataset.spec.kind in DEEP_KINDS:
+        return build_network_model(spec, dataset, device)
     d_in, d_out = dataset.spec.in_features, dataset.spec.out_features
     full = spec.method == "full"
     base = nn.Linear(d_in, d_out, device="meta")
@@ -54,7 +60,18 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     base.bias = nn.Parameter(dataset["b0"].to(device, copy=True))
     if full:
         return base
-    layer = LoRALinear(
+    layer = lora_layer(spec, base, device)
+    if spec.init == "randn" and tutorial.is_tutorial(dataset.spec):
+        tutorial.initialise_adapter(layer, dataset.spec)
+    return layer
+
+
+def lora_layer(spec: RunSpec, base: nn.Linear, device: torch.device, name: str = "") -> LoRALinear:
+    """The run's LoRA wrapper of ``base``. Initialisation is seeded by the run's seed, dataset
+    and rank (and, in a network, the module's name), so runs that differ only in α, scaling,
+    learning rate or targets start from the same adapter on each module."""
+    module = (name,) if name else ()
+    return LoRALinear(
         base,
         rank=spec.rank,
         alpha=spec.alpha,
@@ -62,13 +79,47 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
         init=spec.init,
         bias=spec.bias,
         dropout=spec.dropout,
-        generator=generator(spec.seed, "init", spec.dataset, spec.rank),
-        dropout_generator=generator(spec.seed, "dropout", spec.run_id),
+        generator=generator(spec.seed, "init", spec.dataset, spec.rank, *module),
+        dropout_generator=generator(spec.seed, "dropout", spec.run_id, *module),
         device=device,
     )
-    if spec.init == "randn" and tutorial.is_tutorial(dataset.spec):
-        tutorial.initialise_adapter(layer, dataset.spec)
-    return layer
+
+
+def adapted_modules(spec: RunSpec, dataset: Dataset) -> list[str]:
+    """The linear modules of a deep dataset's network that the run changes: those its
+    ``targets`` select for LoRA, every one for full fine-tuning."""
+    modules = linear_modules(dataset.spec.as_dict())
+    chosen = modules if spec.method == "full" else select(modules, spec.targets)
+    return [m.name for m in chosen]
+
+
+def build_network_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Module:
+    """The dataset's base network f₀ (a copy), every parameter trainable for full fine-tuning,
+    or frozen with a LoRA wrapper on each module the run's ``targets`` select."""
+    network = networks.load_base(dataset, device)
+    if spec.method == "lora":
+        networks.add_lora(
+            network,
+            adapted_modules(spec, dataset),
+            lambda name, base: lora_layer(spec, base, device, name),
+        )
+    return network
+
+
+def _prefix(name: str) -> str:
+    return f"{name}." if name else ""
+
+
+def adapter_tensors(model: nn.Module, bias: str) -> dict[str, torch.Tensor]:
+    """Each LoRA layer's ``lora_A``, ``lora_B`` (and ``bias`` where it trains), under the
+    layer's name (``blocks.0.mlp.up.lora_A``; plain ``lora_A`` for a single layer)."""
+    tensors = {}
+    for name, layer in lora_layers(model):
+        tensors[f"{_prefix(name)}lora_A"] = layer.lora_A
+        tensors[f"{_prefix(name)}lora_B"] = layer.lora_B
+        if bias == "all":
+            tensors[f"{_prefix(name)}bias"] = layer.base.bias
+    return tensors
 
 
 def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -78,8 +129,8 @@ def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]
     if spec.method != "lora" or spec.init not in RESIDUAL_BASE_INITS:
         return {}
     return {
-        "lora_A_init": model.lora_A.detach().to("cpu", copy=True),
-        "lora_B_init": model.lora_B.detach().to("cpu", copy=True),
+        f"{key}_init": value.detach().to("cpu", copy=True)
+        for key, value in adapter_tensors(model, "none").items()
     }
 
 
@@ -138,25 +189,31 @@ def choose_loss(
 
 
 def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
-    """Adam's parameter groups. LoRA: A at lr and B at lr·λ (LoRA+, Hayou et al. 2024, arXiv
-    2402.12354; λ = ``lr_ratio``), plus the bias at lr where it trains. Full fine-tuning: every
-    parameter at lr."""
+    """Adam's parameter groups. LoRA: every A at lr and every B at lr·λ (LoRA+, Hayou et al.
+    2024, arXiv 2402.12354; λ = ``lr_ratio``), plus the adapted layers' biases at lr where they
+    train. Full fine-tuning: every parameter at lr."""
     if spec.method != "lora":
         return [{"params": list(model.parameters()), "lr": spec.lr}]
+    layers = [layer for _, layer in lora_layers(model)]
     groups = [
-        {"params": [model.lora_A], "lr": spec.lr},
-        {"params": [model.lora_B], "lr": spec.lr * spec.lr_ratio},
+        {"params": [layer.lora_A for layer in layers], "lr": spec.lr},
+        {"params": [layer.lora_B for layer in layers], "lr": spec.lr * spec.lr_ratio},
     ]
     if spec.bias == "all":
-        groups.append({"params": [model.base.bias], "lr": spec.lr})
+        groups.append({"params": [layer.base.bias for layer in layers], "lr": spec.lr})
     return groups
 
 
-def tracked_gradients(spec: RunSpec, model: nn.Module) -> dict[str, nn.Parameter]:
-    """The parameters whose gradient norm each epoch records, by column name."""
+def tracked_gradients(spec: RunSpec, model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """The parameters whose gradient norm each epoch records, by column name: every A and
+    every B for LoRA, every linear weight for full fine-tuning (one each in a single layer)."""
     if spec.method == "lora":
-        return {"grad_norm_A": model.lora_A, "grad_norm_B": model.lora_B}
-    return {"grad_norm_W": model.weight}
+        layers = [layer for _, layer in lora_layers(model)]
+        return {
+            "grad_norm_A": [layer.lora_A for layer in layers],
+            "grad_norm_B": [layer.lora_B for layer in layers],
+        }
+    return {"grad_norm_W": [m.weight for m in model.modules() if isinstance(m, nn.Linear)]}
 
 
 def evaluate(model: nn.Module, loss: LossFn, split: str) -> float:
@@ -177,7 +234,7 @@ def evaluate_held_out(model: nn.Module, loss: LossFn, splits: tuple[str, ...]) -
 
 
 def initial_record(
-    model: nn.Module, loss: LossFn, norms: dict[str, nn.Parameter], held_out: tuple[str, ...]
+    model: nn.Module, loss: LossFn, norms: dict[str, list[nn.Parameter]], held_out: tuple[str, ...]
 ) -> dict:
     """Epoch 0: the losses of the model before any step, and no gradient norms yet."""
     return {
@@ -200,15 +257,17 @@ def batches(
     ]
 
 
-def _grad_norm(param: torch.Tensor) -> float:
-    return float(param.grad.norm()) if param.grad is not None else 0.0
+def _grad_norm(params: list[nn.Parameter]) -> float:
+    """‖∇‖ of one parameter, or the norm of the gradients of several taken together."""
+    norms = [float(p.grad.norm()) if p.grad is not None else 0.0 for p in params]
+    return norms[0] if len(norms) == 1 else math.sqrt(sum(n * n for n in norms))
 
 
 def train_epoch(
     model: nn.Module,
     loss: LossFn,
     optimizer: torch.optim.Optimizer,
-    norms: dict[str, nn.Parameter],
+    norms: dict[str, list[nn.Parameter]],
     epoch_batches: list[tuple[torch.Tensor | None, int]],
     held_out: tuple[str, ...],
 ) -> tuple[dict, bool]:
@@ -228,8 +287,8 @@ def train_epoch(
         loss_sum += loss_value * size
         if not math.isfinite(loss_value):
             break
-        for name, param in norms.items():
-            norm_sums[name] += _grad_norm(param)
+        for name, params in norms.items():
+            norm_sums[name] += _grad_norm(params)
         optimizer.step()
         steps += 1
     finite = math.isfinite(loss_sum)
@@ -274,6 +333,8 @@ class RunResult:
     scaling: float | None = None
     initial_tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     """The adapter's starting point, stored beside ``tensors`` (:func:`starting_adapter`)."""
+    adapted: tuple[str, ...] | None = None
+    """The linear modules a deep model's run changed, in forward order (None for one layer)."""
     base_weight: torch.Tensor | None = field(default=None, repr=False)
     """The frozen weight a PiSSA adapter was trained against (W₀ − s·B₀A₀); None otherwise."""
 
@@ -287,17 +348,26 @@ class RunResult:
         return min(finite) if finite else math.nan
 
     def summary(self, truth: GroundTruth | None) -> dict:
-        """Per-run metrics as stored in ``metrics.json`` (no wall-clock times)."""
+        """Per-run metrics as stored in ``metrics.json`` (no wall-clock times); a deep model's
+        run also records how many modules it changed and their matrix types."""
         spec = self.spec
         optimal = noise = gap = None
+        deep = {}
+        if self.adapted is not None:
+            types = "+".join(matrix_types(self.adapted))
+            deep = {"adapted_modules": len(self.adapted), "adapted_types": types}
         if truth is not None:
             rank = spec.rank if spec.method == "lora" else None
             bias_trains = spec.method == "full" or spec.bias == "all"
-            optimal = truth.optimal_loss(rank, bias_trains)
+            if self.adapted is None:
+                optimal = truth.optimal_loss(rank, bias_trains)
+            else:
+                optimal = truth.optimal_loss(rank, bias_trains, self.adapted)
             noise = truth.noise_floor
-            if self.status == "ok":
+            if self.status == "ok" and optimal is not None:
                 gap = gap_to_optimal(self.final["val_loss"], optimal)
         return {
+            **deep,
             **spec.as_dict(),
             "trainable_params": self.counts.trainable,
             "frozen_params": self.counts.frozen,
@@ -348,13 +418,16 @@ def package_result(
     initial_tensors: dict[str, torch.Tensor],
 ) -> RunResult:
     """The run's :class:`RunResult`: its record, counts, and final weights (on the CPU) with
-    the adapter's starting point where it is stored."""
+    the adapter's starting point where it is stored. Full fine-tuning stores every parameter
+    (``weight`` and ``bias`` of a single layer; a network's whole state dict)."""
+    layers = list(lora_layers(model))
     if spec.method == "lora":
-        tensors = {"lora_A": model.lora_A, "lora_B": model.lora_B}
-        if spec.bias == "all":
-            tensors["bias"] = model.base.bias
+        tensors = adapter_tensors(model, spec.bias)
     else:
-        tensors = {"weight": model.weight, "bias": model.bias}
+        tensors = dict(model.named_parameters())
+    adapted = None
+    if isinstance(model, networks.DeepNetwork):
+        adapted = tuple(name for name, _ in layers) or tuple(networks.linear_names(model))
     return RunResult(
         spec=spec,
         status="ok" if history.diverged_epoch is None else "diverged",
@@ -367,9 +440,12 @@ def package_result(
         device_name=device_name(device),
         epoch_seconds=history.epoch_seconds,
         cached_base=cached_base,
-        scaling=model.scaling if spec.method == "lora" else None,
+        scaling=layers[0][1].scaling if layers else None,
         initial_tensors=initial_tensors,
-        base_weight=model.base.weight.detach().cpu() if spec.init == "pissa" else None,
+        adapted=adapted,
+        base_weight=model.base.weight.detach().cpu()
+        if spec.init == "pissa" and isinstance(model, LoRALinear)
+        else None,
     )
 
 

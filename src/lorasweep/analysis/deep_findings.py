@@ -1,0 +1,172 @@
+"""The deep models' claims, checked against this run's tables (verdicts as in
+:mod:`lorasweep.analysis.findings`; thresholds fixed here, not tuned to the data).
+
+- ``deep_floor``: LoRA on every shifted module at r ≥ task rank reaches σ² within the report
+  tolerance.
+- ``deep_budget``: at an equal parameter budget, spreading rank over more matrix types reaches a
+  lower loss than concentrating it on one (LoRA paper, Table 5).
+- ``deep_regret``: with the shift in the MLP, attention-only LoRA stays measurably above MLP-only
+  and all-layer LoRA, and MLP-only is close to all-layer LoRA (Thinking Machines, "LoRA Without
+  Regret", 2025).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lorasweep.analysis import statistics
+from lorasweep.analysis.findings import Finding, _pct, _per_dataset
+from lorasweep.models.names import linear_modules, select
+from lorasweep.options import DEEP_KINDS
+
+REGRET_GAP = 0.25
+"""Attention-only LoRA is "measurably above" when its loss is at least this much higher."""
+MLP_CLOSE = 0.10
+"""MLP-only LoRA is "close to" all-layer LoRA within this relative difference."""
+BUDGET_KEYS = ["dataset", "budget", "trainable_params"]
+"""What one fixed-budget comparison holds equal: the dataset, rank × matrix types and the
+trainable parameter count, and every LoRA setting but the targets."""
+
+
+def deep_lora(runs: pd.DataFrame) -> pd.DataFrame:
+    """The completed LoRA runs of deep models."""
+    lora = statistics.completed(runs[runs["method"] == "lora"])
+    return lora[lora["dataset_kind"].isin(DEEP_KINDS)]
+
+
+def best_by_targets(lora: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, target set and rank: the best other settings' mean, sd and seed count."""
+    best = statistics.best_lora_settings(lora, ["dataset", "targets", "rank"])
+    if best.empty:
+        return best
+    floors = lora.groupby("dataset")[["noise_floor", "task_rank"]].first()
+    return best.join(floors, on="dataset")
+
+
+def floor_reached(runs: pd.DataFrame, tolerance: float) -> Finding:
+    """Rows whose ``optimal_val_loss`` is σ² are those whose targets include every shifted
+    module at r ≥ task rank (the ground truth decided this when the run was trained); each
+    such target set is judged at its smallest such rank, with its best other settings."""
+    statement = (
+        f"Deep models: LoRA on every shifted module at r ≥ task rank reaches σ² within "
+        f"{tolerance:.0%}."
+    )
+    lora = deep_lora(runs)
+    best = best_by_targets(lora[lora["optimal_val_loss"].notna()])
+    parts, oks = [], []
+    for (dataset, targets), group in best.groupby(["dataset", "targets"]) if len(best) else []:
+        row = group.sort_values("rank").iloc[0]
+        excess = row["mean"] / row["noise_floor"] - 1
+        oks.append(excess <= tolerance)
+        parts.append(
+            f"{dataset}, targets {targets} at r = {row['rank']} (task rank "
+            f"{row['task_rank']}): {row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess)} "
+            f"from σ² = {row['noise_floor']:.4g}"
+        )
+    missing = "needs LoRA on every shifted module at r ≥ task rank"
+    return _per_dataset("deep_floor", statement, parts, oks, missing)
+
+
+def budget_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
+    """Fixed-budget comparisons: target sets of one dataset with the same rank × number of
+    matrix types (what ``rank_budget`` holds fixed), the same trainable parameter count and
+    the same other settings, among at least two numbers of matrix types. One row per target
+    set: ``types``, ``budget``, ``comparison`` (its group's number) and the seed statistics of
+    the final validation loss."""
+    lora = deep_lora(runs)
+    if lora.empty:
+        return pd.DataFrame()
+    types = lora["adapted_types"].str.count(r"\+") + 1
+    lora = lora.assign(types=types, budget=lora["rank"] * types)
+    held = [*BUDGET_KEYS, *(s for s in statistics.settings_in(lora) if s != "targets")]
+    stats = statistics.seed_stats(lora, [*held, "targets", "adapted_types", "types", "rank"])
+    spread = stats.groupby(held, dropna=False)["types"].transform("nunique")
+    stats = stats[spread >= 2].copy()
+    stats["comparison"] = stats.groupby(held, dropna=False).ngroup()
+    return stats.sort_values(["comparison", "types", "targets"]).reset_index(drop=True)
+
+
+def budget_spread_wins(runs: pd.DataFrame) -> Finding:
+    """In every comparison, each target set with the most matrix types has a lower mean final
+    loss than each with the fewest."""
+    statement = (
+        "Deep models: at an equal parameter budget, spreading rank over more matrix types "
+        "reaches a lower loss than concentrating it on one (LoRA paper, Table 5)."
+    )
+    table = budget_comparisons(runs)
+    parts, oks = [], []
+    for _, group in table.groupby("comparison") if len(table) else []:
+        spread = group[group["types"] == group["types"].max()]
+        concentrated = group[group["types"] == group["types"].min()]
+        oks.append(spread["mean"].max() < concentrated["mean"].min())
+        first = group.iloc[0]
+
+        def listing(rows: pd.DataFrame) -> str:
+            return ", ".join(
+                f"{r['adapted_types']} at r = {r['rank']}: {r['mean']:.4g}"
+                for _, r in rows.iterrows()
+            )
+
+        parts.append(
+            f"{first['dataset']}, rank × types = {first['budget']} "
+            f"({first['trainable_params']:,} trainable parameters): {listing(spread)}; "
+            f"against {listing(concentrated)}"
+        )
+    missing = "needs a rank_budget block over target sets"
+    return _per_dataset("deep_budget", statement, parts, oks, missing)
+
+
+def shift_in_mlp_only(row: pd.Series) -> bool:
+    """Whether a transformer dataset's teacher shifts MLP modules only (from its runs row)."""
+    if row["dataset_kind"] != "transformer":
+        return False
+    network = {
+        "name": row["dataset"],
+        "kind": "transformer",
+        **{key: int(row[key]) for key in ("d_model", "n_layers", "n_heads", "d_ff")},
+    }
+    return all(m.group == "mlp" for m in select(linear_modules(network), row["shifted"]))
+
+
+def attention_only_regrets(runs: pd.DataFrame) -> Finding:
+    """At each rank ≥ task rank where the presets ``attention``, ``mlp`` and ``all`` all ran
+    (best other settings), on each transformer whose shift is in the MLP only."""
+    statement = (
+        f"Deep models: with the shift in the MLP, attention-only LoRA stays at least "
+        f"{REGRET_GAP:.0%} above MLP-only and all-layer LoRA, and MLP-only is within "
+        f"{MLP_CLOSE:.0%} of all-layer LoRA (LoRA Without Regret)."
+    )
+    lora = deep_lora(runs)
+    lora = lora[lora["targets"].isin(["attention", "mlp", "all"])]
+    lora = lora[lora["rank"] >= lora["task_rank"]]
+    datasets = [d for d, group in lora.groupby("dataset") if shift_in_mlp_only(group.iloc[0])]
+    best = best_by_targets(lora[lora["dataset"].isin(datasets)])
+    parts, oks = [], []
+    for (dataset, rank), group in best.groupby(["dataset", "rank"]) if not best.empty else []:
+        means = group.set_index("targets")["mean"]
+        if len(means) < 3:
+            continue
+        above = min(means["attention"] / means["mlp"], means["attention"] / means["all"]) - 1
+        close = means["mlp"] / means["all"] - 1
+        oks.append(above >= REGRET_GAP and abs(close) <= MLP_CLOSE)
+        parts.append(
+            f"{dataset} at r = {rank}: attention {means['attention']:.4g} "
+            f"({_pct(above)} above the better of the others), mlp {means['mlp']:.4g} "
+            f"({_pct(close)} from all), all {means['all']:.4g}"
+        )
+    missing = (
+        "needs a transformer shifted in its MLP and the targets attention, mlp and all at a "
+        "rank ≥ its task rank"
+    )
+    return _per_dataset("deep_regret", statement, parts, oks, missing)
+
+
+def deep_findings(runs: pd.DataFrame, tolerance: float) -> list[Finding]:
+    """The deep models' findings, or none where the config has no deep dataset."""
+    if not runs["dataset_kind"].isin(DEEP_KINDS).any():
+        return []
+    return [
+        floor_reached(runs, tolerance),
+        budget_spread_wins(runs),
+        attention_only_regrets(runs),
+    ]

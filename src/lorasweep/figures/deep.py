@@ -1,0 +1,227 @@
+"""The deep models' figures: which modules to adapt, a fixed parameter budget (LoRA Table 5),
+learning curves per target set, and the geometry of each adapted layer."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+
+from lorasweep.analysis import statistics
+from lorasweep.analysis.deep_findings import budget_comparisons, deep_lora
+from lorasweep.figures.registry import GEOMETRY_TABLES, Tables, figure
+from lorasweep.figures.style import (
+    FULL_COLOR,
+    THEORY_COLOR,
+    band,
+    categorical_colors,
+    dataset_panels,
+    errorbar,
+    errorbar_by,
+    line_styles,
+    log_axes,
+    mean_sd,
+    no_data,
+    rank_colors,
+    subplot_grid,
+)
+from lorasweep.models.names import matrix_type
+from lorasweep.options import DEEP_KINDS, TARGET_PRESETS
+
+WRAP = 4
+"""Most panels in one row of a figure with a panel per (dataset, target set)."""
+
+
+def has_deep(config: dict) -> bool:
+    return any(d["kind"] in DEEP_KINDS for d in config["datasets"])
+
+
+def has_budget(config: dict) -> bool:
+    return any("rank_budget" in block for block in config.get("extra_grids", []))
+
+
+def target_order(targets) -> list[str]:
+    """Presets first (attention, mlp, all), then the other target sets in sorted order."""
+    present = set(targets.dropna())
+    return [t for t in TARGET_PRESETS if t in present] + sorted(present - set(TARGET_PRESETS))
+
+
+def _reference_lines(ax, runs, dataset: str) -> None:
+    """σ² (dotted) and the best full fine-tuning, mean ± sd (dashed line and band)."""
+    floor = statistics.noise_floor(runs, dataset)
+    if floor:
+        ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
+    full = statistics.full_fine_tuning_level(runs, dataset)
+    if full:
+        mean, sd = full
+        ax.axhline(mean, color=FULL_COLOR, linestyle="--", linewidth=1, label="full FT")
+        ax.axhspan(mean - sd, mean + sd, color=FULL_COLOR, alpha=0.12, linewidth=0)
+
+
+@figure(when=has_deep)
+def deep_targets(t: Tables) -> plt.Figure:
+    """Final validation loss against rank for each target set (best other settings), one panel
+    per deep dataset, with full fine-tuning of the whole network and σ²."""
+    lora = deep_lora(t.runs)
+    if lora.empty:
+        return no_data("no completed LoRA runs of a deep model")
+    best = statistics.best_lora_settings(lora, ["dataset", "targets", "rank"])
+    datasets, fig, axes = dataset_panels(best)
+    colors = categorical_colors(target_order(best["targets"]))
+    for j, dataset in enumerate(datasets):
+        ax = axes[0, j]
+        panel = best[best["dataset"] == dataset]
+        for targets in target_order(panel["targets"]):
+            group = panel[panel["targets"] == targets]
+            marker = {} if len(group) > 1 else {"linestyle": "none"}
+            errorbar(
+                ax, group["rank"], group["mean"], group["std"], colors[targets], targets, **marker
+            )
+        _reference_lines(ax, t.runs, dataset)
+        shifted = lora.loc[lora["dataset"] == dataset, "shifted"].iloc[0]
+        log_axes(ax, "LoRA rank r", "final validation MSE", f"{dataset} · shift in {shifted}")
+        ax.legend(frameon=True, fontsize=5.5, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+@figure(when=has_budget)
+def deep_budget(t: Tables) -> plt.Figure:
+    """Final validation loss of each target set at one parameter budget (rank × matrix types
+    fixed), one panel per comparison, with σ²: LoRA paper Table 5 as a figure."""
+    table = budget_comparisons(t.runs)
+    if table.empty:
+        return no_data("no fixed-budget comparison")
+    comparisons = sorted(table["comparison"].unique())
+    fig, axes = subplot_grid(1, len(comparisons))
+    colors = categorical_colors(sorted(table["types"].unique()))
+    for j, comparison in enumerate(comparisons):
+        ax = axes[0, j]
+        group = table[table["comparison"] == comparison]
+        labels = [f"{r['adapted_types']}\nr={r['rank']}" for _, r in group.iterrows()]
+        ax.bar(
+            labels,
+            group["mean"],
+            yerr=group["std"],
+            capsize=2,
+            color=[colors[n] for n in group["types"]],
+        )
+        first = group.iloc[0]
+        floor = statistics.noise_floor(t.runs, first["dataset"])
+        if floor:
+            ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
+            ax.legend(frameon=True)
+        ax.set_yscale("log")
+        ax.tick_params(axis="x", labelsize=5.5)
+        ax.set_ylabel("final validation MSE")
+        ax.set_title(
+            f"{first['dataset']} · rank × types = {first['budget']}, "
+            f"{first['trainable_params']:,} params"
+        )
+    fig.tight_layout()
+    return fig
+
+
+@figure(when=has_deep)
+def deep_learning_curves(t: Tables) -> plt.Figure:
+    """Validation loss per epoch for each rank, one panel per deep dataset and target set (best
+    other settings), with full fine-tuning of the whole network (dashed) and σ² (dotted)."""
+    lora = deep_lora(t.runs)
+    if lora.empty:
+        return no_data("no completed LoRA runs of a deep model")
+    best = statistics.best_lora_settings(lora, ["dataset", "targets", "rank"])
+    keys = ["dataset", "rank", *statistics.settings_in(lora)]
+    chosen = statistics.select_runs(lora, best, keys)
+    curves = t.epochs.merge(chosen[["run_id", "dataset", "targets", "rank"]], on="run_id")
+    full_best = statistics.best_full(t.runs)
+    full_runs = statistics.select_runs(
+        t.runs[t.runs["method"] == "full"], full_best, ["dataset", "lr"]
+    )
+    full_curves = t.epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
+    panels = [
+        (d, targets)
+        for d in sorted(best["dataset"].unique())
+        for targets in target_order(best.loc[best["dataset"] == d, "targets"])
+    ]
+    columns = min(len(panels), WRAP)
+    fig, axes = subplot_grid(math.ceil(len(panels) / columns), columns)
+    colors = rank_colors(best["rank"].unique())
+    for ax, (dataset, targets) in zip(axes.flat, panels, strict=False):
+        panel = curves[(curves["dataset"] == dataset) & (curves["targets"] == targets)]
+        for rank, group in panel.groupby("rank", sort=True):
+            stats = mean_sd(group, "epoch", "val_loss")
+            band(ax, stats.index, stats["mean"], stats["std"], colors[int(rank)], f"r={rank}")
+        full = full_curves[full_curves["dataset"] == dataset]
+        if not full.empty:
+            stats = mean_sd(full, "epoch", "val_loss")
+            band(
+                ax, stats.index, stats["mean"], stats["std"], FULL_COLOR, "full FT", linestyle="--"
+            )
+        floor = statistics.noise_floor(t.runs, dataset)
+        if floor:
+            ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
+        ax.set_yscale("log")
+        ax.set_title(f"{dataset} · targets {targets}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation MSE")
+        ax.legend(frameon=True, fontsize=5.5)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def _block(name: str) -> str:
+    """The transformer block a module belongs to (``blocks.1``), or "" in the MLP."""
+    return ".".join(name.split(".")[:2]) if name.startswith("blocks.") else ""
+
+
+def geometry_target_set(lora) -> str:
+    """The target set whose layers the geometry figure shows: ``all`` where it ran, else the
+    one with the most runs."""
+    counts = lora["targets"].value_counts()
+    return "all" if "all" in counts else str(counts.sort_index().idxmax())
+
+
+@figure(when=has_deep, tables=GEOMETRY_TABLES)
+def deep_layer_geometry(t: Tables) -> plt.Figure:
+    """Per adapted layer of one target set: φ between the learned update's top directions and
+    the layer's true shift ΔW* against rank (shifted layers only), and the amplification factor
+    against rank; mean ± sd over seeds at the best other settings, one row per deep dataset."""
+    lora = deep_lora(t.runs)
+    if lora.empty or t.geometry is None or t.geometry["layer"].isna().all():
+        return no_data("no adapted layers of a deep model")
+    datasets = sorted(lora["dataset"].unique())
+    fig, axes = subplot_grid(len(datasets), 2)
+    for i, dataset in enumerate(datasets):
+        runs = lora[lora["dataset"] == dataset]
+        targets = geometry_target_set(runs)
+        best = statistics.best_lora_settings(runs[runs["targets"] == targets], ["rank"])
+        chosen = statistics.select_runs(runs, best, ["rank", *statistics.settings_in(runs)])
+        layers = t.geometry.merge(chosen[["run_id", "rank"]], on="run_id")
+        names = list(dict.fromkeys(layers["layer"]))
+        colors = categorical_colors(dict.fromkeys(matrix_type(name) for name in names))
+        styles = line_styles({_block(name) for name in names})
+        for name in names:
+            rows = layers[layers["layer"] == name]
+            look = {"size": 2.5, "linestyle": styles[_block(name)]}
+            color = colors[matrix_type(name)]
+            if rows["phi_true_right"].notna().any():
+                errorbar_by(axes[i, 0], rows, "rank", "phi_true_right", color, name, **look)
+            errorbar_by(axes[i, 1], rows, "rank", "amplification", color, name, **look)
+        axes[i, 0].set_xscale("log", base=2)
+        axes[i, 0].set_ylim(-0.02, 1.05)
+        axes[i, 0].set_xlabel("LoRA rank r")
+        axes[i, 0].set_ylabel("φ to the true ΔW* (input side)")
+        axes[i, 0].set_title(f"{dataset} · targets {targets} · shifted layers")
+        axes[i, 0].legend(frameon=True, fontsize=5.5)
+        log_axes(
+            axes[i, 1],
+            "LoRA rank r",
+            "amplification ‖ΔW‖ / ‖UᵀW₀V‖",
+            f"{dataset} · targets {targets} · every adapted layer",
+            legend=False,
+        )
+        axes[i, 1].legend(frameon=True, fontsize=5, ncol=2)
+    fig.tight_layout()
+    return fig
