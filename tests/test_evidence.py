@@ -321,3 +321,30 @@ def test_intruder_table_counts_each_run_folder_per_layer(tmp_path):
     direct = intruder_counts(w0, w0.double() + orthogonal)
     assert [counts[("far", eps)] for eps in (0.4, 0.5, 0.6)] == list(direct.values())
     assert counts[("far", 0.4)] == 1, "the update's one direction is an intruder"
+
+
+def test_learning_rate_figure_draws_a_sweep_of_full_fine_tuning_alone():
+    """A preset may sweep only full FT's learning rate (config/deep.yaml does): the figure then
+    has a full-FT curve and no LoRA curve."""
+    import matplotlib.pyplot as plt
+
+    from lorasweep.figures import FIGURES
+    from lorasweep.figures.registry import Tables
+
+    rows = [
+        {"dataset": "d", "method": method, "rank": rank, "lr": lr, "scaling": scaling,
+         "alpha": alpha, "init": "kaiming", "seed": seed, "status": "ok",
+         "final_val_loss": 1.0 + lr + seed / 10}
+        for method, rank, scaling, alpha, lrs in (
+            ("lora", 4, "standard", 8.0, [0.01]),
+            ("full", None, None, None, [0.003, 0.01]),
+        )
+        for lr in lrs
+        for seed in (0, 1)
+    ]  # fmt: skip
+    tables = Tables(runs=pd.DataFrame(rows), epochs=pd.DataFrame(), lr_optima=pd.DataFrame())
+    fig = FIGURES["loss_vs_learning_rate"].draw(tables)
+    labels = [label for ax in fig.axes for label in ax.get_legend_handles_labels()[1]]
+    assert any("full FT" in label for label in labels)
+    assert not any(label.startswith("r=") for label in labels)
+    plt.close(fig)

@@ -278,9 +278,7 @@ def test_deep_models_run_through_every_stage(tiny_deep_run):
     findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
     verdicts = re.findall(r"font-weight:600\">([^<]+)</td>", findings)
     assert len(verdicts) == 13, "5 single-layer, 5 newer-evidence and 3 deep findings"
-    assert "not tested by this config" not in verdicts[10:], (
-        "the deep config tests every deep claim"
-    )
+    assert "not tested by this config" not in verdicts[10:], "the deep config tests each claim"
     assert "LoRA Without Regret" in findings and "<h2>Fixed parameter budget</h2>" in html
 
     run_dir = results / "runs" / "tf__lora-q+v_r1_a4_standard_kaiming_lr0.01_s0"

@@ -121,7 +121,9 @@ def legend_outside(fig: plt.Figure, axes: np.ndarray, **kwargs) -> None:
 
 def rank_colors(ranks) -> dict:
     ranks = sorted(int(r) for r in ranks)
-    colors = sns.color_palette("viridis", n_colors=max(len(ranks), 1))
+    if not ranks:
+        return {}
+    colors = sns.color_palette("viridis", n_colors=len(ranks))
     return dict(zip(ranks, colors, strict=True))
 
 
