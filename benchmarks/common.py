@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,14 +58,24 @@ def summary(times: list[float], prefix: str = "") -> dict:
     }
 
 
-def timed_command(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
-    """Seconds a command takes from start to exit; raises if it fails."""
+def measured_command(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float]:
+    """Wall-clock seconds a command takes from start to exit, and the CPU seconds (user + system)
+    it and every process it waited for used; raises if it fails. On a shared machine the CPU
+    seconds are the steadier of the two."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise RuntimeError(f"{cmd} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
+
+
+def timed_command(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
+    """Seconds a command takes from start to exit; raises if it fails."""
+    return measured_command(cmd, cwd, env)[0]
 
 
 def python_cmd(*args: str) -> list[str]:
@@ -100,9 +111,13 @@ README_START, README_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->
 
 TITLES = {
     "summary": "Targets",
+    "grid": "Grid throughput, default config, from clean to runs.csv (seconds; CPU = user + "
+    "system of every process)",
+    "paper": "Paper preset, clean, end to end with the report (seconds)",
+    "engine": "Batched engine in one process, one thread: roofline and rank layout",
+    "gpu": "GPU",
     "step": "Step and epoch time (seconds; speedups per epoch, same run)",
     "memory": "Memory at 4096×4096, r=8, batch 4096 (fresh process each)",
-    "grid": "Grid throughput, default config, from clean to runs.csv (seconds)",
     "scale_dry_run": "Dry run of a 10,000-run grid vs a bare expand() Snakefile (seconds)",
     "scale_growth": "Pipeline wall time against number of runs (seconds)",
 }

@@ -1,62 +1,89 @@
-"""Grid throughput: the pipeline against the in-process loop, side by side, from clean.
-
-Both train the default config's runs and write runs.csv: the pipeline with
-``snakemake --cores 2 <results>/tables/runs.csv``, the loop with ``python -m lorasweep.sequential``
-(a fresh process each, so both pay Python and torch start-up). Repeats alternate the two.
+"""Grid throughput from clean to runs.csv, side by side: the pipeline (batched engine), the
+pipeline with ``train.engine: single``, the in-process loop (``python -m lorasweep.sequential``,
+the same jobs without Snakemake) and the plain-PyTorch per-run loop a user would write
+(:mod:`benchmarks.user_loop`), each a fresh process, repeats interleaved.
 """
 
 from __future__ import annotations
 
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from benchmarks.common import REPO, python_cmd, summary, timed_command
+from benchmarks.common import REPO, measured_command, python_cmd, summary
 
 CORES = 2
+VARIANTS = ("pipeline", "pipeline_single", "in_process_loop", "user_loop")
 
 
-def pipeline(workdir: Path, configfile: Path | None) -> float:
-    args = [
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--cores",
-        str(CORES),
-        "--quiet",
-        "all",
-    ]
-    if configfile:
-        args += ["--configfile", str(configfile)]
-    return timed_command(python_cmd(*args, "--", "results/tables/runs.csv"), cwd=workdir)
-
-
-def loop(workdir: Path, configfile: Path | None, threads: int) -> float:
-    args = ["-m", "lorasweep.sequential", "--results", "results", "--threads", str(threads)]
-    if configfile:
-        args += ["--configfile", str(configfile)]
-    return timed_command(python_cmd(*args), cwd=workdir)
+def command(variant: str, configfiles: list[Path], workdir: Path) -> list[str]:
+    files = ["--configfile", *map(str, configfiles)] if configfiles else []
+    if variant.startswith("pipeline"):
+        snakefile = str(REPO / "Snakefile")
+        target = ["--", "results/tables/runs.csv"]
+        options = ["--snakefile", snakefile, "--cores", str(CORES), "--quiet", "all"]
+        return python_cmd("-m", "snakemake", *options, *files, *target)
+    if variant == "in_process_loop":
+        options = ["--results", "results", "--threads", "1"]
+        return python_cmd("-m", "lorasweep.sequential", *options, *files)
+    return python_cmd("-m", "benchmarks.user_loop", "--out", str(workdir / "user.csv"), *files)
 
 
 def run(repeats: int = 2, configfile: Path | None = None) -> pd.DataFrame:
-    """Median wall time of the pipeline, of the loop with 1 and with 2 torch threads, and the
-    ratio pipeline / fastest loop."""
-    times: dict[str, list[float]] = {"pipeline": [], "loop_1_thread": [], "loop_2_threads": []}
+    """Median wall and CPU seconds of each variant, and the pipeline's ratios to the others."""
+    wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(repeats):
-        for name in times:
+        for name in VARIANTS:
             workdir = Path(tempfile.mkdtemp(prefix=f"bench-grid-{name}-"))
+            files = [configfile] if configfile else []
+            if name == "pipeline_single":
+                (workdir / "single.yaml").write_text(
+                    yaml.safe_dump({"train": {"engine": "single"}})
+                )
+                files.append(workdir / "single.yaml")
             try:
-                if name == "pipeline":
-                    times[name].append(pipeline(workdir, configfile))
-                else:
-                    times[name].append(loop(workdir, configfile, threads=int(name.split("_")[1])))
+                cwd = REPO if name == "user_loop" else workdir
+                seconds, cpu_seconds = measured_command(command(name, files, workdir), cwd=cwd)
+                wall[name].append(seconds)
+                cpu[name].append(cpu_seconds)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
-    rows = [{"variant": name, **summary(t)} for name, t in times.items()]
+    rows = [
+        {"variant": name, **summary(wall[name]), "cpu_median_s": statistics.median(cpu[name])}
+        for name in VARIANTS
+    ]
     frame = pd.DataFrame(rows)
-    fastest_loop = frame[frame["variant"] != "pipeline"]["median_s"].min()
-    frame["ratio_to_fastest_loop"] = frame["median_s"] / fastest_loop
+    pipeline = frame.set_index("variant").loc["pipeline"]
+    frame["pipeline_over_this"] = pipeline["median_s"] / frame["median_s"]
+    frame["pipeline_over_this_cpu"] = pipeline["cpu_median_s"] / frame["cpu_median_s"]
     return frame
+
+
+def paper(repeats: int = 1) -> pd.DataFrame:
+    """The paper preset from clean to report.html and manifest.tsv on two cores."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        workdir = Path(tempfile.mkdtemp(prefix="bench-paper-"))
+        try:
+            cmd = python_cmd("-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores",
+                             str(CORES), "--quiet", "all", "--configfile",
+                             str(REPO / "config" / "paper.yaml"))  # fmt: skip
+            seconds, cpu_seconds = measured_command(cmd, cwd=workdir)
+            wall.append(seconds)
+            cpu.append(cpu_seconds)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return pd.DataFrame(
+        [
+            {
+                "config": "paper.yaml (480 runs)",
+                **summary(wall),
+                "cpu_median_s": statistics.median(cpu),
+            }
+        ]
+    )

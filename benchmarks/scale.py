@@ -2,20 +2,21 @@
 
 - Dry run: ``snakemake -n`` of a 10,000-run grid against a bare Snakefile that ``expand()``s
   10,000 jobs (one rule, no work), both in fresh processes.
-- Growth: wall time of ``snakemake --cores 2`` from clean up to runs.csv for 10, 100 and 1,000
-  small runs; linear growth means a constant time per added run.
+- Growth: wall time of ``snakemake --cores 2`` from clean up to runs.csv for 10, 100, 1,000 and
+  10,000 small runs; linear growth means a constant time per added run.
 """
 
 from __future__ import annotations
 
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from benchmarks.common import REPO, python_cmd, summary, timed_command
+from benchmarks.common import REPO, measured_command, python_cmd, summary, timed_command
 
 BARE_SNAKEFILE = """
 rule all:
@@ -72,10 +73,10 @@ def dry_run(repeats: int = 3, n_runs: int = 10_000) -> pd.DataFrame:
     return frame
 
 
-def growth(sizes=(10, 100, 1000), repeats: int = 1) -> pd.DataFrame:
+def growth(sizes=(10, 100, 1000, 10_000), repeats: int = 1) -> pd.DataFrame:
     rows = []
     for n_runs in sizes:
-        times = []
+        times, cpus = [], []
         for _ in range(repeats):
             work = Path(tempfile.mkdtemp(prefix=f"bench-growth-{n_runs}-"))
             try:
@@ -83,10 +84,12 @@ def growth(sizes=(10, 100, 1000), repeats: int = 1) -> pd.DataFrame:
                 cmd = python_cmd("-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                                  "--configfile", "grid.yaml", "--cores", "2", "--quiet", "all",
                                  "--", "results/tables/runs.csv")  # fmt: skip
-                times.append(timed_command(cmd, cwd=work))
+                seconds, cpu = measured_command(cmd, cwd=work)
+                times.append(seconds)
+                cpus.append(cpu)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        rows.append({"runs": n_runs, **summary(times)})
+        rows.append({"runs": n_runs, **summary(times), "cpu_median_s": statistics.median(cpus)})
     frame = pd.DataFrame(rows)
     frame["seconds_per_run"] = frame["median_s"] / frame["runs"]
     frame["marginal_s_per_run"] = frame["median_s"].diff() / frame["runs"].diff()

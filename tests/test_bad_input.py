@@ -46,6 +46,8 @@ CASES = {
     "unknown kind": (dataset(kind="images"), "datasets[0].kind", "lowrank, noise"),
     "unknown device": ({"train": {"device": "tpu"}}, "train.device", "auto, cpu, cuda"),
     "unknown bias": ({"train": {"bias": "lora_only"}}, "train.bias", "none, all"),
+    "unknown engine": ({"train": {"engine": "fast"}}, "train.engine", "batched, single"),
+    "memory budget zero": ({"train": {"memory_budget_mib": 0}}, "train.memory_budget_mib", "a number > 0 or null"),
     "empty grid list": ({"grid": {"alpha": []}}, "grid.alpha", "must not be empty"),
     "duplicate dataset": ({"datasets": [DATASET, DATASET]}, "datasets", "'tiny' is given 2 times"),
     "task rank too large": (dataset(task_rank=13), "datasets[0].task_rank", "allowed: 1..12"),

@@ -71,6 +71,12 @@ def test_presets_are_valid():
         (lambda c: c["train"].update(batch_size=0), "train.batch_size", "null"),
         (lambda c: c["train"].update(device="tpu"), "train.device", "auto, cpu, cuda"),
         (lambda c: c["train"].update(bias="lora_only"), "train.bias", "none, all"),
+        (lambda c: c["train"].update(engine="fast"), "train.engine", "batched, single"),
+        (
+            lambda c: c["train"].update(memory_budget_mib=0),
+            "train.memory_budget_mib",
+            "a number > 0 or null",
+        ),
         (lambda c: c["datasets"][0].update(kind="images"), "datasets[0].kind", "lowrank, noise"),
         (lambda c: c["datasets"][0].update(n_train=0), "datasets[0].n_train", ">= 1"),
         (lambda c: c["datasets"][0].update(noise_std=-0.1), "datasets[0].noise_std", ">= 0"),

@@ -21,6 +21,8 @@ def test_reuse_key_changes_with_anything_that_changes_the_result():
     assert key != reuse_key(SPEC, "abc", CPU, 2)
     other = RunSpec(**{**SPEC.__dict__, "epochs": 3})
     assert key != reuse_key(other, "abc", CPU, 1)
+    assert key != reuse_key(SPEC, "abc", CPU, 1, engine="single")
+    assert key == reuse_key(SPEC, "abc", CPU, 1, engine="batched")
     assert len(code_fingerprint()) == 64
 
 
@@ -39,6 +41,10 @@ def test_run_job_reuses_finished_runs_and_retrains_on_request(tmp_path):
     assert metrics.stat().st_mtime_ns == stamp
     assert run_job(*args, reuse=False, progress=False) == {"trained": 1, "reused": 0}
     assert not list((tmp_path / "runs").glob(".*")), "temporary folders left behind"
+    assert read_json(metrics.parent / "provenance.json")["engine"] == "batched"
+    assert run_job(*args, progress=False, engine="single") == {"trained": 1, "reused": 0}
+    assert read_json(metrics.parent / "provenance.json")["engine"] == "single"
+    assert run_job(*args, progress=False, engine="single") == {"trained": 0, "reused": 1}
 
 
 def test_pissa_runs_store_the_adapters_starting_point(tmp_path):

@@ -56,7 +56,16 @@ def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[
     for job_id, runs in plan.jobs.items():
         manifests.append(layout.job_manifest(job_id))
         runs_dicts = [r.as_dict() for r in runs]
-        run_job(runs_dicts, files, layout.runs_dir, manifests[-1], threads, progress=False)
+        run_job(
+            runs_dicts,
+            files,
+            layout.runs_dir,
+            manifests[-1],
+            threads,
+            progress=False,
+            engine=config["train"]["engine"],
+            memory_budget_mib=config["train"]["memory_budget_mib"],
+        )
     timings["train"] = time.perf_counter() - start - timings["datasets"]
     tables = dict(zip(("runs", "epochs", "timings", "provenance"), collect(manifests), strict=True))
     for name, frame in tables.items():

@@ -15,5 +15,7 @@ rule train:
         datasets=lambda wildcards: PLAN.job_datasets(wildcards.job),
         runs_dir=RESULTS.runs_dir,
         reuse=config["reuse_runs"],
+        engine=config["train"]["engine"],
+        memory_budget_mib=config["train"]["memory_budget_mib"],
     script:
         "../scripts/train.py"

@@ -18,4 +18,6 @@ with workflow_script(snakemake):  # noqa: F821
         manifest=sm.output[0],
         threads=sm.threads,
         reuse=sm.params.reuse,
+        engine=sm.params.engine,
+        memory_budget_mib=sm.params.memory_budget_mib,
     )

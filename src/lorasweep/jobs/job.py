@@ -1,30 +1,38 @@
 """Train a group of runs in one process, each into its own folder, reusing finished ones.
 
 A job verifies its datasets, skips every run whose folder holds a result with the same reuse
-key (:mod:`lorasweep.jobs.reuse`), trains the rest one after another (:mod:`lorasweep.training`)
-and writes each into its folder (:mod:`lorasweep.jobs.run_folder`). Its only declared output is
-its manifest, ``jobs/<job>.json``: the run ids, and the runs folder relative to it.
+key (:mod:`lorasweep.jobs.reuse`), groups the rest into batches
+(:func:`lorasweep.planning.batches.plan_batches`), trains each batch with the batched engine
+(:func:`lorasweep.training.batched.train_batch`) or run by run with the single-run path
+(:func:`lorasweep.training.loop.train_run`), and writes each run into its folder
+(:mod:`lorasweep.jobs.run_folder`) as soon as its batch is done. Its log counts the runs and
+batches done, with an ETA. Its only declared output is its manifest, ``jobs/<job>.json``: the
+run ids, and the runs folder relative to it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from lorasweep.io import write_json
 from lorasweep.jobs.reuse import NOT_FINISHED, reuse_key, reuse_refusal
 from lorasweep.jobs.run_folder import write_run
+from lorasweep.planning.batches import Progress, batch_cost, effective_engine, plan_batches
 from lorasweep.planning.runs import RunSpec
 from lorasweep.provenance import environment
 from lorasweep.tasks import storage
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
+from lorasweep.training.batched import train_batch
 from lorasweep.training.devices import resolve_device
 from lorasweep.training.exact import cache_base_residuals
-from lorasweep.training.loop import train_run
+from lorasweep.training.loop import RunResult, train_run
+
+PROGRESS_INTERVAL_S = 5.0
 
 
 def configure_torch(device: torch.device, threads: int) -> None:
@@ -54,12 +62,16 @@ def run_job(
     threads: int = 1,
     reuse: bool = True,
     progress: bool = True,
+    engine: str = "batched",
+    memory_budget_mib: float | None = None,
 ) -> dict[str, int]:
-    """Train ``runs`` (dicts from :meth:`RunSpec.as_dict`) one after another into
-    ``runs_root/<run_id>/``, reusing finished runs when ``reuse``; then write ``manifest``.
+    """Train ``runs`` (dicts from :meth:`RunSpec.as_dict`) into ``runs_root/<run_id>/``, batch
+    by batch with ``engine`` (``batched`` or ``single``), reusing finished runs when ``reuse``;
+    then write ``manifest``.
 
-    ``dataset_files`` maps a dataset name to its (tensors, metadata) paths. Returns the number
-    of runs trained and reused.
+    ``dataset_files`` maps a dataset name to its (tensors, metadata) paths;
+    ``memory_budget_mib`` bounds what one batch allocates (None: the device's default). Returns
+    the number of runs trained and reused.
     """
     specs = [RunSpec.from_dict(dict(run)) for run in runs]
     requested = {spec.device for spec in specs}
@@ -67,39 +79,68 @@ def run_job(
         raise ValueError(f"one job must use one device setting, got {sorted(requested)}")
     device = resolve_device(requested.pop())
     configure_torch(device, threads)
-    runs_root = Path(runs_root)
+    runs_root, job = Path(runs_root), Path(manifest).stem
 
     metas = {name: storage.verify(*dataset_files[name]) for name in {s.dataset for s in specs}}
-    keys = {s.run_id: reuse_key(s, metas[s.dataset]["sha256"], device, threads) for s in specs}
+    dataset_specs = {name: meta["spec"] for name, meta in metas.items()}
+    engines = {s.run_id: effective_engine(s, engine, dataset_specs[s.dataset]) for s in specs}
+    keys = {
+        s.run_id: reuse_key(s, metas[s.dataset]["sha256"], device, threads, engines[s.run_id])
+        for s in specs
+    }
     todo = [s for s in specs if not (reuse and reusable(runs_root / s.run_id, keys[s.run_id]))]
-
+    batches = plan_batches(todo, engine, dataset_specs)
+    costs = [batch_cost(b, metas[b[0].dataset]["spec"]) for b in batches]
     loaded: dict[str, tuple[Dataset, GroundTruth]] = {}
     env = None
-    for spec in tqdm(
-        todo, desc=Path(manifest).stem, unit="run", disable=not progress, mininterval=5
-    ):
-        if spec.dataset not in loaded:
-            meta = metas[spec.dataset]
-            dataset = storage.read_verified(dataset_files[spec.dataset][0], meta)
-            truth = storage.ground_truth_of(meta)
-            dataset.tensors = {k: v.to(device) for k, v in dataset.tensors.items()}
-            cache_base_residuals(dataset, [s for s in todo if s.dataset == spec.dataset])
-            loaded[spec.dataset] = (dataset, truth)
-        dataset, truth = loaded[spec.dataset]
-        result = train_run(spec, dataset, device)
-        if env is None:
-            env = environment(result.device, result.device_name, torch.get_num_threads())
-        meta = metas[spec.dataset]
-        provenance = {
-            **env,
-            "dataset": {"spec": meta["spec"], "sha256": meta["sha256"]},
-            "reuse_key": keys[spec.run_id],
-        }
-        write_run(runs_root / spec.run_id, result, truth, provenance)
-        if result.status != "ok":
-            tqdm.write(f"{spec.run_id}: {result.status} at epoch {result.diverged_epoch}")
+    start = last_report = time.perf_counter()
+    done = 0
+    for index, batch in enumerate(batches):
+        if batch[0].dataset not in loaded:
+            loaded[batch[0].dataset] = _load(batch[0].dataset, todo, metas, dataset_files, device)
+        dataset, truth = loaded[batch[0].dataset]
+        if engines[batch[0].run_id] == "batched":
+            results = train_batch(batch, dataset, device, memory_budget_mib)
+        else:
+            results = [train_run(spec, dataset, device) for spec in batch]
+        for result in results:
+            if env is None:
+                env = environment(result.device, result.device_name, torch.get_num_threads())
+            _write(result, runs_root, truth, metas, keys, env, engines[result.spec.run_id])
+        done += len(batch)
+        now = time.perf_counter()
+        if progress and (now - last_report >= PROGRESS_INTERVAL_S or index == len(batches) - 1):
+            cost_done = sum(costs[: index + 1])
+            report = Progress(done, len(todo), index + 1, len(batches), cost_done, sum(costs),
+                              now - start)  # fmt: skip
+            print(report.line(job), flush=True)
+            last_report = now
     counts = {"trained": len(todo), "reused": len(specs) - len(todo)}
-    print(f"{Path(manifest).stem}: trained {counts['trained']}, reused {counts['reused']}")
+    print(f"{job}: trained {counts['trained']}, reused {counts['reused']}")
     relative = os.path.relpath(runs_root, Path(manifest).parent)
     write_json(manifest, {"runs": [s.run_id for s in specs], "runs_dir": relative})
     return counts
+
+
+def _load(name, todo, metas, dataset_files, device) -> tuple[Dataset, GroundTruth]:
+    """A dataset on ``device``, with the base residuals cached for this job's runs of it."""
+    meta = metas[name]
+    dataset = storage.read_verified(dataset_files[name][0], meta)
+    truth = storage.ground_truth_of(meta)
+    dataset.tensors = {k: v.to(device) for k, v in dataset.tensors.items()}
+    cache_base_residuals(dataset, [s for s in todo if s.dataset == name])
+    return dataset, truth
+
+
+def _write(result: RunResult, runs_root, truth, metas, keys, env, engine: str) -> None:
+    spec = result.spec
+    meta = metas[spec.dataset]
+    provenance = {
+        **env,
+        "dataset": {"spec": meta["spec"], "sha256": meta["sha256"]},
+        "engine": engine,
+        "reuse_key": keys[spec.run_id],
+    }
+    write_run(runs_root / spec.run_id, result, truth, provenance)
+    if result.status != "ok":
+        print(f"{spec.run_id}: {result.status} at epoch {result.diverged_epoch}", flush=True)

@@ -2,8 +2,10 @@
 its files match their checksums.
 
 The key hashes the run's parameters, the dataset's SHA-256, the source of exactly the code that
-can change a run's numbers (:data:`TRAINING_CODE`), the torch version, the thread count and the
-device type.
+can change a run's numbers (:data:`TRAINING_CODE`), the torch version, the thread count, the
+device type and the engine that trained it (``batched`` or ``single``: the two round floats in
+different orders). Which other runs shared its batch is left out: it changes nothing
+(:mod:`lorasweep.training.batched`).
 """
 
 from __future__ import annotations
@@ -45,8 +47,15 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def reuse_key(spec: RunSpec, dataset_sha256: str, device: torch.device, threads: int) -> str:
+def reuse_key(
+    spec: RunSpec,
+    dataset_sha256: str,
+    device: torch.device,
+    threads: int,
+    engine: str = "batched",
+) -> str:
     parts = {
+        "engine": engine,
         "run": spec.as_dict(),
         "dataset_sha256": dataset_sha256,
         "code": code_fingerprint(),

@@ -1,20 +1,27 @@
 """Group runs into training jobs (Snakemake jobs, one process each) of about equal cost.
 
-A *job* trains several runs in turn, so that the cost of starting Python and importing torch
-(about 5 s here) is paid once per job rather than once per run. Each run still has its own
-folder, ``results/runs/<run_id>/``, and a job reuses a run whose folder holds a result for the
-same settings, data and code, so regrouping never retrains anything.
+A *job* trains several runs, so that the cost of starting Python and importing torch (about 5 s
+here) is paid once per job rather than once per run. With the batched engine a job trains whole
+batches (:mod:`lorasweep.planning.batches`): a batch too large to balance the jobs is cut into
+pieces, each trained whole by one job. Each run still has its own folder,
+``results/runs/<run_id>/``, and a job reuses a run whose folder holds a result for the same
+settings, data and code, so regrouping never retrains anything.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lorasweep.models.names import linear_modules
+from lorasweep.planning.batches import batch_cost, by_order, estimated_cost, plan_batches
 from lorasweep.planning.runs import RunSpec, expand_runs
+
+PIECES_PER_JOB = 4
+"""With the batched engine, batches are cut into pieces of at most 1/(4·jobs) of the total
+estimated cost, so that dealing them gives jobs of about equal cost."""
 
 
 @dataclass
@@ -26,52 +33,61 @@ class Plan:
         return sorted({run.dataset for run in self.jobs[job_id]})
 
 
-def estimated_cost(run: RunSpec, dataset: dict) -> float:
-    """Rough relative cost of a run: steps × (fixed per-step overhead + multiply-adds per step).
+def job_count(runs: int, runs_per_job: int, workers: int | None) -> int:
+    """ceil(runs / runs_per_job) jobs, raised to a multiple of ``workers`` (the local core count)
+    when given, so every core has the same amount of work; at most one job per run."""
+    if runs_per_job < 1:
+        raise ValueError(f"runs_per_job must be >= 1, got {runs_per_job}")
+    n_jobs = math.ceil(runs / runs_per_job)
+    if workers and workers > 1:
+        n_jobs = min(runs, math.ceil(max(n_jobs, workers) / workers) * workers)
+    return max(n_jobs, 1)
 
-    LoRA runs train against the cached base product, so a step costs about 3·b·r·(d_in + d_out)
-    multiply-adds; full fine-tuning about 3·b·d_in·d_out. The overhead term stands for the
-    ~0.3 ms of Python and dispatch each step pays whatever its size. A deep model's step runs
-    the whole network forward and back, LoRA or not: 3·b·tokens·Σ d_in·d_out over its linear
-    modules, and the overhead once per module.
-    """
-    n = dataset["n_train"]
-    batch = min(run.batch_size or n, n)
-    steps = run.epochs * math.ceil(n / batch)
-    modules = linear_modules(dataset)
-    if modules:
-        tokens = dataset.get("seq_len") or 1
-        weights = sum(m.in_features * m.out_features for m in modules)
-        return steps * (3e5 * len(modules) + 3 * batch * tokens * weights)
-    d_in, d_out = dataset["in_features"], dataset["out_features"]
-    width = d_in * d_out if run.method == "full" else run.rank * (d_in + d_out)
-    return steps * (3e5 + 3 * batch * width)
+
+def batch_pieces(
+    runs: list[RunSpec], datasets: dict[str, dict], n_jobs: int, runs_per_job: int
+) -> list[list[RunSpec]]:
+    """The batches of ``runs``, each cut into as few pieces as keep every piece within
+    ``runs_per_job`` runs and 1/(:data:`PIECES_PER_JOB`·``n_jobs``) of the total estimated cost.
+    Runs that draw the same mini-batches stay in one piece where they can."""
+    batches = plan_batches(runs, "batched", datasets)
+    costs = [batch_cost(b, datasets[b[0].dataset]) for b in batches]
+    limit = sum(costs) / (PIECES_PER_JOB * n_jobs)
+    pieces = []
+    for batch, cost in zip(batches, costs, strict=True):
+        n_train = datasets[batch[0].dataset]["n_train"]
+        count = max(math.ceil(len(batch) / runs_per_job), math.ceil(cost / limit))
+        count = min(count, len(batch))
+        ordered = sorted(batch, key=lambda r: by_order(r, n_train))
+        bounds = [round(i * len(ordered) / count) for i in range(count + 1)]
+        pieces += [ordered[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+    return pieces
 
 
 def group_runs(
-    runs: list[RunSpec], datasets: dict[str, dict], runs_per_job: int, workers: int | None = None
+    runs: list[RunSpec],
+    datasets: dict[str, dict],
+    runs_per_job: int,
+    workers: int | None = None,
+    engine: str = "single",
 ) -> dict[str, list[RunSpec]]:
     """Deal the runs into jobs of about equal estimated cost (longest first, each to the least
-    loaded job).
+    loaded job): run by run for the single-run engine, batch piece by batch piece
+    (:func:`batch_pieces`) for the batched one.
 
-    There are ceil(n / runs_per_job) jobs, raised to a multiple of ``workers`` (the local core
-    count) when given, so every core has the same amount of work. Grouping only decides which
-    process trains a run: every run keeps its own folder, and a run already trained with the
-    same settings, data and code is reused, not retrained, whatever job it falls in.
+    There are :func:`job_count` jobs. Grouping only decides which process trains a run: every
+    run keeps its own folder, and a run already trained with the same settings, data and code is
+    reused, not retrained, whatever job it falls in.
     """
-    if runs_per_job < 1:
-        raise ValueError(f"runs_per_job must be >= 1, got {runs_per_job}")
-    n_jobs = math.ceil(len(runs) / runs_per_job)
-    if workers and workers > 1:
-        n_jobs = min(len(runs), math.ceil(max(n_jobs, workers) / workers) * workers)
-    n_jobs = max(n_jobs, 1)
-    loads = [(0.0, index) for index in range(n_jobs)]
-    members: list[list[RunSpec]] = [[] for _ in range(n_jobs)]
-    by_cost = sorted(runs, key=lambda r: -estimated_cost(r, datasets[r.dataset]))
-    for run in by_cost:
-        load, index = heapq.heappop(loads)
-        members[index].append(run)
-        heapq.heappush(loads, (load + estimated_cost(run, datasets[run.dataset]), index))
+    n_jobs = job_count(len(runs), runs_per_job, workers)
+    if engine == "batched":
+        units = batch_pieces(runs, datasets, n_jobs, runs_per_job)
+        costs = [batch_cost(unit, datasets[unit[0].dataset]) for unit in units]
+    else:
+        units = [[run] for run in runs]
+        costs = [estimated_cost(run, datasets[run.dataset]) for run in runs]
+    members = _deal(units, costs, n_jobs, runs_per_job)
+    n_jobs = len(members)
     order = {run.run_id: i for i, run in enumerate(runs)}
     width = len(str(n_jobs))
     return {
@@ -81,11 +97,37 @@ def group_runs(
     }
 
 
+def _deal(
+    units: list[list[RunSpec]], costs: list[float], n_jobs: int, runs_per_job: int
+) -> list[list[RunSpec]]:
+    """Longest first, each unit to the least loaded job with room for it; a unit that fits
+    nowhere opens one more job."""
+    members: list[list[RunSpec]] = [[] for _ in range(n_jobs)]
+    loads = [(0.0, index) for index in range(n_jobs)]
+    for index in sorted(range(len(units)), key=lambda i: -costs[i]):
+        unit, skipped = units[index], []
+        while loads:
+            load, job = heapq.heappop(loads)
+            if len(members[job]) + len(unit) <= runs_per_job:
+                break
+            if len(members[job]) < runs_per_job:
+                skipped.append((load, job))
+        else:
+            load, job = 0.0, len(members)
+            members.append([])
+        members[job].extend(unit)
+        heapq.heappush(loads, (load + costs[index], job))
+        for item in skipped:
+            heapq.heappush(loads, item)
+    return members
+
+
 def build_plan(config: dict, workers: int | None = None) -> Plan:
     runs = expand_runs(config)
     duplicates = [rid for rid, n in Counter(r.run_id for r in runs).items() if n > 1]
     if duplicates:
         raise ValueError(f"grid produces duplicate runs: {', '.join(duplicates[:3])}")
     datasets = {d["name"]: d for d in config["datasets"]}
-    jobs = group_runs(runs, datasets, config.get("runs_per_job", 256), workers)
+    engine = config["train"].get("engine", "batched")
+    jobs = group_runs(runs, datasets, config.get("runs_per_job", 256), workers, engine)
     return Plan(runs=runs, jobs=jobs)

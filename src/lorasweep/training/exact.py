@@ -156,11 +156,13 @@ class ResidualLoss:
             x, residual = x[index], residual[index]
         x = layer.adapter_input(x)
         a, b, bias, s = layer.lora_A, layer.lora_B, layer.base.bias, layer.scaling
-        u = x @ a.T
+        u = (a @ x.T).T  # U = xAᵀ formed as (A·xᵀ)ᵀ: MKL's skinny product is ~1.5× faster
         if backward:
             b_rows = b.T.contiguous().T  # B in Bᵀ's memory layout: MKL forms e·B ~2× faster
-        grad_u = torch.empty_like(u) if backward else None
-        grad_bt = torch.zeros_like(b.T) if backward else None
+        grad_u = torch.empty(u.shape, dtype=u.dtype, device=u.device) if backward else None
+        # Bᵀ's gradient row-major (zeros_like(b.T) would copy Bᵀ's transposed strides, and the
+        # accumulating products into a column-major output take twice as long)
+        grad_bt = torch.zeros(b.shape[1], b.shape[0], dtype=b.dtype, device=b.device)
         bias_trains = backward and bias is not None and bias.requires_grad
         grad_bias = torch.zeros_like(bias) if bias_trains else None
         count = residual.numel()
@@ -184,6 +186,62 @@ class ResidualLoss:
         return total / count
 
 
+@torch.no_grad()
+def gram_statistics(
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    w0: torch.Tensor,
+    residual: torch.Tensor | None,
+    d_out: int,
+) -> dict:
+    """The sufficient statistics of a split for :class:`GramLoss`, in float64: Gₓₓ = XᵀX,
+    Gᵣₓ = RᵀX, sₓ = Xᵀ1, sᵣ = Rᵀ1 and ‖R‖², accumulated over row chunks so that no n×d
+    temporary is formed (R = y − W₀x, read from ``residual`` where it is cached)."""
+    d_in = x.shape[1]
+    gxx = torch.zeros(d_in, d_in, dtype=torch.float64, device=x.device)
+    grx = torch.zeros(d_out, d_in, dtype=torch.float64, device=x.device)
+    sx = torch.zeros(d_in, dtype=torch.float64, device=x.device)
+    sr = torch.zeros(d_out, dtype=torch.float64, device=x.device)
+    rr = torch.zeros((), dtype=torch.float64, device=x.device)
+    for rows, rc in _residual_chunks(x, y, w0, residual):
+        xc, rc = x[rows].double(), rc.double()
+        gxx.addmm_(xc.T, xc)
+        grx.addmm_(rc.T, xc)
+        sx += xc.sum(0)
+        sr += rc.sum(0)
+        rr += rc.square().sum()
+    return {"gxx": gxx, "grx": grx, "sx": sx, "sr": sr, "rr": rr,
+            "count": x.shape[0] * d_out, "n": x.shape[0]}  # fmt: skip
+
+
+def gram_sum_of_squares(
+    stats: dict,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    bias: torch.Tensor | None,
+    s: float | torch.Tensor,
+) -> torch.Tensor:
+    """‖sXAᵀBᵀ + 1bᵀ − R‖² from a split's :func:`gram_statistics` (the formula of
+    :class:`GramLoss`), in float64, differentiable in A, B and the bias. Takes one adapter
+    (A r×d_in, B d_out×r, bias d_out, s a number) or a stack of them with a leading run
+    dimension (s then a tensor of one scale per run), with statistics shared by the stack or
+    stacked with it."""
+    gram_a = (a @ stats["gxx"]) @ a.mT
+    cross = stats["grx"] @ a.mT
+    total = (
+        s * s * (b * (b @ gram_a)).sum((-2, -1)) - 2 * s * (b * cross).sum((-2, -1)) + stats["rr"]
+    )
+    if bias is not None:
+        b_ax = (b @ (a @ stats["sx"].unsqueeze(-1))).squeeze(-1)
+        total = (
+            total
+            + 2 * s * (bias * b_ax).sum(-1)
+            - 2 * (bias * stats["sr"]).sum(-1)
+            + stats["n"] * bias.square().sum(-1)
+        )
+    return total
+
+
 class GramLoss:
     """The reference loss ``mse_loss(model(x), y)`` of a LoRA layer over a whole split, from
     sufficient statistics, never forming n×d tensors.
@@ -205,44 +263,23 @@ class GramLoss:
     def __init__(self, layer: LoRALinear, splits: Splits, residuals: Residuals | None = None):
         self.layer = layer
         self.stats = {
-            name: self._statistics(x, y, residuals[name] if residuals else None)
+            name: gram_statistics(
+                x, y, layer.base.weight, residuals[name] if residuals else None, layer.out_features
+            )
             for name, (x, y) in splits.items()
         }
 
-    @torch.no_grad()
-    def _statistics(
-        self, x: torch.Tensor, y: torch.Tensor | None, residual: torch.Tensor | None
-    ) -> dict:
-        """Accumulate the statistics over row chunks, so that no n×d temporary is formed."""
-        d_in = x.shape[1]
-        d_out = self.layer.out_features
-        gxx = torch.zeros(d_in, d_in, dtype=torch.float64, device=x.device)
-        grx = torch.zeros(d_out, d_in, dtype=torch.float64, device=x.device)
-        sx = torch.zeros(d_in, dtype=torch.float64, device=x.device)
-        sr = torch.zeros(d_out, dtype=torch.float64, device=x.device)
-        rr = torch.zeros((), dtype=torch.float64, device=x.device)
-        for rows, rc in _residual_chunks(x, y, self.layer.base.weight, residual):
-            xc, rc = x[rows].double(), rc.double()
-            gxx.addmm_(xc.T, xc)
-            grx.addmm_(rc.T, xc)
-            sx += xc.sum(0)
-            sr += rc.sum(0)
-            rr += rc.square().sum()
-        return {"gxx": gxx, "grx": grx, "sx": sx, "sr": sr, "rr": rr,
-                "count": x.shape[0] * d_out, "n": x.shape[0]}  # fmt: skip
-
     def loss(self, split: str) -> torch.Tensor:
-        st, layer = self.stats[split], self.layer
-        s, a, b = layer.scaling, layer.lora_A.double(), layer.lora_B.double()
-        gram_a = (a @ st["gxx"]) @ a.T
-        cross = st["grx"] @ a.T
-        total = s * s * (b * (b @ gram_a)).sum() - 2 * s * (b * cross).sum() + st["rr"]
+        layer = self.layer
         bias = layer.base.bias
-        if bias is not None:
-            c = bias.double()
-            ax = a @ st["sx"]
-            total = total + 2 * s * c @ (b @ ax) - 2 * c @ st["sr"] + st["n"] * c.square().sum()
-        return (total / st["count"]).to(layer.lora_A.dtype)
+        total = gram_sum_of_squares(
+            self.stats[split],
+            layer.lora_A.double(),
+            layer.lora_B.double(),
+            bias.double() if bias is not None else None,
+            layer.scaling,
+        )
+        return (total / self.stats[split]["count"]).to(layer.lora_A.dtype)
 
     def __call__(self, split: str, index: torch.Tensor | None = None, backward: bool = False):
         if index is not None:

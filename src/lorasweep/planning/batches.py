@@ -1,0 +1,280 @@
+"""Group runs into batches that train together as one tensor program
+(:mod:`lorasweep.training.batched`), and size each batch's resident chunk to a memory budget.
+
+Runs share a batch when they share everything the engine keeps shared (:func:`batch_key`): the
+dataset (its data and its residual cache), the model's shape (method and rank), the number of
+epochs, the mini-batch size, the bias policy, the dropout rate and the device setting. What
+differs between runs of a batch (α and the scaling rule, learning rate, LoRA+ ratio, init, seed)
+lives in per-run tensors.
+
+Ranks are grouped, not padded: padding every run of a batch to the largest rank spends
+multiply-adds on zeros (for the default grid, ranks 1…64 padded to 64 do 3.5× the useful work;
+``benchmarks/batched.py`` measures it), and the padded width would depend on which runs share the
+batch, so a run's rounding would too.
+
+This module never imports torch: Snakemake plans batches while it builds the DAG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from lorasweep.models.names import linear_modules
+from lorasweep.options import DEEP_KINDS
+from lorasweep.planning.runs import RunSpec
+
+ENGINES = ("batched", "single")
+"""``batched`` trains each batch as one tensor program; ``single`` trains run after run with the
+reference loop (:func:`lorasweep.training.loop.train_run`)."""
+
+BATCHED_METHODS = ("lora", "full")
+"""Linear kinds the engine batches; any other run trains on the single-run path."""
+
+FLOAT_BYTES = 4
+ALIGN = 64
+"""Each tensor of a run's slot starts at a multiple of this many elements
+(:class:`lorasweep.training.stacked.SlotLayout`)."""
+
+CHUNK_ELEMENTS = 1 << 16
+"""The losses process rows in chunks of at most this many output elements per run, as the
+single-run path does (:data:`lorasweep.training.exact.CHUNK_ELEMENTS`)."""
+
+CHUNK_STEP_COST = 2.5e6
+"""Cost of dispatching one step of one chunk (about twenty operations, 80 µs here), in
+multiply-adds at the rate the batched products reach (about 32 G/s on one core here)."""
+
+ERROR_ELEMENT_COST = 50
+"""Cost, in multiply-adds, of each element of a run's error per step: forming it, its loss,
+the passes of both gradient products over it and the optimizer's share (measured: a rank-1
+step at 256×256, batch 128, costs what 50·b·d_out multiply-adds do)."""
+
+DEFAULT_BUDGET_MIB = {"cpu": 1024, "cuda": None}
+"""Memory a batch may allocate beyond its dataset when ``train.memory_budget_mib`` is null: 1 GiB
+on the CPU, and on a GPU a quarter of the device's memory (``None`` here: only the training job
+can ask the device)."""
+
+
+def batchable(run: RunSpec, dataset: dict | None = None) -> bool:
+    """Whether the batched engine trains this run: a LoRA or full fine-tuning of a dataset's
+    single linear layer, on a dataset (its config entry or spec, where known) that does not ask
+    for the seed tutorial's own arithmetic (``compat: tutorial``, computed by the reference
+    loss). Other runs, the deep kinds' among them (:mod:`lorasweep.training.batched` says how
+    they plug in), fall back to the single-run path."""
+    if dataset is not None and dataset.get("compat", "none") == "tutorial":
+        return False
+    if dataset is not None and dataset.get("kind") in DEEP_KINDS:
+        return False
+    return run.method in BATCHED_METHODS and getattr(run, "targets", None) is None
+
+
+def effective_engine(run: RunSpec, engine: str, dataset: dict | None = None) -> str:
+    """The engine that trains ``run`` when a job is asked for ``engine``: runs the batched
+    engine cannot train go to the single-run path."""
+    return "batched" if engine == "batched" and batchable(run, dataset) else "single"
+
+
+def batch_key(run: RunSpec) -> tuple:
+    """What runs of one batch share. PiSSA runs batch apart from the others: each has its own
+    frozen weight W₀ − s·B₀A₀, so its own residual rather than the dataset's."""
+    return (
+        run.dataset,
+        run.method,
+        run.rank,
+        run.init == "pissa",
+        run.epochs,
+        run.batch_size,
+        run.bias,
+        run.dropout,
+        run.device,
+    )
+
+
+def order_key(run: RunSpec, n_train: int) -> int | None:
+    """Runs with the same key draw the same mini-batches: the shuffle order depends only on the
+    seed and the dataset (:func:`lorasweep.training.loop.batches`), and a full-batch run sees the
+    split in order."""
+    batch = run.batch_size or n_train
+    return run.seed if batch < n_train else None
+
+
+def plan_batches(
+    runs: Iterable[RunSpec], engine: str = "batched", datasets: Mapping[str, dict] | None = None
+) -> list[list[RunSpec]]:
+    """The runs grouped into batches, in order of first appearance. With ``engine="single"``,
+    or for a run the engine does not batch (:func:`batchable`, given its dataset's entry in
+    ``datasets`` where known), a batch holds one run."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
+    groups: dict[object, list[RunSpec]] = {}
+    for index, run in enumerate(runs):
+        dataset = datasets.get(run.dataset) if datasets is not None else None
+        batched = effective_engine(run, engine, dataset) == "batched"
+        key = batch_key(run) if batched else ("alone", index)
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
+def _aligned(elements: int) -> int:
+    return -(-elements // ALIGN) * ALIGN
+
+
+def slot_elements(run: RunSpec, d_in: int, d_out: int) -> int:
+    """Length of one run's slot: every tensor it trains, each aligned to :data:`ALIGN`."""
+    if run.method == "full":
+        return _aligned(d_out * d_in) + _aligned(d_out)
+    bias = _aligned(d_out) if run.bias == "all" else 0
+    return _aligned(run.rank * d_in) + _aligned(run.rank * d_out) + bias
+
+
+def rows_per_chunk(d_out: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(d_out, 1))
+
+
+def run_bytes(run: RunSpec, dataset: dict) -> int:
+    """Bytes one run adds to a batch's chunk, beyond the dataset every run shares.
+
+    Per run: the slot's parameters, gradients, Adam's two moments and its two temporaries; a
+    step's rows of x and of the target, gathered per run (and masked, with dropout); the adapter's
+    activations U, s·U and their gradient for the step's rows; the error of one row chunk, twice
+    (the error and its square); and with PiSSA the run's own residual of both splits.
+    """
+    d_in, d_out = dataset["in_features"], dataset["out_features"]
+    n_train, n_val = dataset["n_train"], dataset["n_val"]
+    n_source = (dataset.get("source") or {}).get("n", 0)
+    batch = min(run.batch_size or n_train, n_train)
+    widest = max(batch, n_val, n_source)
+    rows = min(widest, rows_per_chunk(d_out))
+    elements = 6 * slot_elements(run, d_in, d_out)
+    elements += batch * (d_in + d_out)
+    width = d_in if run.method == "full" else run.rank
+    elements += 3 * widest * width + 2 * rows * d_out
+    if run.method == "lora" and run.init == "pissa":
+        elements += (n_train + n_val + n_source) * d_out
+    return FLOAT_BYTES * elements
+
+
+def budget_bytes(budget_mib: float | None, device_type: str) -> int | None:
+    """The budget in bytes: ``budget_mib``, or the device's default (:data:`DEFAULT_BUDGET_MIB`;
+    ``None`` where the caller must ask the device)."""
+    if budget_mib is None:
+        budget_mib = DEFAULT_BUDGET_MIB.get(device_type)
+    return None if budget_mib is None else int(budget_mib * 2**20)
+
+
+SHARED_ORDER_RUNS = 4
+"""Runs that draw the same mini-batches get chunks of their own once there are this many of them:
+a chunk whose runs share each step's rows gathers them once, where a mixed chunk gathers them
+per run (about 1.5–2× the time per run-step at ranks 1–8 here)."""
+
+
+def chunk_runs(runs: Sequence[RunSpec], dataset: dict, budget: int) -> list[list[RunSpec]]:
+    """Split one batch into chunks that each fit ``budget`` bytes (:func:`run_bytes`), at least
+    one run per chunk. Runs that draw the same mini-batches (:func:`order_key`) share chunks:
+    groups of at least :data:`SHARED_ORDER_RUNS` of them are chunked on their own, and the
+    smaller groups together."""
+    n_train = dataset["n_train"]
+    groups: dict[object, list[RunSpec]] = {}
+    for run in sorted(runs, key=lambda r: by_order(r, n_train)):
+        groups.setdefault(order_key(run, n_train), []).append(run)
+    small = [run for group in groups.values() if len(group) < SHARED_ORDER_RUNS for run in group]
+    parts = [group for group in groups.values() if len(group) >= SHARED_ORDER_RUNS]
+    chunks: list[list[RunSpec]] = []
+    for part in [*parts, small] if small else parts:
+        used = budget
+        for run in part:
+            size = run_bytes(run, dataset)
+            if used + size > budget:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(run)
+            used += size
+    return chunks
+
+
+def by_order(run: RunSpec, n_train: int) -> tuple[int, int]:
+    """A sort key that puts runs drawing the same mini-batches (:func:`order_key`) next to each
+    other."""
+    key = order_key(run, n_train)
+    return (0, 0) if key is None else (1, key)
+
+
+def run_cost(run: RunSpec, dataset: dict) -> float:
+    """A run's share of a batch's cost, in multiply-add equivalents: per step, 2.5·b·r·(d_in +
+    d_out) multiply-adds for LoRA against the cached residual (forward, error, and the three
+    gradient products), 2·b·d_in·d_out for full fine-tuning (forward and weight gradient), plus
+    :data:`ERROR_ELEMENT_COST` per element of its error."""
+    n = dataset["n_train"]
+    batch = min(run.batch_size or n, n)
+    steps = run.epochs * math.ceil(n / batch)
+    d_in, d_out = dataset["in_features"], dataset["out_features"]
+    if run.method == "full":
+        products = 2 * batch * d_in * d_out
+    else:
+        products = 2.5 * batch * (run.rank or 1) * (d_in + d_out)
+    return steps * (products + ERROR_ELEMENT_COST * batch * d_out)
+
+
+def estimated_cost(run: RunSpec, dataset: dict) -> float:
+    """Rough relative cost of a run: steps × (fixed per-step overhead + multiply-adds per step).
+
+    LoRA runs train against the cached base product, so a step costs about 3·b·r·(d_in + d_out)
+    multiply-adds; full fine-tuning about 3·b·d_in·d_out. The overhead term stands for the
+    ~0.3 ms of Python and dispatch each step pays whatever its size. A deep model's step runs
+    the whole network forward and back, LoRA or not: 3·b·tokens·Σ d_in·d_out over its linear
+    modules, and the overhead once per module.
+    """
+    n = dataset["n_train"]
+    batch = min(run.batch_size or n, n)
+    steps = run.epochs * math.ceil(n / batch)
+    modules = linear_modules(dataset)
+    if modules:
+        tokens = dataset.get("seq_len") or 1
+        weights = sum(m.in_features * m.out_features for m in modules)
+        return steps * (3e5 * len(modules) + 3 * batch * tokens * weights)
+    d_in, d_out = dataset["in_features"], dataset["out_features"]
+    width = d_in * d_out if run.method == "full" else run.rank * (d_in + d_out)
+    return steps * (3e5 + 3 * batch * width)
+
+
+def batch_cost(batch: Sequence[RunSpec], dataset: dict) -> float:
+    """Estimated cost of training ``batch`` together: its runs' :func:`run_cost` plus the
+    dispatch of each step once per chunk (about one chunk per data order,
+    :data:`CHUNK_STEP_COST`). The measured CPU time of the default grid's batches follows it
+    within about 20 %."""
+    if not batchable(batch[0], dataset):
+        return sum(estimated_cost(run, dataset) for run in batch)
+    n = dataset["n_train"]
+    first = batch[0]
+    size = min(first.batch_size or n, n)
+    steps = first.epochs * math.ceil(n / size)
+    chunks = len({order_key(run, n) for run in batch})
+    return steps * CHUNK_STEP_COST * chunks + sum(run_cost(run, dataset) for run in batch)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Runs and batches a job has trained, for its log line with an ETA from estimated costs."""
+
+    runs_done: int
+    runs_total: int
+    batches_done: int
+    batches_total: int
+    cost_done: float
+    cost_total: float
+    elapsed_s: float
+
+    def eta_s(self) -> float:
+        if self.cost_done <= 0:
+            return math.nan
+        return self.elapsed_s * (self.cost_total - self.cost_done) / self.cost_done
+
+    def line(self, job: str) -> str:
+        eta = self.eta_s()
+        eta_text = "?" if math.isnan(eta) else f"{eta:.0f} s"
+        return (
+            f"{job}: {self.runs_done}/{self.runs_total} runs, "
+            f"{self.batches_done}/{self.batches_total} batches, "
+            f"{self.elapsed_s:.0f} s elapsed, ETA {eta_text}"
+        )

@@ -1,0 +1,334 @@
+"""The batched engine: the runs of a batch train together as one tensor program.
+
+Runs that share a dataset and a model shape (:func:`lorasweep.planning.batches.batch_key`) stack
+their parameters along a leading run dimension (:mod:`lorasweep.training.stacked`); each run's α
+and scale, learning rate, LoRA+ ratio and seed (its init, its shuffle order, its dropout masks)
+stay its own. One step computes every run's loss and gradients in batched products
+(:mod:`lorasweep.training.batched_linear`) and one batched Adam updates them all. A run whose loss
+stops being finite leaves the batch, recorded as the single-run path records it, while the
+others go on.
+
+**Exactness.** Each run starts from the model :func:`~lorasweep.training.loop.build_model` builds
+for it, draws its mini-batches and dropout masks from the single-run path's generators, and is
+updated with ``torch.optim.Adam``'s arithmetic; only the order of float operations inside the
+loss and its gradient differs from :func:`~lorasweep.training.loop.train_run`, and the tests hold
+every per-epoch loss to it within 1e-5 relative. Each run's numbers come from its own slice of
+a batched product or from elementwise operations on its aligned slot, so at one thread a run's
+results are bitwise the same whichever runs share its batch (tested). A batch is never narrower
+than two slots (a lone run gets an identical twin whose results are dropped): PyTorch computes a
+one-matrix product with a vector operand through a different kernel than a batched one.
+
+**Memory.** A batch trains in chunks of runs that fit the memory budget
+(:func:`lorasweep.planning.batches.chunk_runs`); chunking changes nothing in any run's numbers.
+
+**Other model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
+:class:`~lorasweep.training.stacked.StackedParameters`), ``learning_rates(specs)`` (per tensor of
+the slot, one rate per run), ``train_step(rows)`` and ``evaluate(split)`` (one loss per run, the
+former writing each run's gradients into its slot), ``keep(index)``, ``tensors(slot)``,
+``norm_columns`` and ``cached_base``. A deep model (an MLP, a small transformer) plugs in by
+providing one: stack its modules' parameters into the slot (as ``torch.func.stack_module_state``
+does), compute the per-run losses with ``torch.vmap`` over ``torch.func.functional_call`` on
+the stacked parameters, and their gradients with ``torch.func.grad`` or by autograd of the
+summed losses (runs are independent, so each slice receives its own gradient). Batching,
+chunking, Adam, divergence and the records are shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from lorasweep.models.accounting import ParameterCounts, count_parameters
+from lorasweep.planning.batches import (
+    batch_key,
+    batchable,
+    budget_bytes,
+    chunk_runs,
+    order_key,
+)
+from lorasweep.planning.runs import RunSpec
+from lorasweep.seeding import generator
+from lorasweep.tasks.synthetic import Dataset
+from lorasweep.training.batched_linear import Rows, StackedFull, StackedLoRA
+from lorasweep.training.devices import device_name, resolve_device
+from lorasweep.training.loop import (
+    History,
+    RunResult,
+    build_model,
+    held_out_splits,
+    starting_adapter,
+)
+from lorasweep.training.stacked import StackedAdam, state_bytes
+
+MIN_SLOTS = 2
+
+
+@dataclass
+class Member:
+    """One run of a chunk: what it records while it trains, and its result once it is done."""
+
+    spec: RunSpec
+    counts: ParameterCounts
+    scaling: float | None
+    initial_tensors: dict[str, torch.Tensor]
+    trained_numels: list[int]
+    base_weight: torch.Tensor | None
+    history: History = field(default_factory=lambda: History(epochs=[]))
+    stepped: bool = False
+    result: RunResult | None = None
+
+
+@dataclass
+class EpochSums:
+    """One run's running sums over an epoch's steps, as :func:`~lorasweep.training.loop.train_epoch`
+    keeps them."""
+
+    loss: float = 0.0
+    norms: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+
+    def record(self, n_train: int, held_out: dict[str, float], columns: Sequence[str]) -> dict:
+        """The epoch's record; ``held_out`` maps ``val_loss`` (and ``source_loss``) to the
+        losses after the epoch, which a run whose training loss stopped being finite lacks."""
+        finite = math.isfinite(self.loss)
+        return {
+            "train_loss": self.loss / n_train if finite else math.nan,
+            **{name: value if finite else math.nan for name, value in held_out.items()},
+            **{c: self.norms.get(c, 0.0) / max(self.steps, 1) for c in columns},
+        }
+
+
+def memory_budget(budget_mib: float | None, device: torch.device) -> int:
+    """Bytes a chunk may allocate: ``train.memory_budget_mib``, else 1 GiB on the CPU and a
+    quarter of the GPU's memory (:data:`lorasweep.planning.batches.DEFAULT_BUDGET_MIB`)."""
+    budget = budget_bytes(budget_mib, device.type)
+    if budget is None:
+        budget = torch.cuda.get_device_properties(device).total_memory // 4
+    return budget
+
+
+def train_batch(
+    specs: Sequence[RunSpec],
+    dataset: Dataset,
+    device: torch.device | None = None,
+    memory_budget_mib: float | None = None,
+    pad_ranks: bool = False,
+) -> list[RunResult]:
+    """Train the runs of one batch (one :func:`~lorasweep.planning.batches.batch_key`) together,
+    chunk by chunk within the memory budget; their results, in the order of ``specs``.
+    ``pad_ranks`` lets LoRA runs of different ranks share the batch, padded to the largest (the
+    alternative the planner measured against; see :class:`StackedLoRA`)."""
+    if len({s.run_id for s in specs}) != len(specs):
+        raise ValueError("a batch lists a run twice")
+    keys = {batch_key(dataclasses.replace(s, rank=None) if pad_ranks else s) for s in specs}
+    if len(keys) != 1 or not all(batchable(s, dataset.spec.as_dict()) for s in specs):
+        raise ValueError("these runs do not share a batch (lorasweep.planning.batches.batch_key)")
+    device = device if device is not None else resolve_device(specs[0].device)
+    budget = memory_budget(memory_budget_mib, device)
+    results = {}
+    for chunk in chunk_runs(specs, dataset.spec.as_dict(), budget):
+        for result in train_chunk(chunk, dataset, device):
+            results[result.spec.run_id] = result
+    return [results[s.run_id] for s in specs]
+
+
+def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device, batch: int):
+    """The chunk's stacked objective and its members, one slot per run, plus a twin slot for a
+    lone run."""
+    models = [build_model(spec, dataset, device) for spec in specs]
+    members = [
+        Member(
+            spec=spec,
+            counts=count_parameters(model),
+            scaling=model.scaling if spec.method == "lora" else None,
+            initial_tensors=starting_adapter(spec, model),
+            trained_numels=[p.numel() for p in model.parameters() if p.requires_grad],
+            base_weight=model.base.weight.detach().cpu() if spec.init == "pissa" else None,
+        )
+        for spec, model in zip(specs, models, strict=True)
+    ]
+    slot_specs = list(specs)
+    while len(models) < MIN_SLOTS:
+        models.append(build_model(specs[0], dataset, device))
+        slot_specs.append(specs[0])
+    kind = StackedLoRA if specs[0].method == "lora" else StackedFull
+    objective = kind(slot_specs, models, dataset, batch)
+    adam = StackedAdam(objective.params, objective.learning_rates(slot_specs))
+    owners = [*range(len(specs)), *[None] * (len(slot_specs) - len(specs))]
+    return objective, adam, members, owners
+
+
+def train_chunk(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device):
+    """Train one chunk's runs together and return their :class:`RunResult` s (any order)."""
+    n_train = dataset["X_train"].shape[0]
+    batch = min(specs[0].batch_size or n_train, n_train)
+    objective, adam, members, owners = _objective(specs, dataset, device, batch)
+    trainer = ChunkTrainer(objective, adam, members, owners, device, held_out_splits(dataset))
+    with torch.no_grad():
+        _train_epochs(trainer, specs, n_train, batch, device)
+    return [m.result for m in members]
+
+
+def _train_epochs(trainer, specs, n_train: int, batch: int, device: torch.device) -> None:
+    """Epoch 0, then every epoch while a run is left, then the results."""
+    trainer.record_initial()
+    shuffles = {
+        key: generator(key, "shuffle", specs[0].dataset)
+        for key in {order_key(s, n_train) for s in specs}
+        if key is not None
+    }
+    for epoch in range(1, specs[0].epochs + 1):
+        if not trainer.active():
+            break
+        orders = {
+            key: torch.randperm(n_train, generator=g).to(device) for key, g in shuffles.items()
+        }
+        trainer.train_epoch(epoch, orders, n_train, batch)
+    trainer.finish_all()
+
+
+class ChunkTrainer:
+    """The epoch loop of one chunk: steps, records, divergence, and the slots runs leave."""
+
+    def __init__(self, objective, adam: StackedAdam, members, owners, device, held_out):
+        self.objective, self.adam, self.members = objective, adam, members
+        self.owners: list[int | None] = owners
+        self.device = device
+        self.held_out = held_out
+        self.columns = list(objective.norm_columns)
+        self.fields = [objective.norm_columns[c] for c in self.columns]
+
+    def active(self) -> list[int]:
+        return [o for o in self.owners if o is not None]
+
+    def _evaluate(self, splits: Sequence[str]) -> list[dict[str, float]]:
+        """Per slot, ``<split>_loss`` of each split (no dropout, no gradients)."""
+        losses = {f"{split}_loss": self.objective.evaluate(split).tolist() for split in splits}
+        return [{name: values[slot] for name, values in losses.items()}
+                for slot in range(len(self.owners))]  # fmt: skip
+
+    def record_initial(self) -> None:
+        """Epoch 0: every run's losses before any step, without gradient norms."""
+        losses = self._evaluate(["train", *self.held_out])
+        for slot, owner in enumerate(self.owners):
+            if owner is not None:
+                self.members[owner].history.epochs.append(
+                    {"epoch": 0, **losses[slot], **dict.fromkeys(self.columns, math.nan)}
+                )
+
+    def _slot_orders(self, orders: dict[int, torch.Tensor]) -> Rows:
+        """This epoch's row order of every slot: None (every step sees the whole split in
+        order), one order shared by all slots (runs of one seed), or one per slot."""
+        if not orders:
+            return None
+        n_train = next(iter(orders.values())).shape[0]
+        first = next(o for o in self.owners if o is not None)
+        keys = [order_key(self.members[first if o is None else o].spec, n_train)
+                for o in self.owners]  # fmt: skip
+        if len(set(keys)) == 1:
+            return orders[keys[0]]
+        return torch.stack([orders[key] for key in keys])
+
+    def train_epoch(self, epoch: int, orders: dict, n_train: int, batch: int) -> None:
+        """One epoch of every active run: steps, then the held-out losses and the record."""
+        start, runs_at_start = time.perf_counter(), len(self.active())
+        sums = {owner: EpochSums() for owner in self.active()}
+        slot_orders = self._slot_orders(orders)
+        for lo in range(0, n_train, batch):
+            size = min(batch, n_train - lo)
+            rows = None if slot_orders is None else slot_orders[..., lo : lo + size]
+            diverged = self._step(rows, size, sums)
+            lost = {f"{split}_loss": math.nan for split in self.held_out}
+            for owner in diverged:
+                record = sums[owner].record(n_train, lost, self.columns)
+                self._close_epoch(owner, epoch, record, start, runs_at_start, diverged=True)
+            if not self.active():
+                return
+            if diverged:
+                slot_orders = self._slot_orders(orders)
+            self.adam.step()
+        held_out = self._evaluate(self.held_out)
+        for slot, owner in enumerate(list(self.owners)):
+            if owner is None:
+                continue
+            record = sums[owner].record(n_train, held_out[slot], self.columns)
+            diverged = not math.isfinite(record["val_loss"])
+            self._close_epoch(owner, epoch, record, start, runs_at_start, diverged)
+
+    def _step(self, rows: Rows, size: int, sums: dict[int, EpochSums]) -> list[int]:
+        """Every run's loss and gradients on the step's rows, added to its sums; the runs whose
+        loss is not finite (they take no step), the others marked as having stepped."""
+        losses = self.objective.train_step(rows)
+        norms = self.objective.params.grad_norms(self.fields).double()
+        values = torch.cat([losses.unsqueeze(1), norms], 1).tolist()
+        diverged = []
+        for owner, (loss, *slot_norms) in zip(self.owners, values, strict=True):
+            if owner is None:
+                continue
+            run = sums[owner]
+            run.loss += loss * size
+            if not math.isfinite(loss):
+                diverged.append(owner)
+                continue
+            for column, norm in zip(self.columns, slot_norms, strict=True):
+                run.norms[column] = run.norms.get(column, 0.0) + norm
+            run.steps += 1
+            self.members[owner].stepped = True
+        return diverged
+
+    def _close_epoch(self, owner, epoch, record, start, runs_at_start, diverged: bool) -> None:
+        """Append the epoch's record; a diverged run is finished and leaves the chunk. Each run
+        is charged the chunk's wall time so far divided by the runs it started the epoch with."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        member = self.members[owner]
+        member.history.epochs.append({"epoch": epoch, **record})
+        member.history.epoch_seconds.append((time.perf_counter() - start) / runs_at_start)
+        if diverged:
+            member.history.diverged_epoch = epoch
+            self._finish(owner)
+            self._leave(owner)
+
+    def _leave(self, owner: int) -> None:
+        """Drop the run's slot (and a twin of it); keep at least :data:`MIN_SLOTS` slots by
+        twinning a lone survivor."""
+        keep = [s for s, o in enumerate(self.owners) if o is not None and o != owner]
+        if not keep:
+            self.owners = []
+            return
+        while len(keep) < MIN_SLOTS:
+            keep.append(keep[0])
+        index = torch.tensor(keep, device=self.device)
+        self.objective.keep(index)
+        self.adam.keep(index)
+        self.owners = [self.owners[s] if i == keep.index(s) else None for i, s in enumerate(keep)]
+
+    def finish_all(self) -> None:
+        for owner in self.active():
+            self._finish(owner)
+
+    def _finish(self, owner: int) -> None:
+        member = self.members[owner]
+        slot = self.owners.index(owner)
+        spec, history = member.spec, member.history
+        member.result = RunResult(
+            spec=spec,
+            status="ok" if history.diverged_epoch is None else "diverged",
+            diverged_epoch=history.diverged_epoch,
+            epochs=history.epochs,
+            counts=member.counts,
+            train_state_bytes=state_bytes(member.trained_numels, member.stepped),
+            tensors=self.objective.tensors(slot),
+            device=self.device.type,
+            device_name=device_name(self.device),
+            epoch_seconds=history.epoch_seconds,
+            cached_base=self.objective.cached_base,
+            scaling=member.scaling,
+            initial_tensors=member.initial_tensors,
+            base_weight=member.base_weight,
+        )

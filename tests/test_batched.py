@@ -1,0 +1,299 @@
+"""The batched engine against the single-run path: Adam bitwise, losses to 1e-5, a run's numbers
+bitwise independent of its batch and of chunking, divergence of one run while others go on."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from lorasweep.planning.batches import chunk_runs, run_bytes
+from lorasweep.planning.runs import RunSpec
+from lorasweep.tasks import synthetic
+from lorasweep.training.batched import train_batch
+from lorasweep.training.exact import cache_base_residuals
+from lorasweep.training.loop import train_run
+from lorasweep.training.stacked import SlotLayout, StackedAdam, StackedParameters
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Jobs train with one torch thread; bitwise claims are made for that setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic.generate(
+        synthetic.DatasetSpec(name="d", kind="lowrank", in_features=16, out_features=12,
+                              n_train=256, n_val=64, noise_std=0.1, task_rank=2, task_scale=2.0,
+                              spectrum_decay=0.5)
+    )  # fmt: skip
+
+
+def lora(**overrides) -> RunSpec:
+    base = dict(dataset="d", method="lora", seed=0, lr=0.01, epochs=4, batch_size=64, bias="none",
+                device="cpu", rank=4, alpha=8.0, scaling="standard", init="kaiming")  # fmt: skip
+    return RunSpec(**{**base, **overrides})
+
+
+def full(**overrides) -> RunSpec:
+    base = dict(dataset="d", method="full", seed=0, lr=0.01, epochs=4, batch_size=64,
+                bias="none", device="cpu")  # fmt: skip
+    return RunSpec(**{**base, **overrides})
+
+
+def assert_bitwise(a, b):
+    assert a.epochs == b.epochs
+    assert a.tensors.keys() == b.tensors.keys()
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+
+
+def test_stacked_adam_equals_torch_adam_bitwise_with_a_rate_per_run_and_tensor():
+    gen = torch.Generator().manual_seed(0)
+    shapes = {"A": (3, 7), "Bt": (3, 5), "bias": (5,)}
+    layout = SlotLayout.of(shapes)
+    rates = {"A": [1e-3, 3e-2, 0.1], "Bt": [4e-3, 3e-2, 1e-4], "bias": [1e-3, 1e-3, 2e-2]}
+    params = StackedParameters(layout, 3, CPU)
+    references = []
+    for run in range(3):
+        tensors = {name: torch.randn(shape, generator=gen) for name, shape in shapes.items()}
+        for name, value in tensors.items():
+            params[name][run] = value
+        leaves = {name: torch.nn.Parameter(value.clone()) for name, value in tensors.items()}
+        groups = [{"params": [leaves[n]], "lr": rates[n][run]} for n in shapes]
+        references.append((leaves, torch.optim.Adam(groups)))
+    adam = StackedAdam(params, rates)
+    for _ in range(25):
+        for run, (leaves, optimizer) in enumerate(references):
+            for name, leaf in leaves.items():
+                leaf.grad = torch.randn(leaf.shape, generator=gen)
+                params.grad_of(name)[run] = leaf.grad
+            optimizer.step()
+        adam.step()
+    for run, (leaves, _) in enumerate(references):
+        for name, leaf in leaves.items():
+            assert torch.equal(params[name][run], leaf.detach()), (run, name)
+
+
+BATCHES = {
+    "lora grid": [lora(), lora(seed=1, alpha=2.0), lora(scaling="rslora", lr=0.003),
+                  lora(lr_ratio=4.0), lora(init="randn"), lora(init="gaussian", seed=2)],
+    "rank 1": [lora(rank=1), lora(rank=1, alpha=1.0, seed=3)],
+    "bias trains": [lora(bias="all"), lora(bias="all", seed=2, scaling="constant", alpha=0.5)],
+    "dropout": [lora(dropout=0.2), lora(dropout=0.2, seed=1)],
+    "full batch": [lora(batch_size=None), lora(batch_size=None, alpha=3.0, seed=1)],
+    "full batch, bias trains": [lora(batch_size=None, bias="all"),
+                                lora(batch_size=None, bias="all", seed=4)],
+    "pissa": [lora(init="pissa"), lora(init="pissa", seed=3, alpha=2.0)],
+    "full fine-tuning": [full(), full(seed=1, lr=0.003)],
+    "full fine-tuning, full batch": [full(batch_size=None), full(batch_size=None, lr=0.02)],
+    "alone": [lora(init="randn", bias="all", batch_size=None, scaling="constant", alpha=1.0)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BATCHES, ids=list(BATCHES))
+def test_batched_losses_equal_the_single_run_path(data, name):
+    specs = BATCHES[name]
+    for batched, spec in zip(train_batch(specs, data), specs, strict=True):
+        single = train_run(spec, data)
+        assert batched.spec == spec and batched.status == single.status == "ok"
+        assert len(batched.epochs) == len(single.epochs) == spec.epochs + 1
+        for mine, ref in zip(batched.epochs, single.epochs, strict=True):
+            assert mine["epoch"] == ref["epoch"]
+            assert mine["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
+            assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+            for column in ("grad_norm_A", "grad_norm_B", "grad_norm_W"):
+                if column in ref:
+                    assert mine[column] == pytest.approx(ref[column], rel=1e-4, nan_ok=True)
+        for key, tensor in single.tensors.items():
+            torch.testing.assert_close(batched.tensors[key], tensor, rtol=1e-4, atol=1e-6)
+        assert batched.tensors.keys() == single.tensors.keys()
+        assert batched.initial_tensors.keys() == single.initial_tensors.keys()
+        for key, tensor in single.initial_tensors.items():
+            assert torch.equal(batched.initial_tensors[key], tensor)
+        assert batched.counts == single.counts
+        assert batched.train_state_bytes == single.train_state_bytes
+        assert batched.scaling == single.scaling and batched.cached_base == single.cached_base
+        if single.base_weight is None:
+            assert batched.base_weight is None
+        else:
+            assert torch.equal(batched.base_weight, single.base_weight)
+        assert batched.summary(None).keys() == single.summary(None).keys()
+
+
+def test_a_source_task_is_evaluated_every_epoch_as_the_single_run_path_does():
+    spec = synthetic.DatasetSpec.from_config(
+        dict(name="d", kind="lowrank", in_features=16, out_features=12, n_train=256, n_val=64,
+             noise_std=0.1, task_rank=2, seed=5, source={"n": 100, "top_directions": 3})
+    )  # fmt: skip
+    with_source = synthetic.generate(spec)
+    specs = [lora(), lora(seed=1, alpha=2.0), full()]
+    job_data = synthetic.Dataset(spec, {k: v.clone() for k, v in with_source.tensors.items()})
+    cache_base_residuals(job_data, specs)
+    for batch in (specs[:2], specs[2:]):
+        for batched, run in zip(train_batch(batch, job_data), batch, strict=True):
+            single = train_run(run, job_data)
+            for mine, ref in zip(batched.epochs, single.epochs, strict=True):
+                assert mine.keys() == ref.keys() and "source_loss" in mine
+                assert mine["source_loss"] == pytest.approx(ref["source_loss"], rel=1e-5)
+            assert batched.forgetting()["forgetting"] == pytest.approx(
+                single.forgetting()["forgetting"], rel=1e-4, abs=1e-7
+            )
+
+
+def test_tutorial_datasets_train_on_the_single_run_path(data):
+    from lorasweep.planning.batches import plan_batches
+
+    specs = [lora(), lora(seed=1)]
+    assert len(plan_batches(specs, datasets={"d": {"compat": "tutorial"}})) == 2
+    assert len(plan_batches(specs, datasets={"d": {"compat": "none"}})) == 1
+    tutorial_data = synthetic.Dataset(
+        dataclasses.replace(data.spec, compat="tutorial", kind="noise"), data.tensors
+    )
+    with pytest.raises(ValueError, match="do not share a batch"):
+        train_batch(specs, tutorial_data)
+
+
+def test_a_batch_must_share_its_key(data):
+    with pytest.raises(ValueError, match="do not share a batch"):
+        train_batch([lora(), lora(rank=2)], data)
+
+
+def test_batched_losses_equal_the_single_run_path_on_the_jobs_cached_residuals(data):
+    specs = [lora(), lora(rank=2, bias="all"), full()]
+    job_data = synthetic.Dataset(data.spec, {k: v.clone() for k, v in data.tensors.items()})
+    cache_base_residuals(job_data, specs)
+    for batch in (specs[:1], specs[1:2], specs[2:]):
+        batched, single = train_batch(batch, job_data)[0], train_run(batch[0], job_data)
+        for mine, ref in zip(batched.epochs, single.epochs, strict=True):
+            assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+
+
+INDEPENDENCE = {
+    "rank 1": {"rank": 1},
+    "bias trains": {"bias": "all"},
+    "dropout": {"dropout": 0.3},
+    "full batch": {"batch_size": None},
+    "pissa": {"init": "pissa"},
+}
+
+
+@pytest.mark.parametrize("case", INDEPENDENCE, ids=list(INDEPENDENCE))
+def test_a_runs_numbers_do_not_depend_on_its_batch_bitwise(data, case):
+    """Alone (with its twin), with runs of its own seed (rows shared), with runs of other
+    seeds (rows gathered per run), and chunked one run at a time: the same bits."""
+    target = lora(**INDEPENDENCE[case])
+    same_seed = [lora(**{**INDEPENDENCE[case], "alpha": a}) for a in (2.0, 3.0, 5.0, 6.0)]
+    other_seeds = [lora(**{**INDEPENDENCE[case], "seed": s, "lr": 0.02}) for s in (1, 2)]
+    alone = train_batch([target], data)[0]
+    assert_bitwise(train_batch([*same_seed[:2], target, same_seed[2]], data)[2], alone)
+    assert_bitwise(train_batch([*other_seeds, target], data)[-1], alone)
+    assert_bitwise(train_batch([*same_seed, target, *other_seeds], data)[4], alone)
+    tiny_budget = 1e-6
+    assert_bitwise(
+        train_batch([*other_seeds, target], data, memory_budget_mib=tiny_budget)[-1], alone
+    )
+
+
+def test_full_fine_tuning_does_not_depend_on_its_batch_bitwise(data):
+    target = full(lr=0.003)
+    alone = train_batch([target], data)[0]
+    mates = [full(seed=s) for s in (0, 1, 2)]
+    assert_bitwise(train_batch([*mates, target], data)[-1], alone)
+    assert_bitwise(train_batch([*mates, target], data, memory_budget_mib=1e-6)[-1], alone)
+
+
+def test_padded_ranks_match_the_single_run_path_and_padding_never_moves(data, monkeypatch):
+    from lorasweep.training import batched_linear
+
+    specs = [lora(rank=1), lora(rank=4, seed=1), lora(rank=2, init="randn")]
+    finals = {}
+    original = batched_linear.StackedLoRA.tensors
+
+    def spy(self, slot):
+        finals[slot] = (
+            self.ranks[slot],
+            self.params["A"][slot].clone(),
+            self.params["Bt"][slot].clone(),
+        )
+        return original(self, slot)
+
+    monkeypatch.setattr(batched_linear.StackedLoRA, "tensors", spy)
+    results = train_batch(specs, data, pad_ranks=True)
+    for rank, a, bt in finals.values():
+        assert a.shape[0] == bt.shape[0] == 4
+        assert not a[rank:].any() and not bt[rank:].any(), "a padded row moved"
+    for batched, spec in zip(results, specs, strict=True):
+        single = train_run(spec, data)
+        assert batched.tensors["lora_A"].shape == single.tensors["lora_A"].shape
+        assert batched.train_state_bytes == single.train_state_bytes
+        for mine, ref in zip(batched.epochs, single.epochs, strict=True):
+            assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="do not share a batch"):
+        train_batch(specs, data)
+
+
+def test_chunks_fit_the_memory_budget_and_keep_runs_of_one_order_together(data):
+    dims = dataclasses.asdict(data.spec)
+    specs = [lora(seed=s, lr=lr) for s in (0, 1, 2) for lr in (0.001, 0.002, 0.003, 0.004, 0.005)]
+    specs += [lora(seed=7), lora(seed=8)]
+    one = run_bytes(specs[0], dims)
+    for runs_per_chunk in (1, 2, 3, 5, 17):
+        chunks = chunk_runs(specs, dims, budget=runs_per_chunk * one)
+        assert sorted(r.run_id for c in chunks for r in c) == sorted(r.run_id for r in specs)
+        assert all(1 <= len(chunk) <= runs_per_chunk for chunk in chunks)
+    chunks = chunk_runs(specs, dims, budget=100 * one)
+    assert sorted({run.seed for run in chunk} for chunk in chunks) == [{0}, {1}, {2}, {7, 8}], (
+        "groups of one order get their own chunk; the small ones share one"
+    )
+    assert chunk_runs(specs[:1], dims, budget=1) == [specs[:1]], "a run larger than the budget"
+
+
+def test_chunking_changes_no_result_bitwise(data):
+    specs = [lora(seed=s, lr=lr) for s in (0, 1) for lr in (0.001, 0.01, 0.03)]
+    whole = train_batch(specs, data)
+    for budget_mib in (1e-6, 3 * run_bytes(specs[0], dataclasses.asdict(data.spec)) / 2**20):
+        for a, b in zip(train_batch(specs, data, memory_budget_mib=budget_mib), whole, strict=True):
+            assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("mates", [1, 3], ids=["one other run", "three other runs"])
+def test_a_diverging_run_stops_and_the_others_go_on(data, mates):
+    exploding = lora(lr=1e6, alpha=1e6, init="randn", scaling="constant", epochs=6)
+    others = [lora(epochs=6, seed=s) for s in range(mates)]
+    results = train_batch([others[0], exploding, *others[1:]], data)
+    diverged = results[1]
+    single = train_run(exploding, data)
+    assert diverged.status == single.status == "diverged"
+    assert diverged.diverged_epoch == single.diverged_epoch
+    assert len(diverged.epochs) == len(single.epochs) == single.diverged_epoch + 1
+    assert math.isnan(diverged.final["val_loss"]) and math.isnan(diverged.final["train_loss"])
+    for mine, ref in zip(diverged.epochs[:-1], single.epochs[:-1], strict=True):
+        assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+    assert diverged.train_state_bytes == single.train_state_bytes
+    for result, spec in zip([results[0], *results[2:]], others, strict=True):
+        assert result.status == "ok" and len(result.epochs) == 7
+        assert_bitwise(result, train_batch([spec], data)[0])
+
+
+def test_a_run_that_diverges_at_its_first_step_counts_no_adam_state(data):
+    exploding = lora(lr=1.0, alpha=math.inf, init="randn", scaling="constant", epochs=2)
+    result = train_batch([exploding, lora(epochs=2)], data)[0]
+    single = train_run(exploding, data)
+    assert result.status == single.status == "diverged" and result.diverged_epoch == 1
+    assert result.train_state_bytes == single.train_state_bytes
+
+
+def test_same_batch_twice_is_bitwise_the_same_and_leaves_global_rng_alone(data):
+    state = torch.random.get_rng_state()
+    specs = [lora(dropout=0.1), lora(dropout=0.1, seed=1, lr=0.02)]
+    first, second = train_batch(specs, data), train_batch(specs, data)
+    for a, b in zip(first, second, strict=True):
+        assert_bitwise(a, b)
+    assert torch.equal(torch.random.get_rng_state(), state)
