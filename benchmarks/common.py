@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +35,15 @@ def machine() -> str:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, torch {torch.__version__}, {device}"
+    line = f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, torch {torch.__version__}, {device}"
+    probe = slurm_probe_seconds()
+    if probe is not None:
+        line += (
+            f"; Slurm's client is installed without a controller, so each Snakemake start would"
+            f" wait {probe:.1f} s on its Slurm plugin's probe: benchmarked commands see an"
+            f" `scontrol` that fails at once, as on a machine without Slurm"
+        )
+    return line
 
 
 def repeat(fn: Callable[[], object], repeats: int = 5, budget_s: float = 20.0, warmup: int = 1):
@@ -58,12 +69,47 @@ def summary(times: list[float], prefix: str = "") -> dict:
     }
 
 
+SLURM_PROBE_TIMEOUT_S = 30
+
+
+@cache
+def slurm_probe_seconds() -> float | None:
+    """Seconds ``scontrol show config`` takes to fail when Slurm's client is installed but no
+    controller answers (None where it is absent or answers). Snakemake's Slurm executor plugin
+    runs that probe, with a 10 s timeout, each time Snakemake starts, whatever the executor."""
+    if shutil.which("scontrol") is None:
+        return None
+    start = time.perf_counter()
+    try:
+        probe = subprocess.run(["scontrol", "show", "config"], capture_output=True,
+                               timeout=SLURM_PROBE_TIMEOUT_S)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return float(SLURM_PROBE_TIMEOUT_S)
+    return None if probe.returncode == 0 else time.perf_counter() - start
+
+
+@cache
+def command_env() -> dict[str, str]:
+    """The environment benchmarked commands run in: this one, except that where Slurm's client
+    has no controller (:func:`slurm_probe_seconds`) an ``scontrol`` that fails at once comes
+    first on PATH, so the timings are those of a workstation without Slurm. The CI machines
+    install Slurm's client for the Slurm tests and start its controller only for them."""
+    env = dict(os.environ)
+    if slurm_probe_seconds() is not None:
+        shim = Path(tempfile.mkdtemp(prefix="bench-no-slurm-"))
+        (shim / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+        (shim / "scontrol").chmod(0o755)
+        env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def measured_command(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float]:
     """Wall-clock seconds a command takes from start to exit, and the CPU seconds (user + system)
     it and every process it waited for used; raises if it fails. On a shared machine the CPU
-    seconds are the steadier of the two."""
+    seconds are the steadier of the two. ``env`` defaults to :func:`command_env`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    env = command_env() if env is None else env
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
