@@ -8,6 +8,8 @@ import math
 import pytest
 import torch
 
+from lorasweep.io import load_metadata, load_tensors, read_json
+from lorasweep.jobs.run_folder import write_run
 from lorasweep.planning.batches import (
     batch_cost,
     batch_key,
@@ -61,6 +63,7 @@ def deep_batches(name: str) -> dict[str, list]:
                                  lora(name, targets=other, bias="all", seed=3, alpha=1.0)],
         "full batch": [lora(name, batch_size=None), lora(name, batch_size=None, seed=1)],
         "pissa": [lora(name, init="pissa"), lora(name, init="pissa", seed=2, alpha=2.0)],
+        "dropout": [lora(name, dropout=0.2), lora(name, dropout=0.2, seed=1, alpha=2.0)],
         "full fine-tuning": [full(name), full(name, seed=1, lr=0.003)],
         "alone": [lora(name, rank=1, init="randn", scaling="constant", alpha=0.5)],
     }  # fmt: skip
@@ -101,8 +104,9 @@ def test_deep_batched_runs_equal_the_single_run_path(data, name, case):
 
 
 @pytest.mark.parametrize("name", ["tf", "net"])
-@pytest.mark.parametrize("overrides", [{}, {"batch_size": None}, {"init": "pissa"}],
-                         ids=["mini-batches", "full batch", "pissa"])  # fmt: skip
+@pytest.mark.parametrize("overrides", [{}, {"batch_size": None}, {"init": "pissa"},
+                                       {"dropout": 0.3}],
+                         ids=["mini-batches", "full batch", "pissa", "dropout"])  # fmt: skip
 def test_a_deep_runs_numbers_do_not_depend_on_its_batch_bitwise(data, name, overrides):
     """Alone (with its twin), with runs of its own seed (rows shared), with runs of other
     seeds (rows gathered per run), and chunked one run at a time: the same bits."""
@@ -156,21 +160,44 @@ def test_a_diverging_deep_run_stops_and_the_others_go_on(data, name):
         assert_bitwise(result, train_batch([spec], dataset)[0])
 
 
-def test_the_planner_batches_deep_runs_by_targets_and_rank_and_leaves_dropout_alone(data):
+def test_the_planner_batches_deep_runs_by_targets_rank_and_dropout(data):
     entry = data["tf"].spec.as_dict()
     specs = [lora("tf"), lora("tf", seed=1), lora("tf", targets="mlp"), lora("tf", rank=1),
              full("tf"), full("tf", seed=1), lora("tf", dropout=0.1)]  # fmt: skip
-    assert not batchable(specs[-1], entry) and not batchable(specs[-1])
+    assert all(batchable(s, entry) for s in specs)
     assert batch_key(specs[0]) == batch_key(specs[1]) != batch_key(specs[2])
     batches = plan_batches(specs, datasets={"tf": entry})
     assert [len(b) for b in batches] == [2, 1, 1, 2, 1]
     with pytest.raises(ValueError, match="do not share a batch"):
         train_batch([specs[0], specs[2]], data["tf"])
-    with pytest.raises(ValueError, match="do not share a batch"):
-        train_batch(specs[-1:], data["tf"])
     for batch in batches:
         assert batch_cost(batch, entry) > 0
     assert run_bytes(full("tf"), entry) > run_bytes(lora("tf"), entry) > 0
     assert run_bytes(lora("tf", batch_size=None), entry) > run_bytes(lora("tf"), entry)
     grown = dataclasses.replace(data["tf"].spec, n_layers=4).as_dict()
     assert run_bytes(lora("tf"), grown) > run_bytes(lora("tf"), entry)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [lora("tf", targets="q|v", bias="all"), lora("net", init="pissa"), full("net")],
+    ids=["tf lora, bias trains", "net pissa", "net full fine-tuning"],
+)
+def test_a_batched_deep_runs_folder_matches_the_single_run_paths(data, spec, tmp_path):
+    dataset = data[spec.dataset]
+    folders = {"batched": train_batch([spec], dataset)[0], "single": train_run(spec, dataset)}
+    for name, result in folders.items():
+        write_run(tmp_path / name, result, None, {})
+    batched, single = tmp_path / "batched", tmp_path / "single"
+    assert sorted(p.name for p in batched.iterdir()) == sorted(p.name for p in single.iterdir())
+    assert not (batched / "peft").exists()
+    weights = "weights.safetensors"
+    assert load_metadata(batched / weights) == load_metadata(single / weights)
+    mine, ref = load_tensors(batched / weights), load_tensors(single / weights)
+    assert list(mine) == list(ref)
+    assert all(mine[k].shape == ref[k].shape for k in ref)
+    metrics = read_json(batched / "metrics.json")
+    expected = read_json(single / "metrics.json")
+    assert metrics.keys() == expected.keys()
+    for key in ("adapter_bytes", "adapted_modules", "adapted_types", "trainable_params"):
+        assert metrics[key] == expected[key]

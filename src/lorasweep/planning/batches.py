@@ -2,10 +2,10 @@
 (:mod:`lorasweep.training.batched`), and size each batch's resident chunk to a memory budget.
 
 Runs share a batch when they share everything the engine keeps shared (:func:`batch_key`): the
-dataset (its data and its residual cache), the model's shape (method and rank), the number of
-epochs, the mini-batch size, the bias policy, the dropout rate and the device setting. What
-differs between runs of a batch (α and the scaling rule, learning rate, LoRA+ ratio, init, seed)
-lives in per-run tensors.
+dataset (its data and its residual cache), the model's shape (method and rank, and for a deep
+model's LoRA the modules its ``targets`` select), the number of epochs, the mini-batch size, the
+bias policy, the dropout rate and the device setting. What differs between runs of a batch (α
+and the scaling rule, learning rate, LoRA+ ratio, init, seed) lives in per-run tensors.
 
 Ranks are grouped, not padded: padding every run of a batch to the largest rank spends
 multiply-adds on zeros (for the default grid, ranks 1…64 padded to 64 do 3.5× the useful work;
@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lorasweep.models.names import linear_modules, select
-from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.resources import network_shape
 from lorasweep.planning.runs import RunSpec
 
@@ -31,7 +30,8 @@ ENGINES = ("batched", "single")
 reference loop (:func:`lorasweep.training.loop.train_run`)."""
 
 BATCHED_METHODS = ("lora", "full")
-"""Linear kinds the engine batches; any other run trains on the single-run path."""
+"""Methods the engine batches, on every dataset kind; any other run trains on the single-run
+path."""
 
 FLOAT_BYTES = 4
 ALIGN = 64
@@ -61,15 +61,9 @@ def batchable(run: RunSpec, dataset: dict | None = None) -> bool:
     """Whether the batched engine trains this run: a LoRA or full fine-tuning of a dataset's
     single linear layer or of a deep dataset's network, on a dataset (its config entry or spec,
     where known) that does not ask for the seed tutorial's own arithmetic (``compat:
-    tutorial``, computed by the reference loss). A deep model's LoRA run with dropout falls back
-    to the single-run path: each module draws its mask inside the forward pass from its own
-    generator, which ``torch.vmap`` cannot call (:mod:`lorasweep.training.batched_deep`)."""
+    tutorial``, computed by the reference loss). Other runs fall back to the single-run
+    path."""
     if dataset is not None and dataset.get("compat", "none") == "tutorial":
-        return False
-    deep = getattr(run, "targets", None) is not None or (
-        dataset is not None and dataset.get("kind") in DEEP_KINDS
-    )
-    if deep and run.method == "lora" and run.dropout > 0:
         return False
     return run.method in BATCHED_METHODS
 
