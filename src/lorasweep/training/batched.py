@@ -4,7 +4,8 @@ Runs that share a dataset and a model shape (:func:`lorasweep.planning.batches.b
 their parameters along a leading run dimension (:mod:`lorasweep.training.stacked`); each run's α
 and scale, learning rate, LoRA+ ratio and seed (its init, its shuffle order, its dropout masks)
 stay its own. One step computes every run's loss and gradients in batched products
-(:mod:`lorasweep.training.batched_linear`) and one batched Adam updates them all. A run whose loss
+(:mod:`lorasweep.training.batched_linear`, :mod:`lorasweep.training.batched_deep`) and one
+batched Adam updates them all. A run whose loss
 stops being finite leaves the batch, recorded as the single-run path records it, while the
 others go on.
 
@@ -21,16 +22,16 @@ one-matrix product with a vector operand through a different kernel than a batch
 **Memory.** A batch trains in chunks of runs that fit the memory budget
 (:func:`lorasweep.planning.batches.chunk_runs`); chunking changes nothing in any run's numbers.
 
-**Other model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
+**Model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
 :class:`~lorasweep.training.stacked.StackedParameters`), ``learning_rates(specs)`` (per tensor of
 the slot, one rate per run), ``train_step(rows)`` and ``evaluate(split)`` (one loss per run, the
 former writing each run's gradients into its slot), ``keep(index)``, ``tensors(slot)``,
-``norm_columns`` and ``cached_base``. A deep model (an MLP, a small transformer) plugs in by
-providing one: stack its modules' parameters into the slot (as ``torch.func.stack_module_state``
-does), compute the per-run losses with ``torch.vmap`` over ``torch.func.functional_call`` on
-the stacked parameters, and their gradients with ``torch.func.grad`` or by autograd of the
-summed losses (runs are independent, so each slice receives its own gradient). Batching,
-chunking, Adam, divergence and the records are shared.
+``norm_columns`` (per recorded column, the slot tensor or tensors whose gradient norm it is)
+and ``cached_base``. A single layer's are hand-batched products
+(:mod:`lorasweep.training.batched_linear`); a deep model's (``mlp``, ``transformer``) is
+``torch.vmap`` of ``torch.func.grad_and_value`` over ``torch.func.functional_call`` on the
+stacked parameters (:mod:`lorasweep.training.batched_deep`). Batching, chunking, Adam,
+divergence and the records are shared.
 """
 
 from __future__ import annotations
