@@ -17,6 +17,7 @@ This module never imports torch: Snakemake plans batches while it builds the DAG
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -157,13 +158,15 @@ def network_run_bytes(run: RunSpec, dataset: dict) -> int:
     (parameters, gradients as computed and as stored, Adam's two moments and two temporaries);
     its rows of x and y for a step and for a whole split; a step's activations three times (kept
     for the backward pass, and their gradients); a whole split's activations of one layer while
-    it is evaluated; and with PiSSA its own frozen weights of the modules it adapts."""
+    it is evaluated; its own copy of the network while the chunk is built; and with PiSSA its
+    own frozen weights of the modules it adapts."""
     n_train, n_val = dataset["n_train"], dataset["n_val"]
     n_source = (dataset.get("source") or {}).get("n", 0)
     batch = min(run.batch_size or n_train, n_train)
     widest = max(batch, n_val, n_source)
     inputs, outputs, activations, _ = network_shape(dataset)
     elements = 7 * network_slot_elements(run, dataset)
+    elements += network_slot_elements(dataclasses.replace(run, method="full"), dataset)
     elements += (batch + widest) * (inputs + outputs)
     elements += 3 * batch * activations + 2 * widest * activations / dataset["n_layers"]
     if run.method == "lora" and run.init == "pissa":
