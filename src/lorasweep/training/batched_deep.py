@@ -68,7 +68,8 @@ class MaskedLoRALinear(LoRALinear):
 
 def _template(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose LoRA modules hold s as a ``scaling`` buffer and their dropout
-    mask as a ``dropout_keep`` buffer, so that each run passes its own."""
+    mask as a ``dropout_keep`` buffer, so that each run passes its own. It holds no data (every
+    tensor it uses is passed in), so it lives on the meta device."""
     template = copy.deepcopy(model)
     for _, layer in lora_layers(template):
         scale = torch.tensor(layer.scaling, dtype=layer.lora_A.dtype, device=layer.lora_A.device)
@@ -77,7 +78,7 @@ def _template(model: nn.Module) -> nn.Module:
         layer.__class__ = MaskedLoRALinear
         layer.register_buffer("dropout_keep", None)
         layer.dropout_generator = None
-    return template
+    return template.to("meta")
 
 
 class StackedNetwork:
