@@ -2,10 +2,10 @@
 (:mod:`lorasweep.training.batched`), and size each batch's resident chunk to a memory budget.
 
 Runs share a batch when they share everything the engine keeps shared (:func:`batch_key`): the
-dataset (its data and its residual cache), the model's shape (method and rank), the number of
-epochs, the mini-batch size, the bias policy, the dropout rate and the device setting. What
-differs between runs of a batch (α and the scaling rule, learning rate, LoRA+ ratio, init, seed)
-lives in per-run tensors.
+dataset (its data and its residual cache), the model's shape (method and rank, and for a deep
+model's LoRA the modules its ``targets`` select), the number of epochs, the mini-batch size, the
+bias policy, the dropout rate and the device setting. What differs between runs of a batch (α
+and the scaling rule, learning rate, LoRA+ ratio, init, seed) lives in per-run tensors.
 
 Ranks are grouped, not padded: padding every run of a batch to the largest rank spends
 multiply-adds on zeros (for the default grid, ranks 1…64 padded to 64 do 3.5× the useful work;
@@ -17,12 +17,13 @@ This module never imports torch: Snakemake plans batches while it builds the DAG
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lorasweep.models.names import linear_modules
-from lorasweep.options import DEEP_KINDS
+from lorasweep.models.names import linear_modules, select
+from lorasweep.planning.resources import network_shape
 from lorasweep.planning.runs import RunSpec
 
 ENGINES = ("batched", "single")
@@ -30,7 +31,8 @@ ENGINES = ("batched", "single")
 reference loop (:func:`lorasweep.training.loop.train_run`)."""
 
 BATCHED_METHODS = ("lora", "full")
-"""Linear kinds the engine batches; any other run trains on the single-run path."""
+"""Methods the engine batches, on every dataset kind; any other run trains on the single-run
+path."""
 
 FLOAT_BYTES = 4
 ALIGN = 64
@@ -58,15 +60,13 @@ can ask the device)."""
 
 def batchable(run: RunSpec, dataset: dict | None = None) -> bool:
     """Whether the batched engine trains this run: a LoRA or full fine-tuning of a dataset's
-    single linear layer, on a dataset (its config entry or spec, where known) that does not ask
-    for the seed tutorial's own arithmetic (``compat: tutorial``, computed by the reference
-    loss). Other runs, the deep kinds' among them (:mod:`lorasweep.training.batched` says how
-    they plug in), fall back to the single-run path."""
+    single linear layer or of a deep dataset's network, on a dataset (its config entry or spec,
+    where known) that does not ask for the seed tutorial's own arithmetic (``compat:
+    tutorial``, computed by the reference loss). Other runs fall back to the single-run
+    path."""
     if dataset is not None and dataset.get("compat", "none") == "tutorial":
         return False
-    if dataset is not None and dataset.get("kind") in DEEP_KINDS:
-        return False
-    return run.method in BATCHED_METHODS and getattr(run, "targets", None) is None
+    return run.method in BATCHED_METHODS
 
 
 def effective_engine(run: RunSpec, engine: str, dataset: dict | None = None) -> str:
@@ -77,11 +77,13 @@ def effective_engine(run: RunSpec, engine: str, dataset: dict | None = None) -> 
 
 def batch_key(run: RunSpec) -> tuple:
     """What runs of one batch share. PiSSA runs batch apart from the others: each has its own
-    frozen weight W₀ − s·B₀A₀, so its own residual rather than the dataset's."""
+    frozen weight W₀ − s·B₀A₀, so its own residual rather than the dataset's. A deep model's
+    LoRA runs share their ``targets`` (the modules their slots hold)."""
     return (
         run.dataset,
         run.method,
         run.rank,
+        getattr(run, "targets", None),
         run.init == "pissa",
         run.epochs,
         run.batch_size,
@@ -132,14 +134,58 @@ def rows_per_chunk(d_out: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(d_out, 1))
 
 
+def network_slot_elements(run: RunSpec, dataset: dict) -> int:
+    """Length of one run's slot on a deep dataset: each tensor it trains, aligned to
+    :data:`ALIGN` (every A, B and trained bias of the modules its ``targets`` select for LoRA;
+    every weight, bias and norm of the network for full fine-tuning)."""
+    modules = linear_modules(dataset)
+    if run.method == "full":
+        norms = (2 if dataset["kind"] == "transformer" else 1) * dataset["n_layers"]
+        if dataset["kind"] == "mlp":
+            norms -= 1
+        tensors = [m.in_features * m.out_features for m in modules]
+        tensors += [m.out_features for m in modules] + [dataset["d_model"]] * (2 * norms)
+        return sum(_aligned(t) for t in tensors)
+    chosen = select(modules, run.targets or "all")
+    bias = [_aligned(m.out_features) for m in chosen] if run.bias == "all" else []
+    adapters = [_aligned(run.rank * m.in_features) + _aligned(run.rank * m.out_features)
+                for m in chosen]  # fmt: skip
+    return sum(adapters) + sum(bias)
+
+
+def network_run_bytes(run: RunSpec, dataset: dict) -> int:
+    """Bytes one run of a deep dataset adds to a batch's chunk: its slot seven times
+    (parameters, gradients as computed and as stored, Adam's two moments and two temporaries);
+    its rows of x and y for a step and for a whole split; a step's activations three times (kept
+    for the backward pass, and their gradients); a whole split's activations of one layer while
+    it is evaluated; its own copy of the network while the chunk is built; and with PiSSA its
+    own frozen weights of the modules it adapts."""
+    n_train, n_val = dataset["n_train"], dataset["n_val"]
+    n_source = (dataset.get("source") or {}).get("n", 0)
+    batch = min(run.batch_size or n_train, n_train)
+    widest = max(batch, n_val, n_source)
+    inputs, outputs, activations, _ = network_shape(dataset)
+    elements = 7 * network_slot_elements(run, dataset)
+    elements += network_slot_elements(dataclasses.replace(run, method="full"), dataset)
+    elements += (batch + widest) * (inputs + outputs)
+    elements += 3 * batch * activations + 2 * widest * activations / dataset["n_layers"]
+    if run.method == "lora" and run.init == "pissa":
+        chosen = select(linear_modules(dataset), run.targets or "all")
+        elements += sum(m.in_features * m.out_features for m in chosen)
+    return int(FLOAT_BYTES * elements)
+
+
 def run_bytes(run: RunSpec, dataset: dict) -> int:
-    """Bytes one run adds to a batch's chunk, beyond the dataset every run shares.
+    """Bytes one run adds to a batch's chunk, beyond the dataset every run shares; a deep
+    dataset's run: :func:`network_run_bytes`.
 
     Per run: the slot's parameters, gradients, Adam's two moments and its two temporaries; a
     step's rows of x and of the target, gathered per run (and masked, with dropout); the adapter's
     activations U, s·U and their gradient for the step's rows; the error of one row chunk, twice
     (the error and its square); and with PiSSA the run's own residual of both splits.
     """
+    if linear_modules(dataset):
+        return network_run_bytes(run, dataset)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     n_train, n_val = dataset["n_train"], dataset["n_val"]
     n_source = (dataset.get("source") or {}).get("n", 0)
@@ -204,10 +250,24 @@ def run_cost(run: RunSpec, dataset: dict) -> float:
     """A run's share of a batch's cost, in multiply-add equivalents: per step, 2.5·b·r·(d_in +
     d_out) multiply-adds for LoRA against the cached residual (forward, error, and the three
     gradient products), 2·b·d_in·d_out for full fine-tuning (forward and weight gradient), plus
-    :data:`ERROR_ELEMENT_COST` per element of its error."""
+    :data:`ERROR_ELEMENT_COST` per element of its error. A deep dataset's run: three forward
+    passes' multiply-adds per sample (forward, and the backward pass through every module),
+    plus the adapter's 2.5·r·(d_in + d_out) per token of each module it adapts, plus
+    :data:`ERROR_ELEMENT_COST` per value of each module's output."""
     n = dataset["n_train"]
     batch = min(run.batch_size or n, n)
     steps = run.epochs * math.ceil(n / batch)
+    modules = linear_modules(dataset)
+    if modules:
+        tokens = dataset.get("seq_len") or 1
+        products = 3 * network_shape(dataset)[3]
+        if run.method == "lora":
+            chosen = select(modules, run.targets or "all")
+            products += (
+                2.5 * tokens * run.rank * sum(m.in_features + m.out_features for m in chosen)
+            )
+        values = tokens * sum(m.out_features for m in modules)
+        return steps * batch * (products + ERROR_ELEMENT_COST * values)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     if run.method == "full":
         products = 2 * batch * d_in * d_out
@@ -242,7 +302,8 @@ def batch_cost(batch: Sequence[RunSpec], dataset: dict) -> float:
     """Estimated cost of training ``batch`` together: its runs' :func:`run_cost` plus the
     dispatch of each step once per chunk (about one chunk per data order,
     :data:`CHUNK_STEP_COST`). The measured CPU time of the default grid's batches follows it
-    within about 20 %."""
+    within about 20 %. A deep network's step dispatches about that many operations per
+    linear module (an estimate, not measured against a deep grid)."""
     if not batchable(batch[0], dataset):
         return sum(estimated_cost(run, dataset) for run in batch)
     n = dataset["n_train"]
@@ -250,7 +311,8 @@ def batch_cost(batch: Sequence[RunSpec], dataset: dict) -> float:
     size = min(first.batch_size or n, n)
     steps = first.epochs * math.ceil(n / size)
     chunks = len({order_key(run, n) for run in batch})
-    return steps * CHUNK_STEP_COST * chunks + sum(run_cost(run, dataset) for run in batch)
+    modules = max(len(linear_modules(dataset)), 1)
+    return steps * CHUNK_STEP_COST * modules * chunks + sum(run_cost(run, dataset) for run in batch)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Runs that share a dataset and a model shape (:func:`lorasweep.planning.batches.b
 their parameters along a leading run dimension (:mod:`lorasweep.training.stacked`); each run's α
 and scale, learning rate, LoRA+ ratio and seed (its init, its shuffle order, its dropout masks)
 stay its own. One step computes every run's loss and gradients in batched products
-(:mod:`lorasweep.training.batched_linear`) and one batched Adam updates them all. A run whose loss
+(:mod:`lorasweep.training.batched_linear`, :mod:`lorasweep.training.batched_deep`) and one
+batched Adam updates them all. A run whose loss
 stops being finite leaves the batch, recorded as the single-run path records it, while the
 others go on.
 
@@ -21,16 +22,16 @@ one-matrix product with a vector operand through a different kernel than a batch
 **Memory.** A batch trains in chunks of runs that fit the memory budget
 (:func:`lorasweep.planning.batches.chunk_runs`); chunking changes nothing in any run's numbers.
 
-**Other model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
+**Model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
 :class:`~lorasweep.training.stacked.StackedParameters`), ``learning_rates(specs)`` (per tensor of
 the slot, one rate per run), ``train_step(rows)`` and ``evaluate(split)`` (one loss per run, the
 former writing each run's gradients into its slot), ``keep(index)``, ``tensors(slot)``,
-``norm_columns`` and ``cached_base``. A deep model (an MLP, a small transformer) plugs in by
-providing one: stack its modules' parameters into the slot (as ``torch.func.stack_module_state``
-does), compute the per-run losses with ``torch.vmap`` over ``torch.func.functional_call`` on
-the stacked parameters, and their gradients with ``torch.func.grad`` or by autograd of the
-summed losses (runs are independent, so each slice receives its own gradient). Batching,
-chunking, Adam, divergence and the records are shared.
+``norm_columns`` (per recorded column, the slot tensor or tensors whose gradient norm it is)
+and ``cached_base``. A single layer's are hand-batched products
+(:mod:`lorasweep.training.batched_linear`); a deep model's (``mlp``, ``transformer``) is
+``torch.vmap`` of ``torch.func.grad_and_value`` over ``torch.func.functional_call`` on the
+stacked parameters (:mod:`lorasweep.training.batched_deep`). Batching, chunking, Adam,
+divergence and the records are shared.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lorasweep.models import networks
 from lorasweep.models.accounting import ParameterCounts, count_parameters
+from lorasweep.models.lora import LoRALinear, lora_layers
+from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.batches import (
     batch_key,
     batchable,
@@ -54,6 +58,7 @@ from lorasweep.planning.batches import (
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset
+from lorasweep.training.batched_deep import StackedNetwork
 from lorasweep.training.batched_linear import Rows, StackedFull, StackedLoRA
 from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.loop import (
@@ -78,6 +83,7 @@ class Member:
     initial_tensors: dict[str, torch.Tensor]
     trained_numels: list[int]
     base_weight: torch.Tensor | None
+    adapted: tuple[str, ...] | None = None
     history: History = field(default_factory=lambda: History(epochs=[]))
     stepped: bool = False
     result: RunResult | None = None
@@ -137,26 +143,40 @@ def train_batch(
     return [results[s.run_id] for s in specs]
 
 
+def _member(spec: RunSpec, model: torch.nn.Module) -> Member:
+    """What the run records besides its epochs, as
+    :func:`~lorasweep.training.loop.package_result` takes it from the model."""
+    layers = [layer for _, layer in lora_layers(model)]
+    adapted = None
+    if isinstance(model, networks.DeepNetwork):
+        adapted = tuple(name for name, _ in lora_layers(model)) or tuple(
+            networks.linear_names(model)
+        )
+    single_pissa = spec.init == "pissa" and isinstance(model, LoRALinear)
+    return Member(
+        spec=spec,
+        counts=count_parameters(model),
+        scaling=layers[0].scaling if layers else None,
+        initial_tensors=starting_adapter(spec, model),
+        trained_numels=[p.numel() for p in model.parameters() if p.requires_grad],
+        base_weight=model.base.weight.detach().cpu() if single_pissa else None,
+        adapted=adapted,
+    )
+
+
 def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device, batch: int):
     """The chunk's stacked objective and its members, one slot per run, plus a twin slot for a
     lone run."""
     models = [build_model(spec, dataset, device) for spec in specs]
-    members = [
-        Member(
-            spec=spec,
-            counts=count_parameters(model),
-            scaling=model.scaling if spec.method == "lora" else None,
-            initial_tensors=starting_adapter(spec, model),
-            trained_numels=[p.numel() for p in model.parameters() if p.requires_grad],
-            base_weight=model.base.weight.detach().cpu() if spec.init == "pissa" else None,
-        )
-        for spec, model in zip(specs, models, strict=True)
-    ]
+    members = [_member(spec, model) for spec, model in zip(specs, models, strict=True)]
     slot_specs = list(specs)
     while len(models) < MIN_SLOTS:
         models.append(build_model(specs[0], dataset, device))
         slot_specs.append(specs[0])
-    kind = StackedLoRA if specs[0].method == "lora" else StackedFull
+    if dataset.spec.kind in DEEP_KINDS:
+        kind = StackedNetwork
+    else:
+        kind = StackedLoRA if specs[0].method == "lora" else StackedFull
     objective = kind(slot_specs, models, dataset, batch)
     adam = StackedAdam(objective.params, objective.learning_rates(slot_specs))
     owners = [*range(len(specs)), *[None] * (len(slot_specs) - len(specs))]
@@ -264,7 +284,7 @@ class ChunkTrainer:
         """Every run's loss and gradients on the step's rows, added to its sums; the runs whose
         loss is not finite (they take no step), the others marked as having stepped."""
         losses = self.objective.train_step(rows)
-        norms = self.objective.params.grad_norms(self.fields).double()
+        norms = self.objective.params.grad_norms(self.fields)
         values = torch.cat([losses.unsqueeze(1), norms], 1).tolist()
         diverged = []
         for owner, (loss, *slot_norms) in zip(self.owners, values, strict=True):
@@ -331,4 +351,5 @@ class ChunkTrainer:
             scaling=member.scaling,
             initial_tensors=member.initial_tensors,
             base_weight=member.base_weight,
+            adapted=member.adapted,
         )

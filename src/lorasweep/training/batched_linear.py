@@ -70,7 +70,7 @@ def _row_slices(n: int, d_out: int):
         yield slice(lo, min(lo + step, n))
 
 
-def _copy_generator(original: torch.Generator | None) -> torch.Generator | None:
+def copy_generator(original: torch.Generator | None) -> torch.Generator | None:
     """An independent generator in the same state (a twin's own dropout stream)."""
     if original is None:
         return None
@@ -291,7 +291,7 @@ class StackedLoRA:
         generators, seen = [], set()
         for slot in index.tolist():
             original = self.dropout_generators[slot]
-            generators.append(_copy_generator(original) if slot in seen else original)
+            generators.append(copy_generator(original) if slot in seen else original)
             seen.add(slot)
         self.dropout_generators = generators
         for split, residual in self.residual.items():

@@ -107,9 +107,24 @@ class StackedParameters:
     def grad_of(self, name: str) -> torch.Tensor:
         return self.grads[name]
 
-    def grad_norms(self, names: Sequence[str]) -> torch.Tensor:
-        """(runs, len(names)): the 2-norm of each named gradient of each run."""
-        return torch.stack([torch.linalg.vector_norm(self._grad_rows[n], dim=1) for n in names], 1)
+    def grad_norms(self, columns: Sequence[str | tuple[str, ...]]) -> torch.Tensor:
+        """(runs, len(columns)), float64: per run, the 2-norm of each column's gradient; a column
+        naming several tensors takes the norm of their float32 norms together, summing their
+        squares in order, as :func:`lorasweep.training.loop.train_epoch` records a network's
+        (elementwise across runs, so no run's sum depends on the others)."""
+        norms = []
+        for column in columns:
+            if isinstance(column, str):
+                norms.append(self._norm(column))
+                continue
+            total = torch.zeros(self.runs, dtype=torch.float64, device=self.data.device)
+            for name in column:
+                total += self._norm(name).square()
+            norms.append(total.sqrt())
+        return torch.stack(norms, 1)
+
+    def _norm(self, name: str) -> torch.Tensor:
+        return torch.linalg.vector_norm(self._grad_rows[name], dim=1).double()
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the runs at ``index`` (runs leaving the batch)."""

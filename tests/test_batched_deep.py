@@ -1,0 +1,203 @@
+"""The batched engine on the deep kinds (mlp, transformer) against the single-run path: losses
+to 1e-5, a run's numbers bitwise independent of its batch and of chunking, divergence of one
+run while the others go on, and the planner's view of deep runs."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from lorasweep.io import load_metadata, load_tensors, read_json
+from lorasweep.jobs.run_folder import write_run
+from lorasweep.planning.batches import (
+    batch_cost,
+    batch_key,
+    batchable,
+    chunk_runs,
+    plan_batches,
+    run_bytes,
+)
+from lorasweep.tasks import synthetic
+from lorasweep.training.batched import train_batch
+from lorasweep.training.loop import train_run
+from tests.test_deep import MLP, TRANSFORMER, full, lora
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Jobs train with one torch thread; bitwise claims are made for that setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    small = dict(n_train=48, n_val=16)
+    return {
+        "tf": synthetic.generate(synthetic.DatasetSpec.from_config({**TRANSFORMER, **small})),
+        "net": synthetic.generate(synthetic.DatasetSpec.from_config({**MLP, **small})),
+    }
+
+
+def assert_bitwise(a, b):
+    assert a.epochs == b.epochs
+    assert a.tensors.keys() == b.tensors.keys()
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+
+
+NOISE_ONLY = ("attn.k.bias",)
+"""The key projection's bias has an exactly zero gradient (softmax is invariant to adding the
+same score to every key), so under full fine-tuning Adam moves it by rounding noise alone, in
+either engine; its trained value is compared by neither."""
+
+
+def deep_batches(name: str) -> dict[str, list]:
+    other = "mlp" if name == "tf" else "layers.0|layers.2"
+    return {
+        "lora": [lora(name), lora(name, seed=1, alpha=2.0, lr=0.003),
+                 lora(name, scaling="rslora", lr_ratio=4.0), lora(name, init="gaussian", seed=2)],
+        "targets, bias trains": [lora(name, targets=other, bias="all"),
+                                 lora(name, targets=other, bias="all", seed=3, alpha=1.0)],
+        "full batch": [lora(name, batch_size=None), lora(name, batch_size=None, seed=1)],
+        "pissa": [lora(name, init="pissa"), lora(name, init="pissa", seed=2, alpha=2.0)],
+        "dropout": [lora(name, dropout=0.2), lora(name, dropout=0.2, seed=1, alpha=2.0)],
+        "full fine-tuning": [full(name), full(name, seed=1, lr=0.003)],
+        "alone": [lora(name, rank=1, init="randn", scaling="constant", alpha=0.5)],
+    }  # fmt: skip
+
+
+CASES = [(name, case) for name in ("tf", "net") for case in deep_batches(name)]
+
+
+@pytest.mark.parametrize(("name", "case"), CASES, ids=[f"{n}-{c}" for n, c in CASES])
+def test_deep_batched_runs_equal_the_single_run_path(data, name, case):
+    specs = deep_batches(name)[case]
+    dataset = data[name]
+    assert all(batchable(s, dataset.spec.as_dict()) for s in specs)
+    for batched, spec in zip(train_batch(specs, dataset), specs, strict=True):
+        single = train_run(spec, dataset)
+        assert batched.spec == spec and batched.status == single.status == "ok"
+        assert len(batched.epochs) == len(single.epochs) == spec.epochs + 1
+        for mine, ref in zip(batched.epochs, single.epochs, strict=True):
+            assert mine.keys() == ref.keys()
+            assert mine["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
+            assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+            for column in ("grad_norm_A", "grad_norm_B", "grad_norm_W"):
+                if column in ref:
+                    assert mine[column] == pytest.approx(ref[column], rel=1e-4, nan_ok=True)
+        assert batched.tensors.keys() == single.tensors.keys()
+        for key, tensor in single.tensors.items():
+            assert batched.tensors[key].shape == tensor.shape
+            if not key.endswith(NOISE_ONLY):
+                torch.testing.assert_close(batched.tensors[key], tensor, rtol=1e-4, atol=1e-6)
+        assert batched.initial_tensors.keys() == single.initial_tensors.keys()
+        for key, tensor in single.initial_tensors.items():
+            assert torch.equal(batched.initial_tensors[key], tensor)
+        assert batched.counts == single.counts
+        assert batched.train_state_bytes == single.train_state_bytes
+        assert batched.scaling == single.scaling and batched.cached_base == single.cached_base
+        assert batched.adapted == single.adapted and batched.base_weight is None
+        assert batched.summary(None).keys() == single.summary(None).keys()
+
+
+@pytest.mark.parametrize("name", ["tf", "net"])
+@pytest.mark.parametrize("overrides", [{}, {"batch_size": None}, {"init": "pissa"},
+                                       {"dropout": 0.3}],
+                         ids=["mini-batches", "full batch", "pissa", "dropout"])  # fmt: skip
+def test_a_deep_runs_numbers_do_not_depend_on_its_batch_bitwise(data, name, overrides):
+    """Alone (with its twin), with runs of its own seed (rows shared), with runs of other
+    seeds (rows gathered per run), and chunked one run at a time: the same bits."""
+    dataset = data[name]
+    target = lora(name, **overrides)
+    same_seed = [lora(name, **{**overrides, "alpha": a}) for a in (2.0, 3.0, 5.0)]
+    other_seeds = [lora(name, **{**overrides, "seed": s, "lr": 0.02}) for s in (1, 2)]
+    alone = train_batch([target], dataset)[0]
+    assert_bitwise(train_batch([*same_seed[:2], target, same_seed[2]], dataset)[2], alone)
+    assert_bitwise(train_batch([*other_seeds, target], dataset)[-1], alone)
+    assert_bitwise(train_batch([*same_seed, target, *other_seeds], dataset)[3], alone)
+    assert_bitwise(train_batch([*other_seeds, target], dataset, memory_budget_mib=1e-6)[-1], alone)
+
+
+def test_deep_full_fine_tuning_does_not_depend_on_its_batch_bitwise(data):
+    target = full("net", lr=0.003)
+    alone = train_batch([target], data["net"])[0]
+    mates = [full("net", seed=s) for s in (0, 1, 2)]
+    assert_bitwise(train_batch([*mates, target], data["net"])[-1], alone)
+    assert_bitwise(train_batch([*mates, target], data["net"], memory_budget_mib=1e-6)[-1], alone)
+
+
+def test_chunking_a_deep_batch_changes_no_result_bitwise(data):
+    dataset = data["tf"]
+    specs = [lora("tf", seed=s, lr=lr) for s in (0, 1) for lr in (0.001, 0.01, 0.03)]
+    whole = train_batch(specs, dataset)
+    one = run_bytes(specs[0], dataset.spec.as_dict())
+    assert len(chunk_runs(specs, dataset.spec.as_dict(), 3 * one)) == 2
+    for budget_mib in (1e-6, 3 * one / 2**20):
+        chunked = train_batch(specs, dataset, memory_budget_mib=budget_mib)
+        for a, b in zip(chunked, whole, strict=True):
+            assert_bitwise(a, b)
+
+
+@pytest.mark.parametrize("name", ["tf", "net"])
+def test_a_diverging_deep_run_stops_and_the_others_go_on(data, name):
+    dataset = data[name]
+    exploding = lora(name, lr=1e20, alpha=1e6, init="randn", scaling="constant", epochs=5)
+    others = [lora(name, epochs=5, seed=s) for s in range(2)]
+    results = train_batch([others[0], exploding, others[1]], dataset)
+    diverged, single = results[1], train_run(exploding, dataset)
+    assert diverged.status == single.status == "diverged"
+    assert diverged.diverged_epoch == single.diverged_epoch
+    assert len(diverged.epochs) == len(single.epochs) == single.diverged_epoch + 1
+    assert math.isnan(diverged.final["val_loss"])
+    for mine, ref in zip(diverged.epochs[:-1], single.epochs[:-1], strict=True):
+        assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+    assert diverged.train_state_bytes == single.train_state_bytes
+    for result, spec in zip([results[0], results[2]], others, strict=True):
+        assert result.status == "ok" and len(result.epochs) == 6
+        assert_bitwise(result, train_batch([spec], dataset)[0])
+
+
+def test_the_planner_batches_deep_runs_by_targets_rank_and_dropout(data):
+    entry = data["tf"].spec.as_dict()
+    specs = [lora("tf"), lora("tf", seed=1), lora("tf", targets="mlp"), lora("tf", rank=1),
+             full("tf"), full("tf", seed=1), lora("tf", dropout=0.1)]  # fmt: skip
+    assert all(batchable(s, entry) for s in specs)
+    assert batch_key(specs[0]) == batch_key(specs[1]) != batch_key(specs[2])
+    batches = plan_batches(specs, datasets={"tf": entry})
+    assert [len(b) for b in batches] == [2, 1, 1, 2, 1]
+    with pytest.raises(ValueError, match="do not share a batch"):
+        train_batch([specs[0], specs[2]], data["tf"])
+    for batch in batches:
+        assert batch_cost(batch, entry) > 0
+    assert run_bytes(full("tf"), entry) > run_bytes(lora("tf"), entry) > 0
+    assert run_bytes(lora("tf", batch_size=None), entry) > run_bytes(lora("tf"), entry)
+    grown = dataclasses.replace(data["tf"].spec, n_layers=4).as_dict()
+    assert run_bytes(lora("tf"), grown) > run_bytes(lora("tf"), entry)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [lora("tf", targets="q|v", bias="all"), lora("net", init="pissa"), full("net")],
+    ids=["tf lora, bias trains", "net pissa", "net full fine-tuning"],
+)
+def test_a_batched_deep_runs_folder_matches_the_single_run_paths(data, spec, tmp_path):
+    dataset = data[spec.dataset]
+    folders = {"batched": train_batch([spec], dataset)[0], "single": train_run(spec, dataset)}
+    for name, result in folders.items():
+        write_run(tmp_path / name, result, None, {})
+    batched, single = tmp_path / "batched", tmp_path / "single"
+    assert sorted(p.name for p in batched.iterdir()) == sorted(p.name for p in single.iterdir())
+    assert not (batched / "peft").exists()
+    weights = "weights.safetensors"
+    assert load_metadata(batched / weights) == load_metadata(single / weights)
+    mine, ref = load_tensors(batched / weights), load_tensors(single / weights)
+    assert list(mine) == list(ref)
+    assert all(mine[k].shape == ref[k].shape for k in ref)
+    metrics = read_json(batched / "metrics.json")
+    expected = read_json(single / "metrics.json")
+    assert metrics.keys() == expected.keys()
+    for key in ("adapter_bytes", "adapted_modules", "adapted_types", "trainable_params"):
+        assert metrics[key] == expected[key]
