@@ -161,6 +161,8 @@ TITLES = {
     "system of every process)",
     "paper": "Paper preset, clean, end to end with the report (seconds)",
     "engine": "Batched engine in one process, one thread: roofline and rank layout",
+    "deep": "Batched engine on config/deep.yaml's tf_mlp transformer (LoRA on its MLP, 4 epochs,"
+    " one seed per run): CPU seconds at one thread, together and one by one",
     "gpu": "GPU",
     "step": "Step and epoch time (seconds; speedups per epoch, same run)",
     "memory": "Memory at 4096×4096, r=8, batch 4096 (fresh process each)",
