@@ -12,6 +12,18 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tests" / "configs"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Train with one torch thread, as every training job does; the bitwise claims about the
+    batched engine are made for that setting."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def snakemake(
     workdir: Path,
     *args: str,

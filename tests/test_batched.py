@@ -18,13 +18,7 @@ from lorasweep.training.stacked import SlotLayout, StackedAdam, StackedParameter
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Jobs train with one torch thread; bitwise claims are made for that setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

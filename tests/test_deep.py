@@ -27,14 +27,7 @@ MLP = dict(name="net", kind="mlp", in_features=5, out_features=3, d_model=8, n_l
            n_train=64, n_val=16, seed=4)  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Train with one thread, as every training job does: the networks' many small operations
-    pay more for thread hand-offs than they gain on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def dataset(entry, **overrides):

@@ -246,6 +246,13 @@ def by_order(run: RunSpec, n_train: int) -> tuple[int, int]:
     return (0, 0) if key is None else (1, key)
 
 
+def training_steps(run: RunSpec, dataset: dict) -> tuple[int, int]:
+    """A run's mini-batch size and its number of optimizer steps over all epochs."""
+    n = dataset["n_train"]
+    batch = min(run.batch_size or n, n)
+    return batch, run.epochs * math.ceil(n / batch)
+
+
 def run_cost(run: RunSpec, dataset: dict) -> float:
     """A run's share of a batch's cost, in multiply-add equivalents: per step, 2.5·b·r·(d_in +
     d_out) multiply-adds for LoRA against the cached residual (forward, error, and the three
@@ -254,9 +261,7 @@ def run_cost(run: RunSpec, dataset: dict) -> float:
     passes' multiply-adds per sample (forward, and the backward pass through every module),
     plus the adapter's 2.5·r·(d_in + d_out) per token of each module it adapts, plus
     :data:`ERROR_ELEMENT_COST` per value of each module's output."""
-    n = dataset["n_train"]
-    batch = min(run.batch_size or n, n)
-    steps = run.epochs * math.ceil(n / batch)
+    batch, steps = training_steps(run, dataset)
     modules = linear_modules(dataset)
     if modules:
         tokens = dataset.get("seq_len") or 1
@@ -285,9 +290,7 @@ def estimated_cost(run: RunSpec, dataset: dict) -> float:
     the whole network forward and back, LoRA or not: 3·b·tokens·Σ d_in·d_out over its linear
     modules, and the overhead once per module.
     """
-    n = dataset["n_train"]
-    batch = min(run.batch_size or n, n)
-    steps = run.epochs * math.ceil(n / batch)
+    batch, steps = training_steps(run, dataset)
     modules = linear_modules(dataset)
     if modules:
         tokens = dataset.get("seq_len") or 1
@@ -306,11 +309,8 @@ def batch_cost(batch: Sequence[RunSpec], dataset: dict) -> float:
     linear module (an estimate, not measured against a deep grid)."""
     if not batchable(batch[0], dataset):
         return sum(estimated_cost(run, dataset) for run in batch)
-    n = dataset["n_train"]
-    first = batch[0]
-    size = min(first.batch_size or n, n)
-    steps = first.epochs * math.ceil(n / size)
-    chunks = len({order_key(run, n) for run in batch})
+    _, steps = training_steps(batch[0], dataset)
+    chunks = len({order_key(run, dataset["n_train"]) for run in batch})
     modules = max(len(linear_modules(dataset)), 1)
     return steps * CHUNK_STEP_COST * modules * chunks + sum(run_cost(run, dataset) for run in batch)
 
