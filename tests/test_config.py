@@ -480,11 +480,17 @@ def test_machine_memory_is_read_from_meminfo(tmp_path):
     assert resources.machine_memory_bytes(tmp_path / "missing") is None
 
 
-def test_config_checks_do_not_import_torch():
-    code = (
-        "import sys, lorasweep.config, lorasweep.planning.resources; "
-        "assert 'torch' not in sys.modules, 'torch imported'"
-    )
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "lorasweep.config, lorasweep.planning.resources",
+        "lorasweep.figures.registry, lorasweep.report.html, lorasweep.tables.runs",
+    ],
+    ids=["config checks", "figure and report jobs"],
+)
+def test_modules_that_need_no_tensors_do_not_import_torch(modules):
+    """Importing torch costs ~1–2 s of CPU in every job that does it."""
+    code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch imported'"
     env_path = str(REPO / "src")
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True,

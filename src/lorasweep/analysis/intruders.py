@@ -10,8 +10,10 @@ singular vectors (the output space), and only the top_k of the fine-tuned weight
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 TOP_K = 10
 EPSILONS = (0.4, 0.5, 0.6)
@@ -20,6 +22,8 @@ EPSILONS = (0.4, 0.5, 0.6)
 
 def base_vectors(w0: torch.Tensor) -> torch.Tensor:
     """All left singular vectors x_i of W₀ (columns, float64), computed once per layer."""
+    import torch  # here, not at the top: figure and report jobs read TOP_K without paying ~1 s
+
     base, _, _ = torch.linalg.svd(w0.double(), full_matrices=False)
     return base
 
@@ -30,6 +34,8 @@ def max_base_cosines(
     """max_i |cos(y_j, x_i)| for the top ``top_k`` left singular vectors y_j of ``fine_tuned``
     against all left singular vectors x_i of ``w0`` (float64; ``base`` may pass
     :func:`base_vectors` of ``w0`` already computed)."""
+    import torch
+
     base = base_vectors(w0) if base is None else base
     tuned, _, _ = torch.linalg.svd(fine_tuned.double(), full_matrices=False)
     return (tuned[:, :top_k].T @ base).abs().max(dim=1).values
