@@ -76,6 +76,16 @@ def _slurm_wanted() -> bool:
     return os.geteuid() == 0 and shutil.which("sinfo") is not None
 
 
+def _slurm_controller_running() -> bool:
+    """Whether ci/slurm/start.sh's controller is already up (another test session's)."""
+    state = Path(os.environ.get("SLURM_CI_STATE", "/tmp/lorasweep-slurm"))
+    try:
+        os.kill(int((state / "run" / "slurmctld.pid").read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 @pytest.fixture(scope="session", autouse=True)
 def slurm_cluster():
     """The single-node Slurm cluster of ci/slurm/start.sh, up for the whole session.
@@ -84,12 +94,14 @@ def slurm_cluster():
     fast: snakemake-executor-plugin-slurm 2.8.0 runs ``scontrol show config`` (10 s timeout)
     whenever Slurm's client tools are installed, and with no controller it waits the full 10 s.
     Yields the partition name, or None when no cluster could be started (with the reason in
-    ``slurm_cluster.reason``).
+    ``slurm_cluster.reason``). A cluster that was already up is left up at the end, so a
+    second test session on the same machine does not stop the first one's.
     """
     if not _slurm_wanted():
         slurm_cluster.reason = "Slurm is not installed here, or this is not root"
         yield None
         return
+    found_running = _slurm_controller_running()
     start = subprocess.run(
         ["bash", str(REPO / "ci" / "slurm" / "start.sh")],
         capture_output=True, text=True, timeout=900,
@@ -101,4 +113,5 @@ def slurm_cluster():
     try:
         yield start.stdout.strip()
     finally:
-        subprocess.run(["bash", str(REPO / "ci" / "slurm" / "stop.sh")], timeout=120)
+        if not found_running:
+            subprocess.run(["bash", str(REPO / "ci" / "slurm" / "stop.sh")], timeout=120)
