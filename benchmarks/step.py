@@ -1,5 +1,6 @@
 """Step and epoch time of one adapted layer: this project's LoRA (cached and uncached), loralib,
-PEFT, full fine-tuning, and the lower bound of one frozen base forward product alone.
+PEFT, full fine-tuning, and two lower bounds: one frozen base forward product alone, and one pass
+over X (``read_x``: the memory-bandwidth floor of any epoch that must read the inputs).
 
 An epoch is N_TRAIN samples in mini-batches of ``batch`` (shuffled when there is more than one
 batch), each step a forward, MSE backward and Adam step, as in lorasweep.training. The cached
@@ -26,7 +27,8 @@ SHAPES = [(64, 10), (1024, 1024), (4096, 4096)]
 RANKS = [4, 8, 64]
 BATCHES = [256, 4096]
 N_TRAIN = 4096
-VARIANTS = ["ours_cached", "ours_uncached", "loralib", "peft", "full_ft", "base_forward"]
+VARIANTS = ["ours_cached", "ours_uncached", "loralib", "peft", "full_ft", "base_forward", "read_x"]
+BOUNDS = ("base_forward", "read_x")
 
 
 def _data(d_in: int, d_out: int):
@@ -123,12 +125,16 @@ def run(
                 if rank > min(d_in, d_out):
                     continue
                 for variant in variants:
-                    rank_free = variant in ("full_ft", "base_forward")
+                    rank_free = variant in ("full_ft", *BOUNDS)
                     if rank_free and rank != min(r for r in ranks if r <= min(d_in, d_out)):
                         continue
                     row = {"d_in": d_in, "d_out": d_out, "rank": None if rank_free else rank,
                            "batch": batch, "variant": variant}  # fmt: skip
-                    if variant == "base_forward":
+                    if variant == "read_x":
+                        epoch_times = repeat(x.sum, repeats=7, budget_s=budget_s)
+                        step_times = [t / math.ceil(N_TRAIN / batch) for t in epoch_times]
+                        setup = 0.0
+                    elif variant == "base_forward":
                         index = torch.arange(min(batch, N_TRAIN))
 
                         def forward(index=index, x=x, w0=w0, b0=b0):

@@ -40,8 +40,10 @@ ALIGN = 64
 (:class:`lorasweep.training.stacked.SlotLayout`)."""
 
 CHUNK_ELEMENTS = 1 << 16
-"""The losses process rows in chunks of at most this many output elements per run, as the
-single-run path does (:data:`lorasweep.training.exact.CHUNK_ELEMENTS`)."""
+"""The losses, single-run and batched, process rows in chunks of at most this many output
+elements per run (256 KiB in float32), so that no split- or batch-sized temporary is formed and
+each chunk stays in the CPU's cache while its loss and gradients are formed (measured fastest
+here among 2¹⁴…2²⁰ at 4096×4096)."""
 
 CHUNK_STEP_COST = 2.5e6
 """Cost of dispatching one step of one chunk (about twenty operations, 80 µs here), in
