@@ -21,6 +21,7 @@ from lorasweep.planning.batches import (
 from lorasweep.tasks import synthetic
 from lorasweep.training.batched import train_batch
 from lorasweep.training.loop import train_run
+from tests.test_batched import assert_same_run
 from tests.test_deep import MLP, TRANSFORMER, full, lora
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,29 +72,10 @@ def test_deep_batched_runs_equal_the_single_run_path(data, name, case):
     dataset = data[name]
     assert all(batchable(s, dataset.spec.as_dict()) for s in specs)
     for batched, spec in zip(train_batch(specs, dataset), specs, strict=True):
+        assert batched.spec == spec
         single = train_run(spec, dataset)
-        assert batched.spec == spec and batched.status == single.status == "ok"
-        assert len(batched.epochs) == len(single.epochs) == spec.epochs + 1
-        for mine, ref in zip(batched.epochs, single.epochs, strict=True):
-            assert mine.keys() == ref.keys()
-            assert mine["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
-            assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
-            for column in ("grad_norm_A", "grad_norm_B", "grad_norm_W"):
-                if column in ref:
-                    assert mine[column] == pytest.approx(ref[column], rel=1e-4, nan_ok=True)
-        assert batched.tensors.keys() == single.tensors.keys()
-        for key, tensor in single.tensors.items():
-            assert batched.tensors[key].shape == tensor.shape
-            if not key.endswith(NOISE_ONLY):
-                torch.testing.assert_close(batched.tensors[key], tensor, rtol=1e-4, atol=1e-6)
-        assert batched.initial_tensors.keys() == single.initial_tensors.keys()
-        for key, tensor in single.initial_tensors.items():
-            assert torch.equal(batched.initial_tensors[key], tensor)
-        assert batched.counts == single.counts
-        assert batched.train_state_bytes == single.train_state_bytes
-        assert batched.scaling == single.scaling and batched.cached_base == single.cached_base
-        assert batched.adapted == single.adapted and batched.base_weight is None
-        assert batched.summary(None).keys() == single.summary(None).keys()
+        assert_same_run(batched, single, noise_only=NOISE_ONLY)
+        assert batched.base_weight is None
 
 
 @pytest.mark.parametrize("name", ["tf", "net"])
