@@ -11,7 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -126,6 +127,25 @@ def timed_command(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
 
 def python_cmd(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    """Snakemake on this clone's Snakefile, quiet, with ``args`` (cores, config files, targets)."""
+    return python_cmd("-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--quiet", "all",
+                      *args)  # fmt: skip
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside the block, as every training job runs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def write(name: str, frame: pd.DataFrame) -> Path:

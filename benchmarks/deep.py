@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 
 import pandas as pd
-import torch
 import yaml
 
-from benchmarks.common import REPO
+from benchmarks.common import REPO, one_torch_thread
 
 BATCH_SIZES = (2, 4, 8, 32)
 EPOCHS = 4
@@ -47,9 +46,7 @@ def run() -> pd.DataFrame:
     from lorasweep.training.batched import train_batch
     from lorasweep.training.loop import train_run
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         data = _dataset()
         train_batch(_specs(2), data)
         rows = []
@@ -59,6 +56,4 @@ def run() -> pd.DataFrame:
             single = _cpu_seconds(lambda specs=specs: [train_run(s, data) for s in specs])
             rows.append({"runs": runs, "batched_s": batched, "one_by_one_s": single,
                          "one_by_one_over_batched": single / batched})  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
     return pd.DataFrame(rows)

@@ -17,6 +17,9 @@ import time
 import pandas as pd
 import torch
 
+from benchmarks.common import one_torch_thread
+from lorasweep.planning.batches import plan_batches, training_steps
+
 GEMM_SIZE = 2048
 LAYOUT_EPOCHS = 5
 
@@ -39,8 +42,7 @@ def useful_flops(run, dataset: dict) -> float:
     """Matrix-product FLOPs of a run's training and evaluation, from the shapes."""
     n, n_val = dataset["n_train"], dataset["n_val"]
     d_in, d_out = dataset["in_features"], dataset["out_features"]
-    batch = min(run.batch_size or n, n)
-    steps = run.epochs * math.ceil(n / batch)
+    batch, steps = training_steps(run, dataset)
     if run.method == "full":
         per_row_step, per_row_eval = 4 * d_in * d_out, 2 * d_in * d_out
     else:
@@ -92,11 +94,7 @@ def _row(variant: str, runs, spec: dict, seconds: float, cpu: float, rate: float
 def run() -> pd.DataFrame:
     """Rows: one large GEMM; the engine on the default grid (30 epochs); and the grid's LoRA runs
     grouped by rank against padded into one batch (5 epochs each)."""
-    from lorasweep.planning.batches import plan_batches
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         before = gemm_rate()
         runs, data, spec = _default_grid()
         seconds, cpu = _train(plan_batches(runs), data)
@@ -115,8 +113,6 @@ def run() -> pd.DataFrame:
         rows.append(
             _row(f"LoRA padded to rank 64, {LAYOUT_EPOCHS} epochs", lora, spec, *padded, rate)
         )
-    finally:
-        torch.set_num_threads(threads)
     frame = pd.DataFrame(rows)
     frame.insert(1, "device", "cpu, 1 thread")
     return frame

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks.common import REPO, measured_command, python_cmd, summary
+from benchmarks.common import REPO, measured_command, python_cmd, snakemake_cmd, summary
 
 CORES = 2
 VARIANTS = ("pipeline", "pipeline_single", "in_process_loop", "user_loop")
@@ -23,10 +23,7 @@ VARIANTS = ("pipeline", "pipeline_single", "in_process_loop", "user_loop")
 def command(variant: str, configfiles: list[Path], workdir: Path) -> list[str]:
     files = ["--configfile", *map(str, configfiles)] if configfiles else []
     if variant.startswith("pipeline"):
-        snakefile = str(REPO / "Snakefile")
-        target = ["--", "results/tables/runs.csv"]
-        options = ["--snakefile", snakefile, "--cores", str(CORES), "--quiet", "all"]
-        return python_cmd("-m", "snakemake", *options, *files, *target)
+        return snakemake_cmd("--cores", str(CORES), *files, "--", "results/tables/runs.csv")
     if variant == "in_process_loop":
         options = ["--results", "results", "--threads", "1"]
         return python_cmd("-m", "lorasweep.sequential", *options, *files)
@@ -70,9 +67,8 @@ def paper(repeats: int = 1) -> pd.DataFrame:
     for _ in range(repeats):
         workdir = Path(tempfile.mkdtemp(prefix="bench-paper-"))
         try:
-            cmd = python_cmd("-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores",
-                             str(CORES), "--quiet", "all", "--configfile",
-                             str(REPO / "config" / "paper.yaml"))  # fmt: skip
+            paper_yaml = str(REPO / "config" / "paper.yaml")
+            cmd = snakemake_cmd("--cores", str(CORES), "--configfile", paper_yaml)
             seconds, cpu_seconds = measured_command(cmd, cwd=workdir)
             wall.append(seconds)
             cpu.append(cpu_seconds)

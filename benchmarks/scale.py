@@ -16,7 +16,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from benchmarks.common import REPO, measured_command, python_cmd, summary, timed_command
+from benchmarks.common import (
+    measured_command,
+    python_cmd,
+    snakemake_cmd,
+    summary,
+    timed_command,
+)
 
 BARE_SNAKEFILE = """
 rule all:
@@ -58,8 +64,7 @@ def dry_run(repeats: int = 3, n_runs: int = 10_000) -> pd.DataFrame:
         bare = work / "bare"
         bare.mkdir()
         (bare / "Snakefile").write_text(BARE_SNAKEFILE.replace("range(N)", f"range({n_runs})"))
-        pipeline_cmd = python_cmd("-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                                  "--configfile", "big.yaml", "-n", "--quiet", "all")  # fmt: skip
+        pipeline_cmd = snakemake_cmd("--configfile", "big.yaml", "-n")
         bare_cmd = python_cmd("-m", "snakemake", "-n", "--quiet", "all")
         times = {"pipeline": [], "bare_expand": []}
         for _ in range(repeats):
@@ -81,9 +86,8 @@ def growth(sizes=(10, 100, 1000, 10_000), repeats: int = 1) -> pd.DataFrame:
             work = Path(tempfile.mkdtemp(prefix=f"bench-growth-{n_runs}-"))
             try:
                 (work / "grid.yaml").write_text(yaml.safe_dump(grid_config(n_runs)))
-                cmd = python_cmd("-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                                 "--configfile", "grid.yaml", "--cores", "2", "--quiet", "all",
-                                 "--", "results/tables/runs.csv")  # fmt: skip
+                cmd = snakemake_cmd("--configfile", "grid.yaml", "--cores", "2", "--",
+                                    "results/tables/runs.csv")  # fmt: skip
                 seconds, cpu = measured_command(cmd, cwd=work)
                 times.append(seconds)
                 cpus.append(cpu)

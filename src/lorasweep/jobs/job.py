@@ -90,7 +90,7 @@ def run_job(
     }
     todo = [s for s in specs if not (reuse and reusable(runs_root / s.run_id, keys[s.run_id]))]
     batches = plan_batches(todo, engine, dataset_specs)
-    costs = [batch_cost(b, metas[b[0].dataset]["spec"]) for b in batches]
+    costs = [batch_cost(b, dataset_specs[b[0].dataset]) for b in batches]
     loaded: dict[str, tuple[Dataset, GroundTruth]] = {}
     env = None
     start = last_report = time.perf_counter()

@@ -9,7 +9,7 @@ and the scaling rule, learning rate, LoRA+ ratio, init, seed) lives in per-run t
 
 Ranks are grouped, not padded: padding every run of a batch to the largest rank spends
 multiply-adds on zeros (for the default grid, ranks 1…64 padded to 64 do 3.5× the useful work;
-``benchmarks/batched.py`` measures it), and the padded width would depend on which runs share the
+``benchmarks/engine.py`` measures it), and the padded width would depend on which runs share the
 batch, so a run's rounding would too.
 
 This module never imports torch: Snakemake plans batches while it builds the DAG.
@@ -120,16 +120,18 @@ def plan_batches(
     return list(groups.values())
 
 
-def _aligned(elements: int) -> int:
+def aligned(elements: int) -> int:
+    """``elements`` rounded up to a multiple of :data:`ALIGN`: the room one tensor takes in a
+    run's slot."""
     return -(-elements // ALIGN) * ALIGN
 
 
 def slot_elements(run: RunSpec, d_in: int, d_out: int) -> int:
     """Length of one run's slot: every tensor it trains, each aligned to :data:`ALIGN`."""
     if run.method == "full":
-        return _aligned(d_out * d_in) + _aligned(d_out)
-    bias = _aligned(d_out) if run.bias == "all" else 0
-    return _aligned(run.rank * d_in) + _aligned(run.rank * d_out) + bias
+        return aligned(d_out * d_in) + aligned(d_out)
+    bias = aligned(d_out) if run.bias == "all" else 0
+    return aligned(run.rank * d_in) + aligned(run.rank * d_out) + bias
 
 
 def rows_per_chunk(d_out: int) -> int:
@@ -147,12 +149,24 @@ def network_slot_elements(run: RunSpec, dataset: dict) -> int:
             norms -= 1
         tensors = [m.in_features * m.out_features for m in modules]
         tensors += [m.out_features for m in modules] + [dataset["d_model"]] * (2 * norms)
-        return sum(_aligned(t) for t in tensors)
+        return sum(aligned(t) for t in tensors)
     chosen = select(modules, run.targets or "all")
-    bias = [_aligned(m.out_features) for m in chosen] if run.bias == "all" else []
-    adapters = [_aligned(run.rank * m.in_features) + _aligned(run.rank * m.out_features)
+    bias = [aligned(m.out_features) for m in chosen] if run.bias == "all" else []
+    adapters = [aligned(run.rank * m.in_features) + aligned(run.rank * m.out_features)
                 for m in chosen]  # fmt: skip
     return sum(adapters) + sum(bias)
+
+
+def source_rows(dataset: dict) -> int:
+    """Rows of the dataset's source-task split (0 where it has none)."""
+    return (dataset.get("source") or {}).get("n", 0)
+
+
+def step_and_widest_rows(run: RunSpec, dataset: dict) -> tuple[int, int]:
+    """A step's rows, and the most rows one pass reads: a step, or a whole held-out split
+    evaluated at once."""
+    batch, _ = training_steps(run, dataset)
+    return batch, max(batch, dataset["n_val"], source_rows(dataset))
 
 
 def network_run_bytes(run: RunSpec, dataset: dict) -> int:
@@ -162,10 +176,7 @@ def network_run_bytes(run: RunSpec, dataset: dict) -> int:
     for the backward pass, and their gradients); a whole split's activations of one layer while
     it is evaluated; its own copy of the network while the chunk is built; and with PiSSA its
     own frozen weights of the modules it adapts."""
-    n_train, n_val = dataset["n_train"], dataset["n_val"]
-    n_source = (dataset.get("source") or {}).get("n", 0)
-    batch = min(run.batch_size or n_train, n_train)
-    widest = max(batch, n_val, n_source)
+    batch, widest = step_and_widest_rows(run, dataset)
     inputs, outputs, activations, _ = network_shape(dataset)
     elements = 7 * network_slot_elements(run, dataset)
     elements += network_slot_elements(dataclasses.replace(run, method="full"), dataset)
@@ -189,17 +200,14 @@ def run_bytes(run: RunSpec, dataset: dict) -> int:
     if linear_modules(dataset):
         return network_run_bytes(run, dataset)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
-    n_train, n_val = dataset["n_train"], dataset["n_val"]
-    n_source = (dataset.get("source") or {}).get("n", 0)
-    batch = min(run.batch_size or n_train, n_train)
-    widest = max(batch, n_val, n_source)
+    batch, widest = step_and_widest_rows(run, dataset)
     rows = min(widest, rows_per_chunk(d_out))
     elements = 6 * slot_elements(run, d_in, d_out)
     elements += batch * (d_in + d_out)
     width = d_in if run.method == "full" else run.rank
     elements += 3 * widest * width + 2 * rows * d_out
     if run.method == "lora" and run.init == "pissa":
-        elements += (n_train + n_val + n_source) * d_out
+        elements += (dataset["n_train"] + dataset["n_val"] + source_rows(dataset)) * d_out
     return FLOAT_BYTES * elements
 
 

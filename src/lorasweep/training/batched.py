@@ -44,9 +44,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lorasweep.models import networks
-from lorasweep.models.accounting import ParameterCounts, count_parameters
-from lorasweep.models.lora import LoRALinear, lora_layers
+from lorasweep.models.accounting import ParameterCounts
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.batches import (
     batch_key,
@@ -66,6 +64,7 @@ from lorasweep.training.loop import (
     RunResult,
     build_model,
     held_out_splits,
+    model_record,
     starting_adapter,
 )
 from lorasweep.training.stacked import StackedAdam, state_bytes
@@ -144,23 +143,13 @@ def train_batch(
 
 
 def _member(spec: RunSpec, model: torch.nn.Module) -> Member:
-    """What the run records besides its epochs, as
-    :func:`~lorasweep.training.loop.package_result` takes it from the model."""
-    layers = [layer for _, layer in lora_layers(model)]
-    adapted = None
-    if isinstance(model, networks.DeepNetwork):
-        adapted = tuple(name for name, _ in lora_layers(model)) or tuple(
-            networks.linear_names(model)
-        )
-    single_pissa = spec.init == "pissa" and isinstance(model, LoRALinear)
+    """What the run records besides its epochs, taken from its model as
+    :func:`~lorasweep.training.loop.package_result` takes it."""
     return Member(
         spec=spec,
-        counts=count_parameters(model),
-        scaling=layers[0].scaling if layers else None,
         initial_tensors=starting_adapter(spec, model),
         trained_numels=[p.numel() for p in model.parameters() if p.requires_grad],
-        base_weight=model.base.weight.detach().cpu() if single_pissa else None,
-        adapted=adapted,
+        **model_record(spec, model),
     )
 
 

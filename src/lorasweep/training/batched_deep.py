@@ -37,12 +37,10 @@ from torch.func import functional_call, grad_and_value
 from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear, lora_layers
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
-from lorasweep.training.batched_linear import copy_generator
+from lorasweep.training.batched_linear import Rows, copy_generator, kept_slots
 from lorasweep.training.exact import splits_of
 from lorasweep.training.loop import adapter_tensors, tracked_gradients
 from lorasweep.training.stacked import SlotLayout, StackedParameters
-
-Rows = torch.Tensor | None
 
 
 def trained_names(spec: RunSpec, model: nn.Module) -> dict[str, str]:
@@ -207,12 +205,9 @@ class StackedNetwork:
         """Keep the per-run frozen tensors, scales and dropout generators of the runs at
         ``index`` (a twin gets a copy of its run's generators)."""
         self.per_run = {k: v.index_select(0, index) for k, v in self.per_run.items()}
-        generators, seen = [], set()
-        for slot in index.tolist():
-            original = self.dropout_generators[slot]
-            generators.append([copy_generator(g) for g in original] if slot in seen else original)
-            seen.add(slot)
-        self.dropout_generators = generators
+        self.dropout_generators = kept_slots(
+            self.dropout_generators, index, lambda own: [copy_generator(g) for g in own]
+        )
 
     def tensors(self, slot: int) -> dict[str, torch.Tensor]:
         """The run's trained tensors under the names the single-run path stores them by."""

@@ -79,6 +79,16 @@ def copy_generator(original: torch.Generator | None) -> torch.Generator | None:
     return copy
 
 
+def kept_slots(items: list, index: torch.Tensor, copy) -> list:
+    """The per-slot ``items`` of the slots at ``index``, in order; a slot kept a second time
+    (a twin) gets ``copy(item)``, so that each slot draws from a stream of its own."""
+    kept, seen = [], set()
+    for slot in index.tolist():
+        kept.append(copy(items[slot]) if slot in seen else items[slot])
+        seen.add(slot)
+    return kept
+
+
 def _sum_of_squares(error: torch.Tensor) -> torch.Tensor:
     """Per run, the sum of squares of a (runs, rows, d) error, as float64: the square of its
     float32 2-norm (a reduction that forms no temporary)."""
@@ -288,12 +298,7 @@ class StackedLoRA:
         self.ranks = [self.ranks[slot] for slot in index.tolist()]
         if self.padding is not None:
             self.padding = self.padding.index_select(0, index)
-        generators, seen = [], set()
-        for slot in index.tolist():
-            original = self.dropout_generators[slot]
-            generators.append(copy_generator(original) if slot in seen else original)
-            seen.add(slot)
-        self.dropout_generators = generators
+        self.dropout_generators = kept_slots(self.dropout_generators, index, copy_generator)
         for split, residual in self.residual.items():
             if residual.dim() == 3:
                 self.residual[split] = residual.index_select(0, index)

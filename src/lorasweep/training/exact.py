@@ -155,9 +155,9 @@ class ResidualLoss:
         if backward:
             b_t = b.T.contiguous()
             grad_a = torch.zeros_like(a)
-        # Bᵀ's gradient row-major (zeros_like(b.T) would copy Bᵀ's transposed strides, and the
-        # accumulating products into a column-major output take twice as long)
-        grad_bt = torch.zeros(b.shape[1], b.shape[0], dtype=b.dtype, device=b.device)
+            # Bᵀ's gradient row-major (zeros_like(b.T) would copy Bᵀ's transposed strides, and
+            # the accumulating products into a column-major output take twice as long)
+            grad_bt = torch.zeros_like(b_t)
         bias_trains = backward and bias is not None and bias.requires_grad
         grad_bias = torch.zeros_like(bias) if bias_trains else None
         count = residual.numel()

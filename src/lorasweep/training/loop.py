@@ -408,6 +408,23 @@ class History:
     diverged_epoch: int | None = None
 
 
+def model_record(spec: RunSpec, model: nn.Module) -> dict:
+    """What a run records from its model besides its epochs and tensors: its parameter counts,
+    the LoRA scale s, a network's adapted modules (every linear module for full fine-tuning) and
+    a single PiSSA layer's frozen base W₀ − s·B₀A₀ (on the CPU)."""
+    layers = list(lora_layers(model))
+    adapted = None
+    if isinstance(model, networks.DeepNetwork):
+        adapted = tuple(name for name, _ in layers) or tuple(networks.linear_names(model))
+    single_pissa = spec.init == "pissa" and isinstance(model, LoRALinear)
+    return {
+        "counts": count_parameters(model),
+        "scaling": layers[0][1].scaling if layers else None,
+        "adapted": adapted,
+        "base_weight": model.base.weight.detach().cpu() if single_pissa else None,
+    }
+
+
 def package_result(
     spec: RunSpec,
     model: nn.Module,
@@ -420,32 +437,23 @@ def package_result(
     """The run's :class:`RunResult`: its record, counts, and final weights (on the CPU) with
     the adapter's starting point where it is stored. Full fine-tuning stores every parameter
     (``weight`` and ``bias`` of a single layer; a network's whole state dict)."""
-    layers = list(lora_layers(model))
     if spec.method == "lora":
         tensors = adapter_tensors(model, spec.bias)
     else:
         tensors = dict(model.named_parameters())
-    adapted = None
-    if isinstance(model, networks.DeepNetwork):
-        adapted = tuple(name for name, _ in layers) or tuple(networks.linear_names(model))
     return RunResult(
         spec=spec,
         status="ok" if history.diverged_epoch is None else "diverged",
         diverged_epoch=history.diverged_epoch,
         epochs=history.epochs,
-        counts=count_parameters(model),
         train_state_bytes=training_state_bytes(model, optimizer),
         tensors={k: v.detach().cpu() for k, v in tensors.items()},
         device=device.type,
         device_name=device_name(device),
         epoch_seconds=history.epoch_seconds,
         cached_base=cached_base,
-        scaling=layers[0][1].scaling if layers else None,
         initial_tensors=initial_tensors,
-        adapted=adapted,
-        base_weight=model.base.weight.detach().cpu()
-        if spec.init == "pissa" and isinstance(model, LoRALinear)
-        else None,
+        **model_record(spec, model),
     )
 
 

@@ -18,27 +18,17 @@ shared rate could not be emulated by scaling each run's loss.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from lorasweep.planning.batches import ALIGN
+from lorasweep.planning.batches import aligned
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8
 """``torch.optim.Adam``'s defaults, which every run uses."""
-
-
-def _aligned(elements: int) -> int:
-    return -(-elements // ALIGN) * ALIGN
-
-
-def _numel(shape: Sequence[int]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 @dataclass(frozen=True)
@@ -56,16 +46,16 @@ class SlotLayout:
         starts, size = {}, 0
         for name, shape in shapes.items():
             starts[name] = size
-            size += _aligned(_numel(shape))
+            size += aligned(math.prod(shape))
         return cls({k: tuple(v) for k, v in shapes.items()}, starts, size)
 
     def numel(self, name: str) -> int:
-        return _numel(self.shapes[name])
+        return math.prod(self.shapes[name])
 
     def block(self, buffer: torch.Tensor, name: str) -> torch.Tensor:
         """The contiguous (runs × aligned numel) block of ``name`` in a flat buffer."""
         runs = buffer.numel() // self.size
-        width = _aligned(self.numel(name))
+        width = aligned(self.numel(name))
         start = runs * self.starts[name]
         return buffer[start : start + runs * width].view(runs, width)
 
