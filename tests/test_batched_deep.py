@@ -176,3 +176,20 @@ def test_a_batched_deep_runs_folder_matches_the_single_run_paths(data, spec, tmp
     assert metrics.keys() == expected.keys()
     for key in ("adapter_bytes", "adapted_modules", "adapted_types", "trainable_params"):
         assert metrics[key] == expected[key]
+
+
+ILL_CONDITIONED = dict(init="randn", scaling="constant", alpha=16.0, lr_ratio=4.0, dropout=0.2)
+"""A randn-initialised B at a constant scale of 16 starts the transformer at a loss of about 10⁷:
+rounding differences between the engines are amplified by training there, so the 1e-5 claim
+is not made for such runs (see the engine's docstring)."""
+
+
+def test_ill_conditioned_runs_agree_at_epoch_0_and_stay_finite(data):
+    specs = [lora("tf", seed=seed, lr=0.03, **ILL_CONDITIONED) for seed in (0, 1)]
+    for batched, spec in zip(train_batch(specs, data["tf"]), specs, strict=True):
+        single = train_run(spec, data["tf"])
+        assert batched.epochs[0]["val_loss"] > 1e6, "the case must stay ill-conditioned"
+        for key in ("train_loss", "val_loss"):
+            assert batched.epochs[0][key] == pytest.approx(single.epochs[0][key], rel=1e-6)
+        losses = [e[k] for e in batched.epochs for k in ("train_loss", "val_loss")]
+        assert all(math.isfinite(x) for x in losses)

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from lorasweep.analysis import deep_findings, findings
+from tests.helpers import as_stored
 
 TYPES = {"attention": "q+k+v+o", "mlp": "up+down", "all": "q+k+v+o+up+down", "q": "q",
          "q|v": "q+v"}  # fmt: skip
@@ -30,7 +31,7 @@ def deep_runs(losses: dict[tuple[str, int], float], shifted="mlp", floor=0.01) -
                     "optimal_val_loss": floor if covers and rank >= 2 else None,
                 }
             )  # fmt: skip
-    return pd.DataFrame(rows)
+    return as_stored(pd.DataFrame(rows))
 
 
 def test_floor_reached_or_not_at_the_smallest_covering_rank():
@@ -47,6 +48,12 @@ def test_floor_reached_or_not_at_the_smallest_covering_rank():
     assert bad.verdict == findings.NOT_REPRODUCED
     untested = deep_findings.floor_reached(deep_runs({("attention", 8): 0.3}), tolerance=0.05)
     assert untested.verdict == findings.NOT_TESTED
+
+
+def test_a_zero_noise_floor_leaves_the_dataset_out_of_the_floor_finding():
+    noiseless = deep_runs({("mlp", 2): 0.0001, ("all", 2): 0.0001}, floor=0.0)
+    result = deep_findings.floor_reached(noiseless, tolerance=0.05)
+    assert result.verdict == findings.NOT_TESTED and "inf" not in result.evidence
 
 
 def test_budget_spread_beats_concentration_or_not():

@@ -16,6 +16,7 @@ from lorasweep.analysis.learning_rate import (
     optimal_learning_rate,
     ratio_spread,
 )
+from tests.helpers import as_stored
 
 GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
 
@@ -116,9 +117,7 @@ def u_curve_runs(optimum_by_curve: dict, seeds=(0, 1, 2), grid=GRID, diverge_abo
                      "status": "diverged" if diverged else "ok",
                      "final_val_loss": math.nan if diverged else loss}
                 )  # fmt: skip
-    runs = pd.DataFrame(rows)
-    runs["rank"] = pd.array(runs["rank"], dtype="Int64")
-    return runs
+    return as_stored(pd.DataFrame(rows))
 
 
 def test_lr_optima_recover_each_curve_and_the_ratio_per_seed():
@@ -219,7 +218,7 @@ def trajectories(lora_forgets: float, full_forgets: float, ranks=(4, 16)):
             for epoch in range(5):
                 epochs.append({"run_id": run_id, "epoch": epoch, "val_loss": 10 ** (-epoch / 4),
                                "source_loss": 0.01 + epoch * per_epoch})  # fmt: skip
-    return pd.DataFrame(runs), pd.DataFrame(epochs)
+    return as_stored(pd.DataFrame(runs)), pd.DataFrame(epochs)
 
 
 def test_frontier_is_the_least_forgetting_at_or_below_each_target_loss():
@@ -277,9 +276,7 @@ def intruder_tables(lora_counts: dict, full_count: int):
                              "epsilon": eps, "intruders": count})  # fmt: skip
     rows.append({"dataset": "d", "run_id": math.nan, "layer": "linear", "top_k": 10,
                  "epsilon": 0.5, "intruders": 0})  # fmt: skip
-    runs = pd.DataFrame(runs)
-    runs["rank"] = pd.array(runs["rank"], dtype="Int64")
-    return runs, pd.DataFrame(rows)
+    return as_stored(pd.DataFrame(runs)), pd.DataFrame(rows)
 
 
 def test_intruder_finding_both_ways():

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from lorasweep.analysis import findings
+from tests.helpers import as_stored
 
 
 def lowrank_runs(losses_by_rank: dict[int, float], task_rank=4, floor=0.01) -> pd.DataFrame:
@@ -18,7 +19,7 @@ def lowrank_runs(losses_by_rank: dict[int, float], task_rank=4, floor=0.01) -> p
                     "dataset_kind": "lowrank", "task_rank": task_rank, "noise_floor": floor,
                 }
             )  # fmt: skip
-    return pd.DataFrame(rows)
+    return as_stored(pd.DataFrame(rows))
 
 
 def test_small_rank_claim_reproduced_or_not():

@@ -286,3 +286,13 @@ def test_deep_models_run_through_every_stage(tiny_deep_run):
     meta = json.loads((results / "datasets" / "tf.json").read_text())
     assert provenance["dataset"] == {"spec": meta["spec"], "sha256": meta["sha256"]}
     assert provenance["run"]["targets"] == "q|v" and len(provenance["reuse_key"]) == 64
+
+
+def test_rslora_finding_is_decided_on_a_single_layer_dataset(tiny_run):
+    """The tiny config sweeps both scaling rules on a single-layer task, whose empty ``targets``
+    must not drop its runs from the comparison."""
+    html = (tiny_run / "results" / "report.html").read_text()
+    findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
+    row = next(r for r in findings.split("<tr>") if r.startswith("<td>rsLoRA"))
+    verdict = re.search(r"font-weight:600\">([^<]+)</td>", row).group(1)
+    assert verdict in {"reproduced", "not reproduced"}, row

@@ -52,7 +52,7 @@ def floor_reached(runs: pd.DataFrame, tolerance: float) -> Finding:
         f"{tolerance:.0%}."
     )
     lora = deep_lora(runs)
-    best = best_by_targets(lora[lora["optimal_val_loss"].notna()])
+    best = best_by_targets(lora[lora["optimal_val_loss"].notna() & (lora["noise_floor"] > 0)])
     parts, oks = [], []
     for (dataset, targets), group in best.groupby(["dataset", "targets"]) if len(best) else []:
         row = group.sort_values("rank").iloc[0]
@@ -63,7 +63,7 @@ def floor_reached(runs: pd.DataFrame, tolerance: float) -> Finding:
             f"{row['task_rank']}): {row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess)} "
             f"from σ² = {row['noise_floor']:.4g}"
         )
-    missing = "needs LoRA on every shifted module at r ≥ task rank"
+    missing = "needs noise σ > 0 and LoRA on every shifted module at r ≥ task rank"
     return _per_dataset("deep_floor", statement, parts, oks, missing)
 
 

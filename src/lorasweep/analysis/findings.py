@@ -120,7 +120,12 @@ def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     for dataset, group in lora.groupby("dataset", sort=True):
         top = group["rank"].max()
         at_top = group[group["rank"] == top]
-        table = at_top.groupby([*keys, "scaling"])["speed"].mean().unstack("scaling").dropna()
+        table = (
+            at_top.groupby([*keys, "scaling"], dropna=False)["speed"]
+            .mean()
+            .unstack("scaling")
+            .dropna()
+        )
         if table.empty:
             continue
         faster = table["rslora"] < table["standard"]

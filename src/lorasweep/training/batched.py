@@ -12,8 +12,13 @@ others go on.
 **Exactness.** Each run starts from the model :func:`~lorasweep.training.loop.build_model` builds
 for it, draws its mini-batches and dropout masks from the single-run path's generators, and is
 updated with ``torch.optim.Adam``'s arithmetic; only the order of float operations inside the
-loss and its gradient differs from :func:`~lorasweep.training.loop.train_run`, and the tests hold
-every per-epoch loss to it within 1e-5 relative. Each run's numbers come from its own slice of
+loss and its gradient differs from :func:`~lorasweep.training.loop.train_run`. Epoch 0 (before
+any step) agrees within 1e-6 relative for every run. Later epochs agree within 1e-5 relative
+for well-conditioned runs (tested for every method, init, scaling rule, bias, dropout and kind of
+the test configs); where training amplifies rounding, as from a randn-initialised B at a large
+constant scale (an epoch-0 loss many orders above the data's), the two paths can drift apart by
+percent after a few epochs, and the tests hold such runs only to epoch 0 and to finite losses.
+Each run's numbers come from its own slice of
 a batched product or from elementwise operations on its aligned slot, so at one thread a run's
 results are bitwise the same whichever runs share its batch (tested). A batch is never narrower
 than two slots (a lone run gets an identical twin whose results are dropped): PyTorch computes a
