@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from html import unescape
 
 import pandas as pd
 import pytest
@@ -296,3 +297,38 @@ def test_rslora_finding_is_decided_on_a_single_layer_dataset(tiny_run):
     row = next(r for r in findings.split("<tr>") if r.startswith("<td>rsLoRA"))
     verdict = re.search(r"font-weight:600\">([^<]+)</td>", row).group(1)
     assert verdict in {"reproduced", "not reproduced"}, row
+
+
+def _html_table(html: str, after: str) -> list[list[str]]:
+    """The body cells of the first table after the heading ``after``, as text."""
+    section = html.split(after, 1)[1].split("</table>", 1)[0]
+    body = section.split("<tbody>", 1)[1]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S) for row in rows]
+    return [[unescape(c).strip() for c in row] for row in cells]
+
+
+def _number(text: str) -> float:
+    return float(re.match(r"[-+\d.,e]+", text).group(0).replace(",", ""))
+
+
+def test_report_findings_and_efficiency_come_from_the_summary_tables(tiny_run):
+    """Every number the report's findings and efficiency tables print is a cell of
+    ``findings.csv`` / ``efficiency.csv``, to the precision printed."""
+    html = (tiny_run / "results" / "report.html").read_text()
+    tables = tiny_run / "results" / "tables"
+    found = pd.read_csv(tables / "findings.csv", keep_default_na=False)
+    shown = _html_table(html, "<h2>Findings</h2>")
+    assert [row[1] for row in shown] == list(found["verdict"])
+    assert [row[2] for row in shown] == list(found["evidence"])
+    assert [row[0] for row in shown] == list(found["claim"])
+    efficiency = pd.read_csv(tables / "efficiency.csv")
+    rows = _html_table(html, "<h2>Efficiency: LoRA vs full fine-tuning</h2>")
+    assert len(rows) == len(efficiency)
+    for cells, (_, row) in zip(rows, efficiency.iterrows(), strict=True):
+        assert cells[0] == row["dataset"] and cells[2] == row["settings"]
+        assert _number(cells[3]) == row["trainable_params"]
+        assert _number(cells[4]) == pytest.approx(row["trainable_pct"], abs=0.005)
+        assert _number(cells[8]) == pytest.approx(row["final_val_loss"], rel=5e-4)
+        assert _number(cells[10]) == pytest.approx(row["loss_vs_full"], abs=5e-4)
+        assert int(cells[11]) == row["seeds"]

@@ -2,8 +2,8 @@ rule report:
     input:
         runs=RESULTS.table("runs"),
         epochs=RESULTS.table("epochs"),
-        timings=RESULTS.table("timings"),
-        pairs=RESULTS.table("subspace_pairs"),
+        efficiency=RESULTS.table("efficiency"),
+        findings=RESULTS.table("findings"),
         provenance=RESULTS.table("provenance"),
         lr_optima=RESULTS.table("lr_optima"),
         intruders=RESULTS.table("intruders"),

@@ -72,3 +72,26 @@ rule intruders:
         datasets=list(DATASETS),
     script:
         "../scripts/intruders.py"
+
+
+rule summary:
+    input:
+        runs=RESULTS.table("runs"),
+        epochs=RESULTS.table("epochs"),
+        timings=RESULTS.table("timings"),
+        pairs=RESULTS.table("subspace_pairs"),
+        lr_optima=RESULTS.table("lr_optima"),
+        intruders=RESULTS.table("intruders"),
+    output:
+        best_settings=RESULTS.table("best_settings"),
+        efficiency=RESULTS.table("efficiency"),
+        findings=RESULTS.table("findings"),
+    log:
+        RESULTS.log("summary"),
+    localrule: True
+    conda:
+        "../envs/lorasweep.yaml"
+    params:
+        tolerance=config["report"]["tolerance"],
+    script:
+        "../scripts/summary.py"

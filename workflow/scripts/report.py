@@ -7,6 +7,7 @@ with workflow_script(snakemake):  # noqa: F821
 
     import pandas as pd
 
+    from lorasweep.analysis.summary import read_summary
     from lorasweep.io import write_text
     from lorasweep.report.html import render
     from lorasweep.tables.runs import read_runs
@@ -19,9 +20,9 @@ with workflow_script(snakemake):  # noqa: F821
     html = render(
         read_runs(sm.input.runs),
         pd.read_csv(sm.input.epochs),
-        pd.read_csv(sm.input.timings),
         figures,
-        pairs=pd.read_csv(sm.input.pairs),
+        efficiency=read_summary(sm.input.efficiency),
+        findings=read_summary(sm.input.findings),
         provenance=pd.read_csv(sm.input.provenance, dtype=str, keep_default_na=False),
         title=sm.params.title,
         tolerance=sm.params.tolerance,

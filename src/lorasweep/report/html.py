@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lorasweep.analysis import findings, statistics
-from lorasweep.analysis.deep_findings import deep_findings
-from lorasweep.analysis.evidence_findings import evidence_findings
+from lorasweep.analysis import statistics
+from lorasweep.analysis.findings import NOT_REPRODUCED, NOT_TESTED, REPRODUCED
 from lorasweep.options import DEEP_KINDS
 from lorasweep.report import deep, explorer
 from lorasweep.report.evidence import evidence_sections
@@ -185,17 +184,18 @@ def _image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def findings_html(items: list[findings.Finding]) -> str:
+def findings_html(table: pd.DataFrame) -> str:
+    """The findings table (``tables/findings.csv``) as the report shows it."""
     colors = {
-        findings.REPRODUCED: "#1b7837",
-        findings.NOT_REPRODUCED: "#b2182b",
-        findings.NOT_TESTED: "#666",
+        REPRODUCED: "#1b7837",
+        NOT_REPRODUCED: "#b2182b",
+        NOT_TESTED: "#666",
     }
     rows = "".join(
-        f"<tr><td>{html.escape(f.statement)}</td>"
+        f"<tr><td>{html.escape(f.claim)}</td>"
         f'<td style="color:{colors[f.verdict]};font-weight:600">{f.verdict}</td>'
         f"<td>{html.escape(f.evidence)}</td></tr>"
-        for f in items
+        for f in table.itertuples()
     )
     return (
         '<table class="findings"><thead><tr><th>claim</th><th>verdict</th>'
@@ -206,31 +206,28 @@ def findings_html(items: list[findings.Finding]) -> str:
 def render(
     runs: pd.DataFrame,
     epochs: pd.DataFrame,
-    timings: pd.DataFrame,
     figures: Mapping[str, tuple[str | Path, str]],
-    pairs: pd.DataFrame | None = None,
+    efficiency: pd.DataFrame,
+    findings: pd.DataFrame,
     provenance: pd.DataFrame | None = None,
     title: str = "LoRA vs full fine-tuning",
     tolerance: float = 0.05,
     lr_optima: pd.DataFrame | None = None,
     intruders: pd.DataFrame | None = None,
 ) -> str:
-    """The report as one HTML string. ``figures`` maps a name to (PNG path, caption)."""
-    table = statistics.efficiency_table(runs, timings)
+    """The report as one HTML string. ``figures`` maps a name to (PNG path, caption);
+    ``efficiency`` and ``findings`` are the summary tables (:mod:`lorasweep.analysis.summary`)."""
     failed = statistics.diverged(runs)
     parts = [
         *_head(title, runs, failed),
         "<h2>Summary</h2>",
-        *(f"<p>{s}</p>" for s in summary_sentences(runs, table, tolerance)),
+        *(f"<p>{s}</p>" for s in summary_sentences(runs, efficiency, tolerance)),
         "<h2>Findings</h2>",
-        "<p>Each claim from the LoRA and rsLoRA papers, checked against this run's tables.</p>",
-        findings_html(
-            findings.all_findings(runs, epochs, pairs, table, tolerance)
-            + evidence_findings(runs, epochs, lr_optima, intruders)
-            + deep_findings(runs, tolerance)
-        ),
+        "<p>Each claim checked against this run's tables, as <code>tables/findings.csv</code> "
+        "holds it.</p>",
+        findings_html(findings),
         *_count_notes_section(runs),
-        *_efficiency_section(table),
+        *_efficiency_section(efficiency),
         *evidence_sections(runs, epochs, lr_optima, intruders),
         *deep.budget_section(runs),
         "<h2>Figures</h2>",

@@ -1,0 +1,76 @@
+"""The derived tables that the report reads: best settings, efficiency against full fine-tuning
+and the findings, each computed once from the run tables (``tables/<name>.csv``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lorasweep.analysis import findings, statistics
+from lorasweep.analysis.deep_findings import deep_findings
+from lorasweep.analysis.evidence_findings import evidence_findings
+
+FINDING_COLUMNS = ["claim_id", "claim", "verdict", "evidence"]
+INTEGER_COLUMNS = ["rank", "seeds", "trainable_params", "total_params", "train_state_bytes",
+                   "adapter_bytes"]  # fmt: skip
+
+
+def best_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: the LoRA settings with the lowest mean final validation loss at each rank,
+    and full fine-tuning's best learning rate, with that mean, sd and number of seeds."""
+    lora = statistics.best_lora_settings(runs, ["dataset", "rank"]).assign(method="lora")
+    full = statistics.best_full(runs).assign(method="full")
+    frames = [f for f in (lora, full) if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=["dataset", "method", "rank", "mean", "std", "count"])
+    table = pd.concat(frames, ignore_index=True)
+    table = table.rename(
+        columns={"mean": "final_val_loss", "std": "final_val_loss_sd", "count": "seeds"}
+    )
+    first = ["dataset", "method", "rank"]
+    table = table[[*first, *(c for c in table.columns if c not in first)]]
+    return table.sort_values(first, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def findings_table(items: list[findings.Finding]) -> pd.DataFrame:
+    """One row per finding, in the report's order."""
+    rows = [
+        {"claim_id": f.claim, "claim": f.statement, "verdict": f.verdict, "evidence": f.evidence}
+        for f in items
+    ]
+    return pd.DataFrame(rows, columns=FINDING_COLUMNS)
+
+
+def summarise(
+    runs: pd.DataFrame,
+    epochs: pd.DataFrame,
+    timings: pd.DataFrame,
+    pairs: pd.DataFrame | None,
+    lr_optima: pd.DataFrame | None,
+    intruders: pd.DataFrame | None,
+    tolerance: float,
+) -> dict[str, pd.DataFrame]:
+    """The summary tables of one study, by name: best settings, efficiency and findings."""
+    efficiency = statistics.efficiency_table(runs, timings)
+    items = (
+        findings.all_findings(runs, epochs, pairs, efficiency, tolerance)
+        + evidence_findings(runs, epochs, lr_optima, intruders)
+        + deep_findings(runs, tolerance)
+    )
+    return {
+        "best_settings": best_settings(runs),
+        "efficiency": efficiency,
+        "findings": findings_table(items),
+    }
+
+
+def read_summary(path) -> pd.DataFrame:
+    """A summary table as written, with its integer columns as nullable integers (``rank`` is
+    empty for full fine-tuning) and empty text as empty strings."""
+    frame = pd.read_csv(path)
+    for column in INTEGER_COLUMNS:
+        if column in frame:
+            frame[column] = pd.array(frame[column], dtype="Int64")
+    for column in ("settings", "evidence"):
+        if column in frame:
+            frame[column] = frame[column].fillna("")
+    return frame
