@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 
 from lorasweep.analysis import statistics
+from lorasweep.analysis.intervals import NOT_REPRODUCED, REPRODUCED
 
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
 NOT_TESTED = "not tested by this config"
 
 SMALL_R_TOLERANCE = 0.05
