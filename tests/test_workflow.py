@@ -17,6 +17,7 @@ from lorasweep.models.names import linear_modules, select
 from lorasweep.tables.runs import RUN_COLUMNS
 
 from .conftest import CONFIGS, REPO, snakemake
+from .helpers import report_verdicts
 
 pytestmark = pytest.mark.integration
 
@@ -89,11 +90,16 @@ def test_report_is_self_contained_with_efficiency_table(tiny_run):
     assert "Efficiency: LoRA vs full fine-tuning" in html
     assert "full FT" in html and "LoRA r=4" in html
     assert "training state" in html and "time / epoch" in html
-    findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
-    verdicts = re.findall(r"font-weight:600\">([^<]+)</td>", findings)
+    assert "<h1>LoRA (ranks 1, 4) vs full fine-tuning on tiny (16→12, task rank 2)</h1>" in html, (
+        "tiny.yaml sets no report.title, so the title names its own study"
+    )
+    verdicts = report_verdicts(html)
     assert len(verdicts) == 10
-    assert set(verdicts) <= {"reproduced", "not reproduced", "not tested by this config"}
-    assert verdicts[5:9] == ["not tested by this config"] * 4, "one lr and no source task"
+    assert set(verdicts.values()) <= {"reproduced", "not reproduced", "not tested by this config"}
+    needs_lrs_or_source = ("lr_ratio", "lr_rank_standard", "lr_rank_rslora", "forgetting")
+    assert [verdicts[claim] for claim in needs_lrs_or_source] == [
+        "not tested by this config"
+    ] * 4, "one lr and no source task"
 
 
 def test_geometry_tables_cover_every_run(tiny_run):
@@ -276,9 +282,12 @@ def test_deep_models_run_through_every_stage(tiny_deep_run):
         assert (results / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     html = (results / "report.html").read_text()
     findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
-    verdicts = re.findall(r"font-weight:600\">([^<]+)</td>", findings)
+    verdicts = report_verdicts(html)
     assert len(verdicts) == 13, "5 single-layer, 5 newer-evidence and 3 deep findings"
-    assert "not tested by this config" not in verdicts[10:], "the deep config tests each claim"
+    deep_claims = ("deep_floor", "deep_budget", "deep_regret")
+    assert all(verdicts[c] != "not tested by this config" for c in deep_claims), (
+        "the deep config tests each claim"
+    )
     assert "LoRA Without Regret" in findings and "<h2>Fixed parameter budget</h2>" in html
 
     run_dir = results / "runs" / "tf__lora-q+v_r1_a4_standard_kaiming_lr0.01_s0"

@@ -186,13 +186,14 @@ def _image(path: Path) -> str:
 
 
 def findings_html(items: list[findings.Finding]) -> str:
+    """The findings table; each row carries its finding's claim id as ``data-claim``."""
     colors = {
         findings.REPRODUCED: "#1b7837",
         findings.NOT_REPRODUCED: "#b2182b",
         findings.NOT_TESTED: "#666",
     }
     rows = "".join(
-        f"<tr><td>{html.escape(f.statement)}</td>"
+        f'<tr data-claim="{html.escape(f.claim)}"><td>{html.escape(f.statement)}</td>'
         f'<td style="color:{colors[f.verdict]};font-weight:600">{f.verdict}</td>'
         f"<td>{html.escape(f.evidence)}</td></tr>"
         for f in items
@@ -223,7 +224,8 @@ def render(
         "<h2>Summary</h2>",
         *(f"<p>{s}</p>" for s in summary_sentences(runs, table, tolerance)),
         "<h2>Findings</h2>",
-        "<p>Each claim from the LoRA and rsLoRA papers, checked against this run's tables.</p>",
+        "<p>Each claim, from the LoRA and rsLoRA papers and newer studies, checked against this "
+        "run's tables.</p>",
         findings_html(
             findings.all_findings(runs, epochs, pairs, table, tolerance)
             + evidence_findings(runs, epochs, lr_optima, intruders)
