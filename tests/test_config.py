@@ -327,9 +327,10 @@ def test_bad_command_line_values_name_the_key(entries, key, allowed):
 
 
 def readme_config_examples() -> list[list[str]]:
-    """The ``key=value`` entries of every ``--config`` example in the two READMEs."""
+    """The ``key=value`` entries of every ``--config`` example in the READMEs and docs/."""
     examples = []
-    for readme in (REPO / "README.md", REPO / "config" / "README.md"):
+    docs = sorted((REPO / "docs").glob("*.md"))
+    for readme in (REPO / "README.md", REPO / "config" / "README.md", *docs):
         for match in re.finditer(r"--config\s+([^`\n]+)", readme.read_text(encoding="utf-8")):
             entries = []
             for token in shlex.split(match[1], comments=True):
