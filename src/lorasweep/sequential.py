@@ -1,4 +1,4 @@
-"""Train a whole config in one Python process, one run after another, without Snakemake.
+"""Train a whole config in one Python process, without Snakemake, with the config's engine.
 
 This is the obvious alternative to the pipeline (what Hydra's basic launcher does), kept as the
 baseline of the grid-throughput benchmark, and handy for quick local work. It writes the same

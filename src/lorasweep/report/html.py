@@ -1,4 +1,8 @@
-"""A self-contained HTML report: summary, efficiency table, figures (embedded), notes.
+"""A self-contained HTML report: summary; findings (the five of :mod:`~lorasweep.analysis.findings`
+on the LoRA and rsLoRA papers, the five of :mod:`~lorasweep.analysis.evidence_findings` on newer
+studies and, for deep models, the three of :mod:`~lorasweep.analysis.deep_findings`); the
+efficiency table; the newer-evidence and fixed-budget sections; figures (embedded); the runs
+explorer; diverged runs; provenance.
 
 Every number in it is computed from the tables; nothing is typed in.
 """
