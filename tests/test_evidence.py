@@ -99,6 +99,7 @@ def test_a_large_update_orthogonal_to_every_base_direction_gives_k_intruders():
     assert set(counts.values()) == {k}
 
 
+@pytest.mark.peft
 def test_intruder_counts_match_peft_on_the_same_weights():
     """PEFT's reduce_intruder_dimension logs how many intruders each LoRA layer has."""
     peft = pytest.importorskip("peft")
