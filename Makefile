@@ -1,6 +1,7 @@
 # Two entry points for a fresh clone (only Python >= 3.11 and make needed):
 #   make run    set up .venv if needed, then run the default study (snakemake --cores 4)
 #   make test   set up .venv if needed, then run the whole test suite
+# and, while working: make test-fast, the unit tests only (no Snakemake run, cluster or browser)
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 4
@@ -11,7 +12,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint format report clean-results
+.PHONY: setup run test test-fast bench lint format report clean-results
 
 setup: $(STAMP)
 
@@ -29,6 +30,10 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+FAST_MARKERS := not integration and not slow and not slurm and not peft and not browser and not tutorial and not gpu
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 # Benchmarks (not part of the tests): needs the optional loralib/PEFT extra. BENCH_ARGS picks
 # suites, e.g. make bench BENCH_ARGS="step memory".

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--repeats", type=int, default=2, help="repeats of whole-pipeline timings")
-    parser.add_argument("--no-readme", action="store_true", help="leave README.md unchanged")
+    parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md unchanged")
     args = parser.parse_args(argv)
     suites = args.suites or list(SUITES)
     unknown = sorted(set(suites) - set(SUITES))
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine}")
     targets = [target for suite in SUITES if suite in suites for target in TARGETS[suite](args)]
     common.show("Targets", common.write_summary(targets))
-    if not args.no_readme:
-        common.update_readme(machine)
+    if not args.no_doc:
+        common.write_benchmarks_doc(machine)
 
 
 if __name__ == "__main__":

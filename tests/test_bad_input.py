@@ -1,17 +1,24 @@
 """Bad input: a clear one-line error naming the key and what is allowed, before any job runs,
-with every file under results/ left as it was."""
+with every file under results/ left as it was.
 
+Every config case is checked through ``lorasweep.config.validated()`` as the workflow calls it,
+on tiny.yaml with the case merged over it as Snakemake merges a second ``--configfile``; a few
+cases also go through Snakemake end to end, for "one line, before any job, results/ untouched".
+"""
+
+import copy
 import math
 import os
 import shutil
 
 import pytest
 import yaml
+from snakemake.utils import update_config
+
+from lorasweep.config import ConfigError, validated
 
 from .conftest import CONFIGS, snakemake
-from .test_config import integers_as_floats, readme_config_examples
-
-pytestmark = pytest.mark.integration
+from .test_config import integers_as_floats, readme_config_examples, with_overrides
 
 TINY = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
 DATASET = TINY["datasets"][0]
@@ -126,6 +133,26 @@ def assert_rejected(workdir, *configfiles, key_message, config=(), one_line=True
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_config_is_one_line_naming_the_key(tmp_path, monkeypatch, case):
+    override, key, allowed = CASES[case]
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(CONFIGS / "tiny.yaml", "tiny.yaml")
+    config = copy.deepcopy(TINY)
+    update_config(config, copy.deepcopy(override))
+    with pytest.raises(ConfigError) as caught:
+        validated(config)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"config error: {key}: "), message
+    assert allowed in message, message
+
+
+END_TO_END = ["rank zero", "results folder is a file", "work of epochs"]
+"""A schema error, a cross-key check and a resource estimate, through Snakemake."""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", END_TO_END)
 def test_bad_config_is_rejected_before_any_job(computed, case):
     override, key, allowed = CASES[case]
     (computed / "bad.yaml").write_text(yaml.safe_dump(override))
@@ -133,16 +160,27 @@ def test_bad_config_is_rejected_before_any_job(computed, case):
     assert allowed in line
 
 
-@pytest.mark.parametrize(
-    ("entries", "key", "allowed"),
-    [
-        (["reuse_runs=maybe"], "reuse_runs", "got 'maybe'; allowed: true or false"),
-        (["grid={rank: [1, 2.5]}"], "grid.rank[1]", "got 2.5; allowed: an integer >= 1"),
-        (["report={tolerance: .nan}"], "report.tolerance", "got nan; allowed: a finite number"),
-        (["train={epochs: 1e7}"], "train.epochs", "multiply-adds"),
-    ],
-)
-def test_bad_command_line_config_is_one_line(computed, entries, key, allowed):
+COMMAND_LINE = [
+    (["reuse_runs=maybe"], "reuse_runs", "got 'maybe'; allowed: true or false"),
+    (["grid={rank: [1, 2.5]}"], "grid.rank[1]", "got 2.5; allowed: an integer >= 1"),
+    (["report={tolerance: .nan}"], "report.tolerance", "got nan; allowed: a finite number"),
+    (["train={epochs: 1e7}"], "train.epochs", "multiply-adds"),
+]
+
+
+@pytest.mark.parametrize(("entries", "key", "allowed"), COMMAND_LINE)
+def test_bad_command_line_config_names_the_key(entries, key, allowed):
+    with pytest.raises(ConfigError) as caught:
+        validated(with_overrides(*entries))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"config error: {key}: "), message
+    assert allowed in message, message
+
+
+@pytest.mark.integration
+def test_bad_command_line_config_is_one_line(computed):
+    entries, key, allowed = COMMAND_LINE[1]
     line = assert_rejected(
         computed, "tiny.yaml", config=entries, key_message=f"config error: {key}:"
     )
@@ -150,6 +188,7 @@ def test_bad_command_line_config_is_one_line(computed, entries, key, allowed):
 
 
 @pytest.mark.parametrize("entries", readme_config_examples(), ids=" ".join)
+@pytest.mark.integration
 def test_readme_config_examples_are_accepted(computed, entries):
     before = snapshot(computed)
     args = ["-n", "--configfile", "tiny.yaml", "--config", *entries]
@@ -159,6 +198,7 @@ def test_readme_config_examples_are_accepted(computed, entries):
     assert snapshot(computed) == before
 
 
+@pytest.mark.integration
 def test_whole_number_floats_give_the_same_tables_as_integers(tiny_run, tmp_path):
     floats = integers_as_floats(TINY)
     floats["datasets"][0]["seed"] = 0.0
@@ -170,6 +210,7 @@ def test_whole_number_floats_give_the_same_tables_as_integers(tiny_run, tmp_path
         assert ours == (tiny_run / "results" / "tables" / table).read_bytes(), table
 
 
+@pytest.mark.integration
 def test_config_that_is_not_yaml_is_rejected(computed):
     (computed / "broken.yaml").write_text("grid: [unclosed\n  rank: 3\n")
     assert_rejected(
@@ -177,6 +218,7 @@ def test_config_that_is_not_yaml_is_rejected(computed):
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_corrupted_dataset_file_is_detected_before_any_job(computed, damage):
     path = computed / "results" / "datasets" / "tiny.safetensors"
@@ -194,6 +236,7 @@ def test_corrupted_dataset_file_is_detected_before_any_job(computed, damage):
         path.write_bytes(original)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "content", ["{not json", '{"runs": "tiny__full_lr0.01_s0", "runs_dir": "../runs"}', ""]
 )

@@ -78,6 +78,7 @@ def test_deep_batched_runs_equal_the_single_run_path(data, name, case):
         assert batched.base_weight is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tf", "net"])
 @pytest.mark.parametrize("overrides", [{}, {"batch_size": None}, {"init": "pissa"},
                                        {"dropout": 0.3}],
@@ -104,6 +105,7 @@ def test_deep_full_fine_tuning_does_not_depend_on_its_batch_bitwise(data):
     assert_bitwise(train_batch([*mates, target], data["net"], memory_budget_mib=1e-6)[-1], alone)
 
 
+@pytest.mark.slow
 def test_chunking_a_deep_batch_changes_no_result_bitwise(data):
     dataset = data["tf"]
     specs = [lora("tf", seed=s, lr=lr) for s in (0, 1) for lr in (0.001, 0.01, 0.03)]

@@ -1,5 +1,6 @@
-"""Config errors name the key and what is allowed (unit level; the workflow-level tests that
-check nothing runs and results stay untouched live in test_workflow.py)."""
+"""Config errors name the key and what is allowed, checked through the workflow's own
+``lorasweep.config.validated()`` (the few end-to-end cases that also check that nothing runs and
+results/ stays untouched live in test_bad_input.py)."""
 
 import copy
 import math
@@ -8,34 +9,24 @@ import shlex
 import subprocess
 import sys
 
-import jsonschema
 import pytest
 import yaml
 from snakemake.cli import parse_config
 from snakemake.utils import update_config
 
-from lorasweep.config import (
-    ConfigError,
-    check_resources,
-    check_semantics,
-    describe_schema_error,
-    parse_strings,
-)
+from lorasweep.config import ConfigError, check_resources, parse_strings, validated
 from lorasweep.planning import resources
 from lorasweep.planning.grouping import build_plan
+from lorasweep.report.title import drop_inherited_title, report_title
 from lorasweep.tasks.synthetic import DatasetSpec
 
 from .conftest import CONFIGS, REPO
 
-SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-
 
 def check(config):
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is not None:
-        raise describe_schema_error(error)
-    check_semantics(config)
+    """The workflow's validation without the machine-dependent resource limits, which
+    :func:`resource_check` applies against a fixed machine."""
+    return validated(config, check_limits=False)
 
 
 def tiny():
@@ -336,9 +327,10 @@ def test_bad_command_line_values_name_the_key(entries, key, allowed):
 
 
 def readme_config_examples() -> list[list[str]]:
-    """The ``key=value`` entries of every ``--config`` example in the two READMEs."""
+    """The ``key=value`` entries of every ``--config`` example in the READMEs and docs/."""
     examples = []
-    for readme in (REPO / "README.md", REPO / "config" / "README.md"):
+    docs = sorted((REPO / "docs").glob("*.md"))
+    for readme in (REPO / "README.md", REPO / "config" / "README.md", *docs):
         for match in re.finditer(r"--config\s+([^`\n]+)", readme.read_text(encoding="utf-8")):
             entries = []
             for token in shlex.split(match[1], comments=True):
@@ -570,3 +562,35 @@ def test_bad_deep_values_name_the_key_and_what_is_allowed(config, key, allowed):
     assert message.startswith(f"config error: {key}:"), message
     assert allowed in message, message
     assert "\n" not in message
+
+
+def merged_over_default(*overrides: dict) -> dict:
+    """config/config.yaml with ``overrides`` merged over it as Snakemake merges each
+    ``--configfile``, the inherited title handled as the workflow handles it, then validated."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    given: dict = {}
+    for override in overrides:
+        update_config(config, copy.deepcopy(override))
+        update_config(given, copy.deepcopy(override))
+    return check(drop_inherited_title(config, given))
+
+
+def test_default_config_sets_its_own_title():
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert report_title(merged_over_default()) == default["report"]["title"]
+
+
+def test_a_config_without_a_title_gets_one_naming_its_own_datasets():
+    title = report_title(merged_over_default(tiny()))
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert title != default["report"]["title"], "not the default study's title"
+    assert "tiny (16→12, task rank 2)" in title and "full fine-tuning" in title
+    assert "lowrank256" not in title and "256" not in title
+
+    deep_title = report_title(check(yaml.safe_load((CONFIGS / "tiny_deep.yaml").read_text())))
+    assert "tf (transformer, d_model 8, 1 block, task rank 1)" in deep_title
+    assert "net (MLP 6→4, 3 layers, task rank 1)" in deep_title
+
+
+def test_a_given_title_is_kept():
+    assert report_title(merged_over_default(tiny(), {"report": {"title": "Mine"}})) == "Mine"

@@ -29,6 +29,34 @@ def test_optimum_of_a_u_curve_is_recovered_between_grid_points(true_lr):
     assert not at_edge
 
 
+HALF_DECADES = [10 ** (k / 2) for k in range(-10, -1)]
+"""1e-5 … 3e-2 in half-decade steps, as config/regret.yaml sweeps learning rates."""
+
+
+def cliff_curve(true_lr: float, gentle: float, steep: float) -> list[float]:
+    """Final loss against learning rate that falls as a power law up to ``true_lr`` and then
+    rises off an exponential cliff, as training does towards divergence: skewed, and no
+    parabola in (log lr, log loss)."""
+    losses = []
+    for lr in HALF_DECADES:
+        u = math.log10(lr / true_lr)
+        rise = min(steep * (10**u - 1), 700.0)
+        losses.append(0.01 * (10 ** (-gentle * u) if u <= 0 else math.exp(rise)))
+    return losses
+
+
+@pytest.mark.parametrize(("gentle", "steep"), [(0.3, 4.0), (0.1, 10.0), (1.0, 6.0)])
+@pytest.mark.parametrize("true_lr", [2.2e-4, 1e-3, 1.9e-3, 4.5e-3])
+def test_optimum_of_a_skewed_cliff_curve_is_within_half_a_grid_step(true_lr, gentle, steep):
+    losses = cliff_curve(true_lr, gentle, steep)
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert 2 <= best <= len(losses) - 3, "two grid points on each side of the lowest"
+    lr, at_edge = optimal_learning_rate(HALF_DECADES, losses)
+    half_step = 0.25
+    assert abs(math.log10(lr / true_lr)) <= half_step, (lr, true_lr)
+    assert not at_edge
+
+
 def test_optimum_at_the_grid_edge_is_flagged():
     losses = [1.0, 0.5, 0.3, 0.2, 0.15, 0.1]
     assert optimal_learning_rate(GRID, losses) == (GRID[-1], True)
@@ -72,6 +100,7 @@ def test_a_large_update_orthogonal_to_every_base_direction_gives_k_intruders():
     assert set(counts.values()) == {k}
 
 
+@pytest.mark.peft
 def test_intruder_counts_match_peft_on_the_same_weights():
     """PEFT's reduce_intruder_dimension logs how many intruders each LoRA layer has."""
     peft = pytest.importorskip("peft")

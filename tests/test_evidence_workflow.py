@@ -1,13 +1,13 @@
 """End to end: a config with a source task and learning-rate sweeps yields the three studies'
 tables, figures, findings and report sections."""
 
-import re
 import shutil
 
 import pandas as pd
 import pytest
 
 from .conftest import CONFIGS, REPO, snakemake
+from .helpers import report_verdicts
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +60,9 @@ def test_report_has_a_section_and_a_figure_per_study(evidence_run):
         section = html.split(f"<h2>{heading}</h2>", 1)[1].split("<h2>", 1)[0]
         assert "<table" in section, heading
     findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
-    verdicts = re.findall(r"font-weight:600\">([^<]+)</td>", findings)
+    verdicts = report_verdicts(html)
     assert len(verdicts) == 10
+    assert verdicts["forgetting"] != "not tested by this config", "the config has a source task"
     assert "Biderman" in findings and "Shuttleworth" in findings
 
 

@@ -1,8 +1,11 @@
 """Reuse keys: a finished run is reused only for the same settings, data, code and threads."""
 
+import shutil
+
 import torch
 
 from lorasweep.io import load_metadata, load_tensors, read_json, tensors_to_bytes
+from lorasweep.jobs import reuse
 from lorasweep.jobs.job import run_job
 from lorasweep.jobs.reuse import code_fingerprint, reuse_key
 from lorasweep.planning.runs import RunSpec
@@ -23,7 +26,28 @@ def test_reuse_key_changes_with_anything_that_changes_the_result():
     assert key != reuse_key(other, "abc", CPU, 1)
     assert key != reuse_key(SPEC, "abc", CPU, 1, engine="single")
     assert key == reuse_key(SPEC, "abc", CPU, 1, engine="batched")
-    assert len(code_fingerprint()) == 64
+
+
+def test_code_fingerprint_changes_when_training_code_changes(tmp_path, monkeypatch):
+    package = tmp_path / "lorasweep"
+    shutil.copytree(reuse.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(reuse, "PACKAGE", package)
+
+    def fingerprint() -> str:
+        code_fingerprint.cache_clear()
+        return code_fingerprint()
+
+    try:
+        original = fingerprint()
+        assert original == fingerprint(), "the same code gives the same fingerprint"
+        report = package / "report" / "html.py"
+        report.write_text(report.read_text() + "\nREPORT_ONLY = 1\n")
+        assert fingerprint() == original, "code that cannot change a run's numbers is left out"
+        loop = package / "training" / "loop.py"
+        loop.write_text(loop.read_text() + "\nEXTRA_STEP_SCALE = 1.0\n")
+        assert fingerprint() != original, "an edit to the training code must retrain"
+    finally:
+        code_fingerprint.cache_clear()
 
 
 def test_run_job_reuses_finished_runs_and_retrains_on_request(tmp_path):

@@ -114,6 +114,7 @@ def deep_run(data, method="lora", **overrides):
     return train_run(RunSpec(**{**base, **overrides}), data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("targets", "rank"),
     [("mlp", DEEP_TASK_RANK), ("mlp", 2 * DEEP_TASK_RANK), ("all", DEEP_TASK_RANK)],
@@ -125,11 +126,13 @@ def test_lora_on_every_shifted_module_reaches_the_noise_floor(
     assert result.final["val_loss"] == pytest.approx(0.01, rel=0.15)
 
 
+@pytest.mark.slow
 def test_full_finetuning_of_the_network_reaches_the_noise_floor(mlp_shifted_transformer):
     result = deep_run(mlp_shifted_transformer, method="full")
     assert result.final["val_loss"] == pytest.approx(0.01, rel=0.15)
 
 
+@pytest.mark.slow
 def test_attention_only_lora_cannot_undo_a_shift_in_the_mlp(mlp_shifted_transformer):
     result = deep_run(mlp_shifted_transformer, targets="attention", rank=4 * DEEP_TASK_RANK)
     assert result.final["val_loss"] >= 1.25 * 0.01

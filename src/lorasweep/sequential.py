@@ -1,4 +1,4 @@
-"""Train a whole config in one Python process, one run after another, without Snakemake.
+"""Train a whole config in one Python process, without Snakemake, with the config's engine.
 
 This is the obvious alternative to the pipeline (what Hydra's basic launcher does), kept as the
 baseline of the grid-throughput benchmark, and handy for quick local work. It writes the same
@@ -30,11 +30,15 @@ def load_config(*paths: str | Path) -> dict:
     from snakemake.utils import update_config
 
     from lorasweep.config import validated
+    from lorasweep.report.title import drop_inherited_title
 
     config: dict = {}
+    overrides: dict = {}
     for path in (DEFAULT_CONFIG, *paths):
         update_config(config, yaml.safe_load(Path(path).read_text()) or {})
-    return validated(config)
+    for path in paths:
+        update_config(overrides, yaml.safe_load(Path(path).read_text()) or {})
+    return validated(drop_inherited_title(config, overrides))
 
 
 def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[str, float]:

@@ -31,8 +31,10 @@ from lorasweep.planning.freshness import (
     stale_outputs,
 )
 from lorasweep.planning.grouping import build_plan
+from lorasweep.report.title import drop_inherited_title, report_title
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
+drop_inherited_title(config, workflow.config_settings.overwrite_config)
 try:
     validated(config, check_limits=workflow.is_main_process)
 except ConfigError as err:

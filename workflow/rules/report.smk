@@ -21,7 +21,7 @@ rule report:
         "../envs/lorasweep.yaml"
     params:
         captions=[caption_text(name) for name in FIGURE_NAMES],
-        title=config["report"]["title"],
+        title=report_title(config),
         tolerance=config["report"]["tolerance"],
     script:
         "../scripts/report.py"

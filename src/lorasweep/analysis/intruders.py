@@ -22,7 +22,7 @@ EPSILONS = (0.4, 0.5, 0.6)
 
 def base_vectors(w0: torch.Tensor) -> torch.Tensor:
     """All left singular vectors x_i of W₀ (columns, float64), computed once per layer."""
-    import torch  # here, not at the top: figure and report jobs read TOP_K without paying ~1 s
+    import torch  # here, not at the top: figure and report jobs read TOP_K without importing it
 
     base, _, _ = torch.linalg.svd(w0.double(), full_matrices=False)
     return base

@@ -12,16 +12,56 @@ import pandas as pd
 
 from lorasweep.analysis.statistics import LORA_SETTINGS
 
+CANDIDATE_VERTICES = 401
+"""Vertices tried across the bracket before :data:`REFINE_STEPS` of golden-section search."""
+REFINE_STEPS = 80
+
+
+def _two_arm_misfit(vertex: float, x: np.ndarray, y: np.ndarray) -> float:
+    """Squared misfit of the best y = level + a·(x − vertex)² left of the vertex and
+    level + c·(x − vertex)² right of it (a, c ≥ 0, the level at most the lowest point)."""
+    offset = x - vertex
+    design = np.stack([np.ones_like(x), np.minimum(offset, 0) ** 2, np.maximum(offset, 0) ** 2], 1)
+    (level, left, right), *_ = np.linalg.lstsq(design, y, rcond=None)
+    if left < 0 or right < 0 or level > y.min() + 1e-12:
+        return math.inf
+    residual = design @ np.array([level, left, right]) - y
+    return float(residual @ residual)
+
+
+def _two_arm_vertex(x: np.ndarray, y: np.ndarray, low: float, high: float) -> float | None:
+    """The vertex in [low, high] of the two-arm parabola that best fits (x, y); None where no
+    vertex there fits convex arms."""
+    candidates = np.linspace(low, high, CANDIDATE_VERTICES)
+    misfits = [_two_arm_misfit(v, x, y) for v in candidates]
+    if not np.isfinite(misfits).any():
+        return None
+    i = int(np.argmin(misfits))
+    a, b = candidates[max(i - 1, 0)], candidates[min(i + 1, len(candidates) - 1)]
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(REFINE_STEPS):
+        left, right = b - ratio * (b - a), a + ratio * (b - a)
+        if _two_arm_misfit(left, x, y) < _two_arm_misfit(right, x, y):
+            b = right
+        else:
+            a = left
+    return (a + b) / 2
+
 
 def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, bool]:
     """The minimiser of a U-shaped curve of final loss against learning rate, and whether it
     lies at the edge of the grid.
 
-    The curve is taken in (log₁₀ lr, log₁₀ loss). The optimum is the vertex of the parabola
-    through the lowest grid point and its two neighbours, kept inside their bracket. Where the
-    lowest point is the first or last of the grid, or the three points are not convex, the grid
-    point itself is returned; at an edge the true optimum may lie beyond the grid, so the flag
-    is True. Non-finite losses (diverged runs) count as +∞.
+    The curve is taken in (log₁₀ lr, log₁₀ loss). Where the lowest grid point has two finite
+    neighbours on each side, the optimum is the vertex of the two-arm parabola (one curvature
+    left of the vertex, another right of it) that best fits those five points, kept between the
+    lowest point's neighbours: a curve that falls gently and then rises off a cliff, as training
+    does towards divergence, is skewed, and one parabola through three points would put its
+    vertex on the gentle side. With fewer neighbours, it is the vertex of the parabola through
+    the lowest point and its two neighbours, kept inside their bracket. Both are exact for a
+    parabola. Where the lowest point is the first or last of the grid, or the three points are
+    not convex, the grid point itself is returned; at an edge the true optimum may lie beyond the
+    grid, so the flag is True. Non-finite losses (diverged runs) count as +∞.
     """
     grid = np.asarray(lrs, dtype=float)
     order = np.argsort(grid)
@@ -37,6 +77,11 @@ def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tupl
     (x0, x1, x2), (y0, y1, y2) = x[best - 1 : best + 2], y[best - 1 : best + 2]
     if not np.isfinite([y0, y2]).all():
         return float(grid[best]), False
+    window = slice(best - 2, best + 3)
+    if 2 <= best <= len(x) - 3 and np.isfinite(y[window]).all():
+        vertex = _two_arm_vertex(x[window], y[window], x0, x2)
+        if vertex is not None:
+            return float(10**vertex), False
     denominator = (x0 - x1) * (x0 - x2) * (x1 - x2)
     a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / denominator
     b = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / denominator

@@ -42,17 +42,17 @@ ALIGN = 64
 CHUNK_ELEMENTS = 1 << 16
 """The losses, single-run and batched, process rows in chunks of at most this many output
 elements per run (256 KiB in float32), so that no split- or batch-sized temporary is formed and
-each chunk stays in the CPU's cache while its loss and gradients are formed (measured fastest
-here among 2¹⁴…2²⁰ at 4096×4096)."""
+each chunk stays in the CPU's cache while its loss and gradients are formed (the size chosen
+from timings of 2¹⁴…2²⁰ at 4096×4096; ``make bench`` measures the result)."""
 
 CHUNK_STEP_COST = 2.5e6
-"""Cost of dispatching one step of one chunk (about twenty operations, 80 µs here), in
-multiply-adds at the rate the batched products reach (about 32 G/s on one core here)."""
+"""Cost of dispatching one step of one chunk (about twenty operations), in multiply-adds: the
+dispatch time times the rate the batched products reach on one CPU core, a calibration."""
 
 ERROR_ELEMENT_COST = 50
 """Cost, in multiply-adds, of each element of a run's error per step: forming it, its loss,
-the passes of both gradient products over it and the optimizer's share (measured: a rank-1
-step at 256×256, batch 128, costs what 50·b·d_out multiply-adds do)."""
+the passes of both gradient products over it and the optimizer's share (calibrated on a
+rank-1 step at 256×256, batch 128)."""
 
 DEFAULT_BUDGET_MIB = {"cpu": 1024, "cuda": None}
 """Memory a batch may allocate beyond its dataset when ``train.memory_budget_mib`` is null: 1 GiB
@@ -222,7 +222,7 @@ def budget_bytes(budget_mib: float | None, device_type: str) -> int | None:
 SHARED_ORDER_RUNS = 4
 """Runs that draw the same mini-batches get chunks of their own once there are this many of them:
 a chunk whose runs share each step's rows gathers them once, where a mixed chunk gathers them
-per run (about 1.5–2× the time per run-step at ranks 1–8 here)."""
+per run."""
 
 
 def chunk_runs(runs: Sequence[RunSpec], dataset: dict, budget: int) -> list[list[RunSpec]]:
@@ -296,7 +296,7 @@ def estimated_cost(run: RunSpec, dataset: dict) -> float:
 
     LoRA runs train against the cached base product, so a step costs about 3·b·r·(d_in + d_out)
     multiply-adds; full fine-tuning about 3·b·d_in·d_out. The overhead term stands for the
-    ~0.3 ms of Python and dispatch each step pays whatever its size. A deep model's step runs
+    Python and dispatch time each step pays whatever its size. A deep model's step runs
     the whole network forward and back, LoRA or not: 3·b·tokens·Σ d_in·d_out over its linear
     modules, and the overhead once per module.
     """
@@ -314,9 +314,8 @@ def estimated_cost(run: RunSpec, dataset: dict) -> float:
 def batch_cost(batch: Sequence[RunSpec], dataset: dict) -> float:
     """Estimated cost of training ``batch`` together: its runs' :func:`run_cost` plus the
     dispatch of each step once per chunk (about one chunk per data order,
-    :data:`CHUNK_STEP_COST`). The measured CPU time of the default grid's batches follows it
-    within about 20 %. A deep network's step dispatches about that many operations per
-    linear module (an estimate, not measured against a deep grid)."""
+    :data:`CHUNK_STEP_COST`). A deep network's step dispatches about that many operations per
+    linear module (an estimate, not calibrated on a deep grid)."""
     if not batchable(batch[0], dataset):
         return sum(estimated_cost(run, dataset) for run in batch)
     _, steps = training_steps(batch[0], dataset)

@@ -1,7 +1,7 @@
 """Group runs into training jobs (Snakemake jobs, one process each) of about equal cost.
 
-A *job* trains several runs, so that the cost of starting Python and importing torch (about 5 s
-here) is paid once per job rather than once per run. With the batched engine a job trains whole
+A *job* trains several runs, so that the cost of starting Python and importing torch is paid
+once per job rather than once per run. With the batched engine a job trains whole
 batches (:mod:`lorasweep.planning.batches`): a batch too large to balance the jobs is cut into
 pieces, each trained whole by one job. Each run still has its own folder,
 ``results/runs/<run_id>/``, and a job reuses a run whose folder holds a result for the same

@@ -25,8 +25,8 @@ FLOAT32, FLOAT64 = 4, 8
 PROCESS_BYTES = GIB // 2
 """What a job's process holds whatever the config: Python, torch and the BLAS it loads."""
 STEP_MULTIPLY_ADDS = 10**7
-"""What one optimizer step costs whatever its size (about 0.3 ms of Python and dispatch, at
-the ~3·10¹⁰ multiply-adds per second a CPU core reaches here), counted as multiply-adds."""
+"""What one optimizer step costs whatever its size (its Python and dispatch time), counted as
+the multiply-adds a CPU core does in that time."""
 
 GRID_AXES = ("rank", "alpha", "scaling", "init", "lr", "lr_ratio")
 NETWORK_SIZES = ("d_model", "n_layers", "seq_len", "d_ff")

@@ -1,4 +1,8 @@
-"""A self-contained HTML report: summary, efficiency table, figures (embedded), notes.
+"""A self-contained HTML report: summary; findings (the five of :mod:`~lorasweep.analysis.findings`
+on the LoRA and rsLoRA papers, the five of :mod:`~lorasweep.analysis.evidence_findings` on newer
+studies and, for deep models, the three of :mod:`~lorasweep.analysis.deep_findings`); the
+efficiency table; the newer-evidence and fixed-budget sections; figures (embedded); the runs
+explorer; diverged runs; provenance.
 
 Every number in it is computed from the tables; nothing is typed in.
 """
@@ -185,14 +189,15 @@ def _image(path: Path) -> str:
 
 
 def findings_html(table: pd.DataFrame) -> str:
-    """The findings table (``tables/findings.csv``) as the report shows it."""
+    """The findings table (``tables/findings.csv``) as the report shows it; each row carries
+    its claim id as ``data-claim``."""
     colors = {
         REPRODUCED: "#1b7837",
         NOT_REPRODUCED: "#b2182b",
         NOT_TESTED: "#666",
     }
     rows = "".join(
-        f"<tr><td>{html.escape(f.claim)}</td>"
+        f'<tr data-claim="{html.escape(f.claim_id)}"><td>{html.escape(f.claim)}</td>'
         f'<td style="color:{colors[f.verdict]};font-weight:600">{f.verdict}</td>'
         f"<td>{html.escape(f.evidence)}</td></tr>"
         for f in table.itertuples()
@@ -223,8 +228,8 @@ def render(
         "<h2>Summary</h2>",
         *(f"<p>{s}</p>" for s in summary_sentences(runs, efficiency, tolerance)),
         "<h2>Findings</h2>",
-        "<p>Each claim checked against this run's tables, as <code>tables/findings.csv</code> "
-        "holds it.</p>",
+        "<p>Each claim, from the LoRA and rsLoRA papers and newer studies, checked against this "
+        "run's tables, as <code>tables/findings.csv</code> holds it.</p>",
         findings_html(findings),
         *_count_notes_section(runs),
         *_efficiency_section(efficiency),

@@ -1,8 +1,9 @@
-"""Gather the per-run files of training jobs into three tables.
+"""Gather the per-run files of training jobs into four tables.
 
 - ``runs.csv``: one row per run (parameters, counts, losses, theory, status). Deterministic.
 - ``epochs.csv``: long format, one row per run and epoch. Deterministic.
 - ``timings.csv``: wall-clock seconds per run; the only table that changes between reruns.
+- ``provenance.csv``: one row per software/device environment, with the number of its runs.
 """
 
 from __future__ import annotations

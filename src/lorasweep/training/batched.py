@@ -132,7 +132,7 @@ def train_batch(
     """Train the runs of one batch (one :func:`~lorasweep.planning.batches.batch_key`) together,
     chunk by chunk within the memory budget; their results, in the order of ``specs``.
     ``pad_ranks`` lets LoRA runs of different ranks share the batch, padded to the largest (the
-    alternative the planner measured against; see :class:`StackedLoRA`)."""
+    layout ``make bench`` compares with grouping by rank; see :class:`StackedLoRA`)."""
     if len({s.run_id for s in specs}) != len(specs):
         raise ValueError("a batch lists a run twice")
     keys = {batch_key(dataclasses.replace(s, rank=None) if pad_ranks else s) for s in specs}

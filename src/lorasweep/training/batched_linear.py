@@ -114,8 +114,8 @@ class StackedLoRA:
     split's sufficient statistics instead, shared by the batch
     (:func:`~lorasweep.training.exact.gram_sum_of_squares`).
 
-    The slot holds A (r×d_in), Bᵀ (r×d_out; the layout in which the batched products run
-    fastest here) and the bias where it trains. Runs of different ranks may share a batch
+    The slot holds A (r×d_in), Bᵀ (r×d_out; the layout chosen for the batched products) and the
+    bias where it trains. Runs of different ranks may share a batch
     padded to the largest: a padded row of A or Bᵀ starts at zero and its gradient is masked to
     exactly zero, so Adam never moves it (m and v stay 0, and so does the update). The planner
     groups by rank instead (:mod:`lorasweep.planning.batches`); padding is kept for measuring
