@@ -17,7 +17,7 @@ timeout 300 .venv/bin/python -m pytest -m gpu -q -p no:cacheprovider tests/test_
     >"$out/tests.log" 2>&1
 tests=$?
 tail -n 3 "$out/tests.log"
-timeout 240 .venv/bin/python -m benchmarks.run gpu --no-readme >"$out/bench.log" 2>&1
+timeout 240 .venv/bin/python -m benchmarks.run gpu --no-doc >"$out/bench.log" 2>&1
 echo "benchmarks exit $?"
 cp -r results/benchmarks "$out/" 2>/dev/null
 tail -n 15 "$out/bench.log"
