@@ -1,85 +1,137 @@
-"""The findings can come out either way: they are computed, not asserted."""
+"""The findings can come out either way: they are computed, not asserted. Each interval-backed
+finding is tested reproduced, not reproduced and inconclusive on hand-made tables."""
 
 import pandas as pd
+import pytest
 
-from lorasweep.analysis import findings
+from lorasweep.analysis import findings, statistics
+from lorasweep.analysis.intervals import INCONCLUSIVE
 from tests.helpers import as_stored
 
+SEED_OFFSETS = (-1.0, 0.0, 1.0)
 
-def lowrank_runs(losses_by_rank: dict[int, float], task_rank=4, floor=0.01) -> pd.DataFrame:
+
+def lowrank_runs(losses_by_rank: dict, task_rank=4, floor=0.01, spread=0.0) -> pd.DataFrame:
+    """LoRA runs of one lowrank dataset, three seeds per rank, each seed's final loss
+    ``loss · (1 + spread · offset)`` around the rank's ``loss``."""
     rows = []
     for rank, loss in losses_by_rank.items():
-        for seed in (0, 1):
+        for seed, offset in enumerate(SEED_OFFSETS):
             rows.append(
                 {
                     "run_id": f"r{rank}_s{seed}", "dataset": "d", "method": "lora", "rank": rank,
                     "alpha": 8.0, "scaling": "standard", "init": "kaiming", "lr": 1e-3,
                     "lr_ratio": 1.0, "bias": "none", "seed": seed, "status": "ok",
-                    "final_val_loss": loss,
+                    "final_val_loss": loss * (1 + spread * offset),
                     "dataset_kind": "lowrank", "task_rank": task_rank, "noise_floor": floor,
+                    "trainable_params": 10 * rank, "total_params": 1000,
+                    "train_state_bytes": 160 * rank, "adapter_bytes": 40 * rank,
                 }
             )  # fmt: skip
     return as_stored(pd.DataFrame(rows))
 
 
-def test_small_rank_claim_reproduced_or_not():
+def test_small_rank_claim_in_every_outcome():
     ok = findings.small_rank_suffices(lowrank_runs({2: 0.05, 4: 0.0103, 8: 0.0101}))
     assert ok.verdict == findings.REPRODUCED and "+3.0 %" in ok.evidence
+    assert ok.deciding.interval.n == 3 and ok.deciding.threshold == findings.SMALL_R_TOLERANCE
     bad = findings.small_rank_suffices(lowrank_runs({2: 0.05, 4: 0.02, 8: 0.0101}))
     assert bad.verdict == findings.NOT_REPRODUCED
+    straddles = findings.small_rank_suffices(lowrank_runs({4: 0.0105}, spread=0.05))
+    assert straddles.verdict == INCONCLUSIVE and "95 % CI" in straddles.evidence
     untested = findings.small_rank_suffices(lowrank_runs({1: 0.05, 2: 0.03}))
     assert untested.verdict == findings.NOT_TESTED
 
 
-def test_large_rank_claim_fails_when_loss_keeps_falling():
+def test_one_seed_gives_no_interval_and_no_verdict_but_inconclusive():
+    one_seed = lowrank_runs({4: 0.0101})
+    one_seed = one_seed[one_seed["seed"] == 0]
+    result = findings.small_rank_suffices(one_seed)
+    assert result.verdict == INCONCLUSIVE and "no interval" in result.evidence
+
+
+def test_task_replicates_are_the_unit_where_there_are_several():
+    runs = pd.concat(
+        [lowrank_runs({4: loss}).assign(task_seed=t) for t, loss in enumerate([0.0101, 0.0102])]
+    )
+    assert findings.unit_column(runs) == "task_seed"
+    assert findings.small_rank_suffices(runs).deciding.interval.n == 2
+    assert findings.unit_column(lowrank_runs({4: 0.0101})) == "seed"
+
+
+def test_large_rank_claim_in_every_outcome():
     plateau = findings.large_rank_wasted(lowrank_runs({4: 0.0103, 16: 0.0101, 64: 0.0102}))
     assert plateau.verdict == findings.REPRODUCED
     falling = findings.large_rank_wasted(lowrank_runs({4: 0.03, 16: 0.015, 64: 0.0101}))
     assert falling.verdict == findings.NOT_REPRODUCED
+    runs = lowrank_runs({4: 0.0106, 16: 0.0101})
+    noisy_top = runs["rank"] == 16
+    runs.loc[noisy_top, "final_val_loss"] = [0.0094, 0.0101, 0.0108]
+    assert findings.large_rank_wasted(runs).verdict == INCONCLUSIVE
 
 
-def test_subspace_claim_uses_phi_at_i_j_1():
+def test_subspace_claim_uses_phi_at_i_j_1_in_every_outcome():
     pairs = pd.DataFrame(
-        {"comparison": "rank", "dataset": "d", "rank_a": 8, "rank_b": 64, "seed_a": [0, 1],
-         "seed_b": [0, 1], "i": 1, "j": 1, "phi": [0.2, 0.3]}
+        {"comparison": "rank", "dataset": "d", "rank_a": 8, "rank_b": 64, "seed_a": [0, 1, 2],
+         "seed_b": [0, 1, 2], "i": 1, "j": 1, "phi": [0.2, 0.3, 0.25]}
     )  # fmt: skip
     assert findings.subspaces_overlap(pairs).verdict == findings.NOT_REPRODUCED
-    assert findings.subspaces_overlap(pairs.assign(phi=[0.9, 0.8])).verdict == findings.REPRODUCED
+    high = pairs.assign(phi=[0.9, 0.8, 0.85])
+    assert findings.subspaces_overlap(high).verdict == findings.REPRODUCED
+    straddles = pairs.assign(phi=[0.2, 0.9, 0.5])
+    assert findings.subspaces_overlap(straddles).verdict == INCONCLUSIVE
     assert findings.subspaces_overlap(None).verdict == findings.NOT_TESTED
 
 
-def test_rslora_claim_compares_learning_speed_at_the_largest_rank():
+def rslora_tables(slow_standard: float, noise: tuple = (0.0, 0.0, 0.0)):
+    """Both rules at r = 1 and r = 64; at r = 64 the α/r runs' losses are ``slow_standard`` ×
+    the α/√r runs', times 1 + each seed's ``noise``."""
     runs = pd.concat(
         [lowrank_runs({1: 0.05, 64: 0.01}).assign(scaling=s, run_id=lambda d, s=s: d["run_id"] + s)
          for s in ("standard", "rslora")]
     )  # fmt: skip
     epochs = []
-    for run_id in runs["run_id"]:
+    for run_id, seed in zip(runs["run_id"], runs["seed"], strict=True):
         slow = run_id.endswith("standard") and run_id.startswith("r64")
+        factor = slow_standard * (1 + noise[seed]) if slow else 1.0
         for epoch in range(4):
             epochs.append(
-                {"run_id": run_id, "epoch": epoch, "val_loss": (0.5 if slow else 0.1) / (epoch + 1)}
+                {"run_id": run_id, "epoch": epoch, "val_loss": 0.1 * factor / (epoch + 1)}
             )
-    verdict = findings.rslora_learns_faster(runs, pd.DataFrame(epochs)).verdict
-    assert verdict == findings.REPRODUCED
-    flipped = [
-        dict(e, val_loss=e["val_loss"] * (25 if "rslora" in e["run_id"] else 1)) for e in epochs
-    ]
-    assert (
-        findings.rslora_learns_faster(runs, pd.DataFrame(flipped)).verdict
-        == findings.NOT_REPRODUCED
-    )
+    return runs, pd.DataFrame(epochs)
 
 
-def test_efficiency_claim_names_the_first_rank_within_tolerance():
-    table = pd.DataFrame(
-        {"dataset": "d", "method": ["lora", "lora", "lora", "full"], "rank": [1, 4, 16, pd.NA],
-         "final_val_loss": [0.05, 0.0104, 0.0101, 0.01], "trainable_params": [10, 40, 160, 1000],
-         "params_vs_full": [0.01, 0.04, 0.16, 1.0], "state_vs_full": [0.01, 0.04, 0.16, 1.0]}
+def test_rslora_claim_compares_learning_speed_at_the_largest_rank_in_every_outcome():
+    assert findings.rslora_learns_faster(*rslora_tables(5.0)).verdict == findings.REPRODUCED
+    assert findings.rslora_learns_faster(*rslora_tables(0.2)).verdict == findings.NOT_REPRODUCED
+    straddles = findings.rslora_learns_faster(*rslora_tables(1.0, noise=(-0.5, 0.0, 2.0)))
+    assert straddles.verdict == INCONCLUSIVE
+
+
+def efficiency_runs(lora_losses: dict, full_loss=0.01, spread=0.0) -> pd.DataFrame:
+    lora = lowrank_runs(lora_losses, spread=spread)
+    full = lowrank_runs({1: full_loss}).assign(
+        method="full", run_id=lambda d: "full" + d["run_id"], trainable_params=1000,
+        train_state_bytes=16000, adapter_bytes=4000,
     )  # fmt: skip
-    ok = findings.efficiency(table, tolerance=0.05)
-    assert ok.verdict == findings.REPRODUCED and "r = 4 reaches" in ok.evidence
-    assert "r = 16 reaches" in findings.efficiency(table, tolerance=0.02).evidence
-    assert findings.efficiency(table, tolerance=0.0).verdict == findings.NOT_REPRODUCED
+    return as_stored(pd.concat([lora, full], ignore_index=True))
+
+
+@pytest.mark.parametrize(
+    ("losses", "spread", "tolerance", "verdict", "text"),
+    [
+        ({1: 0.05, 4: 0.0102, 16: 0.0101}, 0.0, 0.05, findings.REPRODUCED, "r = 4 reaches"),
+        ({1: 0.05, 4: 0.0102, 16: 0.0101}, 0.0, 0.015, findings.REPRODUCED, "r = 16 reaches"),
+        ({1: 0.05, 4: 0.0102, 16: 0.0101}, 0.0, 0.0, findings.NOT_REPRODUCED, "no rank"),
+        ({1: 0.05, 4: 0.0104}, 0.05, 0.05, INCONCLUSIVE, "r = 4 reaches"),
+    ],
+)
+def test_efficiency_claim_at_the_first_rank_within_tolerance(
+    losses, spread, tolerance, verdict, text
+):
+    runs = efficiency_runs(losses, spread=spread)
+    table = statistics.efficiency_table(runs)
+    result = findings.efficiency(runs, table, tolerance=tolerance)
+    assert result.verdict == verdict and text in result.evidence
     lora_only = table[table["method"] == "lora"]
-    assert findings.efficiency(lora_only, tolerance=0.05).verdict == findings.NOT_TESTED
+    assert findings.efficiency(runs, lora_only, tolerance).verdict == findings.NOT_TESTED

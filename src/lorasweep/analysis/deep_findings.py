@@ -15,7 +15,15 @@ from __future__ import annotations
 import pandas as pd
 
 from lorasweep.analysis import statistics
-from lorasweep.analysis.findings import Finding, _pct, _per_dataset
+from lorasweep.analysis.findings import (
+    Finding,
+    _pct,
+    _per_dataset,
+    from_checks,
+    interval_check,
+    per_unit,
+    unit_column,
+)
 from lorasweep.models.names import linear_modules, select
 from lorasweep.options import DEEP_KINDS
 
@@ -53,18 +61,21 @@ def floor_reached(runs: pd.DataFrame, tolerance: float) -> Finding:
     )
     lora = deep_lora(runs)
     best = best_by_targets(lora[lora["optimal_val_loss"].notna() & (lora["noise_floor"] > 0)])
-    parts, oks = [], []
+    unit = unit_column(lora)
+    keys = ["dataset", "targets", "rank", *statistics.settings_in(lora)]
+    checks = []
     for (dataset, targets), group in best.groupby(["dataset", "targets"]) if len(best) else []:
         row = group.sort_values("rank").iloc[0]
-        excess = row["mean"] / row["noise_floor"] - 1
-        oks.append(excess <= tolerance)
-        parts.append(
+        chosen = statistics.select_runs(lora, row.to_frame().T, keys)
+        excess = per_unit(chosen, "final_val_loss", unit) / row["noise_floor"] - 1
+        text = (
             f"{dataset}, targets {targets} at r = {row['rank']} (task rank "
-            f"{row['task_rank']}): {row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess)} "
+            f"{row['task_rank']}): {row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess.mean())} "
             f"from σ² = {row['noise_floor']:.4g}"
         )
+        checks.append(interval_check(dataset, text, excess, tolerance, True, unit, show=_pct))
     missing = "needs noise σ > 0 and LoRA on every shifted module at r ≥ task rank"
-    return _per_dataset("deep_floor", statement, parts, oks, missing)
+    return from_checks("deep_floor", statement, checks, missing)
 
 
 def budget_comparisons(runs: pd.DataFrame) -> pd.DataFrame:

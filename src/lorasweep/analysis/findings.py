@@ -1,8 +1,11 @@
 """Check the papers' claims against this run's tables, one generated sentence per claim.
 
-Each :class:`Finding` carries a verdict: ``reproduced``, ``not reproduced`` or ``not tested by
-this config`` (when the grid lacks what the claim needs). The thresholds are part of each
-claim's statement, not tuned to the data.
+Each :class:`Finding` carries a verdict: ``reproduced``, ``not reproduced``, ``inconclusive`` or
+``not tested by this config`` (when the grid lacks what the claim needs). The thresholds are part
+of each claim's statement, fixed here before any data are seen. Where the claim is about a
+quantity measured per run, the verdict comes from its 95 % bootstrap interval over independent
+units (:mod:`lorasweep.analysis.intervals`): task replicates where the config has several, else
+the seeds of one task; the interval straddling the threshold is inconclusive.
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ import numpy as np
 import pandas as pd
 
 from lorasweep.analysis import statistics
-from lorasweep.analysis.intervals import NOT_REPRODUCED, REPRODUCED
+from lorasweep.analysis.intervals import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Interval,
+    bootstrap_mean,
+    decide,
+)
 
 NOT_TESTED = "not tested by this config"
 
@@ -23,23 +33,93 @@ SUBSPACE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
+class Check:
+    """One dataset's test of a claim: its evidence sentence and verdict, with the interval and
+    threshold that decided it where it has one."""
+
+    dataset: str
+    text: str
+    verdict: str
+    interval: Interval | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
 class Finding:
     claim: str
     statement: str
     verdict: str
     evidence: str
+    deciding: Check | None = None
+    """The check whose verdict is the finding's (the first such dataset)."""
 
 
 def _verdict(ok: bool) -> str:
     return REPRODUCED if ok else NOT_REPRODUCED
 
 
-def _per_dataset(claim: str, statement: str, parts: list, oks: list, missing: str) -> Finding:
-    """Reproduced when the claim holds on every dataset that could test it, with each one's
-    evidence; not tested (``missing`` says why) when none could."""
-    if not parts:
+def unit_column(frame: pd.DataFrame) -> str:
+    """What a statistic resamples: task replicates where there are several, else seeds."""
+    if "task_seed" in frame and frame["task_seed"].nunique() >= 2:
+        return "task_seed"
+    return "seed"
+
+
+def _unit_words(unit: str, n: int) -> str:
+    return f"{n} task replicate(s)" if unit == "task_seed" else f"{n} seed(s)"
+
+
+def per_unit(frame: pd.DataFrame, value: str, unit: str) -> pd.Series:
+    """The mean of ``value`` per unit (a replicate's seeds averaged)."""
+    return frame.groupby(unit, sort=True)[value].mean()
+
+
+def interval_check(
+    dataset: str,
+    text: str,
+    values: pd.Series,
+    threshold: float,
+    holds_below: bool,
+    unit: str,
+    show=lambda x: f"{x:.4g}",
+) -> Check:
+    """A check whose verdict is :func:`~lorasweep.analysis.intervals.decide` on the bootstrap
+    interval of ``values`` (one per unit); ``show`` formats the interval's ends."""
+    interval = bootstrap_mean(values.to_numpy())
+    words = _unit_words(unit, interval.n)
+    span = (
+        f"95 % CI {show(interval.low)} to {show(interval.high)} over {words}"
+        if interval.n > 1
+        else f"one {words.split(' ', 1)[1].rstrip('(s)')} only, no interval"
+    )
+    verdict = decide(interval, threshold, holds_below)
+    return Check(dataset, f"{text} [{span}]", verdict, interval, threshold)
+
+
+def combine(verdicts: list[str]) -> str:
+    """Not reproduced if any dataset refutes the claim, else inconclusive if any cannot tell,
+    else reproduced."""
+    for outcome in (NOT_REPRODUCED, INCONCLUSIVE):
+        if outcome in verdicts:
+            return outcome
+    return REPRODUCED
+
+
+def from_checks(claim: str, statement: str, checks: list[Check], missing: str) -> Finding:
+    """The finding over every dataset that could test it; not tested (``missing`` says why)
+    when none could."""
+    if not checks:
         return Finding(claim, statement, NOT_TESTED, missing)
-    return Finding(claim, statement, _verdict(all(oks)), "; ".join(parts) + ".")
+    verdict = combine([c.verdict for c in checks])
+    deciding = next(c for c in checks if c.verdict == verdict)
+    evidence = "; ".join(c.text for c in checks) + "."
+    return Finding(claim, statement, verdict, evidence, deciding)
+
+
+def _per_dataset(claim: str, statement: str, parts: list, oks: list, missing: str) -> Finding:
+    """:func:`from_checks` for point comparisons: ``oks`` says whether each part holds."""
+    checks = [Check("", text, _verdict(ok)) for text, ok in zip(parts, oks, strict=True)]
+    return from_checks(claim, statement, checks, missing)
 
 
 def _pct(x: float) -> str:
@@ -52,26 +132,34 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
         "noise floor (LoRA paper, Table 6)."
     )
     best = statistics.best_lowrank_lora(runs)
-    parts, oks = [], []
+    lora = statistics.completed_lora(runs)
+    unit = unit_column(lora)
+    checks = []
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k, floor = int(group["task_rank"].iloc[0]), float(group["noise_floor"].iloc[0])
         at_or_above = group[group["rank"] >= k]
         if at_or_above.empty or floor <= 0:
             continue
         row = at_or_above.sort_values("rank").iloc[0]
-        excess = row["mean"] / floor - 1
-        oks.append(excess <= SMALL_R_TOLERANCE)
-        parts.append(
+        chosen = statistics.select_runs(lora, row.to_frame().T, _setting_keys(lora))
+        excess = per_unit(chosen, "final_val_loss", unit) / floor - 1
+        text = (
             f"{dataset}: at r = {row['rank']} (task rank {k}) the final validation MSE is "
-            f"{row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess)} from σ² = {floor:.4g}"
+            f"{row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess.mean())} from σ² = {floor:.4g}"
         )
-    return _per_dataset(
+        checks.append(
+            interval_check(dataset, text, excess, SMALL_R_TOLERANCE, True, unit, show=_pct)
+        )
+    return from_checks(
         "small_r",
         statement,
-        parts,
-        oks,
+        checks,
         "needs a lowrank dataset with noise σ > 0 and r ≥ its task rank",
     )
+
+
+def _setting_keys(lora: pd.DataFrame) -> list[str]:
+    return ["dataset", "rank", *statistics.settings_in(lora)]
 
 
 def large_rank_wasted(runs: pd.DataFrame) -> Finding:
@@ -80,7 +168,9 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
         f"improves on it by more than {PLATEAU_TOLERANCE:.0%})."
     )
     best = statistics.best_lowrank_lora(runs)
-    parts, oks = [], []
+    lora = statistics.completed_lora(runs)
+    unit = unit_column(lora)
+    checks = []
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k = int(group["task_rank"].iloc[0])
         at_or_above = group[group["rank"] >= k].sort_values("rank")
@@ -89,18 +179,26 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
         knee = at_or_above.iloc[0]
         beyond = at_or_above.iloc[1:]
         top = beyond.loc[beyond["mean"].idxmin()]
-        gain = 1 - top["mean"] / knee["mean"]
-        oks.append(gain <= PLATEAU_TOLERANCE)
+        keys = _setting_keys(lora)
+        knee_units = per_unit(
+            statistics.select_runs(lora, knee.to_frame().T, keys), "final_val_loss", unit
+        )
+        top_units = per_unit(
+            statistics.select_runs(lora, top.to_frame().T, keys), "final_val_loss", unit
+        )
+        gain = (1 - top_units / knee_units).dropna()
         below = group[group["rank"] < k]
         drop = ""
         if not below.empty:
             low = below.sort_values("rank").iloc[0]
             drop = f", after falling {low['mean'] / knee['mean']:.1f}× from r = {low['rank']}"
-        parts.append(
+        text = (
             f"{dataset}: from r = {knee['rank']} ({knee['mean']:.4g}) to the best larger rank "
-            f"r = {top['rank']} ({top['mean']:.4g}) the loss improves by {100 * gain:.1f} %{drop}"
+            f"r = {top['rank']} ({top['mean']:.4g}) the loss improves by "
+            f"{100 * (1 - top['mean'] / knee['mean']):.1f} %{drop}"
         )
-    return _per_dataset("large_r", statement, parts, oks, "needs two ranks at or above a task rank")
+        checks.append(interval_check(dataset, text, gain, PLATEAU_TOLERANCE, True, unit, show=_pct))
+    return from_checks("large_r", statement, checks, "needs two ranks at or above a task rank")
 
 
 def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
@@ -115,29 +213,32 @@ def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     speed = curve.groupby("run_id")["log_loss"].mean().rename("speed")
     lora = lora.join(speed, on="run_id")
     keys = ["dataset", *(k for k in statistics.settings_in(lora) if k != "scaling")]
-    parts, wins, total = [], 0, 0
+    unit = unit_column(lora)
+    checks = []
     for dataset, group in lora.groupby("dataset", sort=True):
         top = group["rank"].max()
         at_top = group[group["rank"] == top]
         table = (
-            at_top.groupby([*keys, "scaling"], dropna=False)["speed"]
+            at_top.groupby([*keys, unit, "scaling"], dropna=False)["speed"]
             .mean()
             .unstack("scaling")
             .dropna()
         )
         if table.empty:
             continue
-        faster = table["rslora"] < table["standard"]
-        wins += int(faster.sum())
-        total += len(table)
-        parts.append(
-            f"{dataset}, r = {top}: α/√r is faster in {int(faster.sum())} of {len(table)} "
-            f"settings (mean log₁₀ val MSE over epochs {table['rslora'].mean():.3f} vs "
-            f"{table['standard'].mean():.3f} under α/r)"
+        difference = (table["rslora"] - table["standard"]).groupby(unit).mean()
+        settings = table.groupby(keys, dropna=False).mean()
+        faster = settings["rslora"] < settings["standard"]
+        text = (
+            f"{dataset}, r = {top}: α/√r is faster in {int(faster.sum())} of {len(settings)} "
+            f"settings (mean log₁₀ val MSE over epochs {settings['rslora'].mean():.3f} vs "
+            f"{settings['standard'].mean():.3f} under α/r; difference "
+            f"{difference.mean():+.3f})"
         )
-    if not total:
-        return Finding("rslora", statement, NOT_TESTED, "no shared settings under both rules")
-    return Finding("rslora", statement, _verdict(wins > total / 2), "; ".join(parts) + ".")
+        checks.append(
+            interval_check(dataset, text, difference, 0.0, True, unit, show="{:+.3f}".format)
+        )
+    return from_checks("rslora", statement, checks, "no shared settings under both rules")
 
 
 def subspaces_overlap(pairs: pd.DataFrame | None) -> Finding:
@@ -148,19 +249,23 @@ def subspaces_overlap(pairs: pd.DataFrame | None) -> Finding:
     if pairs is None or pairs.empty or not (pairs["comparison"] == "rank").any():
         return Finding("subspaces", statement, NOT_TESTED, "needs two ranks with saved adapters")
     top = pairs[(pairs["comparison"] == "rank") & (pairs["i"] == 1) & (pairs["j"] == 1)]
-    parts, oks = [], []
+    checks = []
     for dataset, group in top.groupby("dataset", sort=True):
         phi = group["phi"]
-        oks.append(phi.mean() > SUBSPACE_THRESHOLD)
         spread = f" ± {phi.std(ddof=1):.2g}" if len(phi) > 1 else ""
-        parts.append(
+        text = (
             f"{dataset}: φ(A_r={group['rank_a'].iloc[0]}, A_r={group['rank_b'].iloc[0]}, 1, 1) = "
-            f"{phi.mean():.3f}{spread} over {len(phi)} seed(s)"
+            f"{phi.mean():.3f}{spread}"
         )
-    return _per_dataset("subspaces", statement, parts, oks, "no rank comparison")
+        checks.append(
+            interval_check(dataset, text, phi, SUBSPACE_THRESHOLD, False, "seed", "{:.3f}".format)
+        )
+    return from_checks("subspaces", statement, checks, "no rank comparison")
 
 
-def efficiency(table: pd.DataFrame, tolerance: float) -> Finding:
+def efficiency(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> Finding:
+    """Judged at the lowest rank whose mean loss is within ``tolerance`` of full fine-tuning's
+    (or, without one, the rank with the lowest loss), on the loss ratio paired per unit."""
     statement = (
         f"Efficiency: LoRA matches full fine-tuning's loss (within {tolerance:.0%}) with far "
         "fewer trainable parameters and less optimizer state."
@@ -169,26 +274,39 @@ def efficiency(table: pd.DataFrame, tolerance: float) -> Finding:
         return Finding(
             "efficiency", statement, NOT_TESTED, "no full fine-tuning run completed (or none ran)"
         )
-    parts, oks = [], []
+    unit = unit_column(runs)
+    lora_runs = statistics.best_lora_runs(runs, ["dataset", "rank"])
+    full_runs = statistics.best_full_runs(runs)
+    checks = []
     for dataset, rows in table.groupby("dataset", sort=True):
         full = rows[rows["method"] == "full"]
-        if full.empty or not (rows["method"] == "lora").any():
+        lora = rows[rows["method"] == "lora"]
+        if full.empty or lora.empty:
             continue
         ref = full.iloc[0]
         hit = statistics.first_rank_matching_full(rows, tolerance)
-        oks.append(hit is not None)
+        row = hit if hit is not None else lora.loc[lora["final_val_loss"].idxmin()]
+        mine = lora_runs[(lora_runs["dataset"] == dataset) & (lora_runs["rank"] == row["rank"])]
+        theirs = full_runs[full_runs["dataset"] == dataset]
+        ratio = (
+            per_unit(mine, "final_val_loss", unit) / per_unit(theirs, "final_val_loss", unit) - 1
+        ).dropna()
         if hit is None:
-            parts.append(
-                f"{dataset}: no rank comes within {tolerance:.0%} of {ref['final_val_loss']:.4g}"
+            text = (
+                f"{dataset}: no rank comes within {tolerance:.0%} of {ref['final_val_loss']:.4g} "
+                f"on average (best: r = {row['rank']} at {row['final_val_loss']:.4g})"
             )
-            continue
-        parts.append(
-            f"{dataset}: r = {hit['rank']} reaches {hit['final_val_loss']:.4g} against "
-            f"{ref['final_val_loss']:.4g} with {1 / hit['params_vs_full']:.1f}× fewer trainable "
-            f"parameters ({hit['trainable_params']:,} vs {ref['trainable_params']:,}) and "
-            f"{1 / hit['state_vs_full']:.1f}× less optimizer state"
-        )
-    return _per_dataset("efficiency", statement, parts, oks, "no dataset has both methods")
+        else:
+            text = (
+                f"{dataset}: r = {hit['rank']} reaches {hit['final_val_loss']:.4g} against "
+                f"{ref['final_val_loss']:.4g} with {1 / hit['params_vs_full']:.1f}× fewer "
+                f"trainable parameters ({hit['trainable_params']:,} vs "
+                f"{ref['trainable_params']:,}) and {1 / hit['state_vs_full']:.1f}× less "
+                "optimizer state"
+            )
+        text += f"; loss over full FT's {_pct(ratio.mean())}"
+        checks.append(interval_check(dataset, text, ratio, tolerance, True, unit, show=_pct))
+    return from_checks("efficiency", statement, checks, "no dataset has both methods")
 
 
 def all_findings(
@@ -203,5 +321,5 @@ def all_findings(
         large_rank_wasted(runs),
         rslora_learns_faster(runs, epochs),
         subspaces_overlap(pairs),
-        efficiency(table, tolerance),
+        efficiency(runs, table, tolerance),
     ]

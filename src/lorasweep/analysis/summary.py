@@ -9,9 +9,10 @@ from lorasweep.analysis import findings, statistics
 from lorasweep.analysis.deep_findings import deep_findings
 from lorasweep.analysis.evidence_findings import evidence_findings
 
-FINDING_COLUMNS = ["claim_id", "claim", "verdict", "evidence"]
-INTEGER_COLUMNS = ["rank", "seeds", "trainable_params", "total_params", "train_state_bytes",
-                   "adapter_bytes"]  # fmt: skip
+FINDING_COLUMNS = ["claim_id", "claim", "verdict", "dataset", "estimate", "ci_low", "ci_high",
+                   "n_units", "threshold", "evidence"]  # fmt: skip
+INTEGER_COLUMNS = ["rank", "seeds", "n_units", "trainable_params", "total_params",
+                   "train_state_bytes", "adapter_bytes"]  # fmt: skip
 
 
 def best_settings(runs: pd.DataFrame) -> pd.DataFrame:
@@ -32,11 +33,25 @@ def best_settings(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def findings_table(items: list[findings.Finding]) -> pd.DataFrame:
-    """One row per finding, in the report's order."""
-    rows = [
-        {"claim_id": f.claim, "claim": f.statement, "verdict": f.verdict, "evidence": f.evidence}
-        for f in items
-    ]
+    """One row per finding, in the report's order, with the interval of the dataset that
+    decided its verdict where it has one."""
+    rows = []
+    for f in items:
+        check, interval = f.deciding, f.deciding.interval if f.deciding else None
+        rows.append(
+            {
+                "claim_id": f.claim,
+                "claim": f.statement,
+                "verdict": f.verdict,
+                "dataset": check.dataset if check else "",
+                "estimate": interval.estimate if interval else None,
+                "ci_low": interval.low if interval and interval.n > 1 else None,
+                "ci_high": interval.high if interval and interval.n > 1 else None,
+                "n_units": interval.n if interval else None,
+                "threshold": check.threshold if check else None,
+                "evidence": f.evidence,
+            }
+        )
     return pd.DataFrame(rows, columns=FINDING_COLUMNS)
 
 
@@ -70,7 +85,7 @@ def read_summary(path) -> pd.DataFrame:
     for column in INTEGER_COLUMNS:
         if column in frame:
             frame[column] = pd.array(frame[column], dtype="Int64")
-    for column in ("settings", "evidence"):
+    for column in ("settings", "evidence", "dataset"):
         if column in frame:
             frame[column] = frame[column].fillna("")
     return frame

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from lorasweep.analysis import statistics
-from lorasweep.analysis.findings import NOT_REPRODUCED, NOT_TESTED, REPRODUCED
+from lorasweep.analysis.findings import NOT_TESTED
+from lorasweep.analysis.intervals import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from lorasweep.options import DEEP_KINDS
 from lorasweep.report import deep, explorer
 from lorasweep.report.evidence import evidence_sections
@@ -194,6 +195,7 @@ def findings_html(table: pd.DataFrame) -> str:
     colors = {
         REPRODUCED: "#1b7837",
         NOT_REPRODUCED: "#b2182b",
+        INCONCLUSIVE: "#8c6d00",
         NOT_TESTED: "#666",
     }
     rows = "".join(
