@@ -87,7 +87,8 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("learning rate")
-            ax.set_ylabel("final validation MSE")
+            if j == 0:
+                ax.set_ylabel("final validation MSE")
             title = dataset if scaling is None else f"{dataset} · {scaling_label(scaling)}"
             ax.set_title(title)
     legend_outside(fig, axes)
@@ -162,7 +163,8 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
                            label="true W₀ + ΔW*")  # fmt: skip
             top_k = int(t.intruders["top_k"].max())
             ax.set_ylim(-0.3, top_k + 0.3)
-            ax.set_ylabel(f"intruders among the top {top_k}")
+            if j == 0:
+                ax.set_ylabel(f"intruders among the top {top_k}")
             ax.set_title(f"{dataset} · ε = {epsilon:g}")
     legend_outside(fig, axes)
     return fig

@@ -147,7 +147,8 @@ def learning_curves(t: Tables) -> plt.Figure:
             ax.set_yscale("log")
             ax.set_title(f"{dataset} · {scaling_label(scaling)}")
             epoch_axis(ax)
-            ax.set_ylabel("validation MSE")
+            if j == 0:
+                ax.set_ylabel("validation MSE")
     legend_outside(fig, axes)
     return fig
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -45,6 +44,8 @@ FONT_SIZES = {"small": 6.0, "normal": 7.0, "large": 8.0}
 """The size scale in points: small for ticks, legends and annotations, normal for axis labels,
 large for panel titles. No text of a figure has another size."""
 SMALL, NORMAL, LARGE = FONT_SIZES.values()
+FIT_PASSES = 3
+"""Layouts in which labels are fitted to their panels (a wrapped title can narrow a panel)."""
 FULL_COLOR = "0.15"
 THEORY_COLOR = "0.45"
 LINE_STYLES = ["-", "--", ":", "-."]
@@ -283,34 +284,63 @@ def log_ticks(ax) -> None:
         axis.set_minor_formatter(ticker.NullFormatter())
 
 
-def epoch_axis(ax) -> None:
+def epoch_axis(ax, label: str = "epoch") -> None:
     """Whole epochs on the x axis."""
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(label)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
 
 
-def wrap_title(ax) -> None:
-    """Break a panel title that is wider than its panel into lines, so it does not run into
-    the next panel's."""
-    title = ax.title.get_text()
-    if not title:
-        return
-    spec = ax.get_subplotspec()
-    share = len(spec.colspan) / spec.get_gridspec().ncols if spec is not None else 1.0
-    inches = 0.9 * share * ax.get_figure().get_figwidth()
-    chars = max(12, int(inches * 72 / (0.55 * ax.title.get_fontsize())))
-    lines = [textwrap.fill(line, chars, break_long_words=True) for line in title.split("\n")]
-    ax.set_title("\n".join(lines))
+def _fitted(text: str, width: float, measure) -> str:
+    """``text`` broken into lines no wider than ``width`` (as ``measure`` measures a line):
+    after spaces or underscores where it can, inside a word where it must."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in re.split(r"(?<=[ _])", paragraph):
+            if measure(line + word) <= width:
+                line += word
+                continue
+            if line.strip():
+                lines.append(line.rstrip())
+                line = ""
+            for char in word:
+                if line and measure(line + char) > width:
+                    lines.append(line)
+                    line = ""
+                line += char
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def fit_labels(ax, renderer, originals: dict) -> None:
+    """Break a panel's title wider than the panel, or a y label taller than it, into lines
+    (from its text as drawn, kept in ``originals``), so that it neither runs into the next
+    panel's nor leaves the figure."""
+    box = ax.get_window_extent(renderer)
+    for artist, room in ((ax.title, box.width), (ax.yaxis.label, box.height)):
+        text = originals.setdefault(artist, artist.get_text())
+        if text:
+            props = artist.get_fontproperties()
+
+            def measure(s, props=props):
+                return renderer.get_text_width_height_descent(s, props, ismath=False)[0]
+
+            artist.set_text(_fitted(text, 0.95 * room, measure))
 
 
 def finish(fig: plt.Figure) -> plt.Figure:
-    """The touches every figure gets: log ticks that cannot collide, titles that fit."""
-    for ax in fig.axes:
-        if not ax.axison:
-            continue
+    """The touches every figure gets: log ticks that cannot collide, titles and labels that
+    fit."""
+    panels = [ax for ax in fig.axes if ax.axison]
+    for ax in panels:
         log_ticks(ax)
-        if ax.get_label() != "<colorbar>":
-            wrap_title(ax)
+    originals: dict = {}
+    for _ in range(FIT_PASSES):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in panels:
+            if ax.get_label() != "<colorbar>":
+                fit_labels(ax, renderer, originals)
     return fig
 
 

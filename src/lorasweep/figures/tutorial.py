@@ -12,6 +12,7 @@ from lorasweep.analysis import statistics
 from lorasweep.figures.registry import Tables, figure
 from lorasweep.figures.style import (
     THEORY_COLOR,
+    epoch_axis,
     legend_outside,
     mean_sd,
     natural_key,
@@ -85,7 +86,7 @@ def tutorial_vs_corrected(t: Tables) -> plt.Figure:
         if floor:
             ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1)
         ax.set_yscale("log")
-        ax.set_xlabel("epoch (0 = before training)")
+        epoch_axis(ax, "epoch (0 = before training)")
         ax.set_ylabel("MSE")
         ax.set_title(_dataset_title(lora, dataset))
     handles = [Line2D([], [], color=c, label=label) for label, c in colors.items()]
