@@ -61,6 +61,16 @@ def tiny_deep_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.fixture(scope="session")
+def figures_run(tmp_path_factory) -> Path:
+    """The figures config (every registered figure, long and numbered dataset names) run once
+    through the whole workflow."""
+    workdir = tmp_path_factory.mktemp("figures")
+    shutil.copy(CONFIGS / "figures.yaml", workdir / "figures.yaml")
+    snakemake(workdir, "--cores", "2", "--configfile", "figures.yaml")
+    return workdir
+
+
 def required_in_ci(variable: str, reason: str) -> None:
     """Skip the calling test with ``reason``, or fail it where ``variable`` is ``1`` (``.ci/run``
     sets it): in CI a missing dependency is an error, not a skip."""

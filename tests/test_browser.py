@@ -97,3 +97,23 @@ def test_the_check_fails_when_the_script_is_broken(chromium, tiny_run, tmp_path)
         problems = browser.problems()
     assert state["ready"] is None and state["sortedBy"] == ""
     assert any("SyntaxError" in p for p in problems), problems
+
+
+WIDTHS = """(() => ({scroll: document.documentElement.scrollWidth,
+  client: document.documentElement.clientWidth}))()"""
+
+
+@pytest.mark.parametrize("run", ["tiny_run", "figures_run"])
+def test_the_report_does_not_scroll_sideways_at_1280_px(chromium, run, request, tmp_path):
+    """Not with the tiny config's report, nor with one whose dataset names are long."""
+    report = request.getfixturevalue(run) / "results" / "report.html"
+    with browse(chromium, tmp_path, "width") as browser:
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session=True,
+        )
+        browser.open(report.as_uri())
+        widths = browser.evaluate(WIDTHS)
+    assert widths["client"] == 1280
+    assert widths["scroll"] <= widths["client"], widths

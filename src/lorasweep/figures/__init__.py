@@ -9,7 +9,27 @@ from pathlib import Path
 from lorasweep.figures import loss, heatmaps, geometry, ablations, evidence  # noqa: F401
 from lorasweep.figures import overview, tutorial, deep  # noqa: F401
 from lorasweep.figures.registry import FIGURES, Tables
-from lorasweep.figures.style import NoData, no_data, no_data_message, save_figure, set_style
+from lorasweep.figures.style import (
+    NoData,
+    finish,
+    no_data,
+    no_data_message,
+    save_figure,
+    set_style,
+)
+
+
+def render_figure(name: str, tables: Tables):
+    """The registered figure ``name`` drawn from ``tables`` in the common style, or a figure
+    saying why there is nothing to draw."""
+    if name not in FIGURES:
+        raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
+    set_style()
+    try:
+        fig = FIGURES[name].draw(tables)
+    except NoData as err:
+        fig = no_data(str(err))
+    return finish(fig)
 
 
 def make_figure(name: str, tables: Tables, pdf: str | Path, png: str | Path) -> str | None:
@@ -18,13 +38,7 @@ def make_figure(name: str, tables: Tables, pdf: str | Path, png: str | Path) -> 
     Where the tables hold nothing it can draw, the saved figure says so instead; the message
     is returned (None for a drawn figure).
     """
-    if name not in FIGURES:
-        raise KeyError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
-    set_style()
-    try:
-        fig = FIGURES[name].draw(tables)
-    except NoData as err:
-        fig = no_data(str(err))
+    fig = render_figure(name, tables)
     message = no_data_message(fig)
     save_figure(fig, pdf, png)
     return message

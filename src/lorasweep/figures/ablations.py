@@ -12,8 +12,12 @@ from lorasweep.figures.style import (
     band_by,
     categorical_colors,
     dataset_panels,
+    datasets_of,
+    epoch_axis,
     errorbar,
+    legend_outside,
     log_axes,
+    natural_key,
     no_data,
     rank_colors,
     subplot_grid,
@@ -32,7 +36,7 @@ def init_comparison(t: Tables) -> plt.Figure:
         return no_data("fewer than two inits")
     chosen = statistics.best_lora_runs(lora, ["dataset", "rank", "init"])
     curves = t.epochs.merge(chosen[["run_id", "dataset", "init"]], on="run_id")
-    datasets = sorted(chosen["dataset"].unique())
+    datasets = datasets_of(chosen)
     fig, axes = subplot_grid(len(datasets), 2)
     for i, dataset in enumerate(datasets):
         ax, bar_ax = axes[i, 0], axes[i, 1]
@@ -50,11 +54,10 @@ def init_comparison(t: Tables) -> plt.Figure:
             axis.set_yscale("log")
         rank = int(chosen.loc[chosen["dataset"] == dataset, "rank"].iloc[0])
         ax.set_title(f"{dataset} · r={rank}")
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.set_ylabel("validation MSE")
-        ax.legend(frameon=True)
         _starting_losses(bar_ax, dataset, starts)
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
@@ -83,14 +86,13 @@ def lora_plus(t: Tables) -> plt.Figure:
     stats = statistics.seed_stats(lora, ["dataset", "rank", "lr_ratio"])
     datasets, fig, axes = dataset_panels(stats)
     colors = rank_colors(stats["rank"].unique())
-    for j, dataset in enumerate(datasets):
-        ax = axes[0, j]
+    for ax, dataset in zip(axes, datasets, strict=True):
         for rank, group in stats[stats["dataset"] == dataset].groupby("rank"):
             errorbar(
                 ax, group["lr_ratio"], group["mean"], group["std"], colors[int(rank)], f"r={rank}"
             )
         log_axes(ax, "λ = lr(B) / lr(A)", "final validation MSE", dataset)
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
@@ -106,7 +108,7 @@ def task_rank_knee(t: Tables) -> plt.Figure:
     meta = best.groupby("dataset")[["task_rank", "noise_floor"]].first()
     fig, axes = subplot_grid(1, 1)
     ax = axes[0, 0]
-    datasets = sorted(meta.index, key=lambda d: (meta.loc[d, "task_rank"], d))
+    datasets = sorted(meta.index, key=lambda d: (meta.loc[d, "task_rank"], natural_key(d)))
     for dataset, color in categorical_colors(datasets).items():
         k, floor = int(meta.loc[dataset, "task_rank"]), float(meta.loc[dataset, "noise_floor"])
         group = best[best["dataset"] == dataset]
@@ -122,5 +124,5 @@ def task_rank_knee(t: Tables) -> plt.Figure:
         ax.plot(optimum.index, optimum.values / floor, color=color, linestyle="--", linewidth=0.8)
         ax.axvline(k, color=color, linestyle=":", linewidth=1)
     log_axes(ax, "LoRA rank r", "final validation MSE / σ²", "knee at r = task rank k")
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig

@@ -3,9 +3,8 @@ learning curves per target set, and the geometry of each adapted layer."""
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 
 from lorasweep.analysis import statistics
 from lorasweep.analysis.deep_findings import budget_comparisons, deep_lora
@@ -16,20 +15,22 @@ from lorasweep.figures.style import (
     band,
     categorical_colors,
     dataset_panels,
+    datasets_of,
+    epoch_axis,
     errorbar,
     errorbar_by,
+    legend_outside,
     line_styles,
     log_axes,
     mean_sd,
     no_data,
+    panel_grid,
     rank_colors,
     subplot_grid,
 )
+from lorasweep.figures.targets import target_colors, target_order
 from lorasweep.models.names import matrix_type
-from lorasweep.options import DEEP_KINDS, TARGET_PRESETS
-
-WRAP = 4
-"""Most panels in one row of a figure with a panel per (dataset, target set)."""
+from lorasweep.options import DEEP_KINDS
 
 
 def has_deep(config: dict) -> bool:
@@ -38,12 +39,6 @@ def has_deep(config: dict) -> bool:
 
 def has_budget(config: dict) -> bool:
     return any("rank_budget" in block for block in config.get("extra_grids", []))
-
-
-def target_order(targets) -> list[str]:
-    """Presets first (attention, mlp, all), then the other target sets in sorted order."""
-    present = set(targets.dropna())
-    return [t for t in TARGET_PRESETS if t in present] + sorted(present - set(TARGET_PRESETS))
 
 
 def _reference_lines(ax, runs, dataset: str) -> None:
@@ -67,9 +62,8 @@ def deep_targets(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs of a deep model")
     best = statistics.best_lora_settings(lora, ["dataset", "targets", "rank"])
     datasets, fig, axes = dataset_panels(best)
-    colors = categorical_colors(target_order(best["targets"]))
-    for j, dataset in enumerate(datasets):
-        ax = axes[0, j]
+    colors = target_colors(best["targets"])
+    for ax, dataset in zip(axes, datasets, strict=True):
         panel = best[best["dataset"] == dataset]
         for targets in target_order(panel["targets"]):
             group = panel[panel["targets"] == targets]
@@ -80,8 +74,7 @@ def deep_targets(t: Tables) -> plt.Figure:
         _reference_lines(ax, t.runs, dataset)
         shifted = lora.loc[lora["dataset"] == dataset, "shifted"].iloc[0]
         log_axes(ax, "LoRA rank r", "final validation MSE", f"{dataset} · shift in {shifted}")
-        ax.legend(frameon=True, fontsize=5.5, ncol=2)
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
@@ -93,10 +86,9 @@ def deep_budget(t: Tables) -> plt.Figure:
     if table.empty:
         return no_data("no fixed-budget comparison")
     comparisons = sorted(table["comparison"].unique())
-    fig, axes = subplot_grid(1, len(comparisons))
+    fig, axes = panel_grid(len(comparisons))
     colors = categorical_colors(sorted(table["types"].unique()))
-    for j, comparison in enumerate(comparisons):
-        ax = axes[0, j]
+    for ax, comparison in zip(axes, comparisons, strict=True):
         group = table[table["comparison"] == comparison]
         labels = [f"{r['adapted_types']}\nr={r['rank']}" for _, r in group.iterrows()]
         ax.bar(
@@ -110,22 +102,22 @@ def deep_budget(t: Tables) -> plt.Figure:
         floor = statistics.noise_floor(t.runs, first["dataset"])
         if floor:
             ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
-            ax.legend(frameon=True)
         ax.set_yscale("log")
-        ax.tick_params(axis="x", labelsize=5.5)
         ax.set_ylabel("final validation MSE")
         ax.set_title(
             f"{first['dataset']} · rank × types = {first['budget']}, "
             f"{first['trainable_params']:,} params"
         )
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
 @figure(when=has_deep)
 def deep_learning_curves(t: Tables) -> plt.Figure:
-    """Validation loss per epoch for each rank, one panel per deep dataset and target set (best
-    other settings), with full fine-tuning of the whole network (dashed) and σ² (dotted)."""
+    """Validation loss per epoch at the best other settings: one panel per deep dataset and
+    target set run at several ranks (a line per rank), one per dataset for the target sets run
+    at one rank (a line per target set), with full fine-tuning of the whole network (dashed)
+    and σ² (dotted)."""
     lora = deep_lora(t.runs)
     if lora.empty:
         return no_data("no completed LoRA runs of a deep model")
@@ -138,19 +130,24 @@ def deep_learning_curves(t: Tables) -> plt.Figure:
         t.runs[t.runs["method"] == "full"], full_best, ["dataset", "lr"]
     )
     full_curves = t.epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
-    panels = [
-        (d, targets)
-        for d in sorted(best["dataset"].unique())
-        for targets in target_order(best.loc[best["dataset"] == d, "targets"])
-    ]
-    columns = min(len(panels), WRAP)
-    fig, axes = subplot_grid(math.ceil(len(panels) / columns), columns)
-    colors = rank_colors(best["rank"].unique())
-    for ax, (dataset, targets) in zip(axes.flat, panels, strict=False):
-        panel = curves[(curves["dataset"] == dataset) & (curves["targets"] == targets)]
-        for rank, group in panel.groupby("rank", sort=True):
-            stats = mean_sd(group, "epoch", "val_loss")
-            band(ax, stats.index, stats["mean"], stats["std"], colors[int(rank)], f"r={rank}")
+    panels = _curve_panels(best)
+    fig, axes = panel_grid(len(panels))
+    ranks = rank_colors(best["rank"].unique())
+    targets = target_colors(best["targets"])
+    for ax, (dataset, sets) in zip(axes, panels, strict=True):
+        panel = curves[(curves["dataset"] == dataset) & curves["targets"].isin(sets)]
+        if len(sets) == 1:
+            for rank, group in panel.groupby("rank", sort=True):
+                stats = mean_sd(group, "epoch", "val_loss")
+                band(ax, stats.index, stats["mean"], stats["std"], ranks[int(rank)], f"r={rank}")
+            ax.set_title(f"{dataset} · targets {sets[0]}")
+        else:
+            for name in sets:
+                group = panel[panel["targets"] == name]
+                stats = mean_sd(group, "epoch", "val_loss")
+                label = f"{name} (r={group['rank'].iloc[0]})"
+                band(ax, stats.index, stats["mean"], stats["std"], targets[name], label)
+            ax.set_title(f"{dataset} · target sets at one rank")
         full = full_curves[full_curves["dataset"] == dataset]
         if not full.empty:
             stats = mean_sd(full, "epoch", "val_loss")
@@ -161,14 +158,25 @@ def deep_learning_curves(t: Tables) -> plt.Figure:
         if floor:
             ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
         ax.set_yscale("log")
-        ax.set_title(f"{dataset} · targets {targets}")
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.set_ylabel("validation MSE")
-        ax.legend(frameon=True, fontsize=5.5)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_axis_off()
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
+
+
+def _curve_panels(best) -> list[tuple[str, list[str]]]:
+    """(dataset, target sets) per panel: each target set run at several ranks alone, then
+    those run at one rank together."""
+    panels = []
+    for dataset in datasets_of(best):
+        rows = best[best["dataset"] == dataset]
+        ranks = rows.groupby("targets")["rank"].nunique()
+        order = target_order(rows["targets"])
+        panels += [(dataset, [name]) for name in order if ranks[name] > 1]
+        single = [name for name in order if ranks[name] == 1]
+        if single:
+            panels.append((dataset, single))
+    return panels
 
 
 def _block(name: str) -> str:
@@ -191,18 +199,18 @@ def deep_layer_geometry(t: Tables) -> plt.Figure:
     lora = deep_lora(t.runs)
     if lora.empty or t.geometry is None or t.geometry["layer"].isna().all():
         return no_data("no adapted layers of a deep model")
-    datasets = sorted(lora["dataset"].unique())
+    datasets = datasets_of(lora)
     fig, axes = subplot_grid(len(datasets), 2)
+    names = list(dict.fromkeys(t.geometry["layer"].dropna()))
+    colors = categorical_colors(dict.fromkeys(matrix_type(name) for name in names))
+    styles = line_styles({_block(name) for name in names})
     for i, dataset in enumerate(datasets):
         runs = lora[lora["dataset"] == dataset]
         targets = geometry_target_set(runs)
         best = statistics.best_lora_settings(runs[runs["targets"] == targets], ["rank"])
         chosen = statistics.select_runs(runs, best, ["rank", *statistics.settings_in(runs)])
         layers = t.geometry.merge(chosen[["run_id", "rank"]], on="run_id")
-        names = list(dict.fromkeys(layers["layer"]))
-        colors = categorical_colors(dict.fromkeys(matrix_type(name) for name in names))
-        styles = line_styles({_block(name) for name in names})
-        for name in names:
+        for name in dict.fromkeys(layers["layer"].dropna()):
             rows = layers[layers["layer"] == name]
             look = {"size": 2.5, "linestyle": styles[_block(name)]}
             color = colors[matrix_type(name)]
@@ -214,14 +222,16 @@ def deep_layer_geometry(t: Tables) -> plt.Figure:
         axes[i, 0].set_xlabel("LoRA rank r")
         axes[i, 0].set_ylabel("φ to the true ΔW* (input side)")
         axes[i, 0].set_title(f"{dataset} · targets {targets} · shifted layers")
-        axes[i, 0].legend(frameon=True, fontsize=5.5)
         log_axes(
             axes[i, 1],
             "LoRA rank r",
             "amplification ‖ΔW‖ / ‖UᵀW₀V‖",
             f"{dataset} · targets {targets} · every adapted layer",
-            legend=False,
         )
-        axes[i, 1].legend(frameon=True, fontsize=5, ncol=2)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=c, marker="o", markersize=2.5, label=kind)
+               for kind, c in colors.items()]  # fmt: skip
+    if len(styles) > 1:
+        handles += [Line2D([], [], color="0.3", linestyle=style, label=block or "other layers")
+                    for block, style in styles.items()]  # fmt: skip
+    legend_outside(fig, handles=handles)
     return fig

@@ -5,7 +5,6 @@ against learning (Biderman et al. 2024, Fig. 4), and intruder dimensions against
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import matplotlib.ticker as ticker
 import matplotlib.transforms as transforms
 import numpy as np
 import pandas as pd
@@ -17,15 +16,22 @@ from lorasweep.figures.style import (
     FULL_COLOR,
     SCALING_COLORS,
     THEORY_COLOR,
+    datasets_of,
     errorbar,
     errorbar_by,
     legend_outside,
+    matching,
+    natural_sorted,
     no_data,
     ordered_scalings,
+    panel_grid,
     rank_colors,
     scaling_label,
     subplot_grid,
 )
+
+SETTINGS_HELD = ("scaling", "alpha", "init", "lr_ratio", "dropout", "bias", "targets")
+"""The settings besides rank that single out one curve's row of ``lr_optima.csv``."""
 
 
 def _mark_optima(ax, optima: pd.DataFrame, color) -> None:
@@ -38,13 +44,11 @@ def _mark_optima(ax, optima: pd.DataFrame, color) -> None:
 
 
 def _mean_optima(optima: pd.DataFrame | None, **match) -> pd.DataFrame:
-    """Rows of ``lr_optima.csv`` for mean-over-seeds curves whose columns equal ``match``."""
+    """Rows of ``lr_optima.csv`` for mean-over-seeds curves whose columns equal ``match`` (an
+    empty value matching an empty one)."""
     if optima is None or optima.empty:
         return pd.DataFrame(columns=["optimal_lr", "at_edge"])
-    rows = optima[optima["seed"].isna()]
-    for column, value in match.items():
-        rows = rows[rows[column] == value]
-    return rows
+    return matching(optima[optima["seed"].isna()], **match)
 
 
 @figure(tables=("runs", "epochs", "lr_optima"), when=lr_swept)
@@ -57,12 +61,13 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
     )
     lora = statistics.where_varies(lora, ["dataset", "scaling", "rank"], "lr")
     full = statistics.where_varies(runs[runs["method"] == "full"], ["dataset"], "lr")
-    datasets = sorted(set(lora["dataset"]) | set(full["dataset"]))
+    datasets = natural_sorted(set(lora["dataset"]) | set(full["dataset"]))
     if not datasets:
         return no_data("no curve has two learning rates")
     scalings = ordered_scalings(lora["scaling"]) or [None]
     colors = rank_colors(lora["rank"].dropna().unique())
     fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
+    optima_columns = set(t.lr_optima.columns) if t.lr_optima is not None else set()
     for i, dataset in enumerate(datasets):
         for j, scaling in enumerate(scalings):
             ax = axes[i, j]
@@ -70,8 +75,9 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
             for rank, group in panel.groupby("rank", sort=True):
                 errorbar_by(ax, group, "lr", "final_val_loss", colors[int(rank)], f"r={rank}")
                 first = group.iloc[0]
+                held = {c: first[c] for c in SETTINGS_HELD if c in group and c in optima_columns}
                 curve = _mean_optima(t.lr_optima, dataset=dataset, method="lora", rank=rank,
-                                     scaling=scaling, alpha=first["alpha"])  # fmt: skip
+                                     **held)  # fmt: skip
                 _mark_optima(ax, curve, colors[int(rank)])
             ours = full[full["dataset"] == dataset]
             if not ours.empty:
@@ -81,10 +87,10 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("learning rate")
-            ax.set_ylabel("final validation MSE")
+            if j == 0:
+                ax.set_ylabel("final validation MSE")
             title = dataset if scaling is None else f"{dataset} · {scaling_label(scaling)}"
             ax.set_title(title)
-    fig.tight_layout()
     legend_outside(fig, axes)
     return fig
 
@@ -113,16 +119,14 @@ def forgetting_vs_learning(t: Tables) -> plt.Figure:
     points = forgetting.checkpoints(t.runs, t.epochs)
     if points.empty:
         return no_data("no dataset with a source task")
-    datasets = sorted(points["dataset"].unique())
+    datasets = datasets_of(points)
     colors = rank_colors(points["rank"].dropna().unique())
-    fig, axes = subplot_grid(1, len(datasets))
-    for j, dataset in enumerate(datasets):
-        ax = axes[0, j]
+    fig, axes = panel_grid(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
         panel = points[points["dataset"] == dataset]
         _frontier_panel(ax, panel, colors)
         floor = statistics.noise_floor(t.runs, dataset) or 1e-4
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_yscale("symlog", linthresh=floor / 100)
         start = t.runs.loc[t.runs["dataset"] == dataset, "initial_val_loss"].max()
         ax.set_xlim(panel["val_loss"].min() / 1.2, 1.2 * start)
@@ -131,7 +135,6 @@ def forgetting_vs_learning(t: Tables) -> plt.Figure:
         ax.set_xlabel("target validation MSE (learned more ←)")
         ax.set_ylabel("forgetting: source MSE − before")
         ax.set_title(dataset)
-    fig.tight_layout()
     legend_outside(fig, axes)
     return fig
 
@@ -144,7 +147,7 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
     if t.intruders is None or t.intruders.empty:
         return no_data("no intruder counts")
     runs = statistics.completed(t.runs)
-    datasets = sorted(runs.loc[runs["method"] == "lora", "dataset"].unique())
+    datasets = datasets_of(runs[runs["method"] == "lora"])
     epsilons = sorted(t.intruders["epsilon"].unique())
     if not datasets:
         return no_data("no completed LoRA runs")
@@ -160,9 +163,9 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
                            label="true W₀ + ΔW*")  # fmt: skip
             top_k = int(t.intruders["top_k"].max())
             ax.set_ylim(-0.3, top_k + 0.3)
-            ax.set_ylabel(f"intruders among the top {top_k}")
+            if j == 0:
+                ax.set_ylabel(f"intruders among the top {top_k}")
             ax.set_title(f"{dataset} · ε = {epsilon:g}")
-    fig.tight_layout()
     legend_outside(fig, axes)
     return fig
 

@@ -20,8 +20,10 @@ from lorasweep.figures.style import (
     SCALING_COLORS,
     categorical_colors,
     dataset_panels,
+    datasets_of,
     errorbar_by,
     heatmap,
+    legend_outside,
     line_styles,
     log_axes,
     no_data,
@@ -62,13 +64,13 @@ def subspace_similarity(t: Tables) -> plt.Figure:
         _pair_heatmap(axes[0, j], kind, part)
     if has_truth:
         _similarity_to_truth(axes[0, -1], truth[truth["method"] == "lora"])
-    fig.tight_layout()
+        legend_outside(fig, axes[0, -1:])
     return fig
 
 
 def _pair_heatmap(ax, kind: str, part: pd.DataFrame) -> None:
     """φ(A₁, A₂, i, j) of the first dataset, averaged over seeds: two ranks or two seeds."""
-    dataset = sorted(part["dataset"].unique())[0]
+    dataset = datasets_of(part)[0]
     part = part[part["dataset"] == dataset]
     grid = part.groupby(["i", "j"])["phi"].mean().unstack()
     heatmap(ax, grid, fmt=lambda v: "", log=False, vmin=0, vmax=1, cbar_kws={"label": "φ"})
@@ -94,7 +96,7 @@ SUBSPACES = {"phi_true_right": "input (right) subspace", "phi_true_left": "outpu
 def _similarity_to_truth(ax, lora: pd.DataFrame) -> None:
     """φ between the learned and the true update's top directions against rank: colour for the
     input or output side, line style for the dataset."""
-    datasets = sorted(lora["dataset"].unique())
+    datasets = datasets_of(lora)
     dataset_styles = line_styles(datasets)
     colors = categorical_colors(SUBSPACES)
     for column, label in SUBSPACES.items():
@@ -114,7 +116,6 @@ def _similarity_to_truth(ax, lora: pd.DataFrame) -> None:
     ax.set_xlabel("LoRA rank r")
     ax.set_ylabel("φ(learned top-min(r,k), true ΔW*)")
     ax.set_title("similarity to the true subspace")
-    ax.legend(frameon=True)
 
 
 @figure(when=has_single_layer, tables=GEOMETRY_TABLES)
@@ -128,8 +129,7 @@ def amplification(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
-    for j, dataset in enumerate(datasets):
-        ax = axes[0, j]
+    for ax, dataset in zip(axes, datasets, strict=True):
         panel = lora[lora["dataset"] == dataset]
         for scaling in ordered_scalings(panel["scaling"]):
             errorbar_by(
@@ -150,5 +150,5 @@ def amplification(t: Tables) -> plt.Figure:
                 label="full FT (r = rank ΔW*)",
             )
         log_axes(ax, "LoRA rank r", "amplification ‖ΔW‖ / ‖UᵀW₀V‖", dataset)
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig

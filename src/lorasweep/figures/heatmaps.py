@@ -10,8 +10,8 @@ from lorasweep.figures.style import (
     dataset_scaling_panels,
     heatmap,
     no_data,
+    panel_grid,
     scaling_label,
-    subplot_grid,
 )
 
 
@@ -23,9 +23,8 @@ def rank_alpha_heatmap(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs")
     best = statistics.best_lora_settings(t.runs, ["dataset", "scaling", "rank", "alpha"])
     panels = dataset_scaling_panels(best)
-    fig, axes = subplot_grid(1, len(panels))
-    for j, (dataset, scaling) in enumerate(panels):
-        ax = axes[0, j]
+    fig, axes = panel_grid(len(panels))
+    for ax, (dataset, scaling) in zip(axes, panels, strict=True):
         grid = best[(best["dataset"] == dataset) & (best["scaling"] == scaling)].pivot(
             index="rank", columns="alpha", values="mean"
         )
@@ -33,7 +32,6 @@ def rank_alpha_heatmap(t: Tables) -> plt.Figure:
         ax.set_xlabel("α")
         ax.set_ylabel("rank r")
         ax.set_title(f"{dataset} · {scaling_label(scaling)}")
-    fig.tight_layout()
     return fig
 
 
@@ -50,15 +48,12 @@ def alpha_lr_heatmap(t: Tables) -> plt.Figure:
         return no_data("no α × lr grid")
     stats = statistics.seed_stats(lora, ["dataset", "scaling", "rank", "alpha", "lr"])
     panels = dataset_scaling_panels(stats)
-    fig, axes = subplot_grid(1, len(panels))
-    for j, (dataset, scaling) in enumerate(panels):
+    fig, axes = panel_grid(len(panels))
+    for ax, (dataset, scaling) in zip(axes, panels, strict=True):
         cell = stats[(stats["dataset"] == dataset) & (stats["scaling"] == scaling)]
         grid = cell.pivot(index="alpha", columns="lr", values="mean").sort_index(ascending=False)
-        heatmap(axes[0, j], grid, cbar_kws={"label": "log₁₀ final val MSE"})
-        axes[0, j].set_xlabel("learning rate")
-        axes[0, j].set_ylabel("α")
-        axes[0, j].set_title(
-            f"{dataset} · {scaling_label(scaling)} · r={int(cell['rank'].iloc[0])}"
-        )
-    fig.tight_layout()
+        heatmap(ax, grid, cbar_kws={"label": "log₁₀ final val MSE"})
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("α")
+        ax.set_title(f"{dataset} · {scaling_label(scaling)} · r={int(cell['rank'].iloc[0])}")
     return fig

@@ -11,9 +11,12 @@ from lorasweep.figures.style import (
     FULL_COLOR,
     LORA_COLOR,
     SCALING_COLORS,
+    SMALL,
     THEORY_COLOR,
     band_by,
     dataset_panels,
+    datasets_of,
+    epoch_axis,
     errorbar,
     errorbar_by,
     legend_outside,
@@ -25,26 +28,28 @@ from lorasweep.figures.style import (
     scaling_label,
     subplot_grid,
 )
+from lorasweep.figures.targets import target_colors, target_order
 from lorasweep.options import SINGLE_LAYER_KINDS
 
 
 @figure()
 def loss_vs_params(t: Tables) -> plt.Figure:
     """Final validation loss against trainable parameters (log x): LoRA at each rank (best
-    settings) and full FT, with the break-even rank r = d_in·d_out/(d_in + d_out) marked."""
+    settings; one line per target set of a deep model) and full FT, with the break-even rank
+    r = d_in·d_out/(d_in + d_out) marked."""
     runs = t.runs
     lora = statistics.completed_lora(runs)
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
     keys = ["dataset", "rank", *statistics.settings_in(lora)]
-    best = statistics.best_lora_settings(runs, ["dataset", "rank"])
+    by = ["dataset", "targets", "rank"] if "targets" in lora else ["dataset", "rank"]
+    best = statistics.best_lora_settings(runs, by)
     params = lora[[*keys, "trainable_params"]].drop_duplicates(keys)
     best = best.merge(params.rename(columns={"trainable_params": "params"}), on=keys)
     full_best = statistics.best_full(runs)
     full_params = runs[runs["method"] == "full"].groupby("dataset")["trainable_params"].first()
-    for j, dataset in enumerate(datasets):
-        ax = axes[0, j]
+    for ax, dataset in zip(axes, datasets, strict=True):
         _lora_by_params(ax, best[best["dataset"] == dataset])
         full_row = full_best[full_best["dataset"] == dataset]
         if not full_row.empty:
@@ -57,22 +62,31 @@ def loss_vs_params(t: Tables) -> plt.Figure:
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel("final validation MSE")
         ax.set_title(dataset)
-        ax.legend(frameon=True)
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
 
 
 def _lora_by_params(ax, best: pd.DataFrame) -> None:
-    """Best LoRA loss against trainable parameters, each point labelled with its rank."""
-    errorbar(ax, best["params"], best["mean"], best["std"], LORA_COLOR, "LoRA")
-    for _, row in best.iterrows():
-        ax.annotate(
-            f"r={row['rank']}",
-            (row["params"], row["mean"]),
-            fontsize=5.5,
-            xytext=(2, 3),
-            textcoords="offset points",
-        )
+    """Best LoRA loss against trainable parameters, each point labelled with its rank: one
+    line, or one per target set (a deep model's) in the target sets' colours, a target set run
+    at one rank as a single point."""
+    sets = target_order(best["targets"]) if "targets" in best else []
+    if not sets:
+        lines = [("LoRA", LORA_COLOR, best.sort_values("params"))]
+    else:
+        colors = target_colors(sets)
+        lines = [(f"LoRA, {s}", colors[s], best[best["targets"] == s].sort_values("params"))
+                 for s in sets]  # fmt: skip
+    for label, color, group in lines:
+        if len(group) == 1:
+            label = f"{label} (r={group['rank'].iloc[0]})"
+            errorbar(ax, group["params"], group["mean"], group["std"], color, label,
+                     linestyle="none")  # fmt: skip
+            continue
+        errorbar(ax, group["params"], group["mean"], group["std"], color, label)
+        for _, row in group.iterrows():
+            ax.annotate(f"r={row['rank']}", (row["params"], row["mean"]), fontsize=SMALL,
+                        xytext=(2, 3), textcoords="offset points")  # fmt: skip
 
 
 def _full_by_params(ax, params: int, best: pd.DataFrame) -> None:
@@ -110,7 +124,7 @@ def learning_curves(t: Tables) -> plt.Figure:
     lora = runs[runs["method"] == "lora"]
     if statistics.completed(lora).empty:
         return no_data("no completed LoRA runs")
-    datasets = sorted(lora["dataset"].unique())
+    datasets = datasets_of(lora)
     scalings = ordered_scalings(lora["scaling"])
     colors = rank_colors(lora["rank"].dropna().unique())
     fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
@@ -132,9 +146,9 @@ def learning_curves(t: Tables) -> plt.Figure:
                 ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
             ax.set_yscale("log")
             ax.set_title(f"{dataset} · {scaling_label(scaling)}")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("validation MSE")
-    fig.tight_layout()
+            epoch_axis(ax)
+            if j == 0:
+                ax.set_ylabel("validation MSE")
     legend_outside(fig, axes)
     return fig
 
@@ -149,8 +163,7 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
     best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
-    for j, dataset in enumerate(datasets):
-        ax = axes[0, j]
+    for ax, dataset in zip(axes, datasets, strict=True):
         panel = best[best["dataset"] == dataset]
         for scaling in ordered_scalings(panel["scaling"]):
             group = panel[panel["scaling"] == scaling]
@@ -162,9 +175,7 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
                 SCALING_COLORS[scaling],
                 scaling_label(scaling),
             )
-        optimum = (
-            lora[lora["dataset"] == dataset].groupby("rank")["optimal_val_loss"].first().dropna()
-        )
+        optimum = _optimum_of(lora, panel)
         if not optimum.empty:
             ax.plot(
                 optimum.index,
@@ -180,8 +191,17 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
             ax.axhline(mean, color=FULL_COLOR, linestyle="--", linewidth=1, label="full FT")
             ax.axhspan(mean - sd, mean + sd, color=FULL_COLOR, alpha=0.12, linewidth=0)
         log_axes(ax, "LoRA rank r", "final validation MSE", dataset)
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig
+
+
+def _optimum_of(lora: pd.DataFrame, best: pd.DataFrame) -> pd.Series:
+    """The rank-r optimum against rank at the settings drawn: a deep model's depends on the
+    target set, so each rank takes its best target set's (the lowest over scaling rules)."""
+    keys = ["dataset", "rank", *statistics.settings_in(lora)]
+    rows = best.merge(lora[[*keys, "optimal_val_loss"]].drop_duplicates(keys), on=keys)
+    rows = rows.sort_values("mean").drop_duplicates("rank")
+    return rows.set_index("rank")["optimal_val_loss"].sort_index().dropna()
 
 
 @figure(when=varies("rank"))
@@ -198,7 +218,7 @@ def grad_norm_vs_rank(t: Tables) -> plt.Figure:
     first = t.epochs[t.epochs["epoch"] == 1].merge(lora, on="run_id")
     alphas = sorted(first["alpha"].unique())
     style_of = line_styles(alphas)
-    datasets = sorted(first["dataset"].unique())
+    datasets = datasets_of(first)
     fig, axes = subplot_grid(len(datasets), 2)
     for i, dataset in enumerate(datasets):
         panel = first[first["dataset"] == dataset]
@@ -224,8 +244,6 @@ def grad_norm_vs_rank(t: Tables) -> plt.Figure:
                 "LoRA rank r",
                 f"mean ‖∇{column[-1]}‖_F, epoch 1",
                 f"{dataset} · gradient of {column[-1]}",
-                legend=False,
             )
-    axes[0, -1].legend(frameon=True, ncol=1)
-    fig.tight_layout()
+    legend_outside(fig, axes)
     return fig

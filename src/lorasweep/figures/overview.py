@@ -9,40 +9,69 @@ import pandas as pd
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
 
 from lorasweep.analysis import statistics
 from lorasweep.figures.registry import Tables, figure
 from lorasweep.figures.style import (
-    COLUMN_WIDTH,
+    DOUBLE_WIDTH,
     FULL_COLOR,
-    PANEL_HEIGHT,
+    NORMAL,
     SCALING_COLORS,
+    SMALL,
     THEORY_COLOR,
+    datasets_of,
+    legend_outside,
+    natural_key,
     no_data,
     ordered_scalings,
+    panel_grid,
     scaling_label,
-    subplot_grid,
 )
+from lorasweep.figures.targets import target_colors, target_order
 
-HYPERPARAMETERS = ["rank", "alpha", "scaling", "init", "lr", "lr_ratio", "bias"]
 AXIS_NAMES = {"rank": "rank r", "alpha": "α", "lr_ratio": "λ"}
+NONE_TEXT = "—"
+"""How an empty setting is shown (for example a single-layer run's target set)."""
 LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
 LOSS_CMAP = "viridis_r"
+PARALLEL_HEIGHT = 2.4
+"""Height in inches of one dataset's parallel-coordinates panel."""
+
+
+def hyperparameters(lora: pd.DataFrame) -> list[str]:
+    """What tells one LoRA setting from another: rank and every LoRA setting in the table
+    (the target set of a deep model included)."""
+    return ["rank", *statistics.settings_in(lora)]
 
 
 def _value_text(axis: str, value) -> str:
+    if pd.isna(value):
+        return NONE_TEXT
     if axis == "scaling":
         return scaling_label(value)
     return f"{value:g}" if isinstance(value, int | float | np.number) else str(value)
 
 
+def _order_key(value) -> tuple:
+    """Numbers by value, names in natural order, an empty setting last."""
+    if pd.isna(value):
+        return (2, 0.0, ())
+    if isinstance(value, int | float | np.number):
+        return (0, float(value), ())
+    return (1, 0.0, natural_key(value))
+
+
 def _ordinal(values: pd.Series) -> dict:
-    """Evenly spaced positions in [0, 1] for the sorted distinct values (0.5 for one value)."""
-    distinct = sorted(values.unique())
-    if len(distinct) == 1:
-        return {distinct[0]: 0.5}
-    return {v: k / (len(distinct) - 1) for k, v in enumerate(distinct)}
+    """Evenly spaced positions in [0, 1] for the ordered distinct values' texts (0.5 for one
+    value), keyed by :func:`_value_text` so that an empty setting has a position too."""
+    if values.name == "targets":
+        distinct = target_order(values) + ([np.nan] if values.isna().any() else [])
+    else:
+        distinct = sorted(values.unique(), key=_order_key)
+    texts = list(dict.fromkeys(_value_text(values.name, v) for v in distinct))
+    if len(texts) == 1:
+        return {texts[0]: 0.5}
+    return {v: k / (len(texts) - 1) for k, v in enumerate(texts)}
 
 
 @figure()
@@ -53,31 +82,27 @@ def parallel_coordinates(t: Tables) -> plt.Figure:
     lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
     if lora.empty:
         return no_data("no completed LoRA runs")
-    datasets = sorted(lora["dataset"].unique())
-    fig, axes = plt.subplots(
-        len(datasets),
-        1,
-        figsize=(2 * COLUMN_WIDTH, 1.2 * PANEL_HEIGHT * len(datasets)),
-        squeeze=False,
-    )
+    datasets = datasets_of(lora)
+    size = (DOUBLE_WIDTH, PARALLEL_HEIGHT * len(datasets) + 0.4)
+    fig, axes = plt.subplots(len(datasets), 1, squeeze=False, figsize=size)
     full = statistics.best_full(t.runs).set_index("dataset")
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
-        stats = statistics.seed_stats(lora[lora["dataset"] == dataset], HYPERPARAMETERS)
+        stats = statistics.seed_stats(lora[lora["dataset"] == dataset], hyperparameters(lora))
         full_mean = full.loc[dataset, "mean"] if dataset in full.index else None
         _parallel_panel(fig, ax, stats, full_mean)
         ax.set_title(f"{dataset} · {len(stats)} LoRA settings")
-    handles = [Line2D([], [], marker="*", color=FULL_COLOR, linestyle="none", markersize=8,
-                      label="best full fine-tuning")]  # fmt: skip
-    fig.tight_layout()
     if not full.empty:
-        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False)
+        handles = [Line2D([], [], marker="*", color=FULL_COLOR, linestyle="none", markersize=8,
+                          label="best full fine-tuning")]  # fmt: skip
+        legend_outside(fig, handles=handles)
     return fig
 
 
 def _parallel_panel(fig, ax, stats: pd.DataFrame, full_mean: float | None) -> None:
     """One dataset's parallel coordinates: a line per setting, the hyperparameter axes that
     vary, and the loss axis on a log scale with full fine-tuning's best loss as a star."""
-    shown = ["rank"] + [a for a in HYPERPARAMETERS[1:] if stats[a].nunique() > 1]
+    settings = [c for c in stats.columns if c not in ("mean", "std", "count", "dataset")]
+    shown = ["rank"] + [a for a in settings[1:] if stats[a].nunique(dropna=False) > 1]
     positions = {axis: _ordinal(stats[axis]) for axis in shown}
     losses = stats["mean"].to_numpy()
     low, high = float(losses.min()), float(losses.max())
@@ -92,7 +117,8 @@ def _parallel_panel(fig, ax, stats: pd.DataFrame, full_mean: float | None) -> No
     order = np.argsort(-losses)  # the best settings are drawn last, on top
     for index in order:
         row = stats.iloc[index]
-        ys = [positions[axis][row[axis]] for axis in shown] + [loss_position(row["mean"])]
+        ys = [positions[axis][_value_text(axis, row[axis])] for axis in shown]
+        ys.append(loss_position(row["mean"]))
         ax.plot(
             range(len(shown) + 1),
             ys,
@@ -102,20 +128,20 @@ def _parallel_panel(fig, ax, stats: pd.DataFrame, full_mean: float | None) -> No
         )
     for k, axis in enumerate(shown):
         ax.axvline(k, color="0.3", linewidth=0.8, zorder=0)
-        for value, y in positions[axis].items():
-            ax.text(k - 0.04, y, _value_text(axis, value), ha="right", va="center",
-                    fontsize=5.5, bbox=LABEL_BOX, zorder=4)  # fmt: skip
+        for text, y in positions[axis].items():
+            ax.text(k - 0.04, y, text, ha="right", va="center", fontsize=SMALL, bbox=LABEL_BOX,
+                    zorder=4)  # fmt: skip
     last = len(shown)
     ax.axvline(last, color="0.3", linewidth=0.8, zorder=0)
     for value in np.geomspace(low, high, 4):
         ax.text(last + 0.1, loss_position(value), f"{value:.3g}", ha="left", va="center",
-                fontsize=5.5)  # fmt: skip
+                fontsize=SMALL)  # fmt: skip
     if full_mean is not None:
         ax.plot([last], [loss_position(full_mean)], marker="*",
                 markersize=11, color=FULL_COLOR, markeredgecolor="white", markeredgewidth=0.5,
                 linestyle="none", clip_on=False, zorder=5)  # fmt: skip
     ax.set_xticks(range(last + 1))
-    ax.set_xticklabels([AXIS_NAMES.get(a, a) for a in shown] + ["final val MSE"], fontsize=7)
+    ax.set_xticklabels([AXIS_NAMES.get(a, a) for a in shown] + ["final val MSE"], fontsize=NORMAL)
     ax.set_xlim(-0.5, last + 0.5)
     ax.set_ylim(-0.05, 1.05)
     ax.set_yticks([])
@@ -126,32 +152,25 @@ def _parallel_panel(fig, ax, stats: pd.DataFrame, full_mean: float | None) -> No
 def pareto_points(runs: pd.DataFrame) -> pd.DataFrame:
     """One point per dataset and setting (mean over seeds): trainable parameters, final
     validation loss, method, rank and scaling; ``front`` marks the Pareto-optimal ones (no other
-    point has at most as many parameters and a lower loss)."""
+    point has at most as many parameters and a lower loss). A deep model's target sets are
+    settings of their own, never averaged together."""
     done = statistics.completed(runs)
+    lora_runs = done[done["method"] == "lora"]
     lora = statistics.seed_stats(
-        done[done["method"] == "lora"], ["dataset", "trainable_params", *HYPERPARAMETERS]
+        lora_runs, ["dataset", "trainable_params", *hyperparameters(lora_runs)]
     ).assign(method="lora")
     full = statistics.seed_stats(
         done[done["method"] == "full"], ["dataset", "trainable_params", "lr"]
     ).assign(method="full")
     points = pd.concat([lora, full], ignore_index=True)
     points["front"] = False
-    for _, group in points.groupby("dataset"):
+    for _, group in points.groupby("dataset", dropna=False):
         best = np.inf
         for index, row in group.sort_values(["trainable_params", "mean"]).iterrows():
             if row["mean"] < best:
                 best = row["mean"]
                 points.loc[index, "front"] = True
     return points
-
-
-def _whole_decades(ax, values: pd.Series) -> None:
-    """Label only powers of ten on a log x axis, and span at least one of them, so that a
-    narrow range does not crowd the axis with minor-tick labels."""
-    low, high = np.log10(values.min()), np.log10(values.max())
-    if np.floor(low) == np.floor(high):
-        ax.set_xlim(10 ** np.floor(low), 10 ** (np.floor(low) + 1))
-    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 @figure()
@@ -162,41 +181,54 @@ def pareto_front(t: Tables) -> plt.Figure:
     points = pareto_points(t.runs)
     if points.empty:
         return no_data("no completed runs")
-    datasets = sorted(points["dataset"].unique())
-    fig, axes = subplot_grid(1, len(datasets))
-    for ax, dataset in zip(axes[0], datasets, strict=True):
+    if "targets" not in points:
+        points = points.assign(targets=np.nan)
+    fig, axes = panel_grid(len(datasets_of(points)))
+    colors = target_colors(points["targets"])
+    for ax, dataset in zip(axes, datasets_of(points), strict=True):
         panel = points[points["dataset"] == dataset]
         lora = panel[panel["method"] == "lora"]
-        for scaling in ordered_scalings(lora["scaling"]):
-            group = lora[lora["scaling"] == scaling]
-            ax.scatter(group["trainable_params"], group["mean"], s=9, alpha=0.6,
-                       color=SCALING_COLORS[scaling], linewidths=0)  # fmt: skip
+        for color, group in _point_groups(lora, colors):
+            ax.scatter(group["trainable_params"], group["mean"], s=9, alpha=0.6, color=color,
+                       linewidths=0)  # fmt: skip
         full = panel[panel["method"] == "full"]
         ax.scatter(full["trainable_params"], full["mean"], marker="*", s=60, color=FULL_COLOR)
         front = panel[panel["front"]].sort_values("trainable_params")
         ax.plot(front["trainable_params"], front["mean"], drawstyle="steps-post",
                 color=THEORY_COLOR, linewidth=1, zorder=0)  # fmt: skip
         for _, row in front.iterrows():
-            text = f"r={row['rank']:g}" if row["method"] == "lora" else "full"
-            ax.annotate(text, (row["trainable_params"], row["mean"]), fontsize=5.5,
-                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            ax.annotate(_front_label(row), (row["trainable_params"], row["mean"]),
+                        fontsize=SMALL, xytext=(3, 3), textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
-        _whole_decades(ax, panel["trainable_params"])
         ax.set_yscale("log")
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel("final validation MSE")
         ax.set_title(dataset)
-    scalings = ordered_scalings(points.loc[points["method"] == "lora", "scaling"])
-    handles = [
-        Line2D([], [], marker="o", linestyle="none", color=SCALING_COLORS[s], markersize=4,
-               label=f"LoRA, s = {scaling_label(s)}")
-        for s in scalings
-    ]  # fmt: skip
+    single = points[(points["method"] == "lora") & points["targets"].isna()]
+    handles = [Line2D([], [], marker="o", linestyle="none", color=SCALING_COLORS[s],
+                      markersize=4, label=f"LoRA, s = {scaling_label(s)}")
+               for s in ordered_scalings(single["scaling"])]  # fmt: skip
+    handles += [Line2D([], [], marker="o", linestyle="none", color=c, markersize=4,
+                       label=f"LoRA, targets {name}") for name, c in colors.items()]  # fmt: skip
     if (points["method"] == "full").any():
         handles.append(Line2D([], [], marker="*", linestyle="none", color=FULL_COLOR,
                               markersize=8, label="full fine-tuning"))  # fmt: skip
     handles.append(Line2D([], [], color=THEORY_COLOR, label="Pareto front"))
-    fig.tight_layout()
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(len(handles), 4), frameon=False)  # fmt: skip
+    legend_outside(fig, handles=handles)
     return fig
+
+
+def _point_groups(lora: pd.DataFrame, target_colors_: dict):
+    """(colour, points): a deep model's settings by target set, the others by scaling rule."""
+    deep, single = lora[lora["targets"].notna()], lora[lora["targets"].isna()]
+    for scaling in ordered_scalings(single["scaling"]):
+        yield SCALING_COLORS[scaling], single[single["scaling"] == scaling]
+    for name in target_order(deep["targets"]):
+        yield target_colors_[name], deep[deep["targets"] == name]
+
+
+def _front_label(row: pd.Series) -> str:
+    if row["method"] != "lora":
+        return "full"
+    targets = row.get("targets")
+    return f"r={row['rank']:g}" if pd.isna(targets) else f"{targets} r={row['rank']:g}"

@@ -10,7 +10,16 @@ from matplotlib.lines import Line2D
 
 from lorasweep.analysis import statistics
 from lorasweep.figures.registry import Tables, figure
-from lorasweep.figures.style import THEORY_COLOR, mean_sd, no_data, scaling_label, subplot_grid
+from lorasweep.figures.style import (
+    THEORY_COLOR,
+    epoch_axis,
+    legend_outside,
+    mean_sd,
+    natural_key,
+    no_data,
+    panel_grid,
+    scaling_label,
+)
 from lorasweep.models.scaling import scaling_factor
 
 TUTORIAL_COLOR = sns.color_palette("colorblind")[3]
@@ -54,7 +63,7 @@ def tutorial_vs_corrected(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("no completed LoRA runs")
     kinds = lora.groupby("dataset")["dataset_kind"].first()
-    datasets = sorted(kinds.index, key=lambda d: (kinds[d] != "noise", d))
+    datasets = sorted(kinds.index, key=lambda d: (kinds[d] != "noise", natural_key(d)))
     lora = lora.assign(label=[setting_label(row) for _, row in lora.iterrows()])
     labels = sorted(
         lora["label"].unique(), key=lambda label: (label.startswith("corrected"), label)
@@ -65,8 +74,8 @@ def tutorial_vs_corrected(t: Tables) -> plt.Figure:
         for label in labels
     }
     curves = t.epochs.merge(lora[["run_id", "dataset", "label"]], on="run_id")
-    fig, axes = subplot_grid(1, len(datasets))
-    for ax, dataset in zip(axes[0], datasets, strict=True):
+    fig, axes = panel_grid(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
         panel = curves[curves["dataset"] == dataset]
         for label in labels:
             group = panel[panel["label"] == label]
@@ -77,7 +86,7 @@ def tutorial_vs_corrected(t: Tables) -> plt.Figure:
         if floor:
             ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1)
         ax.set_yscale("log")
-        ax.set_xlabel("epoch (0 = before training)")
+        epoch_axis(ax, "epoch (0 = before training)")
         ax.set_ylabel("MSE")
         ax.set_title(_dataset_title(lora, dataset))
     handles = [Line2D([], [], color=c, label=label) for label, c in colors.items()]
@@ -86,8 +95,5 @@ def tutorial_vs_corrected(t: Tables) -> plt.Figure:
         Line2D([], [], color="0.3", linestyle="--", label="validation loss"),
         Line2D([], [], color=THEORY_COLOR, linestyle=":", label="noise floor σ²"),
     ]
-    fig.tight_layout()
-    fig.legend(
-        handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False
-    )
+    legend_outside(fig, handles=handles, columns=2)
     return fig

@@ -28,13 +28,14 @@ STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
 padding:0 1rem;color:#222;line-height:1.45}
 h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
-th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;overflow-wrap:anywhere}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 table.findings td{text-align:left;vertical-align:top}
 figure{margin:1.5rem 0}figure img{max-width:100%}figcaption{font-size:.9rem;color:#444}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem 1rem}
-code{background:#f4f4f4;padding:0 .2rem}
+code{background:#f4f4f4;padding:0 .2rem;overflow-wrap:anywhere}
+p,li,figcaption{overflow-wrap:anywhere}
 """
 
 

@@ -1,0 +1,115 @@
+"""The figures keep every row of hand-made tables: several target sets of a deep model are never
+mixed or averaged together, single-layer runs' empty target set (and other empty settings) are
+not dropped, and datasets are ordered as a reader counts (task2, task8, task32)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lorasweep.figures import render_figure
+from lorasweep.figures.overview import pareto_points
+from lorasweep.figures.registry import Tables
+from lorasweep.figures.style import matching, natural_sorted
+
+WIDTHS = {"attention": 64, "mlp": 48, "q": 16, "k": 16}
+"""d_in + d_out summed over the matrices of each target set (one block, d_model 8, d_ff 16)."""
+
+
+def lora_row(dataset, rank, seed, loss, targets=np.nan, kind="transformer", **settings):
+    width = WIDTHS[targets] if isinstance(targets, str) else 28
+    return {
+        "run_id": f"{dataset}_{targets}_r{rank}_s{seed}", "dataset": dataset, "method": "lora",
+        "rank": rank, "alpha": 8.0, "scaling": "standard", "init": "kaiming", "lr": 0.01,
+        "lr_ratio": 1.0, "dropout": 0.0, "bias": "none", "targets": targets, "seed": seed,
+        "status": "ok", "final_val_loss": loss * (1 + 0.01 * seed), "dataset_kind": kind,
+        "trainable_params": rank * width, "noise_floor": 0.01, "optimal_val_loss": np.nan,
+        "in_features": 16, "out_features": 12, "shifted": "attention", "task_rank": 2,
+        **settings,
+    }  # fmt: skip
+
+
+def deep_runs() -> pd.DataFrame:
+    """A transformer whose attention reaches 0.011 at r = 8 and whose MLP stays at 1.2; q and k
+    have the same parameter count at r = 8 and different losses."""
+    losses = {("attention", 1): 0.5, ("attention", 8): 0.011, ("mlp", 1): 1.3, ("mlp", 8): 1.2,
+              ("q", 8): 0.9, ("k", 8): 0.3}  # fmt: skip
+    rows = [lora_row("tf", r, s, loss, t) for (t, r), loss in losses.items() for s in (0, 1)]
+    return pd.DataFrame(rows)
+
+
+def single_layer_runs(datasets=("tiny",)) -> pd.DataFrame:
+    """Lowrank LoRA runs, whose target set (and LoRA+ ratio, for one rank) is empty."""
+    rows = [
+        lora_row(d, r, s, 0.1 / r, kind="lowrank", lr_ratio=np.nan if r == 4 else 1.0, alpha=a)
+        for d in datasets for r in (1, 4) for a in (2.0, 8.0) for s in (0, 1)
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def draw(name: str, runs: pd.DataFrame):
+    epochs = pd.DataFrame(columns=["run_id", "epoch", "val_loss", "train_loss"])
+    return render_figure(name, Tables(runs=runs, epochs=epochs))
+
+
+def texts(fig) -> list[str]:
+    fig.canvas.draw()
+    return [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+
+
+def legend_labels(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_parallel_coordinates_counts_each_target_set_as_a_setting_with_its_own_axis():
+    fig = draw("parallel_coordinates", deep_runs())
+    ax = fig.axes[0]
+    assert ax.get_title() == "tf · 6 LoRA settings"
+    assert "targets" in [t.get_text() for t in ax.get_xticklabels()]
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
+    best = min(line.get_ydata()[-1] for line in lines if line.get_ydata()[0] == 1.0)
+    assert best == pytest.approx(0.0), "the rank-8 line of attention must reach the lowest loss"
+
+
+def test_parallel_coordinates_keeps_settings_whose_optional_columns_are_empty():
+    fig = draw("parallel_coordinates", single_layer_runs())
+    assert fig.axes[0].get_title() == "tiny · 4 LoRA settings"
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "targets" not in labels and "λ" in labels
+
+
+def test_pareto_points_never_average_target_sets_together():
+    points = pareto_points(deep_runs())
+    at_r8 = points[(points["method"] == "lora") & (points["trainable_params"] == 128)]
+    assert sorted(at_r8["targets"]) == ["k", "q"]
+    assert sorted(at_r8["mean"].round(4)) == [0.3015, 0.9045]
+    assert points["front"].sum() == 4
+
+
+def test_pareto_points_keep_single_layer_rows():
+    points = pareto_points(single_layer_runs())
+    assert len(points) == 4 and points["targets"].isna().all()
+
+
+def test_loss_vs_params_draws_one_line_per_target_set():
+    labels = legend_labels(draw("loss_vs_params", deep_runs()))
+    assert {"LoRA, attention", "LoRA, mlp", "LoRA, q (r=8)", "LoRA, k (r=8)"} <= set(labels)
+    single = legend_labels(draw("loss_vs_params", single_layer_runs()))
+    assert [label for label in single if label.startswith("LoRA")] == ["LoRA"]
+
+
+@pytest.mark.parametrize(
+    "name", ["loss_vs_rank", "loss_vs_params", "parallel_coordinates", "pareto_front"]
+)
+def test_dataset_panels_are_in_natural_order(name):
+    fig = draw(name, single_layer_runs(("task32", "task8", "task2")))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert [t.split(" ")[0] for t in titles] == ["task2", "task8", "task32"]
+
+
+def test_natural_sort_and_nan_safe_matching():
+    assert natural_sorted(["task32", "task2", "b", "task8", "a10", "a9"]) == [
+        "a9", "a10", "b", "task2", "task8", "task32"
+    ]  # fmt: skip
+    frame = pd.DataFrame({"targets": [np.nan, "mlp", np.nan], "rank": [1, 1, 2]})
+    assert list(matching(frame, targets=np.nan, rank=1).index) == [0]
+    assert list(matching(frame, targets="mlp").index) == [1]
