@@ -570,3 +570,17 @@ def test_bad_deep_values_name_the_key_and_what_is_allowed(config, key, allowed):
     assert message.startswith(f"config error: {key}:"), message
     assert allowed in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("limits", "memory_gib", "got"),
+    [({"memory_gib": 0.3}, 24, "got 0.3, "), ({}, 0.3, "this machine's memory is 0.3 GiB")],
+)
+def test_a_memory_limit_below_a_jobs_fixed_allowance_names_the_limit_not_a_size(
+    limits, memory_gib, got
+):
+    config = tiny()
+    config["limits"] = limits
+    message = rejected(config, check=lambda c: resource_check(c, memory_gib=memory_gib))
+    assert message.startswith("config error: limits.memory_gib: "), message
+    assert got in message and "Python, torch" in message and "n_train" not in message

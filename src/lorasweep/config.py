@@ -496,6 +496,16 @@ def _check_memory(config: dict, estimate, limit: tuple, what: str, indices, kind
     need = estimate(config)
     if need <= limit[0]:
         return
+    if limit[0] < resources.PROCESS_BYTES:
+        have = f"got {_limit(config, 'memory_gib')!r}"
+        if limit[1] != "limits.memory_gib":
+            have += f", and {limit[1].split(';')[0]} is {_gib(limit[0])}"
+        raise ConfigError(
+            "limits.memory_gib",
+            f"{have}, less than the {_gib(resources.PROCESS_BYTES)} any job's process holds "
+            f"whatever the config's sizes (Python, torch and its BLAS); allowed: at least "
+            f"{_gib(resources.PROCESS_BYTES)}, or null to skip the memory check",
+        )
     path = resources.largest_factor(estimate, config, _size_paths(config, indices))
     raise ConfigError(
         key_path(path),
