@@ -20,6 +20,7 @@ from lorasweep.config import (
     check_semantics,
     describe_schema_error,
     parse_strings,
+    validated,
 )
 from lorasweep.planning import resources
 from lorasweep.planning.grouping import build_plan
@@ -584,3 +585,23 @@ def test_a_memory_limit_below_a_jobs_fixed_allowance_names_the_limit_not_a_size(
     message = rejected(config, check=lambda c: resource_check(c, memory_gib=memory_gib))
     assert message.startswith("config error: limits.memory_gib: "), message
     assert got in message and "Python, torch" in message and "n_train" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        ("seeds: [0]\nresults: r\nseeds: [5]\n", "seeds", "lines 1 and 3"),
+        ("train:\n  epochs: 2\n  lr: 1\n  epochs: 3\n", "train.epochs", "lines 2 and 4"),
+        ("datasets:\n  - name: a\n    n_train: 2\n    n_train: 4\n", "datasets[0].n_train",
+         "lines 3 and 4"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_it(tmp_path, text, key, lines):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        validated(tiny(), files=[path])
+    message = str(caught.value)
+    assert message.startswith(f"config error: {key}: given twice in {path} ({lines})"), message
+    (tmp_path / "once.yaml").write_text("seeds: [0]\ntrain: {epochs: 2}\n")
+    validated(tiny(), files=[tmp_path / "once.yaml", tmp_path / "not-there.yaml"])

@@ -34,7 +34,7 @@ from lorasweep.planning.grouping import build_plan
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
 try:
-    validated(config, check_limits=workflow.is_main_process)
+    validated(config, check_limits=workflow.is_main_process, files=workflow.configfiles)
 except ConfigError as err:
     sys.exit(str(err))
 RESULTS = Layout(config["results"])
