@@ -1,10 +1,11 @@
 # Two entry points for a fresh clone (only Python >= 3.11 and make needed):
-#   make run    set up .venv if needed, then run the default study (snakemake --cores 4)
+#   make run    set up .venv if needed, then run the default study (snakemake --cores all:
+#               every CPU this process may use; CORES=N for fewer)
 #   make test   set up .venv if needed, then run the whole test suite
 # and, while working: make test-fast, the unit tests only (no Snakemake run, cluster or browser)
 PYTHON ?= python3
 VENV ?= .venv
-CORES ?= 4
+CORES ?= all
 CONFIG ?=
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=

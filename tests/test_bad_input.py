@@ -257,3 +257,11 @@ def test_unreadable_job_manifest_stops_before_any_job_with_one_line(computed, co
     finally:
         manifest.write_bytes(original)
         os.utime(manifest, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+
+def test_a_key_given_twice_in_a_config_file_stops_before_any_job(computed):
+    (computed / "twice.yaml").write_text("seeds: [0]\nreuse_runs: true\nseeds: [5]\n")
+    line = assert_rejected(
+        computed, "tiny.yaml", "twice.yaml", key_message="config error: seeds: given twice"
+    )
+    assert "twice.yaml (lines 1 and 3)" in line

@@ -117,3 +117,29 @@ def test_the_report_does_not_scroll_sideways_at_1280_px(chromium, run, request, 
         widths = browser.evaluate(WIDTHS)
     assert widths["client"] == 1280
     assert widths["scroll"] <= widths["client"], widths
+
+
+def test_a_filter_on_an_unknown_column_says_so_and_lists_the_columns(chromium, tmp_path):
+    import pandas as pd
+
+    from lorasweep.report.explorer import section
+
+    runs = pd.DataFrame(
+        {"run_id": ["a_lora_r4", "b_full"], "method": ["lora", "full"], "rank": [4, 0],
+         "final_val_loss": [0.5, 0.25]}
+    )  # fmt: skip
+    page = tmp_path / "explorer.html"
+    page.write_text(f"<!DOCTYPE html><html><body>{section(runs)}</body></html>", "utf-8")
+    unknown = "(() => { const p = document.getElementById('runs-explorer-unknown');"
+    unknown += " return p.hidden ? '' : p.textContent; })()"
+    with browse(chromium, tmp_path, "unknown") as browser:
+        browser.open(page.as_uri() + "#filter=" + quote("ranks>=4 method=lora"))
+        state, message = browser.evaluate(STATE), browser.evaluate(unknown)
+        browser.open(page.as_uri() + "#filter=" + quote("rank>=4"))
+        known = browser.evaluate(unknown)
+        problems = browser.problems()
+    assert problems == []
+    assert state["count"] == "1 of 2 runs shown"
+    assert message.startswith("unknown column ranks in the filter")
+    assert "run_id, method, rank, final_val_loss" in message
+    assert known == ""

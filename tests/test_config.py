@@ -14,7 +14,12 @@ import yaml
 from snakemake.cli import parse_config
 from snakemake.utils import update_config
 
-from lorasweep.config import ConfigError, check_resources, parse_strings, validated
+from lorasweep.config import (
+    ConfigError,
+    check_resources,
+    parse_strings,
+    validated,
+)
 from lorasweep.planning import resources
 from lorasweep.planning.grouping import build_plan
 from lorasweep.report.title import drop_inherited_title, report_title
@@ -594,3 +599,37 @@ def test_a_config_without_a_title_gets_one_naming_its_own_datasets():
 
 def test_a_given_title_is_kept():
     assert report_title(merged_over_default(tiny(), {"report": {"title": "Mine"}})) == "Mine"
+
+
+@pytest.mark.parametrize(
+    ("limits", "memory_gib", "got"),
+    [({"memory_gib": 0.3}, 24, "got 0.3, "), ({}, 0.3, "this machine's memory is 0.3 GiB")],
+)
+def test_a_memory_limit_below_a_jobs_fixed_allowance_names_the_limit_not_a_size(
+    limits, memory_gib, got
+):
+    config = tiny()
+    config["limits"] = limits
+    message = rejected(config, check=lambda c: resource_check(c, memory_gib=memory_gib))
+    assert message.startswith("config error: limits.memory_gib: "), message
+    assert got in message and "Python, torch" in message and "n_train" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        ("seeds: [0]\nresults: r\nseeds: [5]\n", "seeds", "lines 1 and 3"),
+        ("train:\n  epochs: 2\n  lr: 1\n  epochs: 3\n", "train.epochs", "lines 2 and 4"),
+        ("datasets:\n  - name: a\n    n_train: 2\n    n_train: 4\n", "datasets[0].n_train",
+         "lines 3 and 4"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_in_a_config_file_is_refused_naming_it(tmp_path, text, key, lines):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        validated(tiny(), files=[path])
+    message = str(caught.value)
+    assert message.startswith(f"config error: {key}: given twice in {path} ({lines})"), message
+    (tmp_path / "once.yaml").write_text("seeds: [0]\ntrain: {epochs: 2}\n")
+    validated(tiny(), files=[tmp_path / "once.yaml", tmp_path / "not-there.yaml"])

@@ -496,6 +496,16 @@ def _check_memory(config: dict, estimate, limit: tuple, what: str, indices, kind
     need = estimate(config)
     if need <= limit[0]:
         return
+    if limit[0] < resources.PROCESS_BYTES:
+        have = f"got {_limit(config, 'memory_gib')!r}"
+        if limit[1] != "limits.memory_gib":
+            have += f", and {limit[1].split(';')[0]} is {_gib(limit[0])}"
+        raise ConfigError(
+            "limits.memory_gib",
+            f"{have}, less than the {_gib(resources.PROCESS_BYTES)} any job's process holds "
+            f"whatever the config's sizes (Python, torch and its BLAS); allowed: at least "
+            f"{_gib(resources.PROCESS_BYTES)}, or null to skip the memory check",
+        )
     path = resources.largest_factor(estimate, config, _size_paths(config, indices))
     raise ConfigError(
         key_path(path),
@@ -553,12 +563,50 @@ def _size_paths(config: dict, indices) -> list[tuple]:
     return [("datasets", i, key) for i in indices for key in SIZES if key in datasets[i]]
 
 
-def validated(config: dict, check_limits: bool = True) -> dict:
+def _duplicate_key(node, path: list):
+    """(key path, first line, second line) of the first key given twice in a YAML node tree."""
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name in seen:
+                return [*path, name], seen[name], key.start_mark.line + 1
+            seen[name] = key.start_mark.line + 1
+            if found := _duplicate_key(value, [*path, name]):
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            if found := _duplicate_key(item, [*path, index]):
+                return found
+    return None
+
+
+def check_duplicate_keys(files) -> None:
+    """Refuse a config file that gives a key twice, which YAML loaders (Snakemake's too) accept
+    with the last one winning. Files that are not YAML are left to Snakemake's own loader."""
+    for file in files:
+        try:
+            node = yaml.compose(Path(file).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if found := _duplicate_key(node, []):
+            path, first, second = found
+            raise ConfigError(
+                key_path(path),
+                f"given twice in {file} (lines {first} and {second}), and only the last would "
+                "count; keep one",
+            )
+
+
+def validated(config: dict, check_limits: bool = True, files=()) -> dict:
     """The one validation of a config, in place: text read as numbers where meant, the schema
     (defaults filled in, via ``snakemake.utils.validate``), cross-key checks and, with
-    ``check_limits``, the resource estimates. Every mistake is a one-line :class:`ConfigError`."""
+    ``check_limits``, the resource estimates; first, no key given twice in the config
+    ``files`` it was read from. Every mistake is a one-line :class:`ConfigError`."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
+
+    check_duplicate_keys(files)
 
     parse_strings(config)
     try:

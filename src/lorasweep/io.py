@@ -1,7 +1,8 @@
 """Atomic, pickle-free file output.
 
 Every writer here writes to a temporary file in the destination folder, flushes it to disk, and
-renames it into place, so a crash or a kill never leaves a half-written file under its final name.
+renames it into place, so a crash or a kill never leaves a half-written file under its final name;
+an error writing it (a full disk) names the file.
 Files get the permissions the umask gives any new file (``mkstemp`` alone would make them 0600).
 """
 
@@ -55,9 +56,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)
         raise
 
 

@@ -23,6 +23,7 @@ from lorasweep.config import ConfigError, validated
 from lorasweep.figures.registry import FIGURES, figures_for
 from lorasweep.layout import TABLES, Layout
 from lorasweep.jobs.integrity import ManifestError
+from lorasweep.planning.cpus import usable_cores
 from lorasweep.planning.devices import requests_gpu
 from lorasweep.planning.freshness import (
     locked_by_another_run,
@@ -31,20 +32,26 @@ from lorasweep.planning.freshness import (
     stale_outputs,
 )
 from lorasweep.planning.grouping import build_plan
+from lorasweep.planning.runs import JobRuns
 from lorasweep.report.title import drop_inherited_title, report_title
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
 drop_inherited_title(config, workflow.config_settings.overwrite_config)
 try:
-    validated(config, check_limits=workflow.is_main_process)
+    validated(config, check_limits=workflow.is_main_process, files=workflow.configfiles)
 except ConfigError as err:
     sys.exit(str(err))
 RESULTS = Layout(config["results"])
-LOCAL_CORES = (
-    workflow.resource_settings.cores
-    if workflow.is_main_process and workflow.local_exec
-    else None
-)
+LOCAL_CORES = None
+if workflow.is_main_process and workflow.local_exec:
+    LOCAL_CORES = usable_cores(workflow.resource_settings.cores)
+    if LOCAL_CORES != workflow.resource_settings.cores:
+        print(
+            f"--cores {workflow.resource_settings.cores} is more than the {LOCAL_CORES} "
+            f"CPUs here; using --cores {LOCAL_CORES} (more jobs than CPUs slow each other down)",
+            file=sys.stderr,
+        )
+        workflow.global_resources["_cores"] = LOCAL_CORES
 PLAN = build_plan(config, workers=LOCAL_CORES)
 DATASETS = {d["name"]: d for d in config["datasets"]}
 GPU_PER_JOB = int(requests_gpu(config["train"]["device"]))
@@ -112,7 +119,7 @@ def get_train_inputs(wildcards):
 
 
 def get_job_runs(wildcards):
-    return [run.as_dict() for run in PLAN.jobs[wildcards.job]]
+    return JobRuns(run.as_dict() for run in PLAN.jobs[wildcards.job])
 
 
 def get_figure_inputs(wildcards):

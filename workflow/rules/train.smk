@@ -12,6 +12,7 @@ rule train:
         gpu=GPU_PER_JOB,
     params:
         runs=get_job_runs,
+        runs_digest=lambda wildcards: get_job_runs(wildcards).digest(),
         datasets=lambda wildcards: PLAN.job_datasets(wildcards.job),
         runs_dir=RESULTS.runs_dir,
         reuse=config["reuse_runs"],

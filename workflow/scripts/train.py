@@ -3,11 +3,13 @@
 from lorasweep.logs import workflow_script
 
 with workflow_script(snakemake):  # noqa: F821
+    import sys
+
     from lorasweep.jobs.job import run_job
 
     sm = snakemake  # noqa: F821
     run_job(
-        runs=sm.params.runs,
+        runs=sm.params.runs.runs,
         dataset_files={
             name: (tensors, meta)
             for name, tensors, meta in zip(
@@ -20,4 +22,5 @@ with workflow_script(snakemake):  # noqa: F821
         reuse=sm.params.reuse,
         engine=sm.params.engine,
         memory_budget_mib=sm.params.memory_budget_mib,
+        console=sys.__stderr__,
     )

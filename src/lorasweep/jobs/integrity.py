@@ -17,6 +17,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from lorasweep.io import read_json, sha256_file, write_json
+from lorasweep.logs import OneLineError
 
 CHECKSUMS = "checksums.json"
 TIMING = "timing.json"
@@ -102,7 +103,7 @@ def plan_mismatch(run_dir: str | Path, run: dict, dataset_sha256: str | None) ->
     return None
 
 
-class ManifestError(ValueError):
+class ManifestError(OneLineError, ValueError):
     """A job manifest (``jobs/<job>.json``) that cannot be read. One line naming the file."""
 
 

@@ -6,8 +6,9 @@ key (:mod:`lorasweep.jobs.reuse`), groups the rest into batches
 (:func:`lorasweep.training.batched.train_batch`) or run by run with the single-run path
 (:func:`lorasweep.training.loop.train_run`), and writes each run into its folder
 (:mod:`lorasweep.jobs.run_folder`) as soon as its batch is done. Its log counts the runs and
-batches done, with an ETA. Its only declared output is its manifest, ``jobs/<job>.json``: the
-run ids, and the runs folder relative to it.
+batches done, with an ETA, and so does the console every :data:`CONSOLE_INTERVAL_S` and at the
+end. Ctrl-C keeps the runs finished so far. Its only declared output is its manifest,
+``jobs/<job>.json``: the run ids, and the runs folder relative to it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -23,6 +25,7 @@ from lorasweep.io import write_json
 from lorasweep.jobs.reuse import NOT_FINISHED, reuse_key, reuse_refusal
 from lorasweep.jobs.run_folder import write_run
 from lorasweep.planning.batches import Progress, batch_cost, effective_engine, plan_batches
+from lorasweep.planning.cpus import available_cpus
 from lorasweep.planning.runs import RunSpec
 from lorasweep.provenance import environment
 from lorasweep.tasks import storage
@@ -33,6 +36,7 @@ from lorasweep.training.exact import cache_base_residuals
 from lorasweep.training.loop import RunResult, train_run
 
 PROGRESS_INTERVAL_S = 5.0
+CONSOLE_INTERVAL_S = 30.0
 
 
 def configure_torch(device: torch.device, threads: int) -> None:
@@ -64,20 +68,24 @@ def run_job(
     progress: bool = True,
     engine: str = "batched",
     memory_budget_mib: float | None = None,
+    console: TextIO | None = None,
 ) -> dict[str, int]:
     """Train ``runs`` (dicts from :meth:`RunSpec.as_dict`) into ``runs_root/<run_id>/``, batch
     by batch with ``engine`` (``batched`` or ``single``), reusing finished runs when ``reuse``;
     then write ``manifest``.
 
     ``dataset_files`` maps a dataset name to its (tensors, metadata) paths;
-    ``memory_budget_mib`` bounds what one batch allocates (None: the device's default). Returns
-    the number of runs trained and reused.
+    ``memory_budget_mib`` bounds what one batch allocates (None: the device's default);
+    ``threads`` is capped at the CPUs this process may use. Progress lines also go to
+    ``console`` (every :data:`CONSOLE_INTERVAL_S`, and the total at the end). Returns the number
+    of runs trained and reused.
     """
     specs = [RunSpec.from_dict(dict(run)) for run in runs]
     requested = {spec.device for spec in specs}
     if len(requested) != 1:
         raise ValueError(f"one job must use one device setting, got {sorted(requested)}")
     device = resolve_device(requested.pop())
+    threads = min(threads, available_cpus())
     configure_torch(device, threads)
     runs_root, job = Path(runs_root), Path(manifest).stem
 
@@ -93,30 +101,48 @@ def run_job(
     costs = [batch_cost(b, dataset_specs[b[0].dataset]) for b in batches]
     loaded: dict[str, tuple[Dataset, GroundTruth]] = {}
     env = None
-    start = last_report = time.perf_counter()
+    if console is not None and todo:
+        print(f"{job}: training {len(todo)} runs in {len(batches)} batches, reusing "
+              f"{len(specs) - len(todo)}", file=console, flush=True)  # fmt: skip
+    start = last_report = last_console = time.perf_counter()
     done = 0
-    for index, batch in enumerate(batches):
-        if batch[0].dataset not in loaded:
-            loaded[batch[0].dataset] = _load(batch[0].dataset, todo, metas, dataset_files, device)
-        dataset, truth = loaded[batch[0].dataset]
-        if engines[batch[0].run_id] == "batched":
-            results = train_batch(batch, dataset, device, memory_budget_mib)
-        else:
-            results = [train_run(spec, dataset, device) for spec in batch]
-        for result in results:
-            if env is None:
-                env = environment(result.device, result.device_name, torch.get_num_threads())
-            _write(result, runs_root, truth, metas, keys, env, engines[result.spec.run_id])
-        done += len(batch)
-        now = time.perf_counter()
-        if progress and (now - last_report >= PROGRESS_INTERVAL_S or index == len(batches) - 1):
-            cost_done = sum(costs[: index + 1])
-            report = Progress(done, len(todo), index + 1, len(batches), cost_done, sum(costs),
-                              now - start)  # fmt: skip
-            print(report.line(job), flush=True)
-            last_report = now
+    try:
+        for index, batch in enumerate(batches):
+            if batch[0].dataset not in loaded:
+                loaded[batch[0].dataset] = _load(
+                    batch[0].dataset, todo, metas, dataset_files, device
+                )
+            dataset, truth = loaded[batch[0].dataset]
+            if engines[batch[0].run_id] == "batched":
+                results = train_batch(batch, dataset, device, memory_budget_mib)
+            else:
+                results = [train_run(spec, dataset, device) for spec in batch]
+            for result in results:
+                if env is None:
+                    env = environment(result.device, result.device_name, torch.get_num_threads())
+                _write(result, runs_root, truth, metas, keys, env, engines[result.spec.run_id])
+            done += len(batch)
+            now = time.perf_counter()
+            last = index == len(batches) - 1
+            to_log = progress and (now - last_report >= PROGRESS_INTERVAL_S or last)
+            to_console = console is not None and now - last_console >= CONSOLE_INTERVAL_S
+            if to_log or (to_console and not last):
+                cost_done = sum(costs[: index + 1])
+                line = Progress(done, len(todo), index + 1, len(batches), cost_done,
+                                sum(costs), now - start).line(job)  # fmt: skip
+            if to_log:
+                print(line, flush=True)
+                last_report = now
+            if to_console and not last:
+                print(line, file=console, flush=True)
+                last_console = now
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{done} of {len(todo)} runs trained and kept") from None
     counts = {"trained": len(todo), "reused": len(specs) - len(todo)}
-    print(f"{job}: trained {counts['trained']}, reused {counts['reused']}")
+    summary = f"{job}: trained {counts['trained']}, reused {counts['reused']}"
+    print(summary)
+    if console is not None:
+        print(f"{summary} in {time.perf_counter() - start:.0f} s", file=console, flush=True)
     relative = os.path.relpath(runs_root, Path(manifest).parent)
     write_json(manifest, {"runs": [s.run_id for s in specs], "runs_dir": relative})
     return counts

@@ -5,7 +5,8 @@ The table is written here as plain HTML, so it reads without JavaScript; a small
 script (no library, no network) only reorders and hides its rows. Clicking a column header sorts
 by it (again: the other way); the filter box takes space-separated terms, each either free text
 found anywhere in the row or ``column<op>value`` with ``=``, ``!=``, ``<``, ``<=``, ``>``,
-``>=`` (for example ``method=lora rank>=8 final_val_loss<0.02``). The view is kept in the URL
+``>=`` (for example ``method=lora rank>=8 final_val_loss<0.02``); a term naming an unknown
+column is ignored, and the page says so and lists the columns. The view is kept in the URL
 fragment, ``#sort=<column>:<asc|desc>&filter=<terms>``, so it can be shared, and a page opened
 with such a fragment applies it on load and scrolls to the table.
 
@@ -43,7 +44,7 @@ width:96vw;max-width:110rem;position:relative;left:50%;transform:translateX(-50%
 #runs-explorer th[aria-sort=ascending]::after{content:" \\25B2"}
 #runs-explorer th[aria-sort=descending]::after{content:" \\25BC"}
 #runs-explorer input{width:100%;box-sizing:border-box;padding:.3rem;margin:.3rem 0}
-#explorer-errors{color:#b2182b;white-space:pre-wrap}
+#explorer-errors,#runs-explorer-unknown{color:#b2182b;white-space:pre-wrap}
 """
 
 ERROR_TRAP = """
@@ -71,6 +72,7 @@ SCRIPT = """
   var table = document.getElementById("runs-explorer-table");
   var input = document.getElementById("runs-explorer-filter");
   var count = document.getElementById("runs-explorer-count");
+  var warning = document.getElementById("runs-explorer-unknown");
   var body = table.tBodies[0];
   var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
   var columns = heads.map(function (th) { return th.getAttribute("data-column"); });
@@ -85,9 +87,13 @@ SCRIPT = """
 
   function number(text) { return parseFloat(text); }  // not a number for an empty cell
 
-  function predicate(term) {
-    var match = /^([a-z_]+)(<=|>=|!=|=|<|>)(.*)$/i.exec(term);
+  function predicate(term, unknown) {
+    var match = /^([a-z_][a-z0-9_]*)(<=|>=|!=|=|<|>)(.*)$/i.exec(term);
     var index = match ? columns.indexOf(match[1]) : -1;
+    if (match && index < 0) {
+      unknown.push(match[1]);
+      return function () { return true; };
+    }
     if (index < 0) {
       var needle = term.toLowerCase();
       return function (row) { return row.text.indexOf(needle) >= 0; };
@@ -134,7 +140,12 @@ SCRIPT = """
 
   function apply(updateHash) {
     var terms = state.filter.split(/\\s+/).filter(function (t) { return t.length > 0; });
-    var tests = terms.map(predicate);
+    var unknown = [];
+    var tests = terms.map(function (term) { return predicate(term, unknown); });
+    warning.hidden = unknown.length === 0;
+    warning.textContent = unknown.length === 0 ? "" : "unknown column " +
+      unknown.join(", ") + " in the filter (those terms are ignored); the columns are " +
+      columns.join(", ");
     var shown = 0;
     rows.forEach(function (row) {
       var keep = tests.every(function (test) { return test(row); });
@@ -235,6 +246,7 @@ def section(runs: pd.DataFrame) -> str:
             '<input id="runs-explorer-filter" type="search" placeholder="filter, e.g. '
             'method=lora rank&gt;=8" aria-label="filter runs">',
             f'<p id="runs-explorer-count">{len(runs)} of {len(runs)} runs shown</p>',
+            '<p id="runs-explorer-unknown" role="alert" hidden></p>',
             '<pre id="explorer-errors" hidden></pre>',
             '<div class="explorer-box">',
             f'<table id="runs-explorer-table"><thead><tr>{head}</tr></thead>',

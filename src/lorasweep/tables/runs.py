@@ -16,6 +16,7 @@ import pandas as pd
 
 from lorasweep.io import read_json
 from lorasweep.jobs.integrity import ManifestError, integrity_problem, read_manifest
+from lorasweep.logs import OneLineError
 
 MODEL_COLUMNS = ["shifted", "n_layers", "d_model", "n_heads", "seq_len", "d_ff"]
 """The deep kinds' dataset keys, empty for the single-layer kinds."""
@@ -37,7 +38,7 @@ INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "ta
                    *MODEL_COLUMNS[1:], "adapted_modules"]  # fmt: skip
 
 
-class IncompleteRunError(RuntimeError):
+class IncompleteRunError(OneLineError, RuntimeError):
     """A job manifest is missing or unreadable, or names a run folder that is missing or fails
     its checksums (:func:`lorasweep.jobs.integrity.integrity_problem`). One line."""
 

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lorasweep.io import load_tensors, read_json, save_tensors, sha256_file, write_json
+from lorasweep.logs import OneLineError
 from lorasweep.options import DEEP_KINDS
 from lorasweep.tasks.synthetic import Dataset, DatasetSpec, GroundTruth, ground_truth
 
@@ -31,7 +32,7 @@ def save(dataset: Dataset, tensors_path: str | Path, meta_path: str | Path) -> N
     )
 
 
-class DatasetFileError(RuntimeError):
+class DatasetFileError(OneLineError, RuntimeError):
     """A dataset file is missing, truncated, corrupted, or does not match its sidecar."""
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from lorasweep.logs import OneLineError
 from lorasweep.options import DEVICES
 
 
-class DeviceUnavailableError(RuntimeError):
+class DeviceUnavailableError(OneLineError, RuntimeError):
     """The config asks for a device this machine does not have."""
 
 
