@@ -1,6 +1,7 @@
 """Gather the per-run files of training jobs into three tables.
 
-- ``runs.csv``: one row per run (parameters, counts, losses, theory, status). Deterministic.
+- ``runs.csv``: one row per run (parameters, counts, losses, theory, status; the test loss
+  and, for ``lowrank``, the exact population risk of the final weights). Deterministic.
 - ``epochs.csv``: long format, one row per run and epoch. Deterministic.
 - ``timings.csv``: wall-clock seconds per run; the only table that changes between reruns.
 """
@@ -28,6 +29,7 @@ RUN_COLUMNS = [
     "dataset_kind", "in_features", "out_features", "task_rank", "noise_std",
     "cached_base", "final_source_loss", "forgetting",
     *MODEL_COLUMNS, "targets", "adapted_modules", "adapted_types",
+    "final_test_loss", "population_loss",
 ]  # fmt: skip
 LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout", "targets"]
 SORT_KEYS = ["dataset", "method", "targets", "rank", "alpha", "scaling", "init", "lr", "lr_ratio",

@@ -11,8 +11,8 @@ fine-tuning, and LoRA of rank ≥ ``task_rank`` on every shifted module.
 
 Stored tensors: f₀'s state dict under its own keys (``blocks.0.attn.q.weight``, …), each true
 shift as ``<module>.delta_weight``, and the splits ``X_train``, ``y_train``, ``X_val``,
-``y_val``. Every tensor is stored in float32, and y is computed in float64 from exactly the
-stored x, f₀ and ΔW*.
+``y_val``, ``X_test``, ``y_test``, each from its own seeded stream. Every tensor is stored in
+float32, and y is computed in float64 from exactly the stored x, f₀ and ΔW*.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def generate(spec: DatasetSpec) -> Dataset:
     network.load_state_dict(teacher)
 
     tensors = {**base, **{f"{name}{SHIFT_SUFFIX}": d for name, d in shifts.items()}}
-    for split, n in (("train", spec.n_train), ("val", spec.n_val)):
+    for split, n in (("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test)):
         gen = generator(spec.seed, spec.name, split)
         x = torch.randn(_input_shape(spec, n), generator=gen, dtype=torch.float64).float()
         with torch.no_grad():

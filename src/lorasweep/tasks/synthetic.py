@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lorasweep.options import COMPATS, DEEP_KINDS, KINDS
+from lorasweep.options import COMPATS, DEEP_KINDS, KINDS, test_size
 from lorasweep.seeding import generator
 from lorasweep.tasks import tutorial
 
@@ -55,6 +55,8 @@ class DatasetSpec:
     task_scale: float = 1.0
     spectrum_decay: float = 1.0
     seed: int = 0
+    n_test: int | None = None
+    """Samples in the test split; None (the config's default) takes ``n_val``."""
     source: SourceSpec | None = None
     compat: str = "none"
     d_model: int | None = None
@@ -64,6 +66,9 @@ class DatasetSpec:
     d_ff: int | None = None
     shifted: str | None = None
     """The deep kinds' architecture and shifted modules; None for the single-layer kinds."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_test", test_size(vars(self)))
 
     @classmethod
     def from_config(cls, entry: dict) -> DatasetSpec:
@@ -141,6 +146,11 @@ def orthonormal(
     return q * torch.sign(torch.diagonal(r))[None, :]
 
 
+SOURCE_DIRECTIONS = "source_directions"
+"""The stored V_k of a dataset with a source task: the target inputs' covariance is
+(I − P) + leak·P with P = V_kV_kᵀ (:func:`lorasweep.tasks.population.input_covariance`)."""
+
+
 def source_directions(w0: torch.Tensor, source: SourceSpec) -> torch.Tensor:
     """V_k: the top ``source.top_directions`` right-singular vectors of W₀ (d_in×k, float64)."""
     _, _, vh = torch.linalg.svd(w0.double(), full_matrices=False)
@@ -180,8 +190,10 @@ def _base_and_shift(spec: DatasetSpec) -> tuple[dict[str, torch.Tensor], torch.T
 
 def generate(spec: DatasetSpec) -> Dataset:
     """Draw the dataset. Each part has its own seeded stream, so e.g. changing ``n_train``
-    leaves W₀ and ΔW* unchanged; with ``compat: tutorial`` the training split and the base come
-    from the tutorial's single stream instead (:mod:`lorasweep.tasks.tutorial`)."""
+    leaves W₀ and ΔW* unchanged, and the test split (stream ``test``) leaves the training and
+    validation splits as they were before it existed; with ``compat: tutorial`` the training
+    split and the base come from the tutorial's single stream instead
+    (:mod:`lorasweep.tasks.tutorial`)."""
     if spec.kind not in KINDS:
         raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
     if spec.compat not in COMPATS:
@@ -191,7 +203,7 @@ def generate(spec: DatasetSpec) -> Dataset:
 
         return deep.generate(spec)
     d_in, d_out = spec.in_features, spec.out_features
-    splits = {"train": spec.n_train, "val": spec.n_val}
+    splits = {"train": spec.n_train, "val": spec.n_val, "test": spec.n_test}
     directions = None
     if tutorial.is_tutorial(spec):
         tensors = tutorial.training_split_and_base(spec)
@@ -213,6 +225,7 @@ def generate(spec: DatasetSpec) -> Dataset:
         tensors[f"y_{split}"] = y
     if directions is not None:
         tensors |= _source_split(spec, tensors["W0"], tensors["b0"], directions)
+        tensors[SOURCE_DIRECTIONS] = directions
     return Dataset(spec, {k: v.to(torch.float32) for k, v in tensors.items()})
 
 
