@@ -13,6 +13,8 @@ from lorasweep.tasks.synthetic import SOURCE_DIRECTIONS, SourceSpec
 from lorasweep.training.batched import train_batch
 from lorasweep.training.loop import train_run
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 LOWRANK = dict(name="t", kind="lowrank", in_features=20, out_features=12, n_train=300, n_val=60,
                noise_std=0.2, task_rank=3, task_scale=2.0, spectrum_decay=0.5, seed=3)  # fmt: skip
 KINDS = {

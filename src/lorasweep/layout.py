@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
-          "intruders")  # fmt: skip
+          "intruders", "oracles")  # fmt: skip
 
 
 @dataclass(frozen=True)

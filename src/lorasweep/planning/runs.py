@@ -171,3 +171,13 @@ def expand_runs(config: dict) -> list[RunSpec]:
                         )
                     )
     return list(dict.fromkeys(runs))
+
+
+def rank_settings(runs: list[RunSpec]) -> dict[str, list[tuple[int, str]]]:
+    """Dataset name → the (rank, bias) pairs of its LoRA runs, sorted: the settings at which
+    :mod:`lorasweep.tables.oracles` fits its reduced-rank oracles."""
+    settings: dict[str, set[tuple[int, str]]] = {}
+    for run in runs:
+        if run.method == "lora":
+            settings.setdefault(run.dataset, set()).add((run.rank, run.bias))
+    return {name: sorted(pairs) for name, pairs in sorted(settings.items())}
