@@ -146,3 +146,11 @@ def test_deep_datasets_have_no_oracle_rows():
     )  # fmt: skip
     table = oracles.oracle_table({"m": deep}, {"m": [(1, "none")]})
     assert table.empty and list(table.columns) == oracles.COLUMNS
+
+
+def test_each_replicate_has_its_own_oracles():
+    data = {"o": generate(BASE), "o.t2": generate(BASE, task_seed=2)}
+    table = oracles.oracle_table(data, {"o": [(2, "none")], "o.t2": [(2, "none")]})
+    assert list(table["dataset"]) == ["o"] * 4 and list(table["task_seed"]) == [0, 0, 2, 2]
+    by_seed = table.set_index(["task_seed", "oracle"])["train_loss"]
+    assert by_seed[(0, "oracle_lora")] != by_seed[(2, "oracle_lora")]

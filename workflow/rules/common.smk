@@ -31,6 +31,7 @@ from lorasweep.planning.freshness import (
     stale_outputs,
 )
 from lorasweep.planning.grouping import build_plan
+from lorasweep.planning.runs import replicates
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
 try:
@@ -44,13 +45,13 @@ LOCAL_CORES = (
     else None
 )
 PLAN = build_plan(config, workers=LOCAL_CORES)
-DATASETS = {d["name"]: d for d in config["datasets"]}
+DATASETS = replicates(config)
 GPU_PER_JOB = int(requests_gpu(config["train"]["device"]))
 FIGURE_NAMES = figures_for(config)
 
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*(\.t[0-9]+)?",
     job=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     figure="|".join(FIGURES),
 

@@ -83,7 +83,7 @@ def batch_key(run: RunSpec) -> tuple:
     frozen weight W₀ − s·B₀A₀, so its own residual rather than the dataset's. A deep model's
     LoRA runs share their ``targets`` (the modules their slots hold)."""
     return (
-        run.dataset,
+        run.data,
         run.method,
         run.rank,
         getattr(run, "targets", None),

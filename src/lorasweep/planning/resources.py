@@ -78,6 +78,7 @@ def run_counts(config: dict) -> dict[str, Counter]:
     blocks = [main] + [{**main, **extra} for extra in config.get("extra_grids", [])]
     full = config.get("full_finetune", {})
     counts = {}
+    replicated = len(config["seeds"]) * len(config.get("task_seeds", [0]))
     for dataset in config["datasets"]:
         name = dataset["name"]
         settings = set()
@@ -85,9 +86,9 @@ def run_counts(config: dict) -> dict[str, Counter]:
             if name in block.get("datasets", [name]):
                 settings.update(_block_settings(dataset, block))
         kinds = Counter(("lora", rank, init) for _, rank, _, _, init, _, _ in settings)
-        kinds = Counter({kind: n * len(config["seeds"]) for kind, n in kinds.items()})
+        kinds = Counter({kind: n * replicated for kind, n in kinds.items()})
         if full.get("enabled", False):
-            kinds[("full",)] = len(full.get("lr", [])) * len(config["seeds"])
+            kinds[("full",)] = len(full.get("lr", [])) * replicated
         counts[name] = kinds
     return counts
 

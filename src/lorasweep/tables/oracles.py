@@ -27,8 +27,8 @@ from lorasweep.options import DEEP_KINDS
 from lorasweep.tasks import population
 from lorasweep.tasks.synthetic import Dataset
 
-COLUMNS = ["dataset", "oracle", "rank", "bias", "train_loss", "val_loss", "test_loss",
-           "population_loss"]  # fmt: skip
+COLUMNS = ["dataset", "task_seed", "oracle", "rank", "bias", "train_loss", "val_loss",
+           "test_loss", "population_loss"]  # fmt: skip
 SPLITS = ("train", "val", "test")
 
 
@@ -84,8 +84,8 @@ def _row(dataset: Dataset, data, oracle: str, rank, bias: str, delta, offset) ->
         trained = bias == "all"
         bias_value = dataset["b0"].double().cpu() + offset if trained else None
         risk = population.update_risk(dataset, delta, bias_value)
-    return {"dataset": dataset.spec.name, "oracle": oracle, "rank": rank, "bias": bias,
-            **losses, "population_loss": risk}  # fmt: skip
+    return {"dataset": dataset.spec.name, "task_seed": dataset.spec.task_seed, "oracle": oracle,
+            "rank": rank, "bias": bias, **losses, "population_loss": risk}  # fmt: skip
 
 
 def dataset_oracles(dataset: Dataset, settings: Iterable[tuple[int, str]]) -> list[dict]:
@@ -103,8 +103,9 @@ def dataset_oracles(dataset: Dataset, settings: Iterable[tuple[int, str]]) -> li
 def oracle_table(
     datasets: Mapping[str, Dataset], settings: Mapping[str, Iterable[tuple[int, str]]]
 ) -> pd.DataFrame:
-    """``oracles.csv`` for ``datasets`` (name → dataset), at the (rank, bias) ``settings`` of
-    each (:func:`lorasweep.planning.runs.rank_settings`)."""
+    """``oracles.csv`` for ``datasets`` (replicate name → dataset), at the (rank, bias)
+    ``settings`` of each (:func:`lorasweep.planning.runs.rank_settings`); a replicate's rows
+    name its dataset and task seed, as ``runs.csv`` does."""
     rows = []
     for name in sorted(datasets):
         dataset = datasets[name]
