@@ -92,7 +92,11 @@ def test_population_risk_equals_a_monte_carlo_estimate(kind):
     assert exact == pytest.approx(monte_carlo, rel=0.01)
     assert exact > 0.04 * 2
     if kind == "source":
-        assert population.input_covariance(data) is not None
+        covariance = population.input_covariance(data)
+        gap = update - data["delta_W"].double()
+        bias_gap = bias - data["b0"].double()
+        direct = (((gap @ covariance) * gap).sum() + bias_gap.square().sum()) / 12 + 0.04
+        assert exact == pytest.approx(float(direct), rel=1e-12)
         assert exact != pytest.approx(
             population.risk(data, update - data["delta_W"], None), rel=0.01
         )

@@ -34,10 +34,13 @@ def input_covariance(dataset: Dataset) -> torch.Tensor | None:
 
 
 def risk(dataset: Dataset, weight_gap: torch.Tensor, bias_gap: torch.Tensor | None) -> float:
-    """R(W, b) of the module docstring from D = W − W* and c = b − b* (None: c = 0)."""
+    """R(W, b) of the module docstring from D = W − W* and c = b − b* (None: c = 0). With a
+    source task tr(DΣDᵀ) = ‖D‖² − (1 − leak)·‖DV_k‖², which never forms Σ."""
     gap = weight_gap.double().cpu()
-    covariance = input_covariance(dataset)
-    quadratic = gap.square().sum() if covariance is None else ((gap @ covariance) * gap).sum()
+    quadratic = gap.square().sum()
+    if SOURCE_DIRECTIONS in dataset.tensors:
+        along = gap @ dataset[SOURCE_DIRECTIONS].double().cpu()
+        quadratic = quadratic - (1.0 - dataset.spec.source.leak) * along.square().sum()
     if bias_gap is not None:
         quadratic = quadratic + bias_gap.double().cpu().square().sum()
     return float(quadratic) / dataset.spec.out_features + dataset.spec.noise_std**2
