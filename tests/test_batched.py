@@ -44,6 +44,7 @@ def full(**overrides) -> RunSpec:
 
 def assert_bitwise(a, b):
     assert a.epochs == b.epochs
+    assert a.test_loss == b.test_loss and a.population_loss == b.population_loss
     assert a.tensors.keys() == b.tensors.keys()
     assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
 
@@ -92,9 +93,10 @@ BATCHES = {
 
 
 def assert_same_run(batched, single, noise_only: tuple[str, ...] = ()) -> None:
-    """A batched run's result against the single-run path's: per-epoch losses within 1e-5
-    relative, gradient norms and trained tensors within 1e-4 (but those whose names end in
-    ``noise_only``, which only rounding moves), everything else equal."""
+    """A batched run's result against the single-run path's: per-epoch losses and the final
+    test loss within 1e-5 relative, gradient norms, trained tensors and the population loss
+    within 1e-4 (but tensors whose names end in ``noise_only``, which only rounding moves),
+    everything else equal."""
     assert batched.spec == single.spec and batched.status == single.status == "ok"
     assert len(batched.epochs) == len(single.epochs) == single.spec.epochs + 1
     for mine, ref in zip(batched.epochs, single.epochs, strict=True):
@@ -121,6 +123,12 @@ def assert_same_run(batched, single, noise_only: tuple[str, ...] = ()) -> None:
     else:
         assert torch.equal(batched.base_weight, single.base_weight)
     assert batched.summary(None).keys() == single.summary(None).keys()
+    assert (batched.test_loss is None) == (single.test_loss is None)
+    if single.test_loss is not None:
+        assert batched.test_loss == pytest.approx(single.test_loss, rel=1e-5)
+    assert (batched.population_loss is None) == (single.population_loss is None)
+    if single.population_loss is not None:
+        assert batched.population_loss == pytest.approx(single.population_loss, rel=1e-4)
 
 
 @pytest.mark.parametrize("name", BATCHES, ids=list(BATCHES))
@@ -278,6 +286,8 @@ def test_a_diverging_run_stops_and_the_others_go_on(data, mates):
     assert diverged.diverged_epoch == single.diverged_epoch
     assert len(diverged.epochs) == len(single.epochs) == single.diverged_epoch + 1
     assert math.isnan(diverged.final["val_loss"]) and math.isnan(diverged.final["train_loss"])
+    for result in (diverged, single):
+        assert math.isnan(result.test_loss) and math.isnan(result.population_loss)
     for mine, ref in zip(diverged.epochs[:-1], single.epochs[:-1], strict=True):
         assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
     assert diverged.train_state_bytes == single.train_state_bytes

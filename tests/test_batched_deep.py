@@ -129,6 +129,8 @@ def test_a_diverging_deep_run_stops_and_the_others_go_on(data, name):
     assert diverged.diverged_epoch == single.diverged_epoch
     assert len(diverged.epochs) == len(single.epochs) == single.diverged_epoch + 1
     assert math.isnan(diverged.final["val_loss"])
+    assert math.isnan(diverged.test_loss) and math.isnan(single.test_loss)
+    assert diverged.population_loss is single.population_loss is None
     for mine, ref in zip(diverged.epochs[:-1], single.epochs[:-1], strict=True):
         assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
     assert diverged.train_state_bytes == single.train_state_bytes

@@ -123,6 +123,17 @@ def test_geometry_tables_cover_every_run(tiny_run):
     assert pairs["phi"].between(0, 1 + 1e-9).all()
 
 
+def test_test_split_population_and_oracles_cover_every_run_and_rank(tiny_run):
+    tables = tiny_run / "results" / "tables"
+    runs = pd.read_csv(tables / "runs.csv")
+    assert runs["final_test_loss"].gt(0).all() and runs["population_loss"].gt(0).all()
+    assert (runs["population_loss"] >= runs["optimal_val_loss"] * (1 - 1e-6)).all()
+    oracles = pd.read_csv(tables / "oracles.csv")
+    assert list(oracles["oracle"]) == ["oracle_full", "oracle_lora", "oracle_lora"]
+    assert oracles["rank"].iloc[1:].tolist() == [1, 4] and set(oracles["dataset"]) == {"tiny"}
+    assert oracles[["train_loss", "val_loss", "test_loss", "population_loss"]].gt(0).all().all()
+
+
 def test_snakemake_report_works(tiny_run):
     snakemake(tiny_run, "--configfile", "tiny.yaml", "--report", "snakemake-report.html")
     html = (tiny_run / "snakemake-report.html").read_text(errors="replace")

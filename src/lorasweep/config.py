@@ -554,7 +554,7 @@ def _at(config: dict, path: tuple):
     return functools.reduce(operator.getitem, path, config)
 
 
-SIZES = ("n_train", "n_val", "in_features", "out_features", *resources.NETWORK_SIZES)
+SIZES = ("n_train", "n_val", "n_test", "in_features", "out_features", *resources.NETWORK_SIZES)
 
 
 def _size_paths(config: dict, indices) -> list[tuple]:

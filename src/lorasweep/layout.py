@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
-          "intruders", "best_settings", "efficiency", "findings")  # fmt: skip
+          "intruders", "oracles", "best_settings", "efficiency", "findings")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -10,3 +10,10 @@ COMPATS = ("none", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
 METHODS = ("lora", "full")
 TARGET_PRESETS = ("attention", "mlp", "all")
+
+
+def test_size(dataset) -> int:
+    """Samples in a dataset's test split (a config entry or a spec's fields): ``n_test``, by
+    default ``n_val``."""
+    n_test = dataset.get("n_test")
+    return dataset["n_val"] if n_test is None else n_test

@@ -18,6 +18,7 @@ import yaml
 from lorasweep.io import write_csv
 from lorasweep.layout import Layout
 from lorasweep.planning.grouping import build_plan
+from lorasweep.planning.runs import replicates
 from lorasweep.tasks import storage, synthetic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,8 +52,7 @@ def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[
     start = time.perf_counter()
     plan = build_plan(config, workers=1)
     files = {}
-    for spec in config["datasets"]:
-        name = spec["name"]
+    for name, spec in replicates(config).items():
         files[name] = (layout.dataset_tensors(name), layout.dataset_meta(name))
         storage.save(synthetic.generate(synthetic.DatasetSpec.from_config(spec)), *files[name])
     timings["datasets"] = time.perf_counter() - start

@@ -32,6 +32,7 @@ from lorasweep.planning.freshness import (
     stale_outputs,
 )
 from lorasweep.planning.grouping import build_plan
+from lorasweep.planning.runs import replicates
 from lorasweep.planning.runs import JobRuns
 from lorasweep.report.title import drop_inherited_title, report_title
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
@@ -53,13 +54,13 @@ if workflow.is_main_process and workflow.local_exec:
         )
         workflow.global_resources["_cores"] = LOCAL_CORES
 PLAN = build_plan(config, workers=LOCAL_CORES)
-DATASETS = {d["name"]: d for d in config["datasets"]}
+DATASETS = replicates(config)
 GPU_PER_JOB = int(requests_gpu(config["train"]["device"]))
 FIGURE_NAMES = figures_for(config)
 
 
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*(\.t[0-9]+)?",
     job=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     figure="|".join(FIGURES),
 

@@ -1,3 +1,6 @@
+from lorasweep.planning.runs import rank_settings
+
+
 rule tables:
     input:
         job_manifests(),
@@ -72,6 +75,24 @@ rule intruders:
         datasets=list(DATASETS),
     script:
         "../scripts/intruders.py"
+
+
+rule oracles:
+    input:
+        tensors=[RESULTS.dataset_tensors(name) for name in DATASETS],
+        meta=[RESULTS.dataset_meta(name) for name in DATASETS],
+    output:
+        RESULTS.table("oracles"),
+    log:
+        RESULTS.log("oracles"),
+    localrule: True
+    conda:
+        "../envs/lorasweep.yaml"
+    params:
+        datasets=list(DATASETS),
+        settings=rank_settings(PLAN.runs),
+    script:
+        "../scripts/oracles.py"
 
 
 rule summary:

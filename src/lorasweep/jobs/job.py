@@ -74,7 +74,8 @@ def run_job(
     by batch with ``engine`` (``batched`` or ``single``), reusing finished runs when ``reuse``;
     then write ``manifest``.
 
-    ``dataset_files`` maps a dataset name to its (tensors, metadata) paths;
+    ``dataset_files`` maps a replicate name (:attr:`RunSpec.data`; a dataset's name for task
+    seed 0) to its (tensors, metadata) paths;
     ``memory_budget_mib`` bounds what one batch allocates (None: the device's default);
     ``threads`` is capped at the CPUs this process may use. Progress lines also go to
     ``console`` (every :data:`CONSOLE_INTERVAL_S`, and the total at the end). Returns the number
@@ -89,11 +90,11 @@ def run_job(
     configure_torch(device, threads)
     runs_root, job = Path(runs_root), Path(manifest).stem
 
-    metas = {name: storage.verify(*dataset_files[name]) for name in {s.dataset for s in specs}}
-    dataset_specs = {name: meta["spec"] for name, meta in metas.items()}
+    metas = {name: storage.verify(*dataset_files[name]) for name in {s.data for s in specs}}
+    dataset_specs = {s.dataset: metas[s.data]["spec"] for s in specs}
     engines = {s.run_id: effective_engine(s, engine, dataset_specs[s.dataset]) for s in specs}
     keys = {
-        s.run_id: reuse_key(s, metas[s.dataset]["sha256"], device, threads, engines[s.run_id])
+        s.run_id: reuse_key(s, metas[s.data]["sha256"], device, threads, engines[s.run_id])
         for s in specs
     }
     todo = [s for s in specs if not (reuse and reusable(runs_root / s.run_id, keys[s.run_id]))]
@@ -108,11 +109,9 @@ def run_job(
     done = 0
     try:
         for index, batch in enumerate(batches):
-            if batch[0].dataset not in loaded:
-                loaded[batch[0].dataset] = _load(
-                    batch[0].dataset, todo, metas, dataset_files, device
-                )
-            dataset, truth = loaded[batch[0].dataset]
+            if batch[0].data not in loaded:
+                loaded[batch[0].data] = _load(batch[0].data, todo, metas, dataset_files, device)
+            dataset, truth = loaded[batch[0].data]
             if engines[batch[0].run_id] == "batched":
                 results = train_batch(batch, dataset, device, memory_budget_mib)
             else:
@@ -154,13 +153,13 @@ def _load(name, todo, metas, dataset_files, device) -> tuple[Dataset, GroundTrut
     dataset = storage.read_verified(dataset_files[name][0], meta)
     truth = storage.ground_truth_of(meta)
     dataset.tensors = {k: v.to(device) for k, v in dataset.tensors.items()}
-    cache_base_residuals(dataset, [s for s in todo if s.dataset == name])
+    cache_base_residuals(dataset, [s for s in todo if s.data == name])
     return dataset, truth
 
 
 def _write(result: RunResult, runs_root, truth, metas, keys, env, engine: str) -> None:
     spec = result.spec
-    meta = metas[spec.dataset]
+    meta = metas[spec.data]
     provenance = {
         **env,
         "dataset": {"spec": meta["spec"], "sha256": meta["sha256"]},

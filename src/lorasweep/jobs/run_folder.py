@@ -18,9 +18,11 @@ run folder that exists is a finished run.
 - ``timing.json``: wall-clock seconds, the only file that differs between reruns;
 - ``provenance.json``: resolved parameters, dataset spec and checksum, versions, device, reuse
   key;
-- ``metrics.json``: counts, training-state bytes, losses, theoretical optimum, status,
-  ``adapter_bytes``, the size of the trained tensors saved alone (without A₀, B₀), and, where
-  the dataset has a source task, ``final_source_loss`` and ``forgetting`` (after − before);
+- ``metrics.json``: counts, training-state bytes, losses (``final_test_loss`` of the final
+  weights on the test split, and for ``lowrank`` their exact ``population_loss``), theoretical
+  optimum, status, ``adapter_bytes``, the size of the trained tensors saved alone (without
+  A₀, B₀), and, where the dataset has a source task, ``final_source_loss`` and ``forgetting``
+  (after − before);
 - ``checksums.json``, written last: the SHA-256 of every other file but ``timing.json``,
   ``peft/`` included (:mod:`lorasweep.jobs.integrity`).
 

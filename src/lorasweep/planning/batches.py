@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lorasweep.models.names import linear_modules, select
-from lorasweep.planning.resources import network_shape
+from lorasweep.options import test_size
+from lorasweep.planning.resources import network_shape, split_rows
 from lorasweep.planning.runs import RunSpec
 
 ENGINES = ("batched", "single")
@@ -82,7 +83,7 @@ def batch_key(run: RunSpec) -> tuple:
     frozen weight W₀ − s·B₀A₀, so its own residual rather than the dataset's. A deep model's
     LoRA runs share their ``targets`` (the modules their slots hold)."""
     return (
-        run.dataset,
+        run.data,
         run.method,
         run.rank,
         getattr(run, "targets", None),
@@ -166,7 +167,7 @@ def step_and_widest_rows(run: RunSpec, dataset: dict) -> tuple[int, int]:
     """A step's rows, and the most rows one pass reads: a step, or a whole held-out split
     evaluated at once."""
     batch, _ = training_steps(run, dataset)
-    return batch, max(batch, dataset["n_val"], source_rows(dataset))
+    return batch, max(batch, dataset["n_val"], test_size(dataset), source_rows(dataset))
 
 
 def network_run_bytes(run: RunSpec, dataset: dict) -> int:
@@ -195,7 +196,7 @@ def run_bytes(run: RunSpec, dataset: dict) -> int:
     Per run: the slot's parameters, gradients, Adam's two moments and its two temporaries; a
     step's rows of x and of the target, gathered per run (and masked, with dropout); the adapter's
     activations U, s·U and their gradient for the step's rows; the error of one row chunk, twice
-    (the error and its square); and with PiSSA the run's own residual of both splits.
+    (the error and its square); and with PiSSA the run's own residual of every split.
     """
     if linear_modules(dataset):
         return network_run_bytes(run, dataset)
@@ -207,7 +208,7 @@ def run_bytes(run: RunSpec, dataset: dict) -> int:
     width = d_in if run.method == "full" else run.rank
     elements += 3 * widest * width + 2 * rows * d_out
     if run.method == "lora" and run.init == "pissa":
-        elements += (dataset["n_train"] + dataset["n_val"] + source_rows(dataset)) * d_out
+        elements += (split_rows(dataset)[0] + source_rows(dataset)) * d_out
     return FLOAT_BYTES * elements
 
 

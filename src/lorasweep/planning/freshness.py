@@ -96,7 +96,7 @@ def _job_problem(
     for run in runs:
         run_dir = runs_dir / run.run_id
         problem = integrity_problem(run_dir) or plan_mismatch(
-            run_dir, run.as_dict(), checksums.get(run.dataset)
+            run_dir, run.as_dict(), checksums.get(run.data)
         )
         if problem:
             return f"run {run.run_id}: {problem}"

@@ -30,7 +30,7 @@ class Plan:
     jobs: dict[str, list[RunSpec]] = field(default_factory=dict)
 
     def job_datasets(self, job_id: str) -> list[str]:
-        return sorted({run.dataset for run in self.jobs[job_id]})
+        return sorted({run.data for run in self.jobs[job_id]})
 
 
 def job_count(runs: int, runs_per_job: int, workers: int | None) -> int:

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from lorasweep.models.names import linear_modules
+from lorasweep.options import test_size
 from lorasweep.planning.runs import budget_rank
 
 GIB = 1 << 30
@@ -77,6 +78,7 @@ def run_counts(config: dict) -> dict[str, Counter]:
     blocks = [main] + [{**main, **extra} for extra in config.get("extra_grids", [])]
     full = config.get("full_finetune", {})
     counts = {}
+    replicated = len(config["seeds"]) * len(config.get("task_seeds", [0]))
     for dataset in config["datasets"]:
         name = dataset["name"]
         settings = set()
@@ -84,9 +86,9 @@ def run_counts(config: dict) -> dict[str, Counter]:
             if name in block.get("datasets", [name]):
                 settings.update(_block_settings(dataset, block))
         kinds = Counter(("lora", rank, init) for _, rank, _, _, init, _, _ in settings)
-        kinds = Counter({kind: n * len(config["seeds"]) for kind, n in kinds.items()})
+        kinds = Counter({kind: n * replicated for kind, n in kinds.items()})
         if full.get("enabled", False):
-            kinds[("full",)] = len(full.get("lr", [])) * len(config["seeds"])
+            kinds[("full",)] = len(full.get("lr", [])) * replicated
         counts[name] = kinds
     return counts
 
@@ -103,18 +105,23 @@ def _uses_gram(dataset: dict, train: dict) -> bool:
 
 
 def generation_bytes(dataset: dict) -> float:
-    """Peak memory of a job generating and saving a dataset: float64 W₀, ΔW* and their sum, both
+    """Peak memory of a job generating and saving a dataset: float64 W₀, ΔW* and their sum, the
     splits' x and y with the noise and temporaries of y's sum, then float32 copies of it all
     (and, while saving, the serialized bytes of those copies). A deep model's teacher also
-    holds one layer's activations of the larger split."""
+    holds one layer's activations of the largest split."""
     d_in, d_out, weights = _dims(dataset)
-    samples = dataset["n_train"] + dataset["n_val"]
-    largest = max(dataset["n_train"], dataset["n_val"])
+    samples, largest = split_rows(dataset)
     stored = 2 * weights + samples * (d_in + d_out)
     drawing = FLOAT64 * (3 * weights + samples * (d_in + d_out) + 4 * largest * d_out)
     if linear_modules(dataset):
         drawing += FLOAT64 * largest * _layer_activations(dataset)
     return PROCESS_BYTES + max(drawing + FLOAT32 * stored, 2 * FLOAT32 * stored)
+
+
+def split_rows(dataset: dict) -> tuple[int, int]:
+    """Samples of the training, validation and test splits together, and of the largest."""
+    sizes = (dataset["n_train"], dataset["n_val"], test_size(dataset))
+    return sum(sizes), max(sizes)
 
 
 def _dims(dataset: dict) -> tuple[int, int, int]:
@@ -139,7 +146,7 @@ def _network_run_bytes(dataset: dict, kinds: Counter, batch: int) -> float:
     batch's activations for the backward pass, and one layer's over a whole split."""
     _, _, weights = _dims(dataset)
     _, _, activations, _ = network_shape(dataset)
-    largest = max(dataset["n_train"], dataset["n_val"])
+    _, largest = split_rows(dataset)
     passes = batch * activations + largest * _layer_activations(dataset)
     ranks = [kind[1] for kind in kinds if kind[0] == "lora"]
     adapter = max(ranks, default=0) * sum(
@@ -161,7 +168,7 @@ def training_bytes(config: dict) -> float:
     held, runs = 0.0, [0.0]
     for dataset in config["datasets"]:
         kinds = counts[dataset["name"]]
-        n, samples = dataset["n_train"], dataset["n_train"] + dataset["n_val"]
+        n, (samples, largest) = dataset["n_train"], split_rows(dataset)
         if linear_modules(dataset):
             d_in, d_out, weights = _dims(dataset)
             held += FLOAT32 * (2 * weights + samples * (d_in + d_out))
@@ -177,7 +184,6 @@ def training_bytes(config: dict) -> float:
             if _uses_gram(dataset, config["train"]):
                 runs.append(FLOAT64 * d_in * (d_in + d_out))
         if ("full",) in kinds:
-            largest = max(dataset["n_train"], dataset["n_val"])
             runs.append(FLOAT32 * (4 * weights + 3 * largest * d_out))
     return PROCESS_BYTES + held + max(runs)
 
@@ -185,7 +191,8 @@ def training_bytes(config: dict) -> float:
 def multiply_adds(config: dict) -> float:
     """Multiply-adds of every run: forward and backward passes over the training split each
     epoch (or, for full-batch LoRA, the Gram statistics once and a step on them), the
-    validation split each epoch and the training split once more at epoch 0, plus
+    validation split each epoch, the training split once more at epoch 0 and the test split
+    once at the end, plus
     :data:`STEP_MULTIPLY_ADDS` per optimizer step. A deep model's run, LoRA or not, passes
     through the whole network: three forward passes' work per training sample."""
     train = config["train"]
@@ -206,7 +213,7 @@ def multiply_adds(config: dict) -> float:
                 fit = n * d_in * (d_in + d_out) + 3 * epochs * kind[1] * d_in * (d_in + d_out)
             else:
                 fit = 3 * epochs * n * width
-            evaluate = (epochs + 1) * n_val * width + n * width
+            evaluate = (epochs + 1) * n_val * width + (n + test_size(dataset)) * width
             total += count * (fit + evaluate + steps * STEP_MULTIPLY_ADDS)
     return total
 

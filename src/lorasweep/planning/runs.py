@@ -5,7 +5,9 @@ This package never imports torch, so Snakemake can build the DAG of a large grid
 A *run* is one training of one model. Its id is derived only from its parameters, for example
 ``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a LoRA run
 whose base bias trains has ``_biasall`` before the seed, and a deep model's LoRA run names its
-targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``.
+targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``. A run on a replicate of the task
+(a ``task_seeds`` entry other than 0) ends in ``_t<task seed>``, and trains on that replicate's
+dataset files (:func:`replicate_name`).
 """
 
 from __future__ import annotations
@@ -49,25 +51,37 @@ class RunSpec:
     targets: str | None = None
     """The linear modules of a deep model that get LoRA: a preset or a regular expression
     (:mod:`lorasweep.models.names`). None for the single-layer kinds and for full FT."""
+    task_seed: int = 0
+    """The replicate of the dataset's task the run trains on (``task_seeds``)."""
+
+    @property
+    def data(self) -> str:
+        """The name of the dataset files the run trains on (:func:`replicate_name`)."""
+        return replicate_name(self.dataset, self.task_seed)
 
     @property
     def run_id(self) -> str:
+        replicate = f"_t{self.task_seed}" if self.task_seed else ""
         if self.method == "full":
-            return f"{self.dataset}__full_lr{format_number(self.lr)}_s{self.seed}"
+            return f"{self.dataset}__full_lr{format_number(self.lr)}_s{self.seed}{replicate}"
         ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
         where = f"-{pattern_label(self.targets)}" if self.targets is not None else ""
         bias = "_biasall" if self.bias == "all" else ""
         return (
             f"{self.dataset}__lora{where}_r{self.rank}_a{format_number(self.alpha)}"
             f"_{self.scaling}_{self.init}_lr{format_number(self.lr)}{ratio}{bias}_s{self.seed}"
+            f"{replicate}"
         )
 
     def as_dict(self) -> dict:
-        """The run id and every field; ``targets`` only where it is set, so a single-layer
-        run's record is what it was before deep models existed."""
+        """The run id and every field; ``targets`` only where it is set and ``task_seed`` only
+        where it is not 0, so a run's record is what it was before deep models and replicated
+        tasks existed."""
         fields = asdict(self)
         if self.targets is None:
             del fields["targets"]
+        if self.task_seed == 0:
+            del fields["task_seed"]
         return {"run_id": self.run_id, **fields}
 
     @classmethod
@@ -89,6 +103,25 @@ class JobRuns:
     def digest(self) -> str:
         text = json.dumps(self.runs, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def replicate_name(dataset: str, task_seed: int) -> str:
+    """The name of a dataset's replicate for ``task_seed``, under which its files are stored:
+    the dataset's own name for task seed 0 (today's data), ``<name>.t<task seed>`` otherwise
+    (a dataset name has no '.', so no two replicates share a name)."""
+    return dataset if task_seed == 0 else f"{dataset}.t{task_seed}"
+
+
+def replicates(config: dict) -> dict[str, dict]:
+    """Replicate name → its dataset entry, with ``task_seed`` where it is not 0, for every
+    dataset and every one of ``task_seeds`` (default [0]), in that order."""
+    return {
+        replicate_name(entry["name"], task_seed): (
+            {**entry, "task_seed": task_seed} if task_seed else entry
+        )
+        for entry in config["datasets"]
+        for task_seed in config.get("task_seeds", [0])
+    }
 
 
 SETTING_AXES = ("alpha", "scaling", "init", "lr", "lr_ratio", "bias")
@@ -139,20 +172,22 @@ def lora_settings(dataset: dict, block: dict) -> Iterator[tuple]:
 
 
 def expand_runs(config: dict) -> list[RunSpec]:
-    """The LoRA runs (datasets × seeds × targets × rank × α × scaling × init × lr × lr_ratio ×
-    bias, for the main grid and each extra grid, without repeats) followed by the full
-    fine-tuning runs (datasets × seeds × lr), in a fixed order."""
+    """The LoRA runs (datasets × task seeds × seeds × targets × rank × α × scaling × init × lr ×
+    lr_ratio × bias, for the main grid and each extra grid, without repeats) followed by the
+    full fine-tuning runs (datasets × task seeds × seeds × lr), in a fixed order."""
     train = config["train"]
     common = {
         "epochs": train["epochs"],
         "batch_size": train.get("batch_size"),
         "device": train.get("device", "auto"),
     }
+    task_seeds = config.get("task_seeds", [0])
+    replicated = list(itertools.product(task_seeds, config["seeds"]))
     runs: list[RunSpec] = []
     for dataset, grid in itertools.product(config["datasets"], grids(config)):
         if grid["datasets"] is not None and dataset["name"] not in grid["datasets"]:
             continue
-        for seed in config["seeds"]:
+        for task_seed, seed in replicated:
             for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in lora_settings(
                 dataset, grid
             ):
@@ -170,13 +205,14 @@ def expand_runs(config: dict) -> list[RunSpec]:
                         bias=bias,
                         dropout=train.get("lora_dropout", 0.0),
                         targets=targets,
+                        task_seed=task_seed,
                         **common,
                     )
                 )
     full = config.get("full_finetune", {})
     if full.get("enabled", False):
         for dataset in config["datasets"]:
-            for seed in config["seeds"]:
+            for task_seed, seed in replicated:
                 for lr in full["lr"]:
                     runs.append(
                         RunSpec(
@@ -185,7 +221,19 @@ def expand_runs(config: dict) -> list[RunSpec]:
                             seed=seed,
                             lr=lr,
                             bias=train.get("bias", "none"),
+                            task_seed=task_seed,
                             **common,
                         )
                     )
     return list(dict.fromkeys(runs))
+
+
+def rank_settings(runs: list[RunSpec]) -> dict[str, list[tuple[int, str]]]:
+    """Replicate name (:func:`replicate_name`) → the (rank, bias) pairs of its LoRA runs,
+    sorted: the settings at which :mod:`lorasweep.tables.oracles` fits its reduced-rank
+    oracles."""
+    settings: dict[str, set[tuple[int, str]]] = {}
+    for run in runs:
+        if run.method == "lora":
+            settings.setdefault(run.data, set()).add((run.rank, run.bias))
+    return {name: sorted(pairs) for name, pairs in sorted(settings.items())}

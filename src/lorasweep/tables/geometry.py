@@ -22,6 +22,7 @@ from lorasweep.io import load_metadata, load_tensors, read_json
 from lorasweep.models.lora import RESIDUAL_BASE_INITS
 from lorasweep.models.names import linear_modules
 from lorasweep.options import DEEP_KINDS
+from lorasweep.planning.runs import replicate_name
 from lorasweep.tasks.deep import SHIFT_SUFFIX
 
 PER_RUN_COLUMNS = ["run_id", "layer", "delta_norm", "amplification", "phi_true_right",
@@ -149,7 +150,7 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFram
     runs = [(run_dir, read_json(run_dir / "metrics.json")) for run_dir in run_dirs]
     folders = {m["run_id"]: d for d, m in runs}
     completed = [(d, m) for d, m in runs if m["status"] == "ok"]
-    per_run = [row for d, m in completed for row in _run_geometry(d, m, datasets[m["dataset"]])]
+    per_run = [row for d, m in completed for row in _run_geometry(d, m, datasets[_data(m)])]
     lora = [m for _, m in completed if m["method"] == "lora" and m.get("targets") is None]
     pairs = [
         row
@@ -208,6 +209,11 @@ def _pair_rows(kind: str, run_a: dict, run_b: dict, folders: dict) -> list[dict]
     ]
 
 
+def _data(metrics: dict) -> str:
+    """The replicate a run trained on (:func:`lorasweep.planning.runs.replicate_name`)."""
+    return replicate_name(metrics["dataset"], metrics.get("task_seed", 0))
+
+
 def _comparison_pairs(lora: list[dict]):
     """(kind, run_a, run_b) for the rank and seed comparisons of each dataset.
 
@@ -216,7 +222,7 @@ def _comparison_pairs(lora: list[dict]):
     """
     by_dataset: dict = {}
     for m in lora:
-        by_dataset.setdefault(m["dataset"], []).append(m)
+        by_dataset.setdefault(_data(m), []).append(m)
     for dataset in sorted(by_dataset):
         runs = by_dataset[dataset]
         ranks = sorted({m["rank"] for m in runs})

@@ -13,6 +13,7 @@ import torch
 
 from lorasweep.analysis.intruders import EPSILONS, TOP_K, base_vectors, intruder_counts
 from lorasweep.io import read_json
+from lorasweep.planning.runs import replicate_name
 from lorasweep.tables.geometry import is_deep, layer_updates, run_update
 from lorasweep.tasks.deep import SHIFT_SUFFIX, shifted_modules
 
@@ -62,9 +63,9 @@ def intruder_table(run_dirs: Iterable[Path], datasets: dict) -> pd.DataFrame:
         metrics = read_json(run_dir / "metrics.json")
         if metrics["status"] != "ok":
             continue
-        data = datasets[metrics["dataset"]]
-        for layer, w0, delta in adapted_layers(run_dir, metrics, data):
-            count(metrics["dataset"], metrics["run_id"], layer, w0, delta)
+        name = replicate_name(metrics["dataset"], metrics.get("task_seed", 0))
+        for layer, w0, delta in adapted_layers(run_dir, metrics, datasets[name]):
+            count(name, metrics["run_id"], layer, w0, delta)
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = ["dataset", "run_id", "layer", "epsilon"]
     return table.sort_values(order, na_position="first", kind="stable").reset_index(drop=True)

@@ -1,6 +1,7 @@
 """Gather the per-run files of training jobs into four tables.
 
-- ``runs.csv``: one row per run (parameters, counts, losses, theory, status). Deterministic.
+- ``runs.csv``: one row per run (parameters, counts, losses, theory, status; the test loss
+  and, for ``lowrank``, the exact population risk of the final weights). Deterministic.
 - ``epochs.csv``: long format, one row per run and epoch. Deterministic.
 - ``timings.csv``: wall-clock seconds per run; the only table that changes between reruns.
 - ``provenance.csv``: one row per software/device environment, with the number of its runs.
@@ -30,12 +31,13 @@ RUN_COLUMNS = [
     "dataset_kind", "in_features", "out_features", "task_rank", "noise_std",
     "cached_base", "final_source_loss", "forgetting",
     *MODEL_COLUMNS, "targets", "adapted_modules", "adapted_types",
+    "final_test_loss", "population_loss", "task_seed",
 ]  # fmt: skip
 LORA_ONLY = ["rank", "alpha", "scaling", "init", "lr_ratio", "dropout", "targets"]
 SORT_KEYS = ["dataset", "method", "targets", "rank", "alpha", "scaling", "init", "lr", "lr_ratio",
-             "seed", "run_id"]  # fmt: skip
-INTEGER_COLUMNS = ["rank", "seed", "epochs", "batch_size", "diverged_epoch", "task_rank",
-                   *MODEL_COLUMNS[1:], "adapted_modules"]  # fmt: skip
+             "task_seed", "seed", "run_id"]  # fmt: skip
+INTEGER_COLUMNS = ["rank", "seed", "task_seed", "epochs", "batch_size", "diverged_epoch",
+                   "task_rank", *MODEL_COLUMNS[1:], "adapted_modules"]  # fmt: skip
 
 
 class IncompleteRunError(OneLineError, RuntimeError):
@@ -117,6 +119,7 @@ def _run_row(metrics: dict, dataset: dict) -> dict:
     architecture)."""
     return {
         **metrics,
+        "task_seed": metrics.get("task_seed", 0),
         "dataset_kind": dataset["kind"],
         "in_features": dataset["in_features"],
         "out_features": dataset["out_features"],

@@ -11,8 +11,8 @@ fine-tuning, and LoRA of rank ≥ ``task_rank`` on every shifted module.
 
 Stored tensors: f₀'s state dict under its own keys (``blocks.0.attn.q.weight``, …), each true
 shift as ``<module>.delta_weight``, and the splits ``X_train``, ``y_train``, ``X_val``,
-``y_val``. Every tensor is stored in float32, and y is computed in float64 from exactly the
-stored x, f₀ and ΔW*.
+``y_val``, ``X_test``, ``y_test``, each from its own seeded stream. Every tensor is stored in
+float32, and y is computed in float64 from exactly the stored x, f₀ and ΔW*.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from torch import nn
 
 from lorasweep.models.names import linear_modules, select
 from lorasweep.models.networks import build_network
-from lorasweep.seeding import generator
-from lorasweep.tasks.synthetic import Dataset, DatasetSpec, noise_floor, orthonormal
+from lorasweep.tasks.synthetic import Dataset, DatasetSpec, noise_floor, orthonormal, stream
 
 SHIFT_SUFFIX = ".delta_weight"
 
@@ -71,7 +70,7 @@ def _draw_base(spec: DatasetSpec, network: nn.Module) -> dict[str, torch.Tensor]
     state = {}
     for name, module in network.named_modules():
         if isinstance(module, nn.Linear):
-            gen = generator(spec.seed, spec.name, "base", name)
+            gen = stream(spec, "base", name)
             d_out, d_in = module.weight.shape
             weight = torch.randn(d_out, d_in, generator=gen, dtype=torch.float64)
             state[f"{name}.weight"] = weight / math.sqrt(d_in)
@@ -87,7 +86,7 @@ def _draw_base(spec: DatasetSpec, network: nn.Module) -> dict[str, torch.Tensor]
 
 def _draw_shift(spec: DatasetSpec, name: str, d_out: int, d_in: int) -> torch.Tensor:
     """ΔW* = U diag(s) Vᵀ of one module, from the module's own seeded stream."""
-    gen = generator(spec.seed, spec.name, "task", name)
+    gen = stream(spec, "task", name)
     u = orthonormal(d_out, spec.task_rank, gen)
     v = orthonormal(d_in, spec.task_rank, gen)
     s = torch.tensor(spec.task_singular_values(), dtype=torch.float64)
@@ -114,8 +113,8 @@ def generate(spec: DatasetSpec) -> Dataset:
     network.load_state_dict(teacher)
 
     tensors = {**base, **{f"{name}{SHIFT_SUFFIX}": d for name, d in shifts.items()}}
-    for split, n in (("train", spec.n_train), ("val", spec.n_val)):
-        gen = generator(spec.seed, spec.name, split)
+    for split, n in (("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test)):
+        gen = stream(spec, split)
         x = torch.randn(_input_shape(spec, n), generator=gen, dtype=torch.float64).float()
         with torch.no_grad():
             clean = network(x.double())

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lorasweep.options import COMPATS, DEEP_KINDS, KINDS
+from lorasweep.options import COMPATS, DEEP_KINDS, KINDS, test_size
 from lorasweep.seeding import generator
 from lorasweep.tasks import tutorial
 
@@ -55,6 +55,11 @@ class DatasetSpec:
     task_scale: float = 1.0
     spectrum_decay: float = 1.0
     seed: int = 0
+    n_test: int | None = None
+    """Samples in the test split; None (the config's default) takes ``n_val``."""
+    task_seed: int = 0
+    """The replicate: another task seed redraws W₀, ΔW*, every split and the noise
+    (:func:`stream`); 0 is the dataset as it always was."""
     source: SourceSpec | None = None
     compat: str = "none"
     d_model: int | None = None
@@ -64,6 +69,9 @@ class DatasetSpec:
     d_ff: int | None = None
     shifted: str | None = None
     """The deep kinds' architecture and shifted modules; None for the single-layer kinds."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_test", test_size(vars(self)))
 
     @classmethod
     def from_config(cls, entry: dict) -> DatasetSpec:
@@ -81,9 +89,12 @@ class DatasetSpec:
 
     def as_dict(self) -> dict:
         """The spec as stored in the sidecar, without what its kind does not use (``source``
-        where there is none, the deep keys for one layer), so datasets without them keep the
-        sidecar they always had."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        where there is none, the deep keys for one layer) and without task seed 0, so datasets
+        without them keep the sidecar they always had."""
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.task_seed == 0:
+            del fields["task_seed"]
+        return fields
 
     def task_singular_values(self) -> list[float]:
         """s_i = task_scale · spectrum_decay^(i−1), i = 1…task_rank (empty for ``noise``)."""
@@ -99,6 +110,14 @@ class Dataset:
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.tensors[key]
+
+
+def stream(spec: DatasetSpec, *purpose: object) -> torch.Generator:
+    """The dataset's seeded stream for ``purpose`` (``base``, ``task``, a split's name, …): one
+    per data seed, name and purpose, and per task seed where it is not 0, so that task seed 0
+    draws exactly what the dataset always drew."""
+    replicate = ("task_seed", spec.task_seed) if spec.task_seed else ()
+    return generator(spec.seed, spec.name, *replicate, *purpose)
 
 
 def noise_floor(spec: DatasetSpec) -> float:
@@ -141,6 +160,11 @@ def orthonormal(
     return q * torch.sign(torch.diagonal(r))[None, :]
 
 
+SOURCE_DIRECTIONS = "source_directions"
+"""The stored V_k of a dataset with a source task: the target inputs' covariance is
+(I − P) + leak·P with P = V_kV_kᵀ (:func:`lorasweep.tasks.population.input_covariance`)."""
+
+
 def source_directions(w0: torch.Tensor, source: SourceSpec) -> torch.Tensor:
     """V_k: the top ``source.top_directions`` right-singular vectors of W₀ (d_in×k, float64)."""
     _, _, vh = torch.linalg.svd(w0.double(), full_matrices=False)
@@ -158,7 +182,7 @@ def _base_and_shift(spec: DatasetSpec) -> tuple[dict[str, torch.Tensor], torch.T
     """W₀, b₀ and ΔW* (float64) from the dataset's ``base`` and ``task`` streams, and V_k of a
     source task (None without one); ΔW*'s input directions are drawn orthogonal to V_k."""
     d_in, d_out = spec.in_features, spec.out_features
-    base_gen = generator(spec.seed, spec.name, "base")
+    base_gen = stream(spec, "base")
     directions = None
     if spec.kind == "noise":
         bound = 1.0 / math.sqrt(d_in)
@@ -170,7 +194,7 @@ def _base_and_shift(spec: DatasetSpec) -> tuple[dict[str, torch.Tensor], torch.T
         b0 = 0.1 * torch.randn(d_out, generator=base_gen, dtype=torch.float64)
         if spec.source is not None:
             directions = source_directions(w0, spec.source)
-        task_gen = generator(spec.seed, spec.name, "task")
+        task_gen = stream(spec, "task")
         u = orthonormal(d_out, spec.task_rank, task_gen)
         v = orthonormal(d_in, spec.task_rank, task_gen, avoid=directions)
         s = torch.tensor(spec.task_singular_values(), dtype=torch.float64)
@@ -180,8 +204,10 @@ def _base_and_shift(spec: DatasetSpec) -> tuple[dict[str, torch.Tensor], torch.T
 
 def generate(spec: DatasetSpec) -> Dataset:
     """Draw the dataset. Each part has its own seeded stream, so e.g. changing ``n_train``
-    leaves W₀ and ΔW* unchanged; with ``compat: tutorial`` the training split and the base come
-    from the tutorial's single stream instead (:mod:`lorasweep.tasks.tutorial`)."""
+    leaves W₀ and ΔW* unchanged, and the test split (stream ``test``) leaves the training and
+    validation splits as they were before it existed; with ``compat: tutorial`` the training
+    split and the base come from the tutorial's single stream instead
+    (:mod:`lorasweep.tasks.tutorial`)."""
     if spec.kind not in KINDS:
         raise ValueError(f"unknown dataset kind {spec.kind!r}; allowed: {', '.join(KINDS)}")
     if spec.compat not in COMPATS:
@@ -191,7 +217,7 @@ def generate(spec: DatasetSpec) -> Dataset:
 
         return deep.generate(spec)
     d_in, d_out = spec.in_features, spec.out_features
-    splits = {"train": spec.n_train, "val": spec.n_val}
+    splits = {"train": spec.n_train, "val": spec.n_val, "test": spec.n_test}
     directions = None
     if tutorial.is_tutorial(spec):
         tensors = tutorial.training_split_and_base(spec)
@@ -200,7 +226,7 @@ def generate(spec: DatasetSpec) -> Dataset:
     else:
         tensors, directions = _base_and_shift(spec)
     for split, n in splits.items():
-        split_gen = generator(spec.seed, spec.name, split)
+        split_gen = stream(spec, split)
         x = torch.randn(n, d_in, generator=split_gen, dtype=torch.float64)
         eps = torch.randn(n, d_out, generator=split_gen, dtype=torch.float64)
         if directions is not None:
@@ -213,6 +239,7 @@ def generate(spec: DatasetSpec) -> Dataset:
         tensors[f"y_{split}"] = y
     if directions is not None:
         tensors |= _source_split(spec, tensors["W0"], tensors["b0"], directions)
+        tensors[SOURCE_DIRECTIONS] = directions
     return Dataset(spec, {k: v.to(torch.float32) for k, v in tensors.items()})
 
 
@@ -221,7 +248,7 @@ def _source_split(
 ) -> dict[str, torch.Tensor]:
     """``X_source``, ``y_source``: x_src ~ N(0, P + leak·(I − P)), y_src = W₀x_src + b₀ + σε,
     from the dataset's own ``source`` stream."""
-    gen = generator(spec.seed, spec.name, "source")
+    gen = stream(spec, "source")
     n = spec.source.n
     x = torch.randn(n, spec.in_features, generator=gen, dtype=torch.float64)
     eps = torch.randn(n, spec.out_features, generator=gen, dtype=torch.float64)

@@ -10,7 +10,8 @@ then takes, in this order, from that one stream::
     lora_B = torch.randn(4, 10)            # rank × out_features
 
 A ``noise`` dataset with ``compat: tutorial`` draws its training split and base layer from one
-``torch.Generator`` seeded with the dataset's ``seed`` in the same order and shapes (y is
+``torch.Generator`` seeded with the dataset's ``seed`` (another task seed than 0 seeds it with
+``derive_seed(seed, "task_seed", task_seed)``) in the same order and shapes (y is
 multiplied by ``noise_std``, 1 in the tutorial), and a LoRA run on it with ``init: randn`` takes A
 and B from the next draws of that stream, in this package's layout: A (r × d_in) = ``lora_A``ᵀ
 and B (d_out × r) = ``lora_B``ᵀ. The run's own seed then plays no part in its initialisation.
@@ -30,6 +31,8 @@ import math
 import torch
 from torch import nn
 
+from lorasweep.seeding import derive_seed
+
 COMPAT = "tutorial"
 
 
@@ -41,7 +44,8 @@ def is_tutorial(spec) -> bool:
 def _stream(spec, rank: int | None = None) -> dict[str, torch.Tensor]:
     """The tutorial's draws up to the base layer (and the adapter, given ``rank``)."""
     gen = torch.Generator(device="cpu")
-    gen.manual_seed(spec.seed)
+    task_seed = getattr(spec, "task_seed", 0)
+    gen.manual_seed(derive_seed(spec.seed, "task_seed", task_seed) if task_seed else spec.seed)
     d_in, d_out = spec.in_features, spec.out_features
     tensors = {
         "X_train": torch.randn(spec.n_train, d_in, generator=gen),

@@ -64,12 +64,16 @@ from lorasweep.tasks.synthetic import Dataset
 from lorasweep.training.batched_deep import StackedNetwork
 from lorasweep.training.batched_linear import Rows, StackedFull, StackedLoRA
 from lorasweep.training.devices import device_name, resolve_device
+from lorasweep.training.exact import TEST
 from lorasweep.training.loop import (
     History,
     RunResult,
     build_model,
+    final_test_loss,
+    has_test_split,
     held_out_splits,
     model_record,
+    population_loss,
     starting_adapter,
 )
 from lorasweep.training.stacked import StackedAdam, state_bytes
@@ -182,7 +186,7 @@ def train_chunk(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device
     n_train = dataset["X_train"].shape[0]
     batch = min(specs[0].batch_size or n_train, n_train)
     objective, adam, members, owners = _objective(specs, dataset, device, batch)
-    trainer = ChunkTrainer(objective, adam, members, owners, device, held_out_splits(dataset))
+    trainer = ChunkTrainer(objective, adam, members, owners, device, dataset)
     with torch.no_grad():
         _train_epochs(trainer, specs, n_train, batch, device)
     return [m.result for m in members]
@@ -209,11 +213,12 @@ def _train_epochs(trainer, specs, n_train: int, batch: int, device: torch.device
 class ChunkTrainer:
     """The epoch loop of one chunk: steps, records, divergence, and the slots runs leave."""
 
-    def __init__(self, objective, adam: StackedAdam, members, owners, device, held_out):
+    def __init__(self, objective, adam: StackedAdam, members, owners, device, dataset: Dataset):
         self.objective, self.adam, self.members = objective, adam, members
         self.owners: list[int | None] = owners
         self.device = device
-        self.held_out = held_out
+        self.dataset = dataset
+        self.held_out = held_out_splits(dataset)
         self.columns = list(objective.norm_columns)
         self.fields = [objective.norm_columns[c] for c in self.columns]
 
@@ -323,21 +328,32 @@ class ChunkTrainer:
         self.owners = [self.owners[s] if i == keep.index(s) else None for i, s in enumerate(keep)]
 
     def finish_all(self) -> None:
-        for owner in self.active():
-            self._finish(owner)
+        """Finish the runs that trained to the end, with the test losses of their final
+        weights from one evaluation of the chunk."""
+        active = self.active()
+        tests = None
+        if active and has_test_split(self.dataset):
+            tests = self.objective.evaluate(TEST).tolist()
+        for owner in active:
+            self._finish(owner, tests)
 
-    def _finish(self, owner: int) -> None:
+    def _finish(self, owner: int, test_losses: list[float] | None = None) -> None:
+        """The run's result; ``test_losses``, one per slot, are needed where it trained to the
+        end on a dataset with a test split."""
         member = self.members[owner]
         slot = self.owners.index(owner)
         spec, history = member.spec, member.history
+        status = "ok" if history.diverged_epoch is None else "diverged"
+        tensors = self.objective.tensors(slot)
+        test_loss = final_test_loss(self.dataset, status, lambda: test_losses[slot])
         member.result = RunResult(
             spec=spec,
-            status="ok" if history.diverged_epoch is None else "diverged",
+            status=status,
             diverged_epoch=history.diverged_epoch,
             epochs=history.epochs,
             counts=member.counts,
             train_state_bytes=state_bytes(member.trained_numels, member.stepped),
-            tensors=self.objective.tensors(slot),
+            tensors=tensors,
             device=self.device.type,
             device_name=device_name(self.device),
             epoch_seconds=history.epoch_seconds,
@@ -346,4 +362,8 @@ class ChunkTrainer:
             initial_tensors=member.initial_tensors,
             base_weight=member.base_weight,
             adapted=member.adapted,
+            test_loss=test_loss,
+            population_loss=population_loss(
+                spec, self.dataset, status, tensors, member.initial_tensors, member.scaling
+            ),
         )

@@ -27,6 +27,8 @@ LossFn = Callable[..., float]
 parameters' ``.grad``."""
 
 SPLITS = ("train", "val")
+TEST = "test"
+"""The test split: evaluated once, on the final weights, never selected on."""
 SOURCE = "source"
 """The source task's split, present where the dataset declares one: evaluated, never trained on."""
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
@@ -36,8 +38,8 @@ Residuals = dict[str, torch.Tensor]
 
 
 def splits_of(tensors: dict[str, torch.Tensor]) -> tuple[str, ...]:
-    """The dataset's splits: train and val, then the source task's where it has one."""
-    return SPLITS + ((SOURCE,) if f"X_{SOURCE}" in tensors else ())
+    """The dataset's splits: train and val, then test and the source task's where it has them."""
+    return SPLITS + tuple(split for split in (TEST, SOURCE) if f"X_{split}" in tensors)
 
 
 def can_cache_base(model: nn.Module) -> bool:
@@ -89,7 +91,7 @@ def base_residual(
 def cache_base_residuals(dataset: Dataset, specs: Sequence[RunSpec]) -> None:
     """Compute r = y − W₀x once per dataset for the runs that train on it (the frozen base
     output is a constant of each sample) and store it as ``r_train``/``r_val`` (and
-    ``r_source`` where the dataset has a source task).
+    ``r_test``, ``r_source`` where the dataset has those splits).
 
     When no run in ``specs`` needs y or W₀ (full fine-tuning, PiSSA), r overwrites y in place
     and W₀ is released, so the job holds x and r only. The caller must own ``dataset``. A

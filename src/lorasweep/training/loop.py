@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from lorasweep.analysis.geometry import lora_update
 from lorasweep.models import networks
 from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
 from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear, lora_layers
@@ -25,11 +26,12 @@ from lorasweep.models.names import linear_modules, matrix_types, select
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
-from lorasweep.tasks import tutorial
+from lorasweep.tasks import population, tutorial
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
 from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.exact import (
     SOURCE,
+    TEST,
     LossFn,
     Splits,
     cached_loss,
@@ -224,8 +226,49 @@ def evaluate(model: nn.Module, loss: LossFn, split: str) -> float:
 
 
 def held_out_splits(dataset: Dataset) -> tuple[str, ...]:
-    """The splits evaluated after every epoch: val, and the source task's where there is one."""
-    return tuple(split for split in splits_of(dataset.tensors) if split != "train")
+    """The splits evaluated after every epoch: val, and the source task's where there is one
+    (never the test split, which only the final weights see)."""
+    return tuple(split for split in splits_of(dataset.tensors) if split not in ("train", TEST))
+
+
+def has_test_split(dataset: Dataset) -> bool:
+    return TEST in splits_of(dataset.tensors)
+
+
+def final_test_loss(dataset: Dataset, status: str, evaluate_test) -> float | None:
+    """The test loss of a run's final weights, ``evaluate_test()``; NaN for a diverged run, as
+    its final validation loss, and None where the dataset has no test split."""
+    if not has_test_split(dataset):
+        return None
+    return evaluate_test() if status == "ok" else math.nan
+
+
+def population_loss(
+    spec: RunSpec,
+    dataset: Dataset,
+    status: str,
+    tensors: dict[str, torch.Tensor],
+    initial_tensors: dict[str, torch.Tensor],
+    scaling: float | None,
+) -> float | None:
+    """The exact population risk of a run's final weights on a ``lowrank`` dataset
+    (:func:`lorasweep.tasks.population.update_risk`); NaN for a diverged run, None for every
+    other kind."""
+    if not population.has_population_risk(dataset):
+        return None
+    if status != "ok":
+        return math.nan
+    if spec.method == "full":
+        update = tensors["weight"].double().cpu() - dataset["W0"].double().cpu()
+    else:
+        update = lora_update(
+            tensors["lora_A"],
+            tensors["lora_B"],
+            scaling,
+            initial_tensors.get("lora_A_init"),
+            initial_tensors.get("lora_B_init"),
+        )
+    return population.update_risk(dataset, update, tensors.get("bias"))
 
 
 def evaluate_held_out(model: nn.Module, loss: LossFn, splits: tuple[str, ...]) -> dict:
@@ -337,6 +380,10 @@ class RunResult:
     """The linear modules a deep model's run changed, in forward order (None for one layer)."""
     base_weight: torch.Tensor | None = field(default=None, repr=False)
     """The frozen weight a PiSSA adapter was trained against (W₀ − s·B₀A₀); None otherwise."""
+    test_loss: float | None = None
+    """:func:`final_test_loss`."""
+    population_loss: float | None = None
+    """:func:`population_loss`."""
 
     @property
     def final(self) -> dict:
@@ -376,6 +423,8 @@ class RunResult:
             "train_state_bytes": self.train_state_bytes,
             "final_train_loss": self.final["train_loss"],
             "final_val_loss": self.final["val_loss"],
+            "final_test_loss": self.test_loss,
+            "population_loss": self.population_loss,
             "best_val_loss": self.best_val_loss,
             "initial_val_loss": self.epochs[0]["val_loss"],
             "status": self.status,
@@ -433,27 +482,37 @@ def package_result(
     history: History,
     cached_base: bool,
     initial_tensors: dict[str, torch.Tensor],
+    dataset: Dataset,
+    loss: LossFn,
 ) -> RunResult:
-    """The run's :class:`RunResult`: its record, counts, and final weights (on the CPU) with
-    the adapter's starting point where it is stored. Full fine-tuning stores every parameter
-    (``weight`` and ``bias`` of a single layer; a network's whole state dict)."""
+    """The run's :class:`RunResult`: its record, counts, final weights (on the CPU) with the
+    adapter's starting point where it is stored, and their test and population losses. Full
+    fine-tuning stores every parameter (``weight`` and ``bias`` of a single layer; a network's
+    whole state dict)."""
     if spec.method == "lora":
         tensors = adapter_tensors(model, spec.bias)
     else:
         tensors = dict(model.named_parameters())
+    tensors = {k: v.detach().cpu() for k, v in tensors.items()}
+    status = "ok" if history.diverged_epoch is None else "diverged"
+    record = model_record(spec, model)
     return RunResult(
         spec=spec,
-        status="ok" if history.diverged_epoch is None else "diverged",
+        status=status,
         diverged_epoch=history.diverged_epoch,
         epochs=history.epochs,
         train_state_bytes=training_state_bytes(model, optimizer),
-        tensors={k: v.detach().cpu() for k, v in tensors.items()},
+        tensors=tensors,
         device=device.type,
         device_name=device_name(device),
         epoch_seconds=history.epoch_seconds,
         cached_base=cached_base,
         initial_tensors=initial_tensors,
-        **model_record(spec, model),
+        test_loss=final_test_loss(dataset, status, lambda: evaluate(model, loss, TEST)),
+        population_loss=population_loss(
+            spec, dataset, status, tensors, initial_tensors, record["scaling"]
+        ),
+        **record,
     )
 
 
@@ -466,9 +525,9 @@ def train_run(
     """Train one run and return its per-epoch record, counts and final weights.
 
     Epoch 0 is the model before any step; every later epoch is one :func:`train_epoch`, timed
-    to the end of its held-out losses (validation, and the source task's where there is one).
-    A divergence stops the run with ``status="diverged"``. ``use_cache`` picks the loss
-    (:func:`choose_loss`).
+    to the end of its held-out losses (validation, and the source task's where there is one);
+    the test split is evaluated once, on the final weights. A divergence stops the run with
+    ``status="diverged"``. ``use_cache`` picks the loss (:func:`choose_loss`).
     """
     device = device if device is not None else resolve_device(spec.device)
     model = build_model(spec, dataset, device)
@@ -494,4 +553,6 @@ def train_run(
         if diverged:
             history.diverged_epoch = epoch
             break
-    return package_result(spec, model, optimizer, device, history, cached_base, initial_tensors)
+    return package_result(
+        spec, model, optimizer, device, history, cached_base, initial_tensors, dataset, loss
+    )
