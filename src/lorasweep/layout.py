@@ -11,6 +11,10 @@ from dataclasses import dataclass
 TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
           "intruders")  # fmt: skip
 
+WALL_CLOCK = ("timing.json", "timings.csv", "report.html")
+"""Result files that hold wall-clock times, so differ between reruns and machines: left out of
+``manifest.tsv``, which lists only what two runs of a config can compare."""
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -45,7 +45,7 @@ def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[
     layout = Layout(str(results))
     timings = {}
     start = time.perf_counter()
-    plan = build_plan(config, workers=1)
+    plan = build_plan(config)
     files = {}
     for spec in config["datasets"]:
         name = spec["name"]

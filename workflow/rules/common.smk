@@ -24,12 +24,7 @@ from lorasweep.figures.registry import FIGURES, figures_for
 from lorasweep.layout import TABLES, Layout
 from lorasweep.jobs.integrity import ManifestError
 from lorasweep.planning.devices import requests_gpu
-from lorasweep.planning.freshness import (
-    locked_by_another_run,
-    remove_stale,
-    stale_figures,
-    stale_outputs,
-)
+from lorasweep.planning.freshness import stale_outputs
 from lorasweep.planning.grouping import build_plan
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
@@ -38,12 +33,7 @@ try:
 except ConfigError as err:
     sys.exit(str(err))
 RESULTS = Layout(config["results"])
-LOCAL_CORES = (
-    workflow.resource_settings.cores
-    if workflow.is_main_process and workflow.local_exec
-    else None
-)
-PLAN = build_plan(config, workers=LOCAL_CORES)
+PLAN = build_plan(config)
 DATASETS = {d["name"]: d for d in config["datasets"]}
 GPU_PER_JOB = int(requests_gpu(config["train"]["device"]))
 FIGURE_NAMES = figures_for(config)
@@ -61,31 +51,34 @@ except DatasetFileError as err:
     sys.exit(str(err))
 
 
-def refresh_stale_results():
-    """Remove the datasets, job manifests and figures that results/ holds but the config or
-    the run folders no longer match (lorasweep.planning.freshness), so that Snakemake makes
-    them again. Main process only; a dry run, or a folder another run has locked, only lists
-    them."""
+def rerun_stale_results():
+    """Have Snakemake rerun, as --forcerun would, the jobs whose datasets or job manifests
+    results/ holds but the config or the run folders no longer match
+    (lorasweep.planning.freshness). Nothing is deleted: a rerun job replaces its own outputs and
+    reuses every run folder that passes its reuse check. Main process only."""
     if not workflow.is_main_process:
         return
     try:
         stale = stale_outputs(DATASETS, PLAN, RESULTS)
     except ManifestError as err:
         sys.exit(str(err))
-    stale += stale_figures(RESULTS, FIGURE_NAMES)
-    held = (
-        "dry run"
-        if workflow.output_settings.dryrun
-        else "locked by another run" if locked_by_another_run() else None
-    )
+    action = "would rerun" if workflow.output_settings.dryrun else "rerunning"
     for item in stale:
-        action = f"stale ({held}, left in place):" if held else "removing"
         print(f"{action} {item.describe()}", file=sys.stderr)
-    if not held:
-        remove_stale(stale)
+    forced = {item.paths[0] for item in stale}
+    prepare_dag = workflow._prepare_dag
+
+    def prepare_dag_forcing_stale(*args, **kwargs):
+        # The command line's DAG settings reach the workflow only after this file is parsed.
+        settings = workflow.dag_settings
+        settings.forcerun = frozenset({*settings.forcerun, *forced})
+        return prepare_dag(*args, **kwargs)
+
+    if forced:
+        workflow._prepare_dag = prepare_dag_forcing_stale
 
 
-refresh_stale_results()
+rerun_stale_results()
 
 
 def check_local_cuda():

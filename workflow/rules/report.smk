@@ -39,5 +39,8 @@ rule manifest:
     localrule: True
     conda:
         "../envs/lorasweep.yaml"
+    params:
+        results=RESULTS.root,
+        figures=FIGURE_NAMES,
     script:
         "../scripts/manifest.py"
