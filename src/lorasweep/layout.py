@@ -53,6 +53,10 @@ class Layout:
         return f"{self.root}/report.html"
 
     @property
+    def study(self) -> str:
+        return f"{self.root}/study.json"
+
+    @property
     def manifest(self) -> str:
         return f"{self.root}/manifest.tsv"
 

@@ -26,6 +26,13 @@ from lorasweep.jobs.integrity import ManifestError
 from lorasweep.planning.devices import requests_gpu
 from lorasweep.planning.freshness import stale_outputs
 from lorasweep.planning.grouping import build_plan
+from lorasweep.planning.study import (
+    check_owner,
+    claim,
+    study_name,
+    unwritable_folder,
+    unwritable_message,
+)
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
 try:
@@ -33,6 +40,12 @@ try:
 except ConfigError as err:
     sys.exit(str(err))
 RESULTS = Layout(config["results"])
+STUDY = study_name(workflow.overwrite_configfiles, CLONE, Path.cwd())
+if workflow.is_main_process:
+    try:
+        check_owner(RESULTS, STUDY, replace=config["replace_results"])
+    except ConfigError as err:
+        sys.exit(str(err))
 PLAN = build_plan(config)
 DATASETS = {d["name"]: d for d in config["datasets"]}
 GPU_PER_JOB = int(requests_gpu(config["train"]["device"]))
@@ -62,7 +75,11 @@ def rerun_stale_results():
         stale = stale_outputs(DATASETS, PLAN, RESULTS)
     except ManifestError as err:
         sys.exit(str(err))
-    action = "would rerun" if workflow.output_settings.dryrun else "rerunning"
+    dry = workflow.output_settings.dryrun
+    folder = unwritable_folder(RESULTS) if stale and not dry else None
+    if folder is not None:
+        sys.exit(unwritable_message(folder))
+    action = "would rerun" if dry else "rerunning"
     for item in stale:
         print(f"{action} {item.describe()}", file=sys.stderr)
     forced = {item.paths[0] for item in stale}
@@ -79,6 +96,15 @@ def rerun_stale_results():
 
 
 rerun_stale_results()
+
+
+def prepare_results_folder():
+    """Before the first job: stop with one line if the results folder cannot be written, then
+    record this study as the folder's (lorasweep.planning.study)."""
+    folder = unwritable_folder(RESULTS)
+    if folder is not None:
+        sys.exit(unwritable_message(folder))
+    claim(RESULTS, STUDY)
 
 
 def check_local_cuda():

@@ -40,7 +40,6 @@ rule manifest:
     conda:
         "../envs/lorasweep.yaml"
     params:
-        results=RESULTS.root,
         figures=FIGURE_NAMES,
     script:
         "../scripts/manifest.py"
