@@ -120,16 +120,16 @@ def test_the_retraining_notice_names_what_changed(tmp_path, capsys):
     run_job(*args, progress=False)
     capsys.readouterr()
     assert run_job(*args, progress=False, engine="single") == {"trained": 1, "reused": 0}
-    assert f"{SPEC.run_id}: retraining: engine batched → single changed" in capsys.readouterr().out
+    assert f"{SPEC.run_id}: retraining: changed: engine batched → single" in capsys.readouterr().out
     assert run_job(*args, progress=False, threads=2, engine="single")["trained"] == 1
-    assert f"{SPEC.run_id}: retraining: threads 1 → 2 changed" in capsys.readouterr().out
+    assert f"{SPEC.run_id}: retraining: changed: threads 1 → 2" in capsys.readouterr().out
     provenance = tmp_path / "runs" / SPEC.run_id / "provenance.json"
     recorded = read_json(provenance)
     recorded["reuse"]["device"] = "cuda"
     recorded["reuse"]["code"] = "0" * 64
     recorded["reuse_key"] = "0" * 64
     parts = reuse_parts(SPEC, recorded["reuse"]["dataset_sha256"], CPU, 2, "single")
-    assert what_changed(recorded, parts) == "training code, device cuda → cpu changed"
+    assert what_changed(recorded, parts) == "changed: training code, device cuda → cpu"
     del recorded["reuse"]
     assert what_changed(recorded, parts).startswith("reuse key recorded by an older version")
 

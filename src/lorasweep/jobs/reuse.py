@@ -174,7 +174,7 @@ CHANGE_NAMES = {"engine": "engine", "torch": "torch", "threads": "threads", "dev
 
 def what_changed(provenance: dict, parts: dict) -> str:
     """What differs between the reuse-key parts a run folder records and ``parts``, in words:
-    ``engine single → batched, device cuda → cpu``."""
+    ``changed: engine single → batched, device cuda → cpu``."""
     recorded = recorded_parts(provenance)
     changes = []
     run, wanted = recorded["run"], parts["run"]
@@ -191,7 +191,7 @@ def what_changed(provenance: dict, parts: dict) -> str:
             changes.append(f"{name} {recorded.get(key)} → {parts[key]}")
     if not changes:
         return "reuse key recorded by an older version (training code or its key changed)"
-    return ", ".join(changes) + " changed"
+    return "changed: " + ", ".join(changes)
 
 
 NOT_FINISHED = "no finished run"
