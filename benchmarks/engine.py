@@ -59,7 +59,7 @@ def _default_grid(epochs: int | None = None):
     from lorasweep.training.exact import cache_base_residuals
 
     config = load_config()
-    runs = build_plan(config, workers=1).runs
+    runs = build_plan(config).runs
     if epochs is not None:
         runs = [dataclasses.replace(run, epochs=epochs) for run in runs]
     spec = config["datasets"][0]

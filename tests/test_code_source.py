@@ -93,7 +93,7 @@ def test_editing_figures_report_or_planning_reuses_every_run(tiny_run, tmp_path)
 def test_editing_the_training_code_retrains_every_run(tiny_run, tmp_path):
     other = clone(tmp_path / "other")
     path = other / "src" / "lorasweep" / "training" / "loop.py"
-    path.write_text(path.read_text() + "\n# edited\n")
+    path.write_text(path.read_text() + "\nEDITED = True\n")
     shutil.copytree(tiny_run / "results", tmp_path / "results")
     shutil.copy(CONFIGS / "tiny.yaml", tmp_path / "tiny.yaml")
     before = _run_stamps(tmp_path / "results")

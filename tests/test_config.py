@@ -161,7 +161,7 @@ def test_whole_number_floats_give_the_same_runs_and_seeds_as_integers():
     check(ints)
     check(floats)
     assert repr(floats) == repr(ints)
-    int_runs, float_runs = build_plan(ints, workers=2).runs, build_plan(floats, workers=2).runs
+    int_runs, float_runs = build_plan(ints).runs, build_plan(floats).runs
     assert [r.run_id for r in float_runs] == [r.run_id for r in int_runs]
 
     def streams(run):

@@ -341,7 +341,7 @@ def test_edited_truncated_or_incomplete_run_folders_are_retrained_by_the_next_ru
                                strict=True):  # fmt: skip
         DAMAGE[damage](run_dir)
     result = snakemake(tmp_path, "--cores", "2", "--configfile", "tiny.yaml")
-    assert "removing results/jobs/" in result.stderr, result.stderr[-3000:]
+    assert "rerunning results/jobs/" in result.stderr, result.stderr[-3000:]
     logs = "".join(p.read_text() for p in (tmp_path / "results" / "logs" / "train").glob("*"))
     assert logs.count(": retraining: ") == 3
     for run_dir in damaged:

@@ -2,12 +2,20 @@
 
 import shutil
 
+import pytest
 import torch
 
 from lorasweep.io import load_metadata, load_tensors, read_json, tensors_to_bytes
-from lorasweep.jobs import reuse
+from lorasweep.jobs.integrity import plan_mismatch
 from lorasweep.jobs.job import run_job
-from lorasweep.jobs.reuse import code_fingerprint, reuse_key
+from lorasweep.jobs.reuse import (
+    PACKAGE,
+    code_fingerprint,
+    reuse_key,
+    reuse_parts,
+    training_sources,
+    what_changed,
+)
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks import storage, synthetic
 from lorasweep.training.loop import build_model
@@ -28,36 +36,75 @@ def test_reuse_key_changes_with_anything_that_changes_the_result():
     assert key == reuse_key(SPEC, "abc", CPU, 1, engine="batched")
 
 
-def test_code_fingerprint_changes_when_training_code_changes(tmp_path, monkeypatch):
-    package = tmp_path / "lorasweep"
-    shutil.copytree(reuse.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(reuse, "PACKAGE", package)
+NUMERICS_EDITS = {
+    "chunk elements": (
+        "planning/batches.py",
+        "CHUNK_ELEMENTS = 1 << 16",
+        "CHUNK_ELEMENTS = 1 << 15",
+    ),
+    "slot alignment": ("planning/batches.py", "ALIGN = 64", "ALIGN = 32"),
+    "rows per chunk": (
+        "planning/batches.py",
+        "return max(1, CHUNK_ELEMENTS",
+        "return max(2, CHUNK_ELEMENTS",
+    ),
+    "adam eps": ("training/stacked.py", "EPS = 1e-8", "EPS = 1e-7"),
+    "adam betas": ("training/stacked.py", "BETAS = (0.9, 0.999)", "BETAS = (0.9, 0.99)"),
+}
+LAYOUT_EDITS = {
+    "module docstring": (
+        "planning/batches.py",
+        '"""Group runs into batches',
+        '"""Put runs into batches',
+    ),
+    "constant docstring": (
+        "planning/batches.py",
+        "Methods the engine batches, on every",
+        "Methods that the engine batches, on every",
+    ),
+    "function docstring": ("planning/batches.py", "The runs grouped into batches,", "Batches,"),
+    "comment": ("training/exact.py", "\nSPLITS = ", "\n# the two splits\nSPLITS = "),
+}
 
-    def fingerprint() -> str:
-        code_fingerprint.cache_clear()
-        return code_fingerprint()
 
-    try:
-        original = fingerprint()
-        assert original == fingerprint(), "the same code gives the same fingerprint"
-        report = package / "report" / "html.py"
-        report.write_text(report.read_text() + "\nREPORT_ONLY = 1\n")
-        assert fingerprint() == original, "code that cannot change a run's numbers is left out"
-        loop = package / "training" / "loop.py"
-        loop.write_text(loop.read_text() + "\nEXTRA_STEP_SCALE = 1.0\n")
-        assert fingerprint() != original, "an edit to the training code must retrain"
-    finally:
-        code_fingerprint.cache_clear()
+def edited_copy(tmp_path, path, old, new):
+    """A copy of the package with ``old`` replaced by ``new`` once in ``path``."""
+    copy = tmp_path / "lorasweep"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    text = (copy / path).read_text(encoding="utf-8")
+    assert text.count(old) == 1, (path, old)
+    (copy / path).write_text(text.replace(old, new), encoding="utf-8")
+    return copy
+
+
+def test_the_fingerprint_covers_what_training_imports_wherever_it_lives():
+    covered = {p.relative_to(PACKAGE).as_posix() for p in training_sources()}
+    assert {"planning/batches.py", "training/exact.py", "jobs/job.py"} <= covered
+    assert not covered & {"figures/loss.py", "analysis/findings.py", "report/html.py"}
+
+
+@pytest.mark.parametrize("edit", NUMERICS_EDITS, ids=list(NUMERICS_EDITS))
+def test_editing_a_numerics_constant_changes_the_code_fingerprint(tmp_path, edit):
+    assert code_fingerprint(edited_copy(tmp_path, *NUMERICS_EDITS[edit])) != code_fingerprint()
+
+
+@pytest.mark.parametrize("edit", LAYOUT_EDITS, ids=list(LAYOUT_EDITS))
+def test_editing_a_docstring_or_comment_keeps_the_code_fingerprint(tmp_path, edit):
+    assert code_fingerprint(edited_copy(tmp_path, *LAYOUT_EDITS[edit])) == code_fingerprint()
+
+
+def job_args(tmp_path, spec=SPEC):
+    """run_job's arguments for ``spec`` on a small saved dataset."""
+    dataset = synthetic.DatasetSpec(
+        name="d", kind="lowrank", in_features=8, out_features=6, n_train=64,
+                          n_val=16, noise_std=0.1, task_rank=2)  # fmt: skip
+    files = {"d": (tmp_path / "d.safetensors", tmp_path / "d.json")}
+    storage.save(synthetic.generate(dataset), *files["d"])
+    return ([spec.as_dict()], files, tmp_path / "runs", tmp_path / "jobs" / "a.json")
 
 
 def test_run_job_reuses_finished_runs_and_retrains_on_request(tmp_path):
-    spec = synthetic.DatasetSpec(
-        name="d", kind="lowrank", in_features=8, out_features=6, n_train=64,
-                          n_val=16, noise_std=0.1, task_rank=2)  # fmt: skip
-    data = synthetic.generate(spec)
-    files = {"d": (tmp_path / "d.safetensors", tmp_path / "d.json")}
-    storage.save(data, *files["d"])
-    args = ([SPEC.as_dict()], files, tmp_path / "runs", tmp_path / "jobs" / "a.json")
+    args = job_args(tmp_path)
     assert run_job(*args, progress=False) == {"trained": 1, "reused": 0}
     metrics = tmp_path / "runs" / SPEC.run_id / "metrics.json"
     stamp = metrics.stat().st_mtime_ns
@@ -69,6 +116,38 @@ def test_run_job_reuses_finished_runs_and_retrains_on_request(tmp_path):
     assert run_job(*args, progress=False, engine="single") == {"trained": 1, "reused": 0}
     assert read_json(metrics.parent / "provenance.json")["engine"] == "single"
     assert run_job(*args, progress=False, engine="single") == {"trained": 0, "reused": 1}
+
+
+def test_the_retraining_notice_names_what_changed(tmp_path, capsys):
+    args = job_args(tmp_path)
+    run_job(*args, progress=False)
+    capsys.readouterr()
+    assert run_job(*args, progress=False, engine="single") == {"trained": 1, "reused": 0}
+    assert f"{SPEC.run_id}: retraining: changed: engine batched → single" in capsys.readouterr().out
+    assert run_job(*args, progress=False, threads=2, engine="single")["trained"] == 1
+    assert f"{SPEC.run_id}: retraining: changed: threads 1 → 2" in capsys.readouterr().out
+    provenance = tmp_path / "runs" / SPEC.run_id / "provenance.json"
+    recorded = read_json(provenance)
+    recorded["reuse"]["device"] = "cuda"
+    recorded["reuse"]["code"] = "0" * 64
+    recorded["reuse_key"] = "0" * 64
+    parts = reuse_parts(SPEC, recorded["reuse"]["dataset_sha256"], CPU, 2, "single")
+    assert what_changed(recorded, parts) == "changed: training code, device cuda → cpu"
+    del recorded["reuse"]
+    assert what_changed(recorded, parts).startswith("reuse key recorded by an older version")
+
+
+def test_auto_device_that_resolves_to_the_same_device_reuses(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("auto resolves to CUDA here")
+    args = job_args(tmp_path)
+    assert run_job(*args, progress=False) == {"trained": 1, "reused": 0}
+    auto = RunSpec(**{**SPEC.__dict__, "device": "auto"})
+    assert run_job([auto.as_dict()], *args[1:], progress=False) == {"trained": 0, "reused": 1}
+    run_dir = tmp_path / "runs" / SPEC.run_id
+    assert plan_mismatch(run_dir, auto.as_dict(), None) is None
+    cuda = RunSpec(**{**SPEC.__dict__, "device": "cuda"})
+    assert "trained on cpu" in plan_mismatch(run_dir, cuda.as_dict(), None)
 
 
 def test_pissa_runs_store_the_adapters_starting_point(tmp_path):

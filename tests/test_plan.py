@@ -1,10 +1,12 @@
 import copy
+import inspect
 
 import pytest
 import yaml
 
 from lorasweep.planning.batches import Progress, batch_cost, batch_key, plan_batches
 from lorasweep.planning.grouping import (
+    PARALLEL_JOBS,
     batch_pieces,
     build_plan,
     estimated_cost,
@@ -35,14 +37,24 @@ def test_every_run_is_in_exactly_one_job_and_jobs_respect_runs_per_job():
     runs = build_plan(config).runs
     datasets = {d["name"]: d for d in config["datasets"]}
     for per_job in (1, 3, 4, 100):
-        for workers in (None, 1, 2, 3):
-            jobs = group_runs(runs, datasets, per_job, workers)
+        for engine in ("single", "batched"):
+            jobs = group_runs(runs, datasets, per_job, engine)
             members = [run.run_id for group in jobs.values() for run in group]
             assert sorted(members) == sorted(r.run_id for r in runs)
-            if workers:
-                assert len(jobs) % workers == 0 or len(jobs) == len(runs)
-            if not workers or workers == 1:
-                assert max(len(group) for group in jobs.values()) <= per_job
+            assert max(len(group) for group in jobs.values()) <= per_job
+
+
+@pytest.mark.parametrize("preset", ["config", "paper", "deep", "regret", "paper_deep"])
+def test_jobs_depend_on_the_config_alone_and_spread_studies_worth_it(preset):
+    """No core count reaches the plan (job ids are the same on every machine); a study whose
+    estimated cost is worth it is spread over PARALLEL_JOBS jobs, a tiny one is not."""
+    config = load(REPO / "config" / "config.yaml")
+    config.update(load(REPO / "config" / f"{preset}.yaml") if preset != "config" else {})
+    assert "workers" not in inspect.signature(build_plan).parameters
+    jobs = build_plan(copy.deepcopy(config)).jobs
+    assert build_plan(copy.deepcopy(config)).jobs.keys() == jobs.keys()
+    assert len(jobs) == PARALLEL_JOBS
+    assert len(build_plan(load(CONFIGS / "tiny_deep.yaml")).jobs) == 2
 
 
 @pytest.mark.parametrize("engine", ["single", "batched"])
@@ -51,8 +63,8 @@ def test_jobs_have_balanced_estimated_cost(engine):
     per batch (one dispatch per step for all its runs) for the batched engine."""
     config = load(REPO / "config" / "config.yaml")
     config["train"]["engine"] = engine
-    plan = build_plan(config, workers=2)
-    assert len(plan.jobs) == 2
+    plan = build_plan(config)
+    assert len(plan.jobs) == PARALLEL_JOBS
     dataset = config["datasets"][0]
     if engine == "single":
         costs = [sum(estimated_cost(r, dataset) for r in group) for group in plan.jobs.values()]
@@ -81,16 +93,16 @@ def test_batches_share_dataset_shape_and_settings_and_keep_pissa_apart():
 
 
 @pytest.mark.parametrize("runs_per_job", [5, 16, 40, 256])
-@pytest.mark.parametrize("workers", [None, 2, 3])
-def test_batched_jobs_train_whole_pieces_of_batches_within_runs_per_job(runs_per_job, workers):
+def test_batched_jobs_train_whole_pieces_of_batches_within_runs_per_job(runs_per_job):
     config = load(REPO / "config" / "config.yaml")
     runs = build_plan(config).runs
     datasets = {d["name"]: d for d in config["datasets"]}
-    jobs = group_runs(runs, datasets, runs_per_job, workers, engine="batched")
+    jobs = group_runs(runs, datasets, runs_per_job, engine="batched")
     members = [run.run_id for group in jobs.values() for run in group]
     assert sorted(members) == sorted(r.run_id for r in runs)
     assert max(len(group) for group in jobs.values()) <= runs_per_job
-    n_jobs = job_count(len(runs), runs_per_job, workers)
+    total = sum(batch_cost(b, datasets[b[0].dataset]) for b in plan_batches(runs))
+    n_jobs = job_count(len(runs), runs_per_job, total)
     pieces = batch_pieces(runs, datasets, n_jobs, runs_per_job)
     home = {run.run_id: job for job, group in jobs.items() for run in group}
     for piece in pieces:

@@ -1,7 +1,8 @@
-"""Same config, same machine: byte-identical results whatever the core count; wall-clock
-timings live apart; results follow the config even without Snakemake's records."""
+"""Same config, same machine: byte-identical results and manifest whatever the core count;
+wall-clock timings live apart; results follow the config even without Snakemake's records."""
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -36,7 +37,8 @@ def test_two_clean_runs_are_byte_identical(config, request, tmp_path):
     snakemake(tmp_path, "--cores", "2", "--configfile", f"{config}.yaml")
     first, second = result_hashes(first_run), result_hashes(tmp_path)
     assert first.keys() == second.keys()
-    compared = [p for p in first if p.rsplit("/", 1)[-1] not in TIMING_FILES | {"manifest.tsv"}]
+    compared = [p for p in first if p.rsplit("/", 1)[-1] not in TIMING_FILES]
+    assert "manifest.tsv" in compared
     kinds = {p.rsplit(".", 1)[-1] for p in compared}
     assert {"csv", "json", "safetensors", "png", "pdf"} <= kinds
     differing = [p for p in compared if first[p] != second[p]]
@@ -58,12 +60,13 @@ def explorer_section(html: str) -> str:
     return html[start : html.index("</section>", start)]
 
 
-def test_manifest_lists_every_result_file(tiny_run):
+def test_manifest_lists_every_result_file_but_the_wall_clock_ones(tiny_run):
     listed = (tiny_run / "results" / "manifest.tsv").read_text().splitlines()
     assert listed[0] == "path\tbytes\tsha256"
     paths = {line.split("\t")[0] for line in listed[1:]}
-    on_disk = set(result_hashes(tiny_run)) - {"manifest.tsv"}
-    assert paths == on_disk
+    on_disk = {p for p in result_hashes(tiny_run) if p.rsplit("/", 1)[-1] not in TIMING_FILES}
+    assert paths == on_disk - {"manifest.tsv"}
+    assert any(p.startswith("jobs/") for p in paths) and any("/runs/" in f"/{p}" for p in paths)
 
 
 def test_adapters_carry_their_settings(tiny_run):
@@ -110,18 +113,42 @@ def test_geometry_rows_do_not_depend_on_the_order_of_run_folders(tiny_run):
         pd.testing.assert_frame_equal(ours, theirs)
 
 
-def test_one_core_and_two_cores_give_the_same_bytes(tiny_run, tmp_path):
+def test_one_core_and_two_cores_give_the_same_jobs_bytes_and_manifest(tiny_run, tmp_path):
     shutil.copy(CONFIGS / "tiny.yaml", tmp_path / "tiny.yaml")
     snakemake(tmp_path, "--cores", "1", "--configfile", "tiny.yaml")
     two, one = result_hashes(tiny_run), result_hashes(tmp_path)
-    grouping = {"manifest.tsv", *TIMING_FILES}
-    jobs = {p for p in {*two, *one} if p.startswith("jobs/")}
-    assert {p for p in two if p.startswith("jobs/")} != jobs, "grouping did not change"
-    compared = sorted({*two, *one} - jobs)
-    compared = [p for p in compared if p.rsplit("/", 1)[-1] not in grouping]
-    assert "tables/geometry.csv" in compared
-    differing = [p for p in compared if two.get(p) != one.get(p)]
+    assert two.keys() == one.keys()
+    assert len([p for p in two if p.startswith("jobs/")]) > 1
+    compared = [p for p in sorted(two) if p.rsplit("/", 1)[-1] not in TIMING_FILES]
+    assert {"tables/geometry.csv", "manifest.tsv"} <= set(compared)
+    differing = [p for p in compared if two[p] != one[p]]
     assert not differing, f"differ between --cores 2 and --cores 1: {differing[:10]}"
+
+
+def planned_jobs(dry_run_output: str) -> list[str]:
+    return sorted(set(re.findall(r"wildcards: job=(\S+)", dry_run_output)))
+
+
+def test_dry_runs_on_one_and_two_cores_plan_the_same_jobs(tmp_path):
+    shutil.copy(CONFIGS / "tiny.yaml", tmp_path / "tiny.yaml")
+    plans = [
+        planned_jobs(
+            snakemake(tmp_path, "-n", "--cores", cores, "--configfile", "tiny.yaml").stdout
+        )
+        for cores in ("1", "2")
+    ]
+    assert len(plans[0]) > 1 and plans[0] == plans[1]
+
+
+def test_parsing_the_snakefile_deletes_nothing(tiny_run, tmp_path):
+    """A changed config over results without Snakemake's records: listing the rules parses the
+    Snakefile (and plans) but must leave every stale file in place."""
+    shutil.copytree(tiny_run / "results", tmp_path / "results")
+    shutil.copy(CONFIGS / "tiny.yaml", tmp_path / "tiny.yaml")
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump({"train": {"epochs": 5}, "seeds": [0]}))
+    before = result_hashes(tmp_path)
+    snakemake(tmp_path, "--list-rules", "--cores", "1", "--configfile", "tiny.yaml", "more.yaml")
+    assert result_hashes(tmp_path) == before
 
 
 def test_config_changes_are_seen_without_snakemakes_records(tiny_run, tmp_path):
@@ -135,7 +162,8 @@ def test_config_changes_are_seen_without_snakemakes_records(tiny_run, tmp_path):
 
     before = result_hashes(tmp_path)
     dry = snakemake(tmp_path, "-n", *args)
-    assert "stale (dry run, left in place): results/jobs/" in dry.stderr
+    assert "would rerun results/jobs/" in dry.stderr
+    assert planned_jobs(dry.stdout), "the dry run leaves out the reruns"
     assert result_hashes(tmp_path) == before, "a dry run changed results/"
     snakemake(tmp_path, *args)
     runs = pd.read_csv(results / "tables" / "runs.csv")
@@ -147,7 +175,9 @@ def test_config_changes_are_seen_without_snakemakes_records(tiny_run, tmp_path):
     (tmp_path / "noise.yaml").write_text(yaml.safe_dump(fewer))
     args = [*args, "noise.yaml", "--rerun-triggers", "mtime"]
     result = snakemake(tmp_path, *args)
-    assert "removing results/datasets/tiny.json: it was generated for another spec" in result.stderr
+    assert (
+        "rerunning results/datasets/tiny.json: it was generated for another spec" in result.stderr
+    )
     runs = pd.read_csv(results / "tables" / "runs.csv")
     assert (runs["noise_std"] == 0.2).all() and set(runs["rank"].dropna()) == {4}
     assert read_json(results / "datasets" / "tiny.json")["spec"]["noise_std"] == 0.2

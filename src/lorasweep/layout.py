@@ -11,6 +11,10 @@ from dataclasses import dataclass
 TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
           "intruders", "oracles", "best_settings", "efficiency", "findings")  # fmt: skip
 
+WALL_CLOCK = ("timing.json", "timings.csv", "report.html")
+"""Result files that hold wall-clock times, so differ between reruns and machines: left out of
+``manifest.tsv``, which lists only what two runs of a config can compare."""
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -47,6 +51,10 @@ class Layout:
     @property
     def report(self) -> str:
         return f"{self.root}/report.html"
+
+    @property
+    def study(self) -> str:
+        return f"{self.root}/study.json"
 
     @property
     def manifest(self) -> str:

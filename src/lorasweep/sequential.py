@@ -50,7 +50,7 @@ def run_in_process(config: dict, results: str | Path, threads: int = 1) -> dict[
     layout = Layout(str(results))
     timings = {}
     start = time.perf_counter()
-    plan = build_plan(config, workers=1)
+    plan = build_plan(config)
     files = {}
     for name, spec in replicates(config).items():
         files[name] = (layout.dataset_tensors(name), layout.dataset_meta(name))

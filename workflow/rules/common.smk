@@ -25,15 +25,16 @@ from lorasweep.layout import TABLES, Layout
 from lorasweep.jobs.integrity import ManifestError
 from lorasweep.planning.cpus import usable_cores
 from lorasweep.planning.devices import requests_gpu
-from lorasweep.planning.freshness import (
-    locked_by_another_run,
-    remove_stale,
-    stale_figures,
-    stale_outputs,
-)
+from lorasweep.planning.freshness import stale_outputs
 from lorasweep.planning.grouping import build_plan
-from lorasweep.planning.runs import replicates
-from lorasweep.planning.runs import JobRuns
+from lorasweep.planning.runs import JobRuns, replicates
+from lorasweep.planning.study import (
+    check_owner,
+    claim,
+    study_name,
+    unwritable_folder,
+    unwritable_message,
+)
 from lorasweep.report.title import drop_inherited_title, report_title
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
@@ -53,7 +54,13 @@ if workflow.is_main_process and workflow.local_exec:
             file=sys.stderr,
         )
         workflow.global_resources["_cores"] = LOCAL_CORES
-PLAN = build_plan(config, workers=LOCAL_CORES)
+STUDY = study_name(workflow.overwrite_configfiles, CLONE, Path.cwd())
+if workflow.is_main_process:
+    try:
+        check_owner(RESULTS, STUDY, replace=config["replace_results"])
+    except ConfigError as err:
+        sys.exit(str(err))
+PLAN = build_plan(config)
 DATASETS = replicates(config)
 GPU_PER_JOB = int(requests_gpu(config["train"]["device"]))
 FIGURE_NAMES = figures_for(config)
@@ -71,31 +78,47 @@ except DatasetFileError as err:
     sys.exit(str(err))
 
 
-def refresh_stale_results():
-    """Remove the datasets, job manifests and figures that results/ holds but the config or
-    the run folders no longer match (lorasweep.planning.freshness), so that Snakemake makes
-    them again. Main process only; a dry run, or a folder another run has locked, only lists
-    them."""
+def rerun_stale_results():
+    """Have Snakemake rerun, as --forcerun would, the jobs whose datasets or job manifests
+    results/ holds but the config or the run folders no longer match
+    (lorasweep.planning.freshness). Nothing is deleted: a rerun job replaces its own outputs and
+    reuses every run folder that passes its reuse check. Main process only."""
     if not workflow.is_main_process:
         return
     try:
         stale = stale_outputs(DATASETS, PLAN, RESULTS)
     except ManifestError as err:
         sys.exit(str(err))
-    stale += stale_figures(RESULTS, FIGURE_NAMES)
-    held = (
-        "dry run"
-        if workflow.output_settings.dryrun
-        else "locked by another run" if locked_by_another_run() else None
-    )
+    dry = workflow.output_settings.dryrun
+    folder = unwritable_folder(RESULTS) if stale and not dry else None
+    if folder is not None:
+        sys.exit(unwritable_message(folder))
+    action = "would rerun" if dry else "rerunning"
     for item in stale:
-        action = f"stale ({held}, left in place):" if held else "removing"
         print(f"{action} {item.describe()}", file=sys.stderr)
-    if not held:
-        remove_stale(stale)
+    forced = {item.paths[0] for item in stale}
+    prepare_dag = workflow._prepare_dag
+
+    def prepare_dag_forcing_stale(*args, **kwargs):
+        # The command line's DAG settings reach the workflow only after this file is parsed.
+        settings = workflow.dag_settings
+        settings.forcerun = frozenset({*settings.forcerun, *forced})
+        return prepare_dag(*args, **kwargs)
+
+    if forced:
+        workflow._prepare_dag = prepare_dag_forcing_stale
 
 
-refresh_stale_results()
+rerun_stale_results()
+
+
+def prepare_results_folder():
+    """Before the first job: stop with one line if the results folder cannot be written, then
+    record this study as the folder's (lorasweep.planning.study)."""
+    folder = unwritable_folder(RESULTS)
+    if folder is not None:
+        sys.exit(unwritable_message(folder))
+    claim(RESULTS, STUDY)
 
 
 def check_local_cuda():

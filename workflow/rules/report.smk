@@ -39,5 +39,7 @@ rule manifest:
     localrule: True
     conda:
         "../envs/lorasweep.yaml"
+    params:
+        figures=FIGURE_NAMES,
     script:
         "../scripts/manifest.py"

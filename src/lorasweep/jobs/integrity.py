@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from lorasweep.io import read_json, sha256_file, write_json
 from lorasweep.logs import OneLineError
+from lorasweep.planning.devices import resolved_type
 
 CHECKSUMS = "checksums.json"
 TIMING = "timing.json"
@@ -90,13 +91,21 @@ def integrity_problem(run_dir: str | Path) -> str | None:
 def plan_mismatch(run_dir: str | Path, run: dict, dataset_sha256: str | None) -> str | None:
     """How the parameters (``provenance.json``'s ``run``) or dataset checksum recorded in an
     intact run folder differ from ``run`` (:meth:`RunSpec.as_dict`) and ``dataset_sha256``;
-    None when they match. ``dataset_sha256=None`` skips the dataset comparison."""
+    None when they match. The device setting is compared by the device it resolves to here
+    (``auto`` on a machine without a GPU matches a ``cpu`` run). ``dataset_sha256=None`` skips
+    the dataset comparison."""
     provenance = read_json(Path(run_dir) / "provenance.json")
     recorded = provenance.get("run", {}) if isinstance(provenance, dict) else {}
-    changed = sorted(k for k in {*recorded, *run} if recorded.get(k) != run.get(k))
+    changed = sorted(
+        k for k in {*recorded, *run} if k != "device" and recorded.get(k) != run.get(k)
+    )
     if changed:
         shown = ", ".join(f"{k} {recorded.get(k)!r} → {run.get(k)!r}" for k in changed[:3])
         return f"recorded parameters differ from the config ({shown})"
+    trained_on = (provenance.get("device") or {}).get("type")
+    wanted = resolved_type(run.get("device", "cpu"))
+    if trained_on != wanted:
+        return f"trained on {trained_on}, but train.device {run.get('device')!r} is {wanted} here"
     recorded_sha = provenance.get("dataset", {}).get("sha256")
     if dataset_sha256 is not None and recorded_sha != dataset_sha256:
         return "trained on another version of its dataset"

@@ -22,7 +22,7 @@ from typing import TextIO
 import torch
 
 from lorasweep.io import write_json
-from lorasweep.jobs.reuse import NOT_FINISHED, reuse_key, reuse_refusal
+from lorasweep.jobs.reuse import NOT_FINISHED, key_of, reuse_parts, reuse_refusal
 from lorasweep.jobs.run_folder import write_run
 from lorasweep.planning.batches import Progress, batch_cost, effective_engine, plan_batches
 from lorasweep.planning.cpus import available_cpus
@@ -49,10 +49,10 @@ def configure_torch(device: torch.device, threads: int) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def reusable(run_dir: Path, key: str) -> bool:
-    """Whether the finished run in ``run_dir`` can be reused; if a folder is there but cannot,
-    say why in the job's log."""
-    refusal = reuse_refusal(run_dir, key)
+def reusable(run_dir: Path, parts: dict) -> bool:
+    """Whether the finished run in ``run_dir`` can be reused for a run of reuse-key ``parts``;
+    if a folder is there but cannot, say why in the job's log."""
+    refusal = reuse_refusal(run_dir, parts)
     if refusal not in (None, NOT_FINISHED):
         print(f"{run_dir.name}: retraining: {refusal}")
     return refusal is None
@@ -93,11 +93,11 @@ def run_job(
     metas = {name: storage.verify(*dataset_files[name]) for name in {s.data for s in specs}}
     dataset_specs = {s.dataset: metas[s.data]["spec"] for s in specs}
     engines = {s.run_id: effective_engine(s, engine, dataset_specs[s.dataset]) for s in specs}
-    keys = {
-        s.run_id: reuse_key(s, metas[s.data]["sha256"], device, threads, engines[s.run_id])
+    parts = {
+        s.run_id: reuse_parts(s, metas[s.data]["sha256"], device, threads, engines[s.run_id])
         for s in specs
     }
-    todo = [s for s in specs if not (reuse and reusable(runs_root / s.run_id, keys[s.run_id]))]
+    todo = [s for s in specs if not (reuse and reusable(runs_root / s.run_id, parts[s.run_id]))]
     batches = plan_batches(todo, engine, dataset_specs)
     costs = [batch_cost(b, dataset_specs[b[0].dataset]) for b in batches]
     loaded: dict[str, tuple[Dataset, GroundTruth]] = {}
@@ -119,7 +119,7 @@ def run_job(
             for result in results:
                 if env is None:
                     env = environment(result.device, result.device_name, torch.get_num_threads())
-                _write(result, runs_root, truth, metas, keys, env, engines[result.spec.run_id])
+                _write(result, runs_root, truth, metas, parts, env, engines[result.spec.run_id])
             done += len(batch)
             now = time.perf_counter()
             last = index == len(batches) - 1
@@ -157,14 +157,15 @@ def _load(name, todo, metas, dataset_files, device) -> tuple[Dataset, GroundTrut
     return dataset, truth
 
 
-def _write(result: RunResult, runs_root, truth, metas, keys, env, engine: str) -> None:
+def _write(result: RunResult, runs_root, truth, metas, parts, env, engine: str) -> None:
     spec = result.spec
     meta = metas[spec.data]
     provenance = {
         **env,
         "dataset": {"spec": meta["spec"], "sha256": meta["sha256"]},
         "engine": engine,
-        "reuse_key": keys[spec.run_id],
+        "reuse_key": key_of(parts[spec.run_id]),
+        "reuse": {k: v for k, v in parts[spec.run_id].items() if k != "run"},
     }
     write_run(runs_root / spec.run_id, result, truth, provenance)
     if result.status != "ok":

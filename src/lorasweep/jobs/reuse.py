@@ -1,8 +1,9 @@
 """When a finished run folder may be reused instead of retraining: its reuse key matches and
 its files match their checksums.
 
-The key hashes the run's parameters, the dataset's SHA-256, the source of exactly the code that
-can change a run's numbers (:data:`TRAINING_CODE`), the torch version, the thread count, the
+The key hashes the run's parameters, the dataset's SHA-256, the code that can change a run's
+numbers (:func:`code_fingerprint`: the training code and every module it imports, docstrings and
+comments left out), the torch version, the thread count, the
 device type and the engine that trained it (``batched`` or ``single``: the two round floats in
 different orders). Which other runs shared its batch is left out: it changes nothing
 (:mod:`lorasweep.training.batched`).
@@ -10,6 +11,7 @@ different orders). Which other runs shared its batch is left out: it changes not
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -23,28 +25,120 @@ from lorasweep.planning.runs import RunSpec
 
 PACKAGE = Path(__file__).resolve().parents[1]
 TRAINING_CODE = ("tasks", "models", "training", "jobs", "seeding.py", "io.py")
-"""Paths under the package whose source can change a run's numbers or its stored files.
-Planning, tables, analysis, figures and the report are left out: editing them never retrains."""
+"""Paths under the package whose code trains a run or writes its folder. The fingerprint covers
+them and every package module they import, wherever it lives (:func:`training_sources`)."""
 
 
-def training_sources() -> list[Path]:
-    """Every source file of :data:`TRAINING_CODE`, in a fixed order."""
-    files = []
+def _module_file(package: Path, module: str) -> Path | None:
+    """The file of ``lorasweep.<...>`` module ``module`` under ``package``, if it is one."""
+    parts = module.split(".")[1:]
+    base = package.joinpath(*parts)
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported_files(package: Path, path: Path) -> set[Path]:
+    """The package's modules that ``path`` imports (anywhere in it), with the packages above
+    them, whose ``__init__`` runs first."""
+    here = ["lorasweep", *path.relative_to(package).with_suffix("").parts]
+    if here[-1] == "__init__":
+        here.pop()
+    else:
+        here = here[:-1]
+    modules = []
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            modules += [module, *(f"{module}.{alias.name}" for alias in node.names)]
+    found = set()
+    for module in modules:
+        if module == "lorasweep" or module.startswith("lorasweep."):
+            parts = module.split(".")
+            for end in range(1, len(parts) + 1):
+                file = _module_file(package, ".".join(parts[:end]))
+                if file is not None:
+                    found.add(file)
+    return found
+
+
+def training_sources(package: Path = PACKAGE) -> list[Path]:
+    """Every source file of :data:`TRAINING_CODE` and every package module they import,
+    transitively, in a fixed order: planning's chunk sizes reach training this way."""
+    todo = []
     for name in TRAINING_CODE:
-        path = PACKAGE / name
-        files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
-    return files
+        path = package / name
+        todo.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    files: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path not in files:
+            files.add(path)
+            todo.extend(_imported_files(package, path) - files)
+    return sorted(files)
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    """``tree`` without its docstrings: every statement that is a lone string (a module's,
+    class's, function's or constant's docstring), which never changes what the code does."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                kept = [
+                    stmt
+                    for stmt in body
+                    if not (
+                        isinstance(stmt, ast.Expr)
+                        and isinstance(stmt.value, ast.Constant)
+                        and isinstance(stmt.value.value, str)
+                    )
+                ]
+                setattr(node, field, kept or [ast.Pass()])
+    return tree
 
 
 @functools.cache
-def code_fingerprint() -> str:
-    """SHA-256 of the source of every module that can change a run's result (read once per
-    process)."""
+def code_fingerprint(package: Path = PACKAGE) -> str:
+    """SHA-256 of the code of every module that can change a run's result: each module's syntax
+    tree without docstrings, so that comments, docstrings and layout never retrain, while any
+    change to code or a constant does (read once per process)."""
     digest = hashlib.sha256()
-    for path in training_sources():
-        name = path.relative_to(PACKAGE).as_posix()
-        digest.update(name.encode() + b"\0" + path.read_bytes())
+    for path in training_sources(package):
+        name = path.relative_to(package).as_posix()
+        tree = _without_docstrings(ast.parse(path.read_bytes(), filename=name))
+        digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
     return digest.hexdigest()
+
+
+def reuse_parts(
+    spec: RunSpec,
+    dataset_sha256: str,
+    device: torch.device,
+    threads: int,
+    engine: str = "batched",
+) -> dict:
+    """What a run's reuse key hashes. The run's device *setting* is left out: the device it
+    resolves to is what can change the numbers, so ``auto`` that resolves to the CPU reuses a
+    ``cpu`` run."""
+    run = {k: v for k, v in spec.as_dict().items() if k != "device"}
+    return {
+        "engine": engine,
+        "run": run,
+        "dataset_sha256": dataset_sha256,
+        "code": code_fingerprint(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "device": device.type,
+    }
+
+
+def key_of(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def reuse_key(
@@ -54,31 +148,67 @@ def reuse_key(
     threads: int,
     engine: str = "batched",
 ) -> str:
-    parts = {
-        "engine": engine,
-        "run": spec.as_dict(),
-        "dataset_sha256": dataset_sha256,
-        "code": code_fingerprint(),
-        "torch": torch.__version__,
-        "threads": threads,
-        "device": device.type,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return key_of(reuse_parts(spec, dataset_sha256, device, threads, engine))
+
+
+def recorded_parts(provenance: dict) -> dict:
+    """The reuse-key parts a run folder's ``provenance.json`` records (:func:`reuse_parts`);
+    a folder written before they were recorded gives what its other fields say, without
+    ``code``."""
+    recorded = dict(provenance.get("reuse") or {})
+    if not recorded:
+        recorded = {
+            "engine": provenance.get("engine"),
+            "dataset_sha256": (provenance.get("dataset") or {}).get("sha256"),
+            "torch": (provenance.get("versions") or {}).get("torch"),
+            "threads": provenance.get("torch_threads"),
+            "device": (provenance.get("device") or {}).get("type"),
+        }
+    run = provenance.get("run") or {}
+    recorded["run"] = {k: v for k, v in run.items() if k != "device"}
+    return recorded
+
+
+CHANGE_NAMES = {"engine": "engine", "torch": "torch", "threads": "threads", "device": "device"}
+
+
+def what_changed(provenance: dict, parts: dict) -> str:
+    """What differs between the reuse-key parts a run folder records and ``parts``, in words:
+    ``changed: engine single → batched, device cuda → cpu``."""
+    recorded = recorded_parts(provenance)
+    changes = []
+    run, wanted = recorded["run"], parts["run"]
+    settings = sorted(k for k in {*run, *wanted} if run.get(k) != wanted.get(k))
+    if settings:
+        shown = ", ".join(f"{k} {run.get(k)!r} → {wanted.get(k)!r}" for k in settings[:3])
+        changes.append(f"settings ({shown})")
+    if recorded.get("dataset_sha256") != parts["dataset_sha256"]:
+        changes.append("dataset (another SHA-256)")
+    if "code" in recorded and recorded["code"] != parts["code"]:
+        changes.append("training code")
+    for key, name in CHANGE_NAMES.items():
+        if recorded.get(key) != parts[key]:
+            changes.append(f"{name} {recorded.get(key)} → {parts[key]}")
+    if not changes:
+        return "reuse key recorded by an older version (training code or its key changed)"
+    return "changed: " + ", ".join(changes)
 
 
 NOT_FINISHED = "no finished run"
 
 
-def reuse_refusal(run_dir: Path, key: str) -> str | None:
-    """Why the folder ``run_dir`` cannot be reused for a run of reuse key ``key``, or None when
-    it can: its ``provenance.json`` records ``key`` and every file matches its checksum
-    (:func:`lorasweep.jobs.integrity.integrity_problem`)."""
+def reuse_refusal(run_dir: Path, parts: dict) -> str | None:
+    """Why the folder ``run_dir`` cannot be reused for a run whose reuse key hashes ``parts``
+    (:func:`reuse_parts`), or None when it can: its ``provenance.json`` records that key and
+    every file matches its checksum (:func:`lorasweep.jobs.integrity.integrity_problem`)."""
     if not run_dir.exists():
         return NOT_FINISHED
     try:
         provenance = read_json(run_dir / "provenance.json")
     except (OSError, ValueError):
         return "provenance.json missing or unreadable"
-    if not isinstance(provenance, dict) or provenance.get("reuse_key") != key:
-        return "settings, dataset, training code, torch, threads or device changed"
+    if not isinstance(provenance, dict):
+        return "provenance.json is not a mapping"
+    if provenance.get("reuse_key") != key_of(parts):
+        return what_changed(provenance, parts)
     return integrity_problem(run_dir)

@@ -20,3 +20,9 @@ def visible_cuda_devices() -> int:
 def requests_gpu(device: str) -> bool:
     """Whether training jobs should request a GPU: ``cuda``, or ``auto`` where one is visible."""
     return device == "cuda" or (device == "auto" and visible_cuda_devices() > 0)
+
+
+def resolved_type(device: str) -> str:
+    """The device type a ``train.device`` setting resolves to on this machine (``cuda`` or
+    ``cpu``), as :func:`lorasweep.training.devices.resolve_device` would without torch."""
+    return "cuda" if requests_gpu(device) else "cpu"

@@ -11,10 +11,11 @@ never look inside a file. :func:`stale_outputs` reads the files themselves:
 - a job manifest that is not one stops the workflow, with one line naming it
   (:class:`~lorasweep.jobs.integrity.ManifestError`), before anything is touched.
 
-:func:`remove_stale` then deletes the stale dataset's files or the stale job's manifest, so that
-Snakemake regenerates the dataset or reruns the job; a rerun job retrains only the runs that fail
-the reuse check and reuses the others. Figure files the config no longer draws
-(:func:`stale_figures`) are deleted the same way.
+Nothing here deletes anything. The workflow has Snakemake rerun the job that makes each stale
+output, as ``--forcerun`` would (so a dry run shows those reruns too); the rerun job replaces its
+outputs, and retrains only the runs that fail the reuse check. Figure files the config no
+longer draws (:func:`stale_figures`) are removed by the manifest job
+(:func:`remove_stale_figures`), a step of the run, never while the workflow is planned.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ FIGURE_FORMATS = ("pdf", "png")
 
 @dataclass(frozen=True)
 class Stale:
-    """Result files that no longer match the config: removing ``paths`` makes Snakemake
-    regenerate them."""
+    """Result files that no longer match the config; rerunning the job that makes ``paths[0]``
+    makes them again."""
 
     paths: tuple[str, ...]
     reason: str
@@ -103,14 +104,10 @@ def _job_problem(
     return None
 
 
-def remove_stale(stale: list[Stale]) -> None:
-    """Delete the files of each stale output; Snakemake then makes them again."""
-    for item in stale:
-        for path in item.paths:
-            Path(path).unlink(missing_ok=True)
-
-
-def locked_by_another_run(workdir: str | Path = ".") -> bool:
-    """Whether Snakemake's lock files say another run is working in ``workdir`` (or one was
-    killed and never unlocked), so nothing there may be removed now."""
-    return any((Path(workdir) / ".snakemake" / "locks").glob("*.lock"))
+def remove_stale_figures(layout: Layout, drawn: list[str]) -> list[str]:
+    """Delete the figure files :func:`stale_figures` finds; returns the paths removed."""
+    removed = []
+    for item in stale_figures(layout, drawn):
+        Path(item.paths[0]).unlink(missing_ok=True)
+        removed.append(item.paths[0])
+    return removed

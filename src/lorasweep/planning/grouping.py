@@ -1,7 +1,12 @@
 """Group runs into training jobs (Snakemake jobs, one process each) of about equal cost.
 
-A *job* trains several runs, so that the cost of starting Python and importing torch is paid
-once per job rather than once per run. With the batched engine a job trains whole
+The grouping depends on the config alone, never on the machine (its ``--cores``), so job ids
+and the DAG are the same wherever the workflow runs: :func:`job_count` asks for enough jobs to
+keep :data:`PARALLEL_JOBS` cores busy, but none that would train for less than the start-up it
+costs.
+
+A *job* trains several runs, so that the cost of starting Python and importing torch is paid once
+per job rather than once per run. With the batched engine a job trains whole
 batches (:mod:`lorasweep.planning.batches`): a batch too large to balance the jobs is cut into
 pieces, each trained whole by one job. Each run still has its own folder,
 ``results/runs/<run_id>/``, and a job reuses a run whose folder holds a result for the same
@@ -19,9 +24,20 @@ from dataclasses import dataclass, field
 from lorasweep.planning.batches import batch_cost, by_order, estimated_cost, plan_batches
 from lorasweep.planning.runs import RunSpec, expand_runs
 
-PIECES_PER_JOB = 4
-"""With the batched engine, batches are cut into pieces of at most 1/(4·jobs) of the total
-estimated cost, so that dealing them gives jobs of about equal cost."""
+PARALLEL_JOBS = 4
+"""A study is spread over at least this many jobs where its cost allows (:data:`JOB_MIN_COST`):
+1, 2 or 4 cores (the usual local counts) then share the work evenly, whatever ``--cores`` is."""
+
+JOB_MIN_COST = 4e10
+"""Extra jobs are made only where each gets at least this estimated cost
+(:func:`lorasweep.planning.batches.batch_cost`, about a second of training by that model), so
+that a small study is not spread over processes that would spend longer starting Python and
+torch (about 5 s each) than training."""
+
+PIECES_PER_JOB = 8
+"""With the batched engine, batches are cut into pieces of at most 1/(8·jobs) of the total
+estimated cost, so that dealing them gives jobs of about equal cost (within 3 % on the default
+study's four jobs; 1/(4·jobs) left 16 %)."""
 
 
 @dataclass
@@ -33,15 +49,15 @@ class Plan:
         return sorted({run.data for run in self.jobs[job_id]})
 
 
-def job_count(runs: int, runs_per_job: int, workers: int | None) -> int:
-    """ceil(runs / runs_per_job) jobs, raised to a multiple of ``workers`` (the local core count)
-    when given, so every core has the same amount of work; at most one job per run."""
+def job_count(runs: int, runs_per_job: int, total_cost: float = 0.0) -> int:
+    """ceil(runs / runs_per_job) jobs, or more where the work is worth spreading: up to
+    :data:`PARALLEL_JOBS`, each of at least :data:`JOB_MIN_COST` of ``total_cost``; at most one
+    job per run."""
     if runs_per_job < 1:
         raise ValueError(f"runs_per_job must be >= 1, got {runs_per_job}")
     n_jobs = math.ceil(runs / runs_per_job)
-    if workers and workers > 1:
-        n_jobs = min(runs, math.ceil(max(n_jobs, workers) / workers) * workers)
-    return max(n_jobs, 1)
+    spread = min(PARALLEL_JOBS, math.floor(total_cost / JOB_MIN_COST))
+    return max(1, min(runs, max(n_jobs, spread)))
 
 
 def batch_pieces(
@@ -68,7 +84,6 @@ def group_runs(
     runs: list[RunSpec],
     datasets: dict[str, dict],
     runs_per_job: int,
-    workers: int | None = None,
     engine: str = "single",
 ) -> dict[str, list[RunSpec]]:
     """Deal the runs into jobs of about equal estimated cost (longest first, each to the least
@@ -79,13 +94,16 @@ def group_runs(
     run keeps its own folder, and a run already trained with the same settings, data and code is
     reused, not retrained, whatever job it falls in.
     """
-    n_jobs = job_count(len(runs), runs_per_job, workers)
     if engine == "batched":
+        batches = plan_batches(runs, "batched", datasets)
+        total = sum(batch_cost(b, datasets[b[0].dataset]) for b in batches)
+        n_jobs = job_count(len(runs), runs_per_job, total)
         units = batch_pieces(runs, datasets, n_jobs, runs_per_job)
         costs = [batch_cost(unit, datasets[unit[0].dataset]) for unit in units]
     else:
         units = [[run] for run in runs]
         costs = [estimated_cost(run, datasets[run.dataset]) for run in runs]
+        n_jobs = job_count(len(runs), runs_per_job, sum(costs))
     members = _deal(units, costs, n_jobs, runs_per_job)
     n_jobs = len(members)
     order = {run.run_id: i for i, run in enumerate(runs)}
@@ -122,12 +140,13 @@ def _deal(
     return members
 
 
-def build_plan(config: dict, workers: int | None = None) -> Plan:
+def build_plan(config: dict) -> Plan:
+    """The config's runs and their jobs; the same for a config wherever it is planned."""
     runs = expand_runs(config)
     duplicates = [rid for rid, n in Counter(r.run_id for r in runs).items() if n > 1]
     if duplicates:
         raise ValueError(f"grid produces duplicate runs: {', '.join(duplicates[:3])}")
     datasets = {d["name"]: d for d in config["datasets"]}
     engine = config["train"].get("engine", "batched")
-    jobs = group_runs(runs, datasets, config.get("runs_per_job", 256), workers, engine)
+    jobs = group_runs(runs, datasets, config.get("runs_per_job", 256), engine)
     return Plan(runs=runs, jobs=jobs)

@@ -304,6 +304,7 @@ def _provenance_section(provenance: pd.DataFrame | None) -> list[str]:
         "<h2>Provenance</h2><p>Software, commit and device of the runs (one row per "
         "distinct environment). Each run's <code>provenance.json</code> has its resolved "
         "parameters and dataset checksum; <code>manifest.tsv</code> lists the SHA-256 of "
-        "every result file.</p>",
+        "every result file that two runs can compare (all but the wall-clock timings and this "
+        "report).</p>",
         provenance.to_html(index=False, escape=True, border=0),
     ]
