@@ -13,6 +13,7 @@ import yaml
 
 from lorasweep.figures.registry import figures_for
 from lorasweep.io import current_umask, load_metadata, manifest, read_json, write_text
+from lorasweep.layout import WALL_CLOCK
 from lorasweep.tables.geometry import geometry_tables
 from lorasweep.tasks import storage
 
@@ -21,7 +22,7 @@ from .test_faults import TINY, trained_run
 
 pytestmark = pytest.mark.integration
 
-TIMING_FILES = {"timing.json", "timings.csv", "report.html"}
+TIMING_FILES = set(WALL_CLOCK)
 
 
 def result_hashes(workdir):

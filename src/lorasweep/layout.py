@@ -11,7 +11,7 @@ from dataclasses import dataclass
 TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
           "intruders", "oracles", "best_settings", "efficiency", "findings")  # fmt: skip
 
-WALL_CLOCK = ("timing.json", "timings.csv", "report.html")
+WALL_CLOCK = ("timing.json", "timings.csv", "efficiency.csv", "report.html")
 """Result files that hold wall-clock times, so differ between reruns and machines: left out of
 ``manifest.tsv``, which lists only what two runs of a config can compare."""
 
