@@ -49,29 +49,36 @@ def assert_bitwise(a, b):
     assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
 
 
-def test_stacked_adam_equals_torch_adam_bitwise_with_a_rate_per_run_and_tensor():
+def stacked_and_torch_adam(device: torch.device, steps: int):
+    """Three runs' tensors stepped ``steps`` times on the same random gradients by the batched
+    Adam and by one ``torch.optim.Adam`` per run, with a learning rate per run and tensor: the
+    stacked parameters and, per run, the reference leaves."""
     gen = torch.Generator().manual_seed(0)
     shapes = {"A": (3, 7), "Bt": (3, 5), "bias": (5,)}
-    layout = SlotLayout.of(shapes)
     rates = {"A": [1e-3, 3e-2, 0.1], "Bt": [4e-3, 3e-2, 1e-4], "bias": [1e-3, 1e-3, 2e-2]}
-    params = StackedParameters(layout, 3, CPU)
+    params = StackedParameters(SlotLayout.of(shapes), 3, device)
     references = []
     for run in range(3):
-        tensors = {name: torch.randn(shape, generator=gen) for name, shape in shapes.items()}
+        tensors = {n: torch.randn(shape, generator=gen).to(device) for n, shape in shapes.items()}
         for name, value in tensors.items():
             params[name][run] = value
         leaves = {name: torch.nn.Parameter(value.clone()) for name, value in tensors.items()}
         groups = [{"params": [leaves[n]], "lr": rates[n][run]} for n in shapes]
         references.append((leaves, torch.optim.Adam(groups)))
     adam = StackedAdam(params, rates)
-    for _ in range(25):
+    for _ in range(steps):
         for run, (leaves, optimizer) in enumerate(references):
             for name, leaf in leaves.items():
-                leaf.grad = torch.randn(leaf.shape, generator=gen)
+                leaf.grad = torch.randn(leaf.shape, generator=gen).to(device)
                 params.grad_of(name)[run] = leaf.grad
             optimizer.step()
         adam.step()
-    for run, (leaves, _) in enumerate(references):
+    return params, [leaves for leaves, _ in references]
+
+
+def test_stacked_adam_equals_torch_adam_bitwise_with_a_rate_per_run_and_tensor():
+    params, references = stacked_and_torch_adam(CPU, steps=25)
+    for run, leaves in enumerate(references):
         for name, leaf in leaves.items():
             assert torch.equal(params[name][run], leaf.detach()), (run, name)
 

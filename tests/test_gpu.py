@@ -13,9 +13,8 @@ import yaml
 from lorasweep.tasks import synthetic
 from lorasweep.training.batched import train_batch
 from lorasweep.training.loop import train_run
-from lorasweep.training.stacked import SlotLayout, StackedAdam, StackedParameters
 from tests.conftest import CONFIGS, snakemake
-from tests.test_batched import BATCHES, assert_same_run
+from tests.test_batched import BATCHES, assert_same_run, stacked_and_torch_adam
 from tests.test_batched_deep import NOISE_ONLY, deep_batches
 from tests.test_deep import MLP, TRANSFORMER
 
@@ -38,27 +37,8 @@ def test_stacked_adam_follows_torch_adam_on_cuda():
     """On CUDA ``torch.optim.Adam`` defaults to ``foreach``, whose fused arithmetic rounds
     differently from the single-tensor path; the batched Adam must stay within float32 rounding
     of it over many steps."""
-    gen = torch.Generator().manual_seed(0)
-    shapes = {"A": (3, 7), "Bt": (3, 5), "bias": (5,)}
-    rates = {"A": [1e-3, 3e-2, 0.1], "Bt": [4e-3, 3e-2, 1e-4], "bias": [1e-3, 1e-3, 2e-2]}
-    params = StackedParameters(SlotLayout.of(shapes), 3, CUDA)
-    references = []
-    for run in range(3):
-        tensors = {n: torch.randn(s, generator=gen).to(CUDA) for n, s in shapes.items()}
-        for name, value in tensors.items():
-            params[name][run] = value
-        leaves = {n: torch.nn.Parameter(v.clone()) for n, v in tensors.items()}
-        groups = [{"params": [leaves[n]], "lr": rates[n][run]} for n in shapes]
-        references.append((leaves, torch.optim.Adam(groups)))
-    adam = StackedAdam(params, rates)
-    for _ in range(200):
-        for run, (leaves, optimizer) in enumerate(references):
-            for name, leaf in leaves.items():
-                leaf.grad = torch.randn(leaf.shape, generator=gen).to(CUDA)
-                params.grad_of(name)[run] = leaf.grad
-            optimizer.step()
-        adam.step()
-    for run, (leaves, _) in enumerate(references):
+    params, references = stacked_and_torch_adam(CUDA, steps=200)
+    for run, leaves in enumerate(references):
         for name, leaf in leaves.items():
             torch.testing.assert_close(params[name][run], leaf.detach(), rtol=1e-5, atol=1e-6)
 
