@@ -100,7 +100,7 @@ def test_each_task_seed_is_a_replicate_of_the_whole_grid():
     assert replicates(config)["tiny.t2"]["task_seed"] == 2
     for batch in plan_batches(runs):
         assert len({run.task_seed for run in batch}) == 1
-    plan = build_plan(config, workers=1)
+    plan = build_plan(config)
     assert {name for job in plan.jobs for name in plan.job_datasets(job)} == {"tiny", "tiny.t2"}
 
 
@@ -167,7 +167,7 @@ def test_the_default_config_plans_the_same_jobs_with_or_without_task_seeds():
     config = load_config()
     assert config["task_seeds"] == [0]
     without = {k: v for k, v in config.items() if k != "task_seeds"}
-    plan, plain = build_plan(config, workers=2), build_plan(without, workers=2)
+    plan, plain = build_plan(config), build_plan(without)
     assert plan.jobs == plain.jobs
     assert not any(run.run_id.endswith(("_t0", "_t1")) for run in plan.runs)
     assert {name for job in plan.jobs for name in plan.job_datasets(job)} == {"lowrank256"}

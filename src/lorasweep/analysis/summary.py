@@ -28,7 +28,7 @@ def best_settings(runs: pd.DataFrame) -> pd.DataFrame:
         columns={"mean": "final_val_loss", "std": "final_val_loss_sd", "count": "seeds"}
     )
     first = ["dataset", "method", "rank"]
-    table = table[[*first, *(c for c in table.columns if c not in first)]]
+    table = table.reindex(columns=[*first, *(c for c in table.columns if c not in first)])
     return table.sort_values(first, na_position="last", kind="stable").reset_index(drop=True)
 
 

@@ -1,0 +1,22 @@
+"""The summary tables hold their columns whatever ran, and findings.csv the deciding interval."""
+
+from lorasweep.analysis import summary
+from lorasweep.analysis.findings import small_rank_suffices
+from tests.test_findings import efficiency_runs
+
+
+def test_best_settings_keep_their_columns_when_one_method_has_no_completed_run():
+    runs = efficiency_runs({4: 0.0102})
+    for method in ("lora", "full"):
+        others = runs[runs["method"] != method]
+        table = summary.best_settings(others)
+        assert list(table.columns[:3]) == ["dataset", "method", "rank"]
+        assert set(table["method"]) == {"full" if method == "lora" else "lora"}
+
+
+def test_the_findings_table_gives_the_deciding_interval():
+    finding = small_rank_suffices(efficiency_runs({4: 0.0103}, spread=0.01))
+    row = summary.findings_table([finding]).iloc[0]
+    assert row["claim_id"] == "small_r" and row["dataset"] == "d"
+    assert row["ci_low"] <= row["estimate"] <= row["ci_high"] and row["n_units"] == 3
+    assert row["threshold"] == 0.05 and row["verdict"] == finding.verdict
