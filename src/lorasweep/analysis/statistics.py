@@ -132,8 +132,16 @@ def efficiency_table(runs: pd.DataFrame, timings: pd.DataFrame | None = None) ->
         for method, keys, frame in chosen
         for _, group in frame.groupby(keys, sort=True)
     ]
-    table = pd.DataFrame(rows)
-    return table if table.empty else _with_ratios_to_full(table)
+    table = pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS[:-3])
+    return _with_ratios_to_full(table).reindex(columns=EFFICIENCY_COLUMNS)
+
+
+EFFICIENCY_COLUMNS = [
+    "dataset", "method", "rank", "settings", "trainable_params", "total_params", "trainable_pct",
+    "train_state_bytes", "adapter_bytes", "epoch_seconds", "final_val_loss", "final_val_loss_sd",
+    "seeds", "optimal_val_loss", "params_vs_full", "state_vs_full", "loss_vs_full",
+]  # fmt: skip
+"""The columns of :func:`efficiency_table` (``tables/efficiency.csv``), also when it is empty."""
 
 
 def _efficiency_row(group: pd.DataFrame, method: str) -> dict:
