@@ -101,3 +101,38 @@ def test_editing_the_training_code_retrains_every_run(tiny_run, tmp_path):
     after = _run_stamps(tmp_path / "results")
     assert set(after) == set(before)
     assert all(after[run] > before[run] for run in before)
+
+
+def _planned_rules(workdir, other):
+    """The rules a dry run of the tiny config in ``workdir`` with ``other``'s code would run."""
+    result = snakemake(
+        workdir, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "tiny.yaml",
+        snakefile=other / "Snakefile",
+    )  # fmt: skip
+    planned = set()
+    for line in result.stdout.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[1].isdigit() and words[0] not in {"total", "job"}:
+            planned.add(words[0])
+    return planned
+
+
+def test_a_stage_reruns_when_its_code_changes_what_it_computes_and_not_for_a_docstring(
+    tiny_run, tmp_path
+):
+    """Snakemake's own code trigger sees only a rule's script; each stage's rule also has the
+    digest of the package code its script imports, docstrings left out."""
+    shutil.copytree(tiny_run, tmp_path / "work", symlinks=True)
+    work, other = tmp_path / "work", clone(tmp_path / "other")
+    assert _planned_rules(work, other) == set()
+    summary = other / "src" / "lorasweep" / "analysis" / "summary.py"
+    text = summary.read_text()
+    summary.write_text(text.replace('"""The derived tables', '"""Edited: the derived tables', 1))
+    assert _planned_rules(work, other) == set()
+    summary.write_text(text + "\nEDITED = True\n")
+    planned = _planned_rules(work, other)
+    assert {"summary", "report"} <= planned and not planned & {"train", "dataset", "tables"}
+    summary.write_text(text)
+    loop = other / "src" / "lorasweep" / "training" / "loop.py"
+    loop.write_text(loop.read_text() + "\nEDITED = True\n")
+    assert "train" in _planned_rules(work, other)

@@ -36,6 +36,7 @@ from lorasweep.planning.study import (
     unwritable_message,
 )
 from lorasweep.report.title import drop_inherited_title, report_title
+from lorasweep.sources import script_code
 from lorasweep.tasks.storage import DatasetFileError, verify_existing
 
 drop_inherited_title(config, workflow.config_settings.overwrite_config)
@@ -132,6 +133,16 @@ def check_local_cuda():
         from lorasweep.training.devices import resolve_device
 
         resolve_device("cuda")
+
+
+def stage_code(script):
+    """A rule parameter that changes whenever the code ``script`` runs changes in what it
+    computes (lorasweep.sources), so that Snakemake reruns the rule; Snakemake's own code
+    trigger sees only the script file. Job processes, which do not decide what reruns, skip
+    it."""
+    if not workflow.is_main_process:
+        return ""
+    return script_code(CLONE / "workflow" / "scripts" / f"{script}.py")
 
 
 def get_train_inputs(wildcards):

@@ -7,6 +7,7 @@ rule dataset:
     conda:
         "../envs/lorasweep.yaml"
     params:
+        code=stage_code("dataset"),
         spec=lambda wildcards: DATASETS[wildcards.dataset],
     script:
         "../scripts/dataset.py"

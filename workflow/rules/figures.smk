@@ -14,6 +14,7 @@ rule figure:
     conda:
         "../envs/lorasweep.yaml"
     params:
+        code=stage_code("figure"),
         caption=get_caption,
     script:
         "../scripts/figure.py"

@@ -20,6 +20,7 @@ rule report:
     conda:
         "../envs/lorasweep.yaml"
     params:
+        code=stage_code("report"),
         captions=[caption_text(name) for name in FIGURE_NAMES],
         title=report_title(config),
         tolerance=config["report"]["tolerance"],

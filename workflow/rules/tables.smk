@@ -22,6 +22,8 @@ rule tables:
     localrule: True
     conda:
         "../envs/lorasweep.yaml"
+    params:
+        code=stage_code("tables"),
     script:
         "../scripts/tables.py"
 
@@ -40,6 +42,7 @@ rule geometry:
     conda:
         "../envs/lorasweep.yaml"
     params:
+        code=stage_code("geometry"),
         datasets=list(DATASETS),
     script:
         "../scripts/geometry.py"
@@ -55,6 +58,8 @@ rule lr_optima:
     localrule: True
     conda:
         "../envs/lorasweep.yaml"
+    params:
+        code=stage_code("lr_optima"),
     script:
         "../scripts/lr_optima.py"
 
@@ -72,6 +77,7 @@ rule intruders:
     conda:
         "../envs/lorasweep.yaml"
     params:
+        code=stage_code("intruders"),
         datasets=list(DATASETS),
     script:
         "../scripts/intruders.py"
@@ -89,6 +95,7 @@ rule oracles:
     conda:
         "../envs/lorasweep.yaml"
     params:
+        code=stage_code("oracles"),
         datasets=list(DATASETS),
         settings=rank_settings(PLAN.runs),
     script:
@@ -113,6 +120,7 @@ rule summary:
     conda:
         "../envs/lorasweep.yaml"
     params:
+        code=stage_code("summary"),
         tolerance=config["report"]["tolerance"],
     script:
         "../scripts/summary.py"

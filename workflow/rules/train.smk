@@ -11,6 +11,7 @@ rule train:
     resources:
         gpu=GPU_PER_JOB,
     params:
+        code=stage_code("train"),
         runs=get_job_runs,
         runs_digest=lambda wildcards: get_job_runs(wildcards).digest(),
         datasets=lambda wildcards: PLAN.job_datasets(wildcards.job),

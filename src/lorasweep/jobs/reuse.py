@@ -11,7 +11,6 @@ different orders). Which other runs shared its batch is left out: it changes not
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from lorasweep import sources
 from lorasweep.io import read_json
 from lorasweep.jobs.integrity import integrity_problem
 from lorasweep.planning.runs import RunSpec
@@ -29,90 +29,21 @@ TRAINING_CODE = ("tasks", "models", "training", "jobs", "seeding.py", "io.py")
 them and every package module they import, wherever it lives (:func:`training_sources`)."""
 
 
-def _module_file(package: Path, module: str) -> Path | None:
-    """The file of ``lorasweep.<...>`` module ``module`` under ``package``, if it is one."""
-    parts = module.split(".")[1:]
-    base = package.joinpath(*parts)
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _imported_files(package: Path, path: Path) -> set[Path]:
-    """The package's modules that ``path`` imports (anywhere in it), with the packages above
-    them, whose ``__init__`` runs first."""
-    here = ["lorasweep", *path.relative_to(package).with_suffix("").parts]
-    if here[-1] == "__init__":
-        here.pop()
-    else:
-        here = here[:-1]
-    modules = []
-    for node in ast.walk(ast.parse(path.read_bytes())):
-        if isinstance(node, ast.Import):
-            modules += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = here[: len(here) - node.level + 1] if node.level else []
-            module = ".".join([*base, *([node.module] if node.module else [])])
-            modules += [module, *(f"{module}.{alias.name}" for alias in node.names)]
-    found = set()
-    for module in modules:
-        if module == "lorasweep" or module.startswith("lorasweep."):
-            parts = module.split(".")
-            for end in range(1, len(parts) + 1):
-                file = _module_file(package, ".".join(parts[:end]))
-                if file is not None:
-                    found.add(file)
-    return found
-
-
 def training_sources(package: Path = PACKAGE) -> list[Path]:
     """Every source file of :data:`TRAINING_CODE` and every package module they import,
     transitively, in a fixed order: planning's chunk sizes reach training this way."""
-    todo = []
+    roots = []
     for name in TRAINING_CODE:
         path = package / name
-        todo.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
-    files: set[Path] = set()
-    while todo:
-        path = todo.pop()
-        if path not in files:
-            files.add(path)
-            todo.extend(_imported_files(package, path) - files)
-    return sorted(files)
-
-
-def _without_docstrings(tree: ast.AST) -> ast.AST:
-    """``tree`` without its docstrings: every statement that is a lone string (a module's,
-    class's, function's or constant's docstring), which never changes what the code does."""
-    for node in ast.walk(tree):
-        for field in ("body", "orelse", "finalbody"):
-            body = getattr(node, field, None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
-                kept = [
-                    stmt
-                    for stmt in body
-                    if not (
-                        isinstance(stmt, ast.Expr)
-                        and isinstance(stmt.value, ast.Constant)
-                        and isinstance(stmt.value.value, str)
-                    )
-                ]
-                setattr(node, field, kept or [ast.Pass()])
-    return tree
+        roots.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    return sources.closure(package, roots)
 
 
 @functools.cache
 def code_fingerprint(package: Path = PACKAGE) -> str:
-    """SHA-256 of the code of every module that can change a run's result: each module's syntax
-    tree without docstrings, so that comments, docstrings and layout never retrain, while any
-    change to code or a constant does (read once per process)."""
-    digest = hashlib.sha256()
-    for path in training_sources(package):
-        name = path.relative_to(package).as_posix()
-        tree = _without_docstrings(ast.parse(path.read_bytes(), filename=name))
-        digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
-    return digest.hexdigest()
+    """SHA-256 of the code of every module that can change a run's result, without docstrings
+    and comments (:func:`lorasweep.sources.digest`; read once per process)."""
+    return sources.digest(package, training_sources(package))
 
 
 def reuse_parts(
