@@ -82,8 +82,10 @@ except DatasetFileError as err:
 def rerun_stale_results():
     """Have Snakemake rerun, as --forcerun would, the jobs whose datasets or job manifests
     results/ holds but the config or the run folders no longer match
-    (lorasweep.planning.freshness). Nothing is deleted: a rerun job replaces its own outputs and
-    reuses every run folder that passes its reuse check. Main process only."""
+    (lorasweep.planning.freshness), and, as --rerun-incomplete would, a job that Ctrl-C or a
+    crash left marked incomplete: every output is written atomically and a rerun job reuses
+    every run folder that passes its reuse check, so a plain rerun resumes. Nothing is deleted.
+    Main process only."""
     if not workflow.is_main_process:
         return
     try:
@@ -100,14 +102,14 @@ def rerun_stale_results():
     forced = {item.paths[0] for item in stale}
     prepare_dag = workflow._prepare_dag
 
-    def prepare_dag_forcing_stale(*args, **kwargs):
+    def prepare_dag_resuming(*args, **kwargs):
         # The command line's DAG settings reach the workflow only after this file is parsed.
         settings = workflow.dag_settings
         settings.forcerun = frozenset({*settings.forcerun, *forced})
+        settings.force_incomplete = True
         return prepare_dag(*args, **kwargs)
 
-    if forced:
-        workflow._prepare_dag = prepare_dag_forcing_stale
+    workflow._prepare_dag = prepare_dag_resuming
 
 
 rerun_stale_results()
