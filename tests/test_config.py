@@ -477,13 +477,24 @@ def test_machine_memory_is_read_from_meminfo(tmp_path):
     assert resources.machine_memory_bytes(tmp_path / "missing") is None
 
 
+def snakefile_imports() -> str:
+    """The package modules that every Snakemake process imports while it parses the workflow."""
+    files = [REPO / "workflow" / "Snakefile", REPO / "workflow" / "rules" / "common.smk"]
+    text = "\n".join(path.read_text(encoding="utf-8") for path in files)
+    found = re.findall(r"^from (lorasweep[\w.]*) import", text, flags=re.M)
+    assert len(found) >= 5, found
+    return ", ".join(dict.fromkeys(found))
+
+
 @pytest.mark.parametrize(
     "modules",
     [
         "lorasweep.config, lorasweep.planning.resources",
         "lorasweep.figures.registry, lorasweep.report.html, lorasweep.tables.runs",
+        "lorasweep.analysis.summary",
+        snakefile_imports(),
     ],
-    ids=["config checks", "figure and report jobs"],
+    ids=["config checks", "figure and report jobs", "summary job", "the Snakefile's parse"],
 )
 def test_modules_that_need_no_tensors_do_not_import_torch(modules):
     """Importing torch costs ~1–2 s of CPU in every job that does it."""

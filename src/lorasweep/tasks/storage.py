@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorasweep.io import load_tensors, read_json, save_tensors, sha256_file, write_json
 from lorasweep.logs import OneLineError
 from lorasweep.options import DEEP_KINDS
-from lorasweep.tasks.synthetic import Dataset, DatasetSpec, GroundTruth, ground_truth
+from lorasweep.tasks.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    from lorasweep.tasks.synthetic import Dataset
 
 FORMAT_VERSION = 1
 
@@ -18,6 +22,8 @@ FORMAT_VERSION = 1
 def save(dataset: Dataset, tensors_path: str | Path, meta_path: str | Path) -> None:
     """Write the tensors (safetensors) and then a JSON sidecar with the spec, the ground truth
     and the tensors file's SHA-256, which :func:`load` checks."""
+    from lorasweep.tasks.synthetic import ground_truth
+
     spec = dataset.spec
     save_tensors(tensors_path, dataset.tensors, metadata={"format_version": FORMAT_VERSION})
     write_json(
@@ -99,6 +105,8 @@ def read_verified(tensors_path: str | Path, meta: dict) -> Dataset:
         tensors = load_tensors(tensors_path)
     except Exception as err:
         raise DatasetFileError(f"{tensors_path}: cannot be loaded ({err})") from err
+    from lorasweep.tasks.synthetic import Dataset
+
     return Dataset(DatasetSpec.from_config(meta["spec"]), tensors)
 
 
@@ -110,4 +118,6 @@ def ground_truth_of(meta: dict):
         from lorasweep.tasks.deep import DeepGroundTruth
 
         return DeepGroundTruth.from_json(truth)
+    from lorasweep.tasks.synthetic import GroundTruth
+
     return GroundTruth(**{**truth, "singular_values": tuple(truth["singular_values"])})
