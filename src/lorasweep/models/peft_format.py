@@ -43,9 +43,8 @@ import torch
 from torch import nn
 
 from lorasweep.io import read_json, write_bytes, write_json
+from lorasweep.models import registry
 from lorasweep.models.lora import LoRALinear
-from lorasweep.models.scaling import scaling_factor
-from lorasweep.options import SCALINGS
 
 TARGET = "layer"
 """The name of the adapted ``nn.Linear`` inside :class:`BaseModel`."""
@@ -58,7 +57,6 @@ PEFT_VERSION = "0.21.2"
 """The PEFT release whose file format the folder follows (and the tests load it with)."""
 BIAS_KEYS = (f"{PREFIX}base_layer.bias", f"{PREFIX}bias")
 """Where a trained base bias is stored: PEFT ≥ 0.7 (written), and older releases (read too)."""
-INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian", "randn": True, "pissa": True}
 
 
 class BaseModel(nn.Module):
@@ -74,13 +72,8 @@ class BaseModel(nn.Module):
 
 def peft_scaling(scaling: str, alpha: float, rank: int) -> tuple[float, bool]:
     """(``lora_alpha``, ``use_rslora``) that make PEFT compute the same s as ``scaling``."""
-    if scaling == "standard":
-        return float(alpha), False
-    if scaling == "rslora":
-        return float(alpha), True
-    if scaling == "constant":
-        return scaling_factor(scaling, alpha, rank) * rank, False
-    raise ValueError(f"unknown scaling {scaling!r}; allowed: {', '.join(SCALINGS)}")
+    rule = registry.scaling(scaling)
+    return rule.peft_alpha(alpha, rank), rule.peft_use_rslora
 
 
 def adapter_config(
@@ -93,7 +86,7 @@ def adapter_config(
         "bias": bias,
         "fan_in_fan_out": False,
         "inference_mode": True,
-        "init_lora_weights": INIT_LORA_WEIGHTS[init],
+        "init_lora_weights": registry.init(init).peft_init_lora_weights,
         "lora_alpha": lora_alpha,
         "lora_dropout": float(dropout),
         "peft_type": "LORA",
@@ -125,7 +118,7 @@ def write_adapter(
     it was trained against, required for PiSSA (the residual) and not written otherwise.
     """
     folder = Path(folder)
-    if (spec.init == "pissa") != (base_weight is not None):
+    if registry.replaces_base(spec.init) != (base_weight is not None):
         raise ValueError("the residual base weight is written for PiSSA runs, and only for them")
     state = {
         f"{PREFIX}lora_A.weight": tensors["lora_A"],
@@ -221,8 +214,8 @@ def read_adapter(folder: str | Path, base: nn.Linear) -> LoRALinear:
         base,
         rank=rank,
         alpha=config.get("lora_alpha", 8),
-        scaling="rslora" if config.get("use_rslora") else "standard",
-        init="pissa" if config.get("init_lora_weights") == "pissa" else "kaiming",
+        scaling=registry.scaling_from_peft(config.get("use_rslora", False)),
+        init=registry.init_from_peft(config.get("init_lora_weights", True)),
         bias="none" if trained_bias is None else "all",
         dropout=float(config.get("lora_dropout", 0.0)),
         generator=torch.Generator(),

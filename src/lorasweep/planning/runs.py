@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from lorasweep.models import registry
 from lorasweep.models.names import linear_modules, matrix_types, pattern_label, select
 
 
@@ -55,6 +56,16 @@ class RunSpec:
     """The replicate of the dataset's task the run trains on (``task_seeds``)."""
 
     @property
+    def record(self) -> registry.Method:
+        """The run's method record (:mod:`lorasweep.models.registry`)."""
+        return registry.method(self.method)
+
+    @property
+    def adapter(self) -> bool:
+        """Whether the run trains an adapter (every method but full fine-tuning)."""
+        return self.record.adapter
+
+    @property
     def data(self) -> str:
         """The name of the dataset files the run trains on (:func:`replicate_name`)."""
         return replicate_name(self.dataset, self.task_seed)
@@ -62,13 +73,14 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         replicate = f"_t{self.task_seed}" if self.task_seed else ""
-        if self.method == "full":
-            return f"{self.dataset}__full_lr{format_number(self.lr)}_s{self.seed}{replicate}"
+        if not self.adapter:
+            tag = self.record.run_tag()
+            return f"{self.dataset}__{tag}_lr{format_number(self.lr)}_s{self.seed}{replicate}"
         ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
         where = f"-{pattern_label(self.targets)}" if self.targets is not None else ""
         bias = "_biasall" if self.bias == "all" else ""
         return (
-            f"{self.dataset}__lora{where}_r{self.rank}_a{format_number(self.alpha)}"
+            f"{self.dataset}__{self.record.run_tag()}{where}_r{self.rank}_a{format_number(self.alpha)}"
             f"_{self.scaling}_{self.init}_lr{format_number(self.lr)}{ratio}{bias}_s{self.seed}"
             f"{replicate}"
         )
@@ -234,6 +246,6 @@ def rank_settings(runs: list[RunSpec]) -> dict[str, list[tuple[int, str]]]:
     oracles."""
     settings: dict[str, set[tuple[int, str]]] = {}
     for run in runs:
-        if run.method == "lora":
+        if run.adapter:
             settings.setdefault(run.data, set()).add((run.rank, run.bias))
     return {name: sorted(pairs) for name, pairs in sorted(settings.items())}

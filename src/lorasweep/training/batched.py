@@ -174,7 +174,7 @@ def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device,
     if dataset.spec.kind in DEEP_KINDS:
         kind = StackedNetwork
     else:
-        kind = StackedLoRA if specs[0].method == "lora" else StackedFull
+        kind = StackedLoRA if specs[0].adapter else StackedFull
     objective = kind(slot_specs, models, dataset, batch)
     adam = StackedAdam(objective.params, objective.learning_rates(slot_specs))
     owners = [*range(len(specs)), *[None] * (len(slot_specs) - len(specs))]

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear, lora_layers
+from lorasweep.models import registry
+from lorasweep.models.lora import LoRALinear, lora_layers
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
 from lorasweep.training.batched_linear import Rows, copy_generator, kept_slots
@@ -46,10 +47,7 @@ from lorasweep.training.stacked import SlotLayout, StackedParameters
 def trained_names(spec: RunSpec, model: nn.Module) -> dict[str, str]:
     """The tensors a run stores (:func:`~lorasweep.training.loop.package_result`), each mapped
     to the name of the parameter it is."""
-    if spec.method == "lora":
-        stored = adapter_tensors(model, spec.bias)
-    else:
-        stored = dict(model.named_parameters())
+    stored = adapter_tensors(model, spec.bias) if spec.adapter else dict(model.named_parameters())
     names = {id(p): name for name, p in model.named_parameters()}
     return {key: names[id(value)] for key, value in stored.items()}
 
@@ -108,7 +106,7 @@ class StackedNetwork:
             split: (dataset[f"X_{split}"].to(device), dataset[f"y_{split}"].to(device))
             for split in splits_of(dataset.tensors)
         }
-        self.dropout = specs[0].dropout if specs[0].method == "lora" else 0.0
+        self.dropout = specs[0].dropout if specs[0].adapter else 0.0
         self.adapted = [(name, layer.in_features) for name, layer in lora_layers(first)]
         self.dropout_generators = [
             [layer.dropout_generator for _, layer in lora_layers(model)] for model in models
@@ -123,7 +121,7 @@ class StackedNetwork:
         tensors are stacked depends on the batch's key alone, never on the values, so that a
         run's program is the same whichever runs share its batch."""
         own = {f"{name}.scaling" for name, _ in lora_layers(models[0])}
-        if specs[0].method == "lora" and specs[0].init in RESIDUAL_BASE_INITS:
+        if specs[0].adapter and registry.replaces_base(specs[0].init):
             own |= {f"{name}.base.weight" for name, _ in lora_layers(models[0])}
         held = []
         for model in models:
@@ -154,7 +152,7 @@ class StackedNetwork:
         fine-tuning."""
         rates = {}
         for name in self.params.layout.shapes:
-            ratio = name.endswith("lora_B") and specs[0].method == "lora"
+            ratio = name.endswith("lora_B") and specs[0].adapter
             rates[name] = [s.lr * s.lr_ratio if ratio else s.lr for s in specs]
         return rates
 

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from lorasweep.analysis.geometry import lora_update
-from lorasweep.models import networks
+from lorasweep.models import networks, registry
 from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
-from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear, lora_layers
+from lorasweep.models.lora import LoRALinear, lora_layers
 from lorasweep.models.names import linear_modules, matrix_types, select
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import RunSpec
@@ -53,7 +53,7 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     if dataset.spec.kind in DEEP_KINDS:
         return build_network_model(spec, dataset, device)
     d_in, d_out = dataset.spec.in_features, dataset.spec.out_features
-    full = spec.method == "full"
+    full = not spec.adapter
     base = nn.Linear(d_in, d_out, device="meta")
     if "W0" in dataset.tensors:
         base.weight = nn.Parameter(dataset["W0"].to(device, copy=full), requires_grad=full)
@@ -63,7 +63,7 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     if full:
         return base
     layer = lora_layer(spec, base, device)
-    if spec.init == "randn" and tutorial.is_tutorial(dataset.spec):
+    if registry.init(spec.init).tutorial_draws and tutorial.is_tutorial(dataset.spec):
         tutorial.initialise_adapter(layer, dataset.spec)
     return layer
 
@@ -91,7 +91,7 @@ def adapted_modules(spec: RunSpec, dataset: Dataset) -> list[str]:
     """The linear modules of a deep dataset's network that the run changes: those its
     ``targets`` select for LoRA, every one for full fine-tuning."""
     modules = linear_modules(dataset.spec.as_dict())
-    chosen = modules if spec.method == "full" else select(modules, spec.targets)
+    chosen = modules if not spec.adapter else select(modules, spec.targets)
     return [m.name for m in chosen]
 
 
@@ -99,7 +99,7 @@ def build_network_model(spec: RunSpec, dataset: Dataset, device: torch.device) -
     """The dataset's base network f₀ (a copy), every parameter trainable for full fine-tuning,
     or frozen with a LoRA wrapper on each module the run's ``targets`` select."""
     network = networks.load_base(dataset, device)
-    if spec.method == "lora":
+    if spec.adapter:
         networks.add_lora(
             network,
             adapted_modules(spec, dataset),
@@ -128,7 +128,7 @@ def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]
     """A₀ and B₀ as ``lora_A_init``/``lora_B_init`` where the frozen base is W₀ − s·B₀A₀
     (:data:`RESIDUAL_BASE_INITS`), so that later stages rebuild the run's base and its change
     from W₀ from the run folder instead of recomputing PiSSA's SVD; empty for every other run."""
-    if spec.method != "lora" or spec.init not in RESIDUAL_BASE_INITS:
+    if not spec.adapter or not registry.replaces_base(spec.init):
         return {}
     return {
         f"{key}_init": value.detach().to("cpu", copy=True)
@@ -194,7 +194,7 @@ def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
     """Adam's parameter groups. LoRA: every A at lr and every B at lr·λ (LoRA+, Hayou et al.
     2024, arXiv 2402.12354; λ = ``lr_ratio``), plus the adapted layers' biases at lr where they
     train. Full fine-tuning: every parameter at lr."""
-    if spec.method != "lora":
+    if not spec.adapter:
         return [{"params": list(model.parameters()), "lr": spec.lr}]
     layers = [layer for _, layer in lora_layers(model)]
     groups = [
@@ -209,7 +209,7 @@ def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
 def tracked_gradients(spec: RunSpec, model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """The parameters whose gradient norm each epoch records, by column name: every A and
     every B for LoRA, every linear weight for full fine-tuning (one each in a single layer)."""
-    if spec.method == "lora":
+    if spec.adapter:
         layers = [layer for _, layer in lora_layers(model)]
         return {
             "grad_norm_A": [layer.lora_A for layer in layers],
@@ -258,7 +258,7 @@ def population_loss(
         return None
     if status != "ok":
         return math.nan
-    if spec.method == "full":
+    if not spec.adapter:
         update = tensors["weight"].double().cpu() - dataset["W0"].double().cpu()
     else:
         update = lora_update(
@@ -404,8 +404,8 @@ class RunResult:
             types = "+".join(matrix_types(self.adapted))
             deep = {"adapted_modules": len(self.adapted), "adapted_types": types}
         if truth is not None:
-            rank = spec.rank if spec.method == "lora" else None
-            bias_trains = spec.method == "full" or spec.bias == "all"
+            rank = spec.rank if spec.adapter else None
+            bias_trains = not spec.adapter or spec.bias == "all"
             if self.adapted is None:
                 optimal = truth.optimal_loss(rank, bias_trains)
             else:
@@ -465,7 +465,7 @@ def model_record(spec: RunSpec, model: nn.Module) -> dict:
     adapted = None
     if isinstance(model, networks.DeepNetwork):
         adapted = tuple(name for name, _ in layers) or tuple(networks.linear_names(model))
-    single_pissa = spec.init == "pissa" and isinstance(model, LoRALinear)
+    single_pissa = registry.replaces_base(spec.init) and isinstance(model, LoRALinear)
     return {
         "counts": count_parameters(model),
         "scaling": layers[0][1].scaling if layers else None,
@@ -489,10 +489,7 @@ def package_result(
     adapter's starting point where it is stored, and their test and population losses. Full
     fine-tuning stores every parameter (``weight`` and ``bias`` of a single layer; a network's
     whole state dict)."""
-    if spec.method == "lora":
-        tensors = adapter_tensors(model, spec.bias)
-    else:
-        tensors = dict(model.named_parameters())
+    tensors = adapter_tensors(model, spec.bias) if spec.adapter else dict(model.named_parameters())
     tensors = {k: v.detach().cpu() for k, v in tensors.items()}
     status = "ok" if history.diverged_epoch is None else "diverged"
     record = model_record(spec, model)

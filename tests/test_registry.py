@@ -1,0 +1,104 @@
+"""The method, init and scaling registries: torch-free, the schema's enums, the only place a
+name is compared."""
+
+from __future__ import annotations
+
+import ast
+import math
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lorasweep import options
+from lorasweep.config import SCHEMA_PATH
+from lorasweep.models import registry
+
+from .conftest import REPO
+
+NAMES = {r.name for r in (*registry.METHOD_RECORDS, *registry.INIT_RECORDS)} | {
+    r.name for r in registry.SCALING_RECORDS
+}
+SOURCE = REPO / "src" / "lorasweep"
+REGISTRY = SOURCE / "models" / "registry.py"
+NOT_YET = {
+    SOURCE / "planning" / "batches.py": "the cost and memory model (issue 20 item 5) moves here",
+    SOURCE / "planning" / "resources.py": "the cost and memory model (issue 20 item 5) moves here",
+}
+"""Files whose name comparisons another change replaces; each one is named, never a folder."""
+
+
+def test_importing_the_registry_imports_no_torch():
+    code = (
+        "import sys, lorasweep.models.registry, lorasweep.options, lorasweep.models.scaling; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_options_are_the_registries():
+    assert tuple(m.name for m in registry.METHOD_RECORDS) == options.METHODS
+    assert tuple(i.name for i in registry.INIT_RECORDS) == options.INITS
+    assert tuple(s.name for s in registry.SCALING_RECORDS) == options.SCALINGS
+    assert set(options.GRID_METHODS) == {m.name for m in registry.METHOD_RECORDS if m.adapter}
+
+
+def test_schema_enums_are_the_registries():
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    defs = schema["$defs"]
+    assert defs["scalings"]["items"]["enum"] == list(options.SCALINGS)
+    assert defs["inits"]["items"]["enum"] == list(options.INITS)
+
+
+def test_every_init_has_code_and_every_rule_its_formula():
+    pytest.importorskip("torch")
+    from lorasweep.models.lora import INITIALISERS
+
+    assert set(INITIALISERS) == set(options.INITS)
+    assert registry.scaling("standard").factor(8, 4) == 2.0
+    assert registry.scaling("rslora").factor(8, 4) == 8 / math.sqrt(4)
+    assert registry.scaling("constant").factor(8, 4) == 8.0
+
+
+def test_unknown_names_are_refused_with_the_allowed_ones():
+    with pytest.raises(ValueError, match="unknown method 'vera'; allowed: lora, full, dora"):
+        registry.method("vera")
+    with pytest.raises(ValueError, match="allowed: kaiming, gaussian, pissa, randn"):
+        registry.init("olora")
+
+
+def _compared_names(node: ast.AST) -> list[str]:
+    sides = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+    found = []
+    for side in sides:
+        elements = side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
+        found += [e.value for e in elements if isinstance(e, ast.Constant) and e.value in NAMES]
+    return found
+
+
+def scan(path, root=REPO) -> list[str]:
+    """Every comparison in ``path`` with a registered name as a string literal."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.relative_to(root)}:{node.lineno}: {name!r}"
+        for node in ast.walk(tree)
+        for name in _compared_names(node)
+    ]
+
+
+def test_the_scan_finds_a_comparison(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text("ok = spec.init == 'pissa' or rule in ('standard', 'x') or m != 'lora'\n")
+    found = [line.rsplit(": ", 1)[1] for line in scan(source, tmp_path)]
+    assert sorted(found) == ["'lora'", "'pissa'", "'standard'"]
+
+
+def test_no_module_compares_a_method_init_or_rule_by_name():
+    later = {SOURCE / "analysis", SOURCE / "figures", SOURCE / "report"}
+    paths = [
+        p
+        for p in sorted(SOURCE.rglob("*.py"))
+        if p != REGISTRY and p not in NOT_YET and p.parent not in later
+    ]
+    assert [line for path in paths for line in scan(path)] == []
