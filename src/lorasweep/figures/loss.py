@@ -29,6 +29,7 @@ from lorasweep.figures.style import (
     subplot_grid,
 )
 from lorasweep.figures.targets import target_colors, target_order
+from lorasweep.models import registry
 from lorasweep.options import SINGLE_LAYER_KINDS
 
 
@@ -48,7 +49,9 @@ def loss_vs_params(t: Tables) -> plt.Figure:
     params = lora[[*keys, "trainable_params"]].drop_duplicates(keys)
     best = best.merge(params.rename(columns={"trainable_params": "params"}), on=keys)
     full_best = statistics.best_full(runs)
-    full_params = runs[runs["method"] == "full"].groupby("dataset")["trainable_params"].first()
+    full_params = (
+        runs[registry.full_rows(runs["method"])].groupby("dataset")["trainable_params"].first()
+    )
     for ax, dataset in zip(axes, datasets, strict=True):
         _lora_by_params(ax, best[best["dataset"] == dataset])
         full_row = full_best[full_best["dataset"] == dataset]
@@ -121,7 +124,7 @@ def learning_curves(t: Tables) -> plt.Figure:
     """Validation loss per epoch for each rank (best settings per rank), one panel per dataset
     and scaling rule, with the best full fine-tuning curve and the noise floor."""
     runs, epochs = t.runs, t.epochs
-    lora = runs[runs["method"] == "lora"]
+    lora = runs[registry.adapter_rows(runs["method"])]
     if statistics.completed(lora).empty:
         return no_data("no completed LoRA runs")
     datasets = datasets_of(lora)

@@ -220,13 +220,14 @@ REFERENCE_SCALING = SCALING_RECORDS[0]
 
 
 def adapter_rows(methods):
-    """A boolean mask of ``methods`` (a pandas Series of method names): the adapter runs."""
-    return methods.map(is_adapter).astype(bool)
+    """A boolean mask of ``methods`` (a pandas Series of method names, empty where a row is
+    no run): the adapter runs."""
+    return methods.map(lambda name: isinstance(name, str) and is_adapter(name)).astype(bool)
 
 
 def full_rows(methods):
-    """A boolean mask of ``methods`` (a pandas Series of method names): the full FT runs."""
-    return methods.map(is_full).astype(bool)
+    """A boolean mask of ``methods`` (as :func:`adapter_rows`): the full fine-tuning runs."""
+    return methods.map(lambda name: isinstance(name, str) and is_full(name)).astype(bool)
 
 
 def scaling_label(name) -> str:
