@@ -49,6 +49,7 @@ def test_schema_enums_are_the_registries():
     defs = schema["$defs"]
     assert defs["scalings"]["items"]["enum"] == list(options.SCALINGS)
     assert defs["inits"]["items"]["enum"] == list(options.INITS)
+    assert defs["methods"]["items"]["enum"] == list(options.GRID_METHODS)
 
 
 def test_every_init_has_code_and_every_rule_its_formula():

@@ -3,11 +3,12 @@
 This package never imports torch, so Snakemake can build the DAG of a large grid quickly.
 
 A *run* is one training of one model. Its id is derived only from its parameters, for example
-``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a LoRA run
-whose base bias trains has ``_biasall`` before the seed, and a deep model's LoRA run names its
-targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``. A run on a replicate of the task
-(a ``task_seeds`` entry other than 0) ends in ``_t<task seed>``, and trains on that replicate's
-dataset files (:func:`replicate_name`).
+``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a DoRA
+run (the grid's ``method`` axis) starts ``lowrank__dora_r4`` where LoRA's starts
+``lowrank__lora``; an adapter run whose base bias trains has ``_biasall`` before the seed, and a
+deep model's adapter run names its targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``.
+A run on a replicate of the task (a ``task_seeds`` entry other than 0) ends in
+``_t<task seed>``, and trains on that replicate's dataset files (:func:`replicate_name`).
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def grids(config: dict) -> list[dict]:
     where no block gives it (deep datasets then adapt ``all``); an extra grid with
     ``rank_budget`` has no ``rank`` axis of its own."""
     main = {
+        "method": [registry.default_method()],
         "lr_ratio": [1.0],
         "bias": [config["train"].get("bias", "none")],
         "targets": None,
@@ -184,9 +186,9 @@ def lora_settings(dataset: dict, block: dict) -> Iterator[tuple]:
 
 
 def expand_runs(config: dict) -> list[RunSpec]:
-    """The LoRA runs (datasets × task seeds × seeds × targets × rank × α × scaling × init × lr ×
-    lr_ratio × bias, for the main grid and each extra grid, without repeats) followed by the
-    full fine-tuning runs (datasets × task seeds × seeds × lr), in a fixed order."""
+    """The adapter runs (datasets × task seeds × seeds × method × targets × rank × α × scaling ×
+    init × lr × lr_ratio × bias, for the main grid and each extra grid, without repeats)
+    followed by the full fine-tuning runs (datasets × task seeds × seeds × lr), in a fixed order."""
     train = config["train"]
     common = {
         "epochs": train["epochs"],
@@ -199,14 +201,15 @@ def expand_runs(config: dict) -> list[RunSpec]:
     for dataset, grid in itertools.product(config["datasets"], grids(config)):
         if grid["datasets"] is not None and dataset["name"] not in grid["datasets"]:
             continue
-        for task_seed, seed in replicated:
-            for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in lora_settings(
-                dataset, grid
-            ):
+        settings = list(lora_settings(dataset, grid))
+        for task_seed, seed, method in itertools.product(
+            task_seeds, config["seeds"], grid["method"]
+        ):
+            for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in settings:
                 runs.append(
                     RunSpec(
                         dataset=dataset["name"],
-                        method="lora",
+                        method=method,
                         seed=seed,
                         lr=lr,
                         rank=rank,
@@ -229,7 +232,7 @@ def expand_runs(config: dict) -> list[RunSpec]:
                     runs.append(
                         RunSpec(
                             dataset=dataset["name"],
-                            method="full",
+                            method=registry.full_name(),
                             seed=seed,
                             lr=lr,
                             bias=train.get("bias", "none"),
