@@ -242,9 +242,9 @@ def test_a_peft_saved_adapter_is_evaluated_by_the_pipeline(
 
 
 def test_unsupported_adapters_are_refused_by_name(peft, dataset_file, tmp_path):
-    config = peft.LoraConfig(r=2, target_modules=["layer"], use_dora=True)
+    config = peft.LoraConfig(r=2, target_modules=["layer"], lora_bias=True)
     peft.get_peft_model(peft_format.base_module(dataset_file), config).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="use_dora True"):
+    with pytest.raises(ValueError, match="lora_bias True"):
         peft_format.load_adapter(tmp_path, dataset_file)
 
 

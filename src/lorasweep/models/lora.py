@@ -206,8 +206,14 @@ def apply_lora(
     return targets
 
 
-def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
-    """Every :class:`LoRALinear` in ``model`` with its qualified name."""
+def is_adapter_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is an adapter layer of any method (its class names its method
+    record: :class:`LoRALinear`, :class:`~lorasweep.models.dora.DoRALinear`)."""
+    return getattr(type(module), "method_record", None) is not None
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Every adapter layer in ``model`` (:func:`is_adapter_layer`) with its qualified name."""
     for name, module in model.named_modules():
-        if isinstance(module, LoRALinear):
+        if is_adapter_layer(module):
             yield name, module

@@ -27,6 +27,10 @@ class Method:
     """Also trains a per-output-row magnitude m (DoRA, Liu et al. 2024, arXiv 2402.09353)."""
     peft_use_dora: bool = False
     """PEFT's ``LoraConfig(use_dora=...)``."""
+    fused: bool = True
+    """The hand-fused single-layer objective (``training/batched_linear.py``) computes it;
+    otherwise a single layer trains through the generic ``functional_call`` objective as a
+    network of one module."""
 
     @property
     def additive(self) -> bool:
@@ -122,7 +126,7 @@ class Scaling:
 
 FULL = Method("full", "full FT", adapter=False)
 LORA = Method("lora", "LoRA", adapter=True)
-DORA = Method("dora", "DoRA", adapter=True, magnitude=True, peft_use_dora=True)
+DORA = Method("dora", "DoRA", adapter=True, magnitude=True, peft_use_dora=True, fused=False)
 
 METHOD_RECORDS = (LORA, FULL, DORA)
 ADAPTER_METHODS = tuple(m.name for m in METHOD_RECORDS if m.adapter)

@@ -13,13 +13,13 @@ import torch
 
 from lorasweep.analysis.geometry import (
     amplification_factor,
-    lora_update,
     similarity_grid,
     true_subspace_similarity,
 )
 from lorasweep.analysis.statistics import LORA_SETTINGS
 from lorasweep.io import load_metadata, load_tensors, read_json
 from lorasweep.models import registry
+from lorasweep.models.adapters import stored_update
 from lorasweep.models.names import linear_modules
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import replicate_name
@@ -47,15 +47,19 @@ def run_update(run_dir: Path, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
     if registry.is_full(metrics["method"]):
         return tensors["weight"].double() - w0.double()
     scaling = load_metadata(path)["scaling"]
-    return adapter_update(run_dir, tensors, "", scaling, metrics["init"])
+    return adapter_update(run_dir, tensors, "", scaling, metrics, w0)
 
 
-def adapter_update(run_dir: Path, tensors: dict, prefix: str, scaling: float, init: str):
-    """s·(BA − B₀A₀) of the adapter stored under ``prefix`` (a deep model's module name and a
-    dot; nothing for a single layer): B₀A₀ where the frozen base is W₀ − s·B₀A₀, else s·BA."""
-    a, b = tensors[f"{prefix}lora_A"], tensors[f"{prefix}lora_B"]
+def adapter_update(
+    run_dir: Path, tensors: dict, prefix: str, scaling: float, metrics: dict, w0: torch.Tensor
+):
+    """W_final − W₀ of the adapter stored under ``prefix`` (a deep model's module name and a
+    dot; nothing for a single layer), by its method (:func:`lorasweep.models.adapters.
+    stored_update`: s·BA for LoRA, the merged weight's change for DoRA), with A₀ and B₀ where
+    the frozen base is W₀ − s·B₀A₀."""
+    init, method = metrics["init"], metrics["method"]
     if not registry.replaces_base(init):
-        return lora_update(a, b, scaling)
+        return stored_update(method, w0, tensors, prefix, scaling)
     names = [f"{prefix}{name}" for name in INIT_FACTORS]
     if any(name not in tensors for name in names):
         raise MissingInitError(
@@ -63,7 +67,7 @@ def adapter_update(run_dir: Path, tensors: dict, prefix: str, scaling: float, in
             "and lora_B_init in weights.safetensors; rerun the pipeline to write them"
         )
     a0, b0 = (tensors[name] for name in names)
-    return lora_update(a, b, scaling, a0, b0)
+    return stored_update(method, w0, tensors, prefix, scaling, a0, b0)
 
 
 def _geometry_row(
@@ -106,7 +110,7 @@ def layer_updates(
         if not lora:
             yield name, w0, tensors[f"{name}.weight"].double() - w0.double()
         elif f"{name}.lora_A" in tensors:
-            yield name, w0, adapter_update(run_dir, tensors, f"{name}.", scaling, metrics["init"])
+            yield name, w0, adapter_update(run_dir, tensors, f"{name}.", scaling, metrics, w0)
 
 
 def _layer_rows(run_dir: Path, metrics: dict, data) -> list[dict]:

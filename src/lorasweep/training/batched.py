@@ -171,7 +171,7 @@ def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device,
     while len(models) < MIN_SLOTS:
         models.append(build_model(specs[0], dataset, device))
         slot_specs.append(specs[0])
-    if dataset.spec.kind in DEEP_KINDS:
+    if dataset.spec.kind in DEEP_KINDS or not specs[0].record.fused:
         kind = StackedNetwork
     else:
         kind = StackedLoRA if specs[0].adapter else StackedFull

@@ -35,6 +35,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from lorasweep.models import registry
+from lorasweep.models.dora import DoRALinear
 from lorasweep.models.lora import LoRALinear, lora_layers
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
@@ -62,6 +63,22 @@ class MaskedLoRALinear(LoRALinear):
         return x * self.dropout_keep / (1.0 - self.dropout)
 
 
+class MaskedDoRALinear(DoRALinear):
+    """A DoRA module of the template, its dropout mask passed in as :class:`MaskedLoRALinear`'s."""
+
+    adapter_input = MaskedLoRALinear.adapter_input
+
+
+MASKED = {LoRALinear: MaskedLoRALinear, DoRALinear: MaskedDoRALinear}
+"""Each adapter layer class → its template class."""
+
+
+def _key(module: str, name: str) -> str:
+    """A tensor's name in ``functional_call``: ``module.name``, or ``name`` where the module is
+    the model itself (a single layer)."""
+    return f"{module}.{name}" if module else name
+
+
 def _template(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose LoRA modules hold s as a ``scaling`` buffer and their dropout
     mask as a ``dropout_keep`` buffer, so that each run passes its own. It holds no data (every
@@ -71,7 +88,7 @@ def _template(model: nn.Module) -> nn.Module:
         scale = torch.tensor(layer.scaling, dtype=layer.lora_A.dtype, device=layer.lora_A.device)
         del layer.scaling
         layer.register_buffer("scaling", scale)
-        layer.__class__ = MaskedLoRALinear
+        layer.__class__ = MASKED[type(layer)]
         layer.register_buffer("dropout_keep", None)
         layer.dropout_generator = None
     return template.to("meta")
@@ -120,14 +137,16 @@ class StackedNetwork:
         (runs, …): each LoRA module's s, and with PiSSA the adapted modules' base weights. Which
         tensors are stacked depends on the batch's key alone, never on the values, so that a
         run's program is the same whichever runs share its batch."""
-        own = {f"{name}.scaling" for name, _ in lora_layers(models[0])}
+        own = {_key(name, "scaling") for name, _ in lora_layers(models[0])}
         if specs[0].adapter and registry.replaces_base(specs[0].init):
-            own |= {f"{name}.base.weight" for name, _ in lora_layers(models[0])}
+            own |= {_key(name, "base.weight") for name, _ in lora_layers(models[0])}
         held = []
         for model in models:
             tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
             for name, layer in lora_layers(model):
-                tensors[f"{name}.scaling"] = torch.tensor(layer.scaling, dtype=layer.lora_A.dtype)
+                tensors[_key(name, "scaling")] = torch.tensor(
+                    layer.scaling, dtype=layer.lora_A.dtype
+                )
             held.append({k: v.detach() for k, v in tensors.items() if k not in trainable})
         device = next(models[0].parameters()).device
         shared, per_run = {}, {}
@@ -191,7 +210,7 @@ class StackedNetwork:
             shape = (*leading, d_in)
             keeps = [torch.rand(shape, generator=generators[index], device="cpu") >= self.dropout
                      for generators in self.dropout_generators]  # fmt: skip
-            masks[f"{name}.dropout_keep"] = torch.stack(keeps).to(device, dtype)
+            masks[_key(name, "dropout_keep")] = torch.stack(keeps).to(device, dtype)
         return masks
 
     def evaluate(self, split: str) -> torch.Tensor:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lorasweep.analysis.geometry import lora_update
 from lorasweep.models import networks, registry
 from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
-from lorasweep.models.lora import LoRALinear, lora_layers
+from lorasweep.models.adapters import layer_class, stored_update
+from lorasweep.models.lora import is_adapter_layer, lora_layers
 from lorasweep.models.names import linear_modules, matrix_types, select
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import RunSpec
@@ -65,15 +65,18 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     layer = lora_layer(spec, base, device)
     if registry.init(spec.init).tutorial_draws and tutorial.is_tutorial(dataset.spec):
         tutorial.initialise_adapter(layer, dataset.spec)
+        if spec.record.magnitude:
+            layer.reset_magnitude()
     return layer
 
 
-def lora_layer(spec: RunSpec, base: nn.Linear, device: torch.device, name: str = "") -> LoRALinear:
-    """The run's LoRA wrapper of ``base``. Initialisation is seeded by the run's seed, dataset
-    and rank (and, in a network, the module's name), so runs that differ only in α, scaling,
-    learning rate or targets start from the same adapter on each module."""
+def lora_layer(spec: RunSpec, base: nn.Linear, device: torch.device, name: str = "") -> nn.Module:
+    """The run's adapter layer around ``base``, of its method's class
+    (:mod:`~lorasweep.models.adapters`). Initialisation is seeded by the run's seed, dataset and
+    rank (and, in a network, the module's name), so runs that differ only in α, scaling, learning
+    rate or targets start from the same adapter on each module."""
     module = (name,) if name else ()
-    return LoRALinear(
+    return layer_class(spec.method)(
         base,
         rank=spec.rank,
         alpha=spec.alpha,
@@ -113,12 +116,15 @@ def _prefix(name: str) -> str:
 
 
 def adapter_tensors(model: nn.Module, bias: str) -> dict[str, torch.Tensor]:
-    """Each LoRA layer's ``lora_A``, ``lora_B`` (and ``bias`` where it trains), under the
-    layer's name (``blocks.0.mlp.up.lora_A``; plain ``lora_A`` for a single layer)."""
+    """Each adapter layer's ``lora_A``, ``lora_B``, DoRA's ``magnitude`` (and ``bias`` where it
+    trains), under the layer's name (``blocks.0.mlp.up.lora_A``; plain ``lora_A`` for a single
+    layer)."""
     tensors = {}
     for name, layer in lora_layers(model):
         tensors[f"{_prefix(name)}lora_A"] = layer.lora_A
         tensors[f"{_prefix(name)}lora_B"] = layer.lora_B
+        if layer.method_record.magnitude:
+            tensors[f"{_prefix(name)}magnitude"] = layer.magnitude
         if bias == "all":
             tensors[f"{_prefix(name)}bias"] = layer.base.bias
     return tensors
@@ -201,6 +207,8 @@ def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
         {"params": [layer.lora_A for layer in layers], "lr": spec.lr},
         {"params": [layer.lora_B for layer in layers], "lr": spec.lr * spec.lr_ratio},
     ]
+    if spec.record.magnitude:
+        groups.append({"params": [layer.magnitude for layer in layers], "lr": spec.lr})
     if spec.bias == "all":
         groups.append({"params": [layer.base.bias for layer in layers], "lr": spec.lr})
     return groups
@@ -261,9 +269,11 @@ def population_loss(
     if not spec.adapter:
         update = tensors["weight"].double().cpu() - dataset["W0"].double().cpu()
     else:
-        update = lora_update(
-            tensors["lora_A"],
-            tensors["lora_B"],
+        update = stored_update(
+            spec.method,
+            dataset.tensors.get("W0"),
+            tensors,
+            "",
             scaling,
             initial_tensors.get("lora_A_init"),
             initial_tensors.get("lora_B_init"),
@@ -465,7 +475,7 @@ def model_record(spec: RunSpec, model: nn.Module) -> dict:
     adapted = None
     if isinstance(model, networks.DeepNetwork):
         adapted = tuple(name for name, _ in layers) or tuple(networks.linear_names(model))
-    single_pissa = registry.replaces_base(spec.init) and isinstance(model, LoRALinear)
+    single_pissa = registry.replaces_base(spec.init) and is_adapter_layer(model)
     return {
         "counts": count_parameters(model),
         "scaling": layers[0][1].scaling if layers else None,
