@@ -98,3 +98,40 @@ def test_the_scan_finds_a_comparison(tmp_path):
 def test_no_module_compares_a_method_init_or_rule_by_name():
     paths = [p for p in sorted(SOURCE.rglob("*.py")) if p != REGISTRY and p not in NOT_YET]
     assert [line for path in paths for line in scan(path)] == []
+
+
+def test_every_adapter_method_has_a_layer_class_and_dora_never_caches_the_base():
+    torch = pytest.importorskip("torch")
+    from lorasweep.models.adapters import LAYERS
+    from lorasweep.models.dora import DoRALinear
+    from lorasweep.models.lora import LoRALinear
+    from lorasweep.training.exact import can_cache_base, trains_on_base_residuals
+
+    assert set(LAYERS) == set(options.GRID_METHODS)
+    assert all(cls.method_record.name == name for name, cls in LAYERS.items())
+    assert not issubclass(DoRALinear, LoRALinear)
+    gen = torch.Generator().manual_seed(0)
+    assert can_cache_base(LoRALinear(torch.nn.Linear(6, 5), 2, generator=gen))
+    assert not can_cache_base(DoRALinear(torch.nn.Linear(6, 5), 2, generator=gen))
+    from lorasweep.planning.runs import RunSpec
+
+    run = RunSpec("d", "dora", 0, 0.01, 1, None, "none", "cpu", 2, 4.0, "standard", "kaiming")
+    assert not trains_on_base_residuals(run)
+    from lorasweep.models.accounting import count_parameters
+
+    for name, cls in LAYERS.items():
+        layer = cls(torch.nn.Linear(16, 12), 4, bias="all", generator=gen)
+        counts = count_parameters(layer)
+        assert counts.trainable == registry.method(name).trained_parameters(16, 12, 4, bias=True)
+        assert counts.adapter == counts.trainable - 12
+
+
+def test_method_records_count_their_parameters_and_name_their_learning_rates():
+    lora, dora, full = (registry.method(m) for m in ("lora", "dora", "full"))
+    assert lora.trained_parameters(16, 12, 4, bias=False) == 4 * 28
+    assert dora.trained_parameters(16, 12, 4, bias=True) == 4 * 28 + 12 + 12
+    assert full.trained_parameters(16, 12, None, bias=True) == 16 * 12 + 12
+    assert dora.lr_groups(0.01, 4.0) == {
+        "lora_A": 0.01, "lora_B": 0.04, "magnitude": 0.01, "bias": 0.01
+    }  # fmt: skip
+    assert (lora.additive, dora.additive, full.additive) == (True, False, False)
