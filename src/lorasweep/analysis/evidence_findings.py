@@ -32,7 +32,6 @@ depends on rank', at or above it the optimum 'drifts'."""
 MIN_RANK = 4
 INTRUDER_EPSILON = 0.5
 """PEFT's default ε (with top_k = 10)."""
-SCALING_WORDS = {"standard": "α/r", "rslora": "α/√r"}
 LORA_INTRUDERS_MIN = 1.0
 """LoRA 'introduces' intruders: at least one on average (over seeds and layers) at some rank."""
 FULL_INTRUDERS_MAX = 0.5
@@ -115,7 +114,7 @@ def _rank_finding(claim: str, statement: str, optima, scaling: str, holds) -> Fi
     if not groups:
         return Finding(
             claim, statement, NOT_TESTED,
-            f"needs two ranks ≥ {MIN_RANK} under {SCALING_WORDS[scaling]} with bracketed "
+            f"needs two ranks ≥ {MIN_RANK} under {registry.scaling_label(scaling)} with bracketed "
             "learning-rate optima",
         )  # fmt: skip
     parts, oks = [], []

@@ -25,12 +25,6 @@ from lorasweep.models.scaling import scaling_factor
 
 TUTORIAL_COLOR = sns.color_palette("colorblind")[3]
 OTHER_COLORS = [c for i, c in enumerate(sns.color_palette("colorblind")) if i != 3]
-INIT_TEXT = {
-    "randn": "A, B ~ N(0, 1)",
-    "kaiming": "B = 0 (kaiming A)",
-    "gaussian": "B = 0 (gaussian A)",
-    "pissa": "PiSSA",
-}
 
 
 def has_tutorial_dataset(config: dict) -> bool:
@@ -43,7 +37,7 @@ def setting_label(row: pd.Series) -> str:
     who = "tutorial" if registry.init(row["init"]).tutorial_draws else "corrected"
     bias = "bias trains" if row["bias"] == "all" else "bias frozen"
     return (
-        f"{who}: {INIT_TEXT.get(row['init'], row['init'])}, "
+        f"{who}: {registry.init(row['init']).start}, "
         f"s = {scaling_label(row['scaling'])} = "
         f"{scaling_factor(row['scaling'], float(row['alpha']), int(row['rank'])):g}, {bias}"
     )

@@ -88,6 +88,8 @@ class Init:
     adapter saved with it makes PEFT redo the init on loading); None where PEFT lacks it."""
     zero_start: bool = True
     """B₀ = 0, so the adapter is a no-op at step 0."""
+    start: str = ""
+    """How the adapter starts, in words (the tutorial figure's legend)."""
     tutorial_draws: bool = False
     """On the tutorial's dataset, A and B are the tutorial's own draws (the seed demo's
     ``torch.randn``), not the run's seed's."""
@@ -133,8 +135,16 @@ ADAPTER_METHODS = tuple(m.name for m in METHOD_RECORDS if m.adapter)
 """The methods a grid's ``method`` axis may name; full fine-tuning is its own block."""
 
 INIT_RECORDS = (
-    Init("kaiming", "kaiming", peft_init_lora_weights=True, peft_name=True),
-    Init("gaussian", "gaussian", peft_init_lora_weights="gaussian", peft_name="gaussian"),
+    Init(
+        "kaiming", "kaiming", peft_init_lora_weights=True, peft_name=True, start="B = 0 (kaiming A)"
+    ),
+    Init(
+        "gaussian",
+        "gaussian",
+        peft_init_lora_weights="gaussian",
+        peft_name="gaussian",
+        start="B = 0 (gaussian A)",
+    ),
     Init(
         "pissa",
         "PiSSA",
@@ -142,8 +152,16 @@ INIT_RECORDS = (
         replaces_base=True,
         zero_start=False,
         peft_name="pissa",
+        start="PiSSA",
     ),
-    Init("randn", "randn", peft_init_lora_weights=True, zero_start=False, tutorial_draws=True),
+    Init(
+        "randn",
+        "randn",
+        peft_init_lora_weights=True,
+        zero_start=False,
+        tutorial_draws=True,
+        start="A, B ~ N(0, 1)",
+    ),
 )
 
 SCALING_RECORDS = (
