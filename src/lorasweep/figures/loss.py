@@ -9,7 +9,7 @@ from lorasweep.analysis import statistics
 from lorasweep.figures.registry import Tables, figure, varies
 from lorasweep.figures.style import (
     FULL_COLOR,
-    LORA_COLOR,
+    METHOD_COLORS,
     SCALING_COLORS,
     SMALL,
     THEORY_COLOR,
@@ -43,8 +43,8 @@ def loss_vs_params(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
-    keys = ["dataset", "rank", *statistics.settings_in(lora)]
-    by = ["dataset", "targets", "rank"] if "targets" in lora else ["dataset", "rank"]
+    keys = ["dataset", "method", "rank", *statistics.settings_in(lora)]
+    by = ["dataset", "method", *(["targets"] if "targets" in lora else []), "rank"]
     best = statistics.best_lora_settings(runs, by)
     params = lora[[*keys, "trainable_params"]].drop_duplicates(keys)
     best = best.merge(params.rename(columns={"trainable_params": "params"}), on=keys)
@@ -70,16 +70,19 @@ def loss_vs_params(t: Tables) -> plt.Figure:
 
 
 def _lora_by_params(ax, best: pd.DataFrame) -> None:
-    """Best LoRA loss against trainable parameters, each point labelled with its rank: one
-    line, or one per target set (a deep model's) in the target sets' colours, a target set run
-    at one rank as a single point."""
-    sets = target_order(best["targets"]) if "targets" in best else []
-    if not sets:
-        lines = [("LoRA", LORA_COLOR, best.sort_values("params"))]
-    else:
+    """Best adapter loss against trainable parameters, each point labelled with its rank: one
+    line per method (labelled by its record), or per method and target set (a deep model's) in
+    the target sets' colours, a target set run at one rank as a single point."""
+    lines = []
+    for method, runs in best.groupby("method", sort=False):
+        name = registry.method(method).label
+        sets = target_order(runs["targets"]) if "targets" in runs else []
+        if not sets:
+            lines.append((name, METHOD_COLORS[method], runs.sort_values("params")))
+            continue
         colors = target_colors(sets)
-        lines = [(f"LoRA, {s}", colors[s], best[best["targets"] == s].sort_values("params"))
-                 for s in sets]  # fmt: skip
+        lines += [(f"{name}, {s}", colors[s], runs[runs["targets"] == s].sort_values("params"))
+                  for s in sets]  # fmt: skip
     for label, color, group in lines:
         if len(group) == 1:
             label = f"{label} (r={group['rank'].iloc[0]})"

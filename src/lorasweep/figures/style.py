@@ -64,6 +64,15 @@ SCALING_LABELS = {rule.name: rule.label for rule in registry.SCALING_RECORDS}
 INIT_COLORS = categorical_colors(INITS)
 LORA_COLOR = sns.color_palette("colorblind")[0]
 """LoRA drawn in one colour (its best settings at each rank)."""
+METHOD_COLORS = {
+    m.name: c
+    for m, c in zip(
+        [m for m in registry.METHOD_RECORDS if m.adapter],
+        [LORA_COLOR, *sns.color_palette("colorblind")[4:]],
+        strict=False,
+    )
+}
+"""One colour per adapter method, LoRA's being :data:`LORA_COLOR`."""
 
 
 def set_style() -> None:

@@ -22,7 +22,8 @@ def _curve_name(row) -> str:
     if registry.is_full(row["method"]):
         return "full FT"
     rule = registry.scaling_label(row["scaling"]) if pd.notna(row["scaling"]) else ""
-    return f"LoRA r={int(row['rank'])}, {rule}, α={row['alpha']:g}"
+    label = registry.method(row["method"]).label
+    return f"{label} r={int(row['rank'])}, {rule}, α={row['alpha']:g}"
 
 
 def _spread_text(ratios: pd.Series) -> str:
@@ -105,7 +106,7 @@ def intruders_section(runs: pd.DataFrame, intruders: pd.DataFrame | None) -> lis
             "method": [
                 "full FT"
                 if registry.is_full(m)
-                else f"LoRA r={int(r)}, {registry.scaling_label(s)}"
+                else f"{registry.method(m).label} r={int(r)}, {registry.scaling_label(s)}"
                 for m, r, s in zip(means["method"], means["rank"], means["scaling"], strict=True)
             ],
             "intruders": [

@@ -161,7 +161,7 @@ def _table_html(table: pd.DataFrame) -> str:
         {
             "dataset": table["dataset"],
             "method": [
-                f"LoRA r={r}" if registry.is_adapter(m) else "full FT"
+                f"{registry.method(m).label} r={r}" if registry.is_adapter(m) else "full FT"
                 for m, r in zip(table["method"], table["rank"], strict=True)
             ],
             "best settings": table["settings"],
