@@ -92,7 +92,7 @@ def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tupl
     return float(10**vertex), False
 
 
-CURVE_KEYS = ["dataset", "method", "rank", *(s for s in LORA_SETTINGS if s != "lr")]
+CURVE_KEYS = ["dataset", "method", "rank", *(s for s in LORA_SETTINGS if s not in ("lr", "method"))]
 """What tells one loss-against-learning-rate curve from another: every setting but lr and seed
 (full fine-tuning has one curve per dataset; its LoRA columns are empty)."""
 OPTIMA_COLUMNS = [*CURVE_KEYS, "seed", "lrs", "optimal_lr", "at_edge", "min_loss",

@@ -9,9 +9,11 @@ import pandas as pd
 
 from lorasweep.models import registry
 
-LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias", "targets")
-"""The LoRA settings that tell runs apart besides rank and seed (``targets``: which modules of a
-deep model; empty for the single-layer kinds)."""
+LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias", "targets",
+                 "method")  # fmt: skip
+"""The adapter settings that tell runs apart besides rank and seed (``targets``: which modules
+of a deep model, empty for the single-layer kinds; ``method``: LoRA, DoRA, …, so that runs of
+two methods are never averaged as seeds of one setting)."""
 
 
 def _unique(keys: list[str]) -> list[str]:

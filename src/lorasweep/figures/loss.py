@@ -43,7 +43,7 @@ def loss_vs_params(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
-    keys = ["dataset", "method", "rank", *statistics.settings_in(lora)]
+    keys = ["dataset", "rank", *statistics.settings_in(lora)]
     by = ["dataset", "method", *(["targets"] if "targets" in lora else []), "rank"]
     best = statistics.best_lora_settings(runs, by)
     params = lora[[*keys, "trainable_params"]].drop_duplicates(keys)
