@@ -166,14 +166,14 @@ class StackedNetwork:
         return self.params.runs
 
     def learning_rates(self, specs: Sequence[RunSpec]) -> dict[str, list[float]]:
-        """Every A (and bias) at lr, every B at lr·λ, as
-        :func:`~lorasweep.training.loop.param_groups` gives them; every parameter at lr for full
-        fine-tuning."""
-        rates = {}
-        for name in self.params.layout.shapes:
-            ratio = name.endswith("lora_B") and specs[0].adapter
-            rates[name] = [s.lr * s.lr_ratio if ratio else s.lr for s in specs]
-        return rates
+        """Each trained tensor's rate by its method record's ``lr_groups`` (A, m and biases at
+        lr, B at lr·λ; every parameter at lr for full fine-tuning), as
+        :func:`~lorasweep.training.loop.param_groups` gives them."""
+        groups = [s.record.lr_groups(s.lr, s.lr_ratio) for s in specs]
+        return {
+            name: [rates[name.rpartition(".")[2]] for rates in groups]
+            for name in self.params.layout.shapes
+        }
 
     def _rows(self, split: str, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """(runs, b, …) inputs and targets of each run's rows."""

@@ -197,20 +197,21 @@ def choose_loss(
 
 
 def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
-    """Adam's parameter groups. LoRA: every A at lr and every B at lr·λ (LoRA+, Hayou et al.
-    2024, arXiv 2402.12354; λ = ``lr_ratio``), plus the adapted layers' biases at lr where they
-    train. Full fine-tuning: every parameter at lr."""
+    """Adam's parameter groups, at the rates of the method record's ``lr_groups``: an adapter's
+    A at lr, B at lr·λ (LoRA+, Hayou et al. 2024, arXiv 2402.12354; λ = ``lr_ratio``), DoRA's m
+    at lr, plus the adapted layers' biases at lr where they train. Full fine-tuning: every
+    parameter at lr."""
     if not spec.adapter:
         return [{"params": list(model.parameters()), "lr": spec.lr}]
+    rates = spec.record.lr_groups(spec.lr, spec.lr_ratio)
     layers = [layer for _, layer in lora_layers(model)]
+    trained = [name for name in rates if name != "bias"]
     groups = [
-        {"params": [layer.lora_A for layer in layers], "lr": spec.lr},
-        {"params": [layer.lora_B for layer in layers], "lr": spec.lr * spec.lr_ratio},
+        {"params": [getattr(layer, name) for layer in layers], "lr": rates[name]}
+        for name in trained
     ]
-    if spec.record.magnitude:
-        groups.append({"params": [layer.magnitude for layer in layers], "lr": spec.lr})
     if spec.bias == "all":
-        groups.append({"params": [layer.base.bias for layer in layers], "lr": spec.lr})
+        groups.append({"params": [layer.base.bias for layer in layers], "lr": rates["bias"]})
     return groups
 
 
