@@ -96,6 +96,13 @@ BATCHES = {
     "full fine-tuning": [full(), full(seed=1, lr=0.003)],
     "full fine-tuning, full batch": [full(batch_size=None), full(batch_size=None, lr=0.02)],
     "alone": [lora(init="randn", bias="all", batch_size=None, scaling="constant", alpha=1.0)],
+    "dora": [lora(method="dora"), lora(method="dora", seed=1, alpha=2.0, lr_ratio=4.0),
+             lora(method="dora", scaling="rslora", init="gaussian", lr=0.003)],
+    "dora, randn, bias trains": [lora(method="dora", init="randn", bias="all"),
+                                 lora(method="dora", init="randn", bias="all", seed=2)],
+    "dora, dropout": [lora(method="dora", dropout=0.2), lora(method="dora", dropout=0.2, seed=1)],
+    "dora, pissa, full batch": [lora(method="dora", init="pissa", batch_size=None),
+                                lora(method="dora", init="pissa", batch_size=None, seed=3)],
 }  # fmt: skip
 
 

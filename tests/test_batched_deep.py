@@ -60,6 +60,11 @@ def deep_batches(name: str) -> dict[str, list]:
         "dropout": [lora(name, dropout=0.2), lora(name, dropout=0.2, seed=1, alpha=2.0)],
         "full fine-tuning": [full(name), full(name, seed=1, lr=0.003)],
         "alone": [lora(name, rank=1, init="randn", scaling="constant", alpha=0.5)],
+        "dora": [lora(name, method="dora"), lora(name, method="dora", seed=1, lr_ratio=4.0),
+                 lora(name, method="dora", scaling="rslora", init="gaussian")],
+        "dora, targets, bias trains": [lora(name, method="dora", targets=other, bias="all")],
+        "dora, pissa, dropout": [lora(name, method="dora", init="pissa", dropout=0.2),
+                                 lora(name, method="dora", init="pissa", dropout=0.2, seed=2)],
     }  # fmt: skip
 
 

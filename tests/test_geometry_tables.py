@@ -75,3 +75,44 @@ def test_geometry_table_reads_the_stored_update(tmp_path):
     per_run, pairs = geometry_tables([run_dir], {"d": data})
     assert per_run["delta_norm"].tolist() == [float(torch.linalg.matrix_norm(expected(tensors)))]
     assert pairs.empty
+
+
+@pytest.mark.parametrize("init", ["kaiming", "pissa"])
+def test_a_dora_runs_update_is_its_merged_weight_minus_w0(tmp_path, init):
+    """ΔW of DoRA is m ⊙ (W + s·BA)/‖W + s·BA‖ − W₀ of the frozen W (the residual for PiSSA),
+    what the trained module's own merge gives."""
+    import json
+
+    from lorasweep.jobs.run_folder import write_run
+    from lorasweep.planning.runs import RunSpec
+    from lorasweep.tasks import synthetic
+    from lorasweep.training.loop import build_model, train_run
+
+    data = synthetic.generate(
+        synthetic.DatasetSpec(name="d", kind="lowrank", in_features=D_IN, out_features=D_OUT,
+                              n_train=64, n_val=16, noise_std=0.1, task_rank=2, task_scale=2.0,
+                              spectrum_decay=0.5)
+    )  # fmt: skip
+    spec = RunSpec("d", "dora", 0, 0.05, 3, None, "none", "cpu", RANK, 2.0, "standard", init)
+    result = train_run(spec, data)
+    run_dir = tmp_path / spec.run_id
+    write_run(run_dir, result, None, {})
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    delta = run_update(run_dir, metrics, data["W0"])
+    model = build_model(spec, data, torch.device("cpu"))
+    with torch.no_grad():
+        for key in ("lora_A", "lora_B", "magnitude"):
+            getattr(model, key).copy_(result.tensors[key])
+        model.merge()
+    merged = model.base.weight.double() - data["W0"].double()
+    torch.testing.assert_close(delta, merged, rtol=1e-5, atol=1e-6)
+    assert delta.abs().max() > 1e-3
+    assert not torch.allclose(delta, expected_lora(result, spec), atol=1e-4)
+
+
+def expected_lora(result, spec):
+    """What reading the DoRA run as LoRA (s·BA) would give, which must not be its ΔW."""
+    from lorasweep.models.scaling import scaling_factor
+
+    a, b = result.tensors["lora_A"].double(), result.tensors["lora_B"].double()
+    return scaling_factor(spec.scaling, spec.alpha, spec.rank) * (b @ a)

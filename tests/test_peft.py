@@ -13,8 +13,10 @@ import torch
 
 from lorasweep.io import load_tensors
 from lorasweep.jobs.run_folder import write_run
-from lorasweep.models import peft_format
-from lorasweep.options import BIASES, INITS, SCALINGS
+from lorasweep.models import peft_format, registry
+from lorasweep.models.dora import DoRALinear
+from lorasweep.models.lora import lora_layers
+from lorasweep.options import BIASES, GRID_METHODS, INITS, SCALINGS
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks import storage, synthetic
 from lorasweep.training.loop import build_model, train_run
@@ -73,6 +75,8 @@ def own_model(spec, dataset, run_dir):
     with torch.no_grad():
         model.lora_A.copy_(trained["lora_A"])
         model.lora_B.copy_(trained["lora_B"])
+        if "magnitude" in trained:
+            model.magnitude.copy_(trained["magnitude"])
         if "bias" in trained:
             model.base.bias.copy_(trained["bias"])
     return model.eval()
@@ -144,12 +148,17 @@ def test_config_is_what_peft_writes_for_the_same_settings(peft, dataset, tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("scaling", "init", "bias"), list(itertools.product(SCALINGS, INITS, BIASES))
+    ("method", "scaling", "init", "bias"),
+    list(itertools.product(GRID_METHODS, SCALINGS, INITS, BIASES)),
 )
 def test_peft_loads_each_run_and_computes_the_same_outputs(
-    peft, dataset, dataset_file, tmp_path, scaling, init, bias
+    peft, dataset, dataset_file, tmp_path, method, scaling, init, bias
 ):
-    spec = lora(scaling=scaling, init=init, bias=bias, alpha=4.0 if init == "randn" else 8.0)
+    """Every adapter method's folder (DoRA's with ``use_dora: true`` and its magnitude) loads
+    in PEFT without a warning, computes the run's outputs and its final validation loss."""
+    spec = lora(
+        method=method, scaling=scaling, init=init, bias=bias, alpha=4.0 if init == "randn" else 8.0
+    )
     run_dir = trained_run(spec, dataset, tmp_path)
     folder = run_dir / "peft"
     expected = {"adapter_config.json", "adapter_model.safetensors"}
@@ -162,9 +171,101 @@ def test_peft_loads_each_run_and_computes_the_same_outputs(
     assert layer.scaling["default"] == pytest.approx(model.scaling, rel=1e-12)
     with torch.no_grad():
         x = dataset["X_val"]
-        torch.testing.assert_close(peft_model(x), model(x), rtol=0, atol=1e-5)
+        # DoRA rescales each row by m/‖·‖ in float32: outputs near 100 differ by an ulp
+        rtol = 1e-6 if method == "dora" else 0
+        torch.testing.assert_close(peft_model(x), model(x), rtol=rtol, atol=1e-5)
         moved = (model(x) - dataset["X_val"] @ dataset["W0"].T - dataset["b0"]).abs().max()
+        val_loss = torch.nn.functional.mse_loss(peft_model(x), dataset["y_val"]).item()
     assert moved > 1e-3, "the trained adapter should change the output"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert val_loss == pytest.approx(metrics["final_val_loss"], rel=1e-4)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config.get("use_dora", False) == (method == "dora")
+    assert hasattr(layer, "lora_magnitude_vector") and bool(layer.lora_magnitude_vector) == (
+        method == "dora"
+    )
+
+
+def _peft_dora(peft, base, targets, spec, ours, prefix):
+    """PEFT's ``use_dora=True`` model on ``base`` with our adapters' A, B and m copied in."""
+    lora_alpha, use_rslora = peft_format.peft_scaling(spec.scaling, spec.alpha, spec.rank)
+    config = peft.LoraConfig(
+        r=spec.rank, lora_alpha=lora_alpha, use_rslora=use_rslora, target_modules=targets,
+        use_dora=True, bias=spec.bias,
+    )  # fmt: skip
+    model = peft.get_peft_model(base, config)
+    with torch.no_grad():
+        for name in targets:
+            theirs = model.base_model.model.get_submodule(name)
+            mine = ours.get_submodule(name) if name != prefix else ours
+            theirs.lora_A["default"].weight.copy_(mine.lora_A)
+            theirs.lora_B["default"].weight.copy_(mine.lora_B)
+            theirs.lora_magnitude_vector["default"].weight.copy_(mine.magnitude)
+    return model
+
+
+def _perturb(model):
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.2 * torch.randn(param.shape, generator=gen))
+
+
+def _assert_same_dora(peft_model, ours, targets, prefix, x, y):
+    """Outputs and the gradients of the MSE with respect to every A, B and m within 1e-5."""
+    torch.testing.assert_close(peft_model(x), ours(x), rtol=1e-5, atol=1e-5)
+    torch.nn.functional.mse_loss(peft_model(x), y).backward()
+    torch.nn.functional.mse_loss(ours(x), y).backward()
+    for name in targets:
+        theirs = peft_model.base_model.model.get_submodule(name)
+        mine = ours.get_submodule(name) if name != prefix else ours
+        pairs = [(theirs.lora_A["default"].weight, mine.lora_A),
+                 (theirs.lora_B["default"].weight, mine.lora_B),
+                 (theirs.lora_magnitude_vector["default"].weight, mine.magnitude)]  # fmt: skip
+        for their, my in pairs:
+            assert my.grad is not None and my.grad.abs().max() > 0
+            torch.testing.assert_close(their.grad, my.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("init", "bias"), [("kaiming", "none"), ("randn", "all")])
+def test_dora_forward_and_gradients_equal_peft_on_a_single_layer(
+    peft, dataset, dataset_file, init, bias
+):
+    spec = lora(method="dora", init=init, bias=bias, scaling="rslora")
+    ours = build_model(spec, dataset, CPU)
+    assert isinstance(ours, DoRALinear)
+    x, y = dataset["X_train"][:32], dataset["y_train"][:32]
+    if registry.init(init).zero_start:
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), x @ dataset["W0"].T + dataset["b0"])
+    _perturb(ours)
+    base = peft_format.base_module(dataset_file)
+    peft_model = _peft_dora(peft, base, ["layer"], spec, ours, "layer")
+    if bias == "all":
+        with torch.no_grad():
+            peft_model.base_model.model.layer.base_layer.bias.copy_(ours.base.bias)
+    _assert_same_dora(peft_model, ours, ["layer"], "layer", x, y)
+
+
+def test_dora_forward_and_gradients_equal_peft_on_the_transformer(peft):
+    from lorasweep.models import networks
+    from tests.test_deep import TRANSFORMER
+
+    data = synthetic.generate(synthetic.DatasetSpec.from_config(TRANSFORMER))
+    spec = RunSpec(dataset="tf", method="dora", seed=0, lr=0.01, epochs=1, batch_size=16,
+                   bias="none", device="cpu", rank=2, alpha=4.0, scaling="standard",
+                   init="kaiming", targets="all")  # fmt: skip
+    ours = build_model(spec, data, CPU)
+    targets = [name for name, _ in lora_layers(ours)]
+    assert targets and all(isinstance(m, DoRALinear) for _, m in lora_layers(ours))
+    x, y = data["X_train"][:8], data["y_train"][:8]
+    base = networks.load_base(data, CPU)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), base(x), rtol=1e-6, atol=1e-6)
+    _perturb(ours)
+    peft_model = _peft_dora(peft, base, targets, spec, ours, None)
+    _assert_same_dora(peft_model, ours, targets, None, x, y)
 
 
 def test_run_adapter_evaluates_to_the_runs_own_losses(dataset, dataset_file, tmp_path):
@@ -242,9 +343,9 @@ def test_a_peft_saved_adapter_is_evaluated_by_the_pipeline(
 
 
 def test_unsupported_adapters_are_refused_by_name(peft, dataset_file, tmp_path):
-    config = peft.LoraConfig(r=2, target_modules=["layer"], use_dora=True)
+    config = peft.LoraConfig(r=2, target_modules=["layer"], lora_bias=True)
     peft.get_peft_model(peft_format.base_module(dataset_file), config).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="use_dora True"):
+    with pytest.raises(ValueError, match="lora_bias True"):
         peft_format.load_adapter(tmp_path, dataset_file)
 
 

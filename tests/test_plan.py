@@ -32,6 +32,18 @@ def test_run_ids_are_stable_unique_and_readable():
     assert [r.run_id for r in build_plan(copy.deepcopy(config)).runs] == ids
 
 
+def test_the_method_axis_adds_dora_runs_and_lora_ids_stay_as_they_were():
+    config = load(CONFIGS / "tiny.yaml")
+    before = [run.run_id for run in build_plan(copy.deepcopy(config)).runs]
+    config["grid"]["method"] = ["lora", "dora"]
+    runs = build_plan(config).runs
+    assert [r.run_id for r in runs if r.method != "dora"] == before
+    dora = [r.run_id for r in runs if r.method == "dora"]
+    assert len(dora) == 2 * 2 * 2 * 2
+    assert "tiny__dora_r4_a8_rslora_kaiming_lr0.01_s1" in dora
+    assert all(r.method == "dora" for r in runs if r.run_id.startswith("tiny__dora_"))
+
+
 def test_every_run_is_in_exactly_one_job_and_jobs_respect_runs_per_job():
     config = load(CONFIGS / "tiny.yaml")
     runs = build_plan(config).runs

@@ -1,14 +1,25 @@
-"""The allowed values of every named option, importable without torch or matplotlib."""
+"""The allowed values of every named option, importable without torch or matplotlib.
 
-SCALINGS = ("standard", "rslora", "constant")
-INITS = ("kaiming", "gaussian", "pissa", "randn")
+Methods, inits and scaling rules come from their records in :mod:`lorasweep.models.registry`.
+"""
+
+from lorasweep.models.registry import (
+    ADAPTER_METHODS,
+    INIT_RECORDS,
+    METHOD_RECORDS,
+    SCALING_RECORDS,
+)
+
+SCALINGS = tuple(s.name for s in SCALING_RECORDS)
+INITS = tuple(i.name for i in INIT_RECORDS)
 BIASES = ("none", "all")
 SINGLE_LAYER_KINDS = ("lowrank", "noise")
 DEEP_KINDS = ("mlp", "transformer")
 KINDS = SINGLE_LAYER_KINDS + DEEP_KINDS
 COMPATS = ("none", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
-METHODS = ("lora", "full")
+METHODS = tuple(m.name for m in METHOD_RECORDS)
+GRID_METHODS = ADAPTER_METHODS
 TARGET_PRESETS = ("attention", "mlp", "all")
 
 

@@ -24,6 +24,7 @@ from lorasweep.analysis.findings import (
     per_unit,
     unit_column,
 )
+from lorasweep.models import registry
 from lorasweep.models.names import linear_modules, select
 from lorasweep.options import DEEP_KINDS
 
@@ -38,7 +39,7 @@ trainable parameter count, and every LoRA setting but the targets."""
 
 def deep_lora(runs: pd.DataFrame) -> pd.DataFrame:
     """The completed LoRA runs of deep models."""
-    lora = statistics.completed(runs[runs["method"] == "lora"])
+    lora = statistics.completed(runs[registry.adapter_rows(runs["method"])])
     return lora[lora["dataset_kind"].isin(DEEP_KINDS)]
 
 

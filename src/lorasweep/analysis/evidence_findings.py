@@ -22,6 +22,7 @@ from lorasweep.analysis import forgetting, statistics
 from lorasweep.analysis.findings import NOT_REPRODUCED, NOT_TESTED, REPRODUCED, Finding
 from lorasweep.analysis.intruders import TOP_K
 from lorasweep.analysis.learning_rate import CURVE_KEYS, OPTIMA_COLUMNS, ratio_spread
+from lorasweep.models import registry
 
 LR_RATIO_RANGE = (3.0, 30.0)
 """LoRA's optimal learning rate over full fine-tuning's, as LoRA Without Regret reports (~10×)."""
@@ -31,7 +32,6 @@ depends on rank', at or above it the optimum 'drifts'."""
 MIN_RANK = 4
 INTRUDER_EPSILON = 0.5
 """PEFT's default ε (with top_k = 10)."""
-SCALING_WORDS = {"standard": "α/r", "rslora": "α/√r"}
 LORA_INTRUDERS_MIN = 1.0
 """LoRA 'introduces' intruders: at least one on average (over seeds and layers) at some rank."""
 FULL_INTRUDERS_MAX = 0.5
@@ -57,8 +57,11 @@ def lr_ratio(optima: pd.DataFrame | None) -> Finding:
         "Regret, Fig. 2: about 10× under α/r)."
     )
     curves = _mean_curves(optima)
-    full = curves[curves["method"] == "full"].set_index("dataset")["optimal_lr"]
-    lora = curves[(curves["method"] == "lora") & (curves["scaling"] == "standard")]
+    full = curves[registry.full_rows(curves["method"])].set_index("dataset")["optimal_lr"]
+    lora = curves[
+        (registry.adapter_rows(curves["method"]))
+        & (curves["scaling"] == registry.REFERENCE_SCALING.name)
+    ]
     lora = lora[lora["dataset"].isin(full.index)]
     if lora.empty:
         return Finding(
@@ -66,7 +69,9 @@ def lr_ratio(optima: pd.DataFrame | None) -> Finding:
             "needs LoRA (α/r) and full fine-tuning swept over learning rates that bracket "
             "both optima",
         )  # fmt: skip
-    per_seed = optima[optima["seed"].notna() & (optima["scaling"] == "standard")]
+    per_seed = optima[
+        optima["seed"].notna() & (optima["scaling"] == registry.REFERENCE_SCALING.name)
+    ]
     parts, oks = [], []
     for dataset, group in lora.groupby("dataset", sort=True):
         oks.append(bool(group["ratio_to_full"].between(low, high).all()))
@@ -91,7 +96,7 @@ def _rank_spreads(optima: pd.DataFrame | None, scaling: str) -> list[tuple[str, 
     """(dataset, curves) per group of ``scaling`` curves that differ only in rank, with at
     least two ranks ≥ :data:`MIN_RANK` whose optimum the grid brackets."""
     curves = _mean_curves(optima)
-    lora = curves[(curves["method"] == "lora") & (curves["scaling"] == scaling)]
+    lora = curves[(registry.adapter_rows(curves["method"])) & (curves["scaling"] == scaling)]
     lora = lora[lora["rank"] >= MIN_RANK]
     keys = ["dataset", *(k for k in CURVE_KEYS if k not in ("dataset", "method", "rank",
                                                             "scaling"))]  # fmt: skip
@@ -109,7 +114,7 @@ def _rank_finding(claim: str, statement: str, optima, scaling: str, holds) -> Fi
     if not groups:
         return Finding(
             claim, statement, NOT_TESTED,
-            f"needs two ranks ≥ {MIN_RANK} under {SCALING_WORDS[scaling]} with bracketed "
+            f"needs two ranks ≥ {MIN_RANK} under {registry.scaling_label(scaling)} with bracketed "
             "learning-rate optima",
         )  # fmt: skip
     parts, oks = [], []
@@ -196,7 +201,9 @@ def lora_introduces_intruders(runs: pd.DataFrame, intruders: pd.DataFrame | None
         f"{FULL_INTRUDERS_MAX:g}."
     )
     means = intruder_means(runs, intruders) if intruders is not None else pd.DataFrame()
-    if means.empty or not {"lora", "full"} <= set(means["method"]):
+    if means.empty or not (
+        registry.adapter_rows(means["method"]).any() and registry.full_rows(means["method"]).any()
+    ):
         return Finding("intruders", statement, NOT_TESTED, "needs LoRA and full fine-tuning runs")
     truth = pd.Series(dtype=float)
     if intruders is not None:
@@ -204,7 +211,10 @@ def lora_introduces_intruders(runs: pd.DataFrame, intruders: pd.DataFrame | None
         truth = at_eps[at_eps["run_id"].isna()].groupby("dataset")["intruders"].mean()
     parts, oks = [], []
     for dataset, group in means.groupby("dataset", sort=True):
-        lora, full = group[group["method"] == "lora"], group[group["method"] == "full"]
+        lora, full = (
+            group[registry.adapter_rows(group["method"])],
+            group[registry.full_rows(group["method"])],
+        )
         if lora.empty or full.empty:
             continue
         top = lora.loc[lora["mean"].idxmax()]

@@ -24,6 +24,7 @@ from lorasweep.analysis.intervals import (
     bootstrap_mean,
     decide,
 )
+from lorasweep.models import registry
 
 NOT_TESTED = "not tested by this config"
 
@@ -270,7 +271,7 @@ def efficiency(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> Fin
         f"Efficiency: LoRA matches full fine-tuning's loss (within {tolerance:.0%}) with far "
         "fewer trainable parameters and less optimizer state."
     )
-    if table.empty or not (table["method"] == "full").any():
+    if table.empty or not (registry.full_rows(table["method"])).any():
         return Finding(
             "efficiency", statement, NOT_TESTED, "no full fine-tuning run completed (or none ran)"
         )
@@ -279,8 +280,8 @@ def efficiency(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> Fin
     full_runs = statistics.best_full_runs(runs)
     checks = []
     for dataset, rows in table.groupby("dataset", sort=True):
-        full = rows[rows["method"] == "full"]
-        lora = rows[rows["method"] == "lora"]
+        full = rows[registry.full_rows(rows["method"])]
+        lora = rows[registry.adapter_rows(rows["method"])]
         if full.empty or lora.empty:
             continue
         ref = full.iloc[0]

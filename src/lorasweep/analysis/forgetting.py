@@ -18,6 +18,7 @@ import math
 import pandas as pd
 
 from lorasweep.analysis import statistics
+from lorasweep.models import registry
 
 POINT_KEYS = ["dataset", "method", "rank", "alpha", "scaling", "init", "lr", "lr_ratio", "epoch"]
 MATCH_COLUMNS = ["dataset", "rank", "matched_val_loss", "lora_forgetting", "full_forgetting",
@@ -64,10 +65,10 @@ def matched_forgetting(points: pd.DataFrame) -> pd.DataFrame:
     frontiers at the matched target loss L* (module docstring)."""
     rows = []
     for dataset, group in points.groupby("dataset", sort=True):
-        full = group[group["method"] == "full"]
+        full = group[registry.full_rows(group["method"])]
         if full.empty:
             continue
-        for rank, lora in group[group["method"] == "lora"].groupby("rank", sort=True):
+        for rank, lora in group[registry.adapter_rows(group["method"])].groupby("rank", sort=True):
             level = max(lora["val_loss"].min(), full["val_loss"].min())
             rows.append(
                 {

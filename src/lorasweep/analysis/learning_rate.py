@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lorasweep.analysis.statistics import LORA_SETTINGS
+from lorasweep.models import registry
 
 CANDIDATE_VERTICES = 401
 """Vertices tried across the bracket before :data:`REFINE_STEPS` of golden-section search."""
@@ -91,7 +92,7 @@ def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tupl
     return float(10**vertex), False
 
 
-CURVE_KEYS = ["dataset", "method", "rank", *(s for s in LORA_SETTINGS if s != "lr")]
+CURVE_KEYS = ["dataset", "method", "rank", *(s for s in LORA_SETTINGS if s not in ("lr", "method"))]
 """What tells one loss-against-learning-rate curve from another: every setting but lr and seed
 (full fine-tuning has one curve per dataset; its LoRA columns are empty)."""
 OPTIMA_COLUMNS = [*CURVE_KEYS, "seed", "lrs", "optimal_lr", "at_edge", "min_loss",
@@ -121,10 +122,12 @@ def lr_optima(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows).reindex(columns=OPTIMA_COLUMNS[:-1])
     table["seed"] = pd.array(table["seed"], dtype="Int64")
     table["rank"] = pd.array(table["rank"], dtype="Int64")
-    full = table[table["method"] == "full"].set_index(["dataset", "seed"])["optimal_lr"]
+    full = table[registry.full_rows(table["method"])].set_index(["dataset", "seed"])["optimal_lr"]
     reference = [full.get((d, s), math.nan) for d, s in zip(table["dataset"], table["seed"],
                                                             strict=True)]  # fmt: skip
-    table["ratio_to_full"] = (table["optimal_lr"] / reference).where(table["method"] == "lora")
+    table["ratio_to_full"] = (table["optimal_lr"] / reference).where(
+        registry.adapter_rows(table["method"])
+    )
     return table.reindex(columns=OPTIMA_COLUMNS)
 
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias", "targets")
-"""The LoRA settings that tell runs apart besides rank and seed (``targets``: which modules of a
-deep model; empty for the single-layer kinds)."""
+from lorasweep.models import registry
+
+LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias", "targets",
+                 "method")  # fmt: skip
+"""The adapter settings that tell runs apart besides rank and seed (``targets``: which modules
+of a deep model, empty for the single-layer kinds; ``method``: LoRA, DoRA, …, so that runs of
+two methods are never averaged as seeds of one setting)."""
 
 
 def _unique(keys: list[str]) -> list[str]:
@@ -27,7 +31,7 @@ def completed(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def completed_lora(runs: pd.DataFrame) -> pd.DataFrame:
-    return completed(runs[runs["method"] == "lora"])
+    return completed(runs[registry.adapter_rows(runs["method"])])
 
 
 def diverged(runs: pd.DataFrame) -> pd.DataFrame:
@@ -45,7 +49,7 @@ def seed_stats(runs: pd.DataFrame, by: list[str], value: str = "final_val_loss")
 def best_lora_settings(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """For each group in ``by`` (for example dataset and rank), the LoRA settings with the lowest
     mean final validation loss across seeds, with that mean, sd and seed count."""
-    lora = runs[runs["method"] == "lora"]
+    lora = runs[registry.adapter_rows(runs["method"])]
     stats = seed_stats(lora, [*by, *settings_in(lora)])
     if stats.empty:
         return stats
@@ -80,7 +84,7 @@ def where_varies(frame: pd.DataFrame, by: list[str], axis: str) -> pd.DataFrame:
 
 def best_full(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, the full fine-tuning learning rate with the lowest mean final val loss."""
-    stats = seed_stats(runs[runs["method"] == "full"], ["dataset", "lr"])
+    stats = seed_stats(runs[registry.full_rows(runs["method"])], ["dataset", "lr"])
     if stats.empty:
         return stats
     return stats.loc[stats.groupby("dataset")["mean"].idxmin()].reset_index(drop=True)
@@ -94,7 +98,7 @@ def select_runs(runs: pd.DataFrame, settings: pd.DataFrame, keys: list[str]) -> 
 
 def best_lora_runs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """The completed LoRA runs (all seeds) at the :func:`best_lora_settings` of each group."""
-    lora = runs[runs["method"] == "lora"]
+    lora = runs[registry.adapter_rows(runs["method"])]
     best = best_lora_settings(lora, by)
     if best.empty:
         return completed(lora).iloc[:0]
@@ -103,7 +107,7 @@ def best_lora_runs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def best_full_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The completed full fine-tuning runs (all seeds) at each dataset's :func:`best_full` lr."""
-    full = runs[runs["method"] == "full"]
+    full = runs[registry.full_rows(runs["method"])]
     best = best_full(full)
     if best.empty:
         return completed(full).iloc[:0]
@@ -113,7 +117,7 @@ def best_full_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def best_lowrank_lora(runs: pd.DataFrame) -> pd.DataFrame:
     """:func:`best_lora_settings` per lowrank dataset and rank, with the dataset's task rank and
     noise floor."""
-    lora = runs[(runs["method"] == "lora") & (runs["dataset_kind"] == "lowrank")]
+    lora = runs[(registry.adapter_rows(runs["method"])) & (runs["dataset_kind"] == "lowrank")]
     best = best_lora_settings(lora, ["dataset", "rank"])
     meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
     return best.join(meta, on="dataset") if not best.empty else best
@@ -150,7 +154,7 @@ def _efficiency_row(group: pd.DataFrame, method: str) -> dict:
     return {
         "dataset": first["dataset"],
         "method": method,
-        "rank": first["rank"] if method == "lora" else pd.NA,
+        "rank": first["rank"] if registry.is_adapter(method) else pd.NA,
         "settings": _settings_label(first, method),
         "trainable_params": int(first["trainable_params"]),
         "total_params": int(first["total_params"]),
@@ -169,7 +173,7 @@ def _efficiency_row(group: pd.DataFrame, method: str) -> dict:
 
 def _with_ratios_to_full(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with parameters, training state and final loss as ratios to full FT's."""
-    full = table[table["method"] == "full"].set_index("dataset")
+    full = table[registry.full_rows(table["method"])].set_index("dataset")
     for column, ratio in (
         ("trainable_params", "params_vs_full"),
         ("train_state_bytes", "state_vs_full"),
@@ -189,8 +193,8 @@ def _with_ratios_to_full(table: pd.DataFrame) -> pd.DataFrame:
 def first_rank_matching_full(rows: pd.DataFrame, tolerance: float) -> pd.Series | None:
     """Of one dataset's :func:`efficiency_table` rows, the lowest-rank LoRA row whose final loss
     is within ``tolerance`` of full fine-tuning's; None without a match or without full FT."""
-    lora = rows[rows["method"] == "lora"].sort_values("rank")
-    full = rows[rows["method"] == "full"]
+    lora = rows[registry.adapter_rows(rows["method"])].sort_values("rank")
+    full = rows[registry.full_rows(rows["method"])]
     if full.empty:
         return None
     match = lora[lora["final_val_loss"] <= full.iloc[0]["final_val_loss"] * (1 + tolerance)]
@@ -198,7 +202,7 @@ def first_rank_matching_full(rows: pd.DataFrame, tolerance: float) -> pd.Series 
 
 
 def _settings_label(row: pd.Series, method: str) -> str:
-    if method == "full":
+    if registry.is_full(method):
         return f"lr={row['lr']:g}"
     label = f"α={row['alpha']:g}, {row['scaling']}, {row['init']}, lr={row['lr']:g}"
     if pd.notna(row.get("targets")):
@@ -212,7 +216,7 @@ def seed_demo_count_note(runs: pd.DataFrame) -> list[dict]:
     """For LoRA runs whose base bias trains (``bias="all"``, as in the seed demo): the count a
     reader would expect from the adapter alone, the count that really trains, and the gap."""
     notes = []
-    lora = runs[(runs["method"] == "lora") & (runs["bias"] == "all")]
+    lora = runs[(registry.adapter_rows(runs["method"])) & (runs["bias"] == "all")]
     for (dataset, rank), group in lora.groupby(["dataset", "rank"], sort=True):
         first = group.iloc[0]
         notes.append(

@@ -18,7 +18,7 @@ INTEGER_COLUMNS = ["rank", "seeds", "n_units", "trainable_params", "total_params
 def best_settings(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: the LoRA settings with the lowest mean final validation loss at each rank,
     and full fine-tuning's best learning rate, with that mean, sd and number of seeds."""
-    lora = statistics.best_lora_settings(runs, ["dataset", "rank"]).assign(method="lora")
+    lora = statistics.best_lora_settings(runs, ["dataset", "rank"])
     full = statistics.best_full(runs).assign(method="full")
     frames = [f for f in (lora, full) if not f.empty]
     if not frames:

@@ -29,6 +29,7 @@ from lorasweep.figures.style import (
     subplot_grid,
 )
 from lorasweep.figures.targets import target_colors, target_order
+from lorasweep.models import registry
 from lorasweep.models.names import matrix_type
 from lorasweep.options import DEEP_KINDS
 
@@ -127,7 +128,7 @@ def deep_learning_curves(t: Tables) -> plt.Figure:
     curves = t.epochs.merge(chosen[["run_id", "dataset", "targets", "rank"]], on="run_id")
     full_best = statistics.best_full(t.runs)
     full_runs = statistics.select_runs(
-        t.runs[t.runs["method"] == "full"], full_best, ["dataset", "lr"]
+        t.runs[registry.full_rows(t.runs["method"])], full_best, ["dataset", "lr"]
     )
     full_curves = t.epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
     panels = _curve_panels(best)

@@ -29,6 +29,7 @@ from lorasweep.figures.style import (
     scaling_label,
     subplot_grid,
 )
+from lorasweep.models import registry
 
 SETTINGS_HELD = ("scaling", "alpha", "init", "lr_ratio", "dropout", "bias", "targets")
 """The settings besides rank that single out one curve's row of ``lr_optima.csv``."""
@@ -57,10 +58,10 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
     full FT, mean ± sd over seeds, per scaling rule; triangles mark each curve's optimum."""
     runs = statistics.completed(t.runs)
     lora = statistics.reference_slice(
-        runs[runs["method"] == "lora"], vary=["rank", "lr", "scaling"]
+        runs[registry.adapter_rows(runs["method"])], vary=["rank", "lr", "scaling"]
     )
     lora = statistics.where_varies(lora, ["dataset", "scaling", "rank"], "lr")
-    full = statistics.where_varies(runs[runs["method"] == "full"], ["dataset"], "lr")
+    full = statistics.where_varies(runs[registry.full_rows(runs["method"])], ["dataset"], "lr")
     datasets = natural_sorted(set(lora["dataset"]) | set(full["dataset"]))
     if not datasets:
         return no_data("no curve has two learning rates")
@@ -98,13 +99,13 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
 def _frontier_panel(ax, points: pd.DataFrame, colors: dict) -> None:
     """Every checkpoint (dots) and each method's frontier F(L) (steps): LoRA per rank, full
     FT dashed."""
-    for rank, group in points[points["method"] == "lora"].groupby("rank", sort=True):
+    for rank, group in points[registry.adapter_rows(points["method"])].groupby("rank", sort=True):
         color = colors[int(rank)]
         ax.scatter(group["val_loss"], group["forgetting"], s=3, color=color, alpha=0.25, lw=0)
         steps = forgetting.frontier(group)
         ax.step(steps["val_loss"], steps["forgetting"], where="post", color=color,
                 label=f"LoRA r={rank}")  # fmt: skip
-    full = points[points["method"] == "full"]
+    full = points[registry.full_rows(points["method"])]
     if not full.empty:
         ax.scatter(full["val_loss"], full["forgetting"], s=3, color=FULL_COLOR, alpha=0.25, lw=0)
         steps = forgetting.frontier(full)
@@ -147,7 +148,7 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
     if t.intruders is None or t.intruders.empty:
         return no_data("no intruder counts")
     runs = statistics.completed(t.runs)
-    datasets = datasets_of(runs[runs["method"] == "lora"])
+    datasets = datasets_of(runs[registry.adapter_rows(runs["method"])])
     epsilons = sorted(t.intruders["epsilon"].unique())
     if not datasets:
         return no_data("no completed LoRA runs")
@@ -176,7 +177,7 @@ def _intruder_panel(ax, means: pd.DataFrame) -> None:
         group = means[means["scaling"] == scaling].sort_values("rank")
         errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
                  f"LoRA, {scaling_label(scaling)}")  # fmt: skip
-    full = means[means["method"] == "full"]
+    full = means[registry.full_rows(means["method"])]
     if not full.empty:
         mean, sd = float(full["mean"].iloc[0]), float(full["std"].iloc[0])
         ax.axhline(mean, color=FULL_COLOR, linestyle="--", linewidth=1, label="full FT")

@@ -31,6 +31,7 @@ from lorasweep.figures.style import (
     scaling_label,
     subplot_grid,
 )
+from lorasweep.models import registry
 
 
 def single_layer_rows(geometry: pd.DataFrame) -> pd.DataFrame:
@@ -54,7 +55,8 @@ def subspace_similarity(t: Tables) -> plt.Figure:
         else None
     )
     has_truth = (
-        truth is not None and truth.loc[truth["method"] == "lora", "phi_true_right"].notna().any()
+        truth is not None
+        and truth.loc[registry.adapter_rows(truth["method"]), "phi_true_right"].notna().any()
     )
     n = len(panels) + int(has_truth)
     if n == 0:
@@ -63,7 +65,7 @@ def subspace_similarity(t: Tables) -> plt.Figure:
     for j, (kind, part) in enumerate(panels):
         _pair_heatmap(axes[0, j], kind, part)
     if has_truth:
-        _similarity_to_truth(axes[0, -1], truth[truth["method"] == "lora"])
+        _similarity_to_truth(axes[0, -1], truth[registry.adapter_rows(truth["method"])])
         legend_outside(fig, axes[0, -1:])
     return fig
 
@@ -125,7 +127,9 @@ def amplification(t: Tables) -> plt.Figure:
     if t.geometry is None or t.geometry.empty:
         return no_data("no adapters")
     data = single_layer_rows(t.geometry).merge(statistics.completed(t.runs), on="run_id")
-    lora = statistics.reference_slice(data[data["method"] == "lora"], vary=["rank", "scaling"])
+    lora = statistics.reference_slice(
+        data[registry.adapter_rows(data["method"])], vary=["rank", "scaling"]
+    )
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
@@ -140,7 +144,9 @@ def amplification(t: Tables) -> plt.Figure:
                 SCALING_COLORS[scaling],
                 scaling_label(scaling),
             )
-        full = data[(data["method"] == "full") & (data["dataset"] == dataset)]["amplification"]
+        full = data[(registry.full_rows(data["method"])) & (data["dataset"] == dataset)][
+            "amplification"
+        ]
         if not full.empty:
             ax.axhline(
                 full.mean(),

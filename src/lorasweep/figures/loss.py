@@ -9,7 +9,7 @@ from lorasweep.analysis import statistics
 from lorasweep.figures.registry import Tables, figure, varies
 from lorasweep.figures.style import (
     FULL_COLOR,
-    LORA_COLOR,
+    METHOD_COLORS,
     SCALING_COLORS,
     SMALL,
     THEORY_COLOR,
@@ -29,6 +29,7 @@ from lorasweep.figures.style import (
     subplot_grid,
 )
 from lorasweep.figures.targets import target_colors, target_order
+from lorasweep.models import registry
 from lorasweep.options import SINGLE_LAYER_KINDS
 
 
@@ -43,12 +44,14 @@ def loss_vs_params(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
     keys = ["dataset", "rank", *statistics.settings_in(lora)]
-    by = ["dataset", "targets", "rank"] if "targets" in lora else ["dataset", "rank"]
+    by = ["dataset", "method", *(["targets"] if "targets" in lora else []), "rank"]
     best = statistics.best_lora_settings(runs, by)
     params = lora[[*keys, "trainable_params"]].drop_duplicates(keys)
     best = best.merge(params.rename(columns={"trainable_params": "params"}), on=keys)
     full_best = statistics.best_full(runs)
-    full_params = runs[runs["method"] == "full"].groupby("dataset")["trainable_params"].first()
+    full_params = (
+        runs[registry.full_rows(runs["method"])].groupby("dataset")["trainable_params"].first()
+    )
     for ax, dataset in zip(axes, datasets, strict=True):
         _lora_by_params(ax, best[best["dataset"] == dataset])
         full_row = full_best[full_best["dataset"] == dataset]
@@ -67,16 +70,19 @@ def loss_vs_params(t: Tables) -> plt.Figure:
 
 
 def _lora_by_params(ax, best: pd.DataFrame) -> None:
-    """Best LoRA loss against trainable parameters, each point labelled with its rank: one
-    line, or one per target set (a deep model's) in the target sets' colours, a target set run
-    at one rank as a single point."""
-    sets = target_order(best["targets"]) if "targets" in best else []
-    if not sets:
-        lines = [("LoRA", LORA_COLOR, best.sort_values("params"))]
-    else:
+    """Best adapter loss against trainable parameters, each point labelled with its rank: one
+    line per method (labelled by its record), or per method and target set (a deep model's) in
+    the target sets' colours, a target set run at one rank as a single point."""
+    lines = []
+    for method, runs in best.groupby("method", sort=False):
+        name = registry.method(method).label
+        sets = target_order(runs["targets"]) if "targets" in runs else []
+        if not sets:
+            lines.append((name, METHOD_COLORS[method], runs.sort_values("params")))
+            continue
         colors = target_colors(sets)
-        lines = [(f"LoRA, {s}", colors[s], best[best["targets"] == s].sort_values("params"))
-                 for s in sets]  # fmt: skip
+        lines += [(f"{name}, {s}", colors[s], runs[runs["targets"] == s].sort_values("params"))
+                  for s in sets]  # fmt: skip
     for label, color, group in lines:
         if len(group) == 1:
             label = f"{label} (r={group['rank'].iloc[0]})"
@@ -121,7 +127,7 @@ def learning_curves(t: Tables) -> plt.Figure:
     """Validation loss per epoch for each rank (best settings per rank), one panel per dataset
     and scaling rule, with the best full fine-tuning curve and the noise floor."""
     runs, epochs = t.runs, t.epochs
-    lora = runs[runs["method"] == "lora"]
+    lora = runs[registry.adapter_rows(runs["method"])]
     if statistics.completed(lora).empty:
         return no_data("no completed LoRA runs")
     datasets = datasets_of(lora)

@@ -28,6 +28,7 @@ from lorasweep.figures.style import (
     scaling_label,
 )
 from lorasweep.figures.targets import target_colors, target_order
+from lorasweep.models import registry
 
 AXIS_NAMES = {"rank": "rank r", "alpha": "α", "lr_ratio": "λ"}
 NONE_TEXT = "—"
@@ -79,7 +80,7 @@ def parallel_coordinates(t: Tables) -> plt.Figure:
     """Each LoRA setting (mean over seeds) as a line through its hyperparameters to its final
     validation loss, coloured by that loss; axes with a single value are left out, and full
     fine-tuning's best loss is marked on the loss axis."""
-    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.completed(t.runs[registry.adapter_rows(t.runs["method"])])
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets = datasets_of(lora)
@@ -155,12 +156,12 @@ def pareto_points(runs: pd.DataFrame) -> pd.DataFrame:
     point has at most as many parameters and a lower loss). A deep model's target sets are
     settings of their own, never averaged together."""
     done = statistics.completed(runs)
-    lora_runs = done[done["method"] == "lora"]
+    lora_runs = done[registry.adapter_rows(done["method"])]
     lora = statistics.seed_stats(
         lora_runs, ["dataset", "trainable_params", *hyperparameters(lora_runs)]
     ).assign(method="lora")
     full = statistics.seed_stats(
-        done[done["method"] == "full"], ["dataset", "trainable_params", "lr"]
+        done[registry.full_rows(done["method"])], ["dataset", "trainable_params", "lr"]
     ).assign(method="full")
     points = pd.concat([lora, full], ignore_index=True)
     points["front"] = False
@@ -187,11 +188,11 @@ def pareto_front(t: Tables) -> plt.Figure:
     colors = target_colors(points["targets"])
     for ax, dataset in zip(axes, datasets_of(points), strict=True):
         panel = points[points["dataset"] == dataset]
-        lora = panel[panel["method"] == "lora"]
+        lora = panel[registry.adapter_rows(panel["method"])]
         for color, group in _point_groups(lora, colors):
             ax.scatter(group["trainable_params"], group["mean"], s=9, alpha=0.6, color=color,
                        linewidths=0)  # fmt: skip
-        full = panel[panel["method"] == "full"]
+        full = panel[registry.full_rows(panel["method"])]
         ax.scatter(full["trainable_params"], full["mean"], marker="*", s=60, color=FULL_COLOR)
         front = panel[panel["front"]].sort_values("trainable_params")
         ax.plot(front["trainable_params"], front["mean"], drawstyle="steps-post",
@@ -204,13 +205,13 @@ def pareto_front(t: Tables) -> plt.Figure:
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel("final validation MSE")
         ax.set_title(dataset)
-    single = points[(points["method"] == "lora") & points["targets"].isna()]
+    single = points[(registry.adapter_rows(points["method"])) & points["targets"].isna()]
     handles = [Line2D([], [], marker="o", linestyle="none", color=SCALING_COLORS[s],
                       markersize=4, label=f"LoRA, s = {scaling_label(s)}")
                for s in ordered_scalings(single["scaling"])]  # fmt: skip
     handles += [Line2D([], [], marker="o", linestyle="none", color=c, markersize=4,
                        label=f"LoRA, targets {name}") for name, c in colors.items()]  # fmt: skip
-    if (points["method"] == "full").any():
+    if (registry.full_rows(points["method"])).any():
         handles.append(Line2D([], [], marker="*", linestyle="none", color=FULL_COLOR,
                               markersize=8, label="full fine-tuning"))  # fmt: skip
     handles.append(Line2D([], [], color=THEORY_COLOR, label="Pareto front"))
@@ -228,7 +229,7 @@ def _point_groups(lora: pd.DataFrame, target_colors_: dict):
 
 
 def _front_label(row: pd.Series) -> str:
-    if row["method"] != "lora":
+    if registry.is_full(row["method"]):
         return "full"
     targets = row.get("targets")
     return f"r={row['rank']:g}" if pd.isna(targets) else f"{targets} r={row['rank']:g}"

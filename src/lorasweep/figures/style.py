@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from lorasweep.io import write_bytes  # noqa: E402
+from lorasweep.models import registry  # noqa: E402
 from lorasweep.options import INITS, SCALINGS  # noqa: E402
 
 SINGLE_WIDTH = 3.5
@@ -59,10 +60,19 @@ def categorical_colors(values) -> dict:
 
 SCALING_COLORS = categorical_colors(SCALINGS)
 """One colour per scaling rule, the same in every figure (α/r blue, α/√r orange, α green)."""
-SCALING_LABELS = {"standard": "α/r", "rslora": "α/√r", "constant": "α"}
+SCALING_LABELS = {rule.name: rule.label for rule in registry.SCALING_RECORDS}
 INIT_COLORS = categorical_colors(INITS)
 LORA_COLOR = sns.color_palette("colorblind")[0]
 """LoRA drawn in one colour (its best settings at each rank)."""
+METHOD_COLORS = {
+    m.name: c
+    for m, c in zip(
+        [m for m in registry.METHOD_RECORDS if m.adapter],
+        [LORA_COLOR, *sns.color_palette("colorblind")[4:]],
+        strict=False,
+    )
+}
+"""One colour per adapter method, LoRA's being :data:`LORA_COLOR`."""
 
 
 def set_style() -> None:

@@ -20,16 +20,11 @@ from lorasweep.figures.style import (
     panel_grid,
     scaling_label,
 )
+from lorasweep.models import registry
 from lorasweep.models.scaling import scaling_factor
 
 TUTORIAL_COLOR = sns.color_palette("colorblind")[3]
 OTHER_COLORS = [c for i, c in enumerate(sns.color_palette("colorblind")) if i != 3]
-INIT_TEXT = {
-    "randn": "A, B ~ N(0, 1)",
-    "kaiming": "B = 0 (kaiming A)",
-    "gaussian": "B = 0 (gaussian A)",
-    "pissa": "PiSSA",
-}
 
 
 def has_tutorial_dataset(config: dict) -> bool:
@@ -39,10 +34,10 @@ def has_tutorial_dataset(config: dict) -> bool:
 
 def setting_label(row: pd.Series) -> str:
     """``randn`` runs are the tutorial's method; the others are named by what they change."""
-    who = "tutorial" if row["init"] == "randn" else "corrected"
+    who = "tutorial" if registry.init(row["init"]).tutorial_draws else "corrected"
     bias = "bias trains" if row["bias"] == "all" else "bias frozen"
     return (
-        f"{who}: {INIT_TEXT.get(row['init'], row['init'])}, "
+        f"{who}: {registry.init(row['init']).start}, "
         f"s = {scaling_label(row['scaling'])} = "
         f"{scaling_factor(row['scaling'], float(row['alpha']), int(row['rank'])):g}, {bias}"
     )
@@ -59,7 +54,7 @@ def _dataset_title(runs: pd.DataFrame, dataset: str) -> str:
 def tutorial_vs_corrected(t: Tables) -> plt.Figure:
     """Training (solid) and validation (dashed) loss per epoch of the tutorial's method and of
     the corrected one, one panel per dataset (noise targets first), log y, with σ²."""
-    lora = statistics.completed(t.runs[t.runs["method"] == "lora"])
+    lora = statistics.completed(t.runs[registry.adapter_rows(t.runs["method"])])
     if lora.empty:
         return no_data("no completed LoRA runs")
     kinds = lora.groupby("dataset")["dataset_kind"].first()

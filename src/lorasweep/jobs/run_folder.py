@@ -59,7 +59,7 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
         spec = result.spec
         weights = tmp / "weights.safetensors"
         metadata = {"run_id": spec.run_id, "method": spec.method}
-        if spec.method == "lora":
+        if spec.adapter:
             metadata |= {
                 "rank": spec.rank,
                 "alpha": spec.alpha,
@@ -71,7 +71,7 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
             metadata["modules"] = list(result.adapted)
             if spec.targets is not None:
                 metadata["targets"] = spec.targets
-        elif spec.method == "lora":
+        elif spec.adapter:
             write_adapter(tmp / "peft", spec, result.tensors, result.base_weight)
         save_tensors(weights, {**result.tensors, **result.initial_tensors}, metadata=metadata)
         has_source = SOURCE_COLUMN in result.epochs[0]

@@ -27,10 +27,16 @@ class ParameterCounts:
 
 
 def count_parameters(model: nn.Module) -> ParameterCounts:
-    """Count trainable, frozen and adapter (``lora_A``/``lora_B``) parameters of ``model``."""
+    """Count trainable, frozen and adapter parameters of ``model``: an adapter layer's
+    ``lora_A``, ``lora_B`` and, for DoRA, its magnitude m (PEFT's ``lora_magnitude_vector``)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    adapter = sum(layer.lora_A.numel() + layer.lora_B.numel() for _, layer in lora_layers(model))
+    adapter = sum(
+        layer.lora_A.numel()
+        + layer.lora_B.numel()
+        + (layer.magnitude.numel() if layer.method_record.magnitude else 0)
+        for _, layer in lora_layers(model)
+    )
     return ParameterCounts(trainable=trainable, frozen=frozen, adapter=adapter)
 
 

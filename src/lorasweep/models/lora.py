@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from lorasweep.models.registry import INIT_RECORDS, LORA
 from lorasweep.models.scaling import scaling_factor
 from lorasweep.options import BIASES, INITS
 
-RESIDUAL_BASE_INITS = ("pissa",)
+RESIDUAL_BASE_INITS = tuple(i.name for i in INIT_RECORDS if i.replaces_base)
 """Inits that move s·B₀A₀ out of W₀ and freeze the residual W₀ − s·B₀A₀ instead (see
 :meth:`LoRALinear.reset_adapter`). Every other init keeps W₀ frozen as it is."""
 
@@ -30,6 +31,10 @@ class LoRALinear(nn.Module):
     Merging is explicit: :meth:`merge` folds ``s·BA`` into the base weight and :meth:`unmerge`
     takes it out again; ``train()``/``eval()`` never merge behind the caller's back.
     """
+
+    method_record = LORA
+    """The method this module computes; :func:`lorasweep.training.exact.can_cache_base` asks
+    it whether caching W₀x is exact."""
 
     def __init__(
         self,
@@ -89,25 +94,7 @@ class LoRALinear(nn.Module):
           W₀ − s·BA, so the layer's output is unchanged (Meng et al. 2024, arXiv 2404.02948).
         - ``randn``: A, B ~ N(0, 1), the seed demo's choice; the adapter is not a no-op at step 0.
         """
-        if self.init == "kaiming":
-            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
-            nn.init.zeros_(self.lora_B)
-        elif self.init == "gaussian":
-            nn.init.normal_(self.lora_A, std=1.0 / self.rank, generator=generator)
-            nn.init.zeros_(self.lora_B)
-        elif self.init == "randn":
-            nn.init.normal_(self.lora_A, generator=generator)
-            nn.init.normal_(self.lora_B, generator=generator)
-        else:
-            weight = self.base.weight
-            u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
-            root = s[: self.rank].sqrt() / math.sqrt(self.scaling)
-            self.lora_A.copy_((root[:, None] * vh[: self.rank]).to(weight.dtype))
-            self.lora_B.copy_((u[:, : self.rank] * root[None, :]).to(weight.dtype))
-            residual = weight.double() - self.scaling * (
-                self.lora_B.double() @ self.lora_A.double()
-            )
-            self._replace_base_weight(residual.to(weight.dtype))
+        INITIALISERS[self.init](self, generator)
 
     def _replace_base_weight(self, weight: torch.Tensor) -> None:
         """Give the base layer a new frozen weight rather than writing into the old one, which
@@ -159,6 +146,36 @@ class LoRALinear(nn.Module):
         )
 
 
+def _kaiming(layer: LoRALinear, generator: torch.Generator | None) -> None:
+    nn.init.kaiming_uniform_(layer.lora_A, a=math.sqrt(5), generator=generator)
+    nn.init.zeros_(layer.lora_B)
+
+
+def _gaussian(layer: LoRALinear, generator: torch.Generator | None) -> None:
+    nn.init.normal_(layer.lora_A, std=1.0 / layer.rank, generator=generator)
+    nn.init.zeros_(layer.lora_B)
+
+
+def _randn(layer: LoRALinear, generator: torch.Generator | None) -> None:
+    nn.init.normal_(layer.lora_A, generator=generator)
+    nn.init.normal_(layer.lora_B, generator=generator)
+
+
+def _pissa(layer: LoRALinear, generator: torch.Generator | None) -> None:
+    weight = layer.base.weight
+    u, s, vh = torch.linalg.svd(weight.double(), full_matrices=False)
+    root = s[: layer.rank].sqrt() / math.sqrt(layer.scaling)
+    layer.lora_A.copy_((root[:, None] * vh[: layer.rank]).to(weight.dtype))
+    layer.lora_B.copy_((u[:, : layer.rank] * root[None, :]).to(weight.dtype))
+    residual = weight.double() - layer.scaling * (layer.lora_B.double() @ layer.lora_A.double())
+    layer._replace_base_weight(residual.to(weight.dtype))
+
+
+INITIALISERS = {"kaiming": _kaiming, "gaussian": _gaussian, "randn": _randn, "pissa": _pissa}
+"""Each registered init's code (:data:`lorasweep.models.registry.INIT_RECORDS`), by name;
+``tests/test_registry.py`` holds the keys equal to the registry."""
+
+
 def apply_lora(
     model: nn.Module,
     pattern: str,
@@ -189,8 +206,14 @@ def apply_lora(
     return targets
 
 
-def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALinear]]:
-    """Every :class:`LoRALinear` in ``model`` with its qualified name."""
+def is_adapter_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is an adapter layer of any method (its class names its method
+    record: :class:`LoRALinear`, :class:`~lorasweep.models.dora.DoRALinear`)."""
+    return getattr(type(module), "method_record", None) is not None
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Every adapter layer in ``model`` (:func:`is_adapter_layer`) with its qualified name."""
     for name, module in model.named_modules():
-        if isinstance(module, LoRALinear):
+        if is_adapter_layer(module):
             yield name, module

@@ -10,7 +10,11 @@ key                                     shape         holds
 ``base_model.model.layer.lora_A.weight``  r × d_in      A
 ``base_model.model.layer.lora_B.weight``  d_out × r     B
 ``base_model.model.layer.base_layer.bias``  d_out       the trained base bias (``bias: all`` only)
+``base_model.model.layer.lora_magnitude_vector``  d_out  DoRA's magnitude m (DoRA runs only)
 ======================================  ============  ==========================================
+
+A DoRA run's ``adapter_config.json`` has ``use_dora: true`` (the method record's
+``peft_use_dora``); PEFT 0.21.2 saves m under the key above.
 
 PEFT 0.21.2 wraps the targeted layer, so with ``bias="all"`` it saves (and loads only) the bias
 under ``….layer.base_layer.bias``; the older ``….layer.bias`` is ignored by
@@ -43,9 +47,8 @@ import torch
 from torch import nn
 
 from lorasweep.io import read_json, write_bytes, write_json
-from lorasweep.models.lora import LoRALinear
-from lorasweep.models.scaling import scaling_factor
-from lorasweep.options import SCALINGS
+from lorasweep.models import registry
+from lorasweep.models.adapters import layer_class
 
 TARGET = "layer"
 """The name of the adapted ``nn.Linear`` inside :class:`BaseModel`."""
@@ -56,9 +59,10 @@ BASE_FILE = "base_layer.safetensors"
 """PiSSA runs only: the residual base weight the adapter was trained against."""
 PEFT_VERSION = "0.21.2"
 """The PEFT release whose file format the folder follows (and the tests load it with)."""
+MAGNITUDE_KEY = f"{PREFIX}lora_magnitude_vector"
+"""Where PEFT 0.21.2 saves (and loads) DoRA's magnitude m."""
 BIAS_KEYS = (f"{PREFIX}base_layer.bias", f"{PREFIX}bias")
 """Where a trained base bias is stored: PEFT ≥ 0.7 (written), and older releases (read too)."""
-INIT_LORA_WEIGHTS = {"kaiming": True, "gaussian": "gaussian", "randn": True, "pissa": True}
 
 
 class BaseModel(nn.Module):
@@ -74,26 +78,30 @@ class BaseModel(nn.Module):
 
 def peft_scaling(scaling: str, alpha: float, rank: int) -> tuple[float, bool]:
     """(``lora_alpha``, ``use_rslora``) that make PEFT compute the same s as ``scaling``."""
-    if scaling == "standard":
-        return float(alpha), False
-    if scaling == "rslora":
-        return float(alpha), True
-    if scaling == "constant":
-        return scaling_factor(scaling, alpha, rank) * rank, False
-    raise ValueError(f"unknown scaling {scaling!r}; allowed: {', '.join(SCALINGS)}")
+    rule = registry.scaling(scaling)
+    return rule.peft_alpha(alpha, rank), rule.peft_use_rslora
 
 
 def adapter_config(
-    rank: int, alpha: float, scaling: str, init: str, bias: str, dropout: float = 0.0
+    rank: int,
+    alpha: float,
+    scaling: str,
+    init: str,
+    bias: str,
+    dropout: float = 0.0,
+    method: str | None = None,
 ) -> dict:
-    """The ``adapter_config.json`` of a LoRA run, as PEFT's ``LoraConfig`` reads it."""
+    """The ``adapter_config.json`` of an adapter run (``method``, by default LoRA), as PEFT's
+    ``LoraConfig`` reads it. LoRA's has no ``use_dora`` key, as before DoRA existed."""
     lora_alpha, use_rslora = peft_scaling(scaling, alpha, rank)
+    record = registry.method(method or registry.default_method())
+    dora = {"use_dora": True} if record.peft_use_dora else {}
     return {
         "base_model_name_or_path": None,
         "bias": bias,
         "fan_in_fan_out": False,
         "inference_mode": True,
-        "init_lora_weights": INIT_LORA_WEIGHTS[init],
+        "init_lora_weights": registry.init(init).peft_init_lora_weights,
         "lora_alpha": lora_alpha,
         "lora_dropout": float(dropout),
         "peft_type": "LORA",
@@ -102,6 +110,7 @@ def adapter_config(
         "target_modules": [TARGET],
         "task_type": None,
         "use_rslora": use_rslora,
+        **dora,
     }
 
 
@@ -125,18 +134,22 @@ def write_adapter(
     it was trained against, required for PiSSA (the residual) and not written otherwise.
     """
     folder = Path(folder)
-    if (spec.init == "pissa") != (base_weight is not None):
+    if registry.replaces_base(spec.init) != (base_weight is not None):
         raise ValueError("the residual base weight is written for PiSSA runs, and only for them")
     state = {
         f"{PREFIX}lora_A.weight": tensors["lora_A"],
         f"{PREFIX}lora_B.weight": tensors["lora_B"],
     }
+    if "magnitude" in tensors:
+        state[MAGNITUDE_KEY] = tensors["magnitude"]
     if "bias" in tensors:
         state[BIAS_KEYS[0]] = tensors["bias"]
     write_bytes(folder / WEIGHTS_FILE, _safetensors_bytes(state))
     if base_weight is not None:
         write_bytes(folder / BASE_FILE, _safetensors_bytes({f"{TARGET}.weight": base_weight}))
-    config = adapter_config(spec.rank, spec.alpha, spec.scaling, spec.init, spec.bias, spec.dropout)
+    config = adapter_config(
+        spec.rank, spec.alpha, spec.scaling, spec.init, spec.bias, spec.dropout, spec.method
+    )
     write_json(folder / CONFIG_FILE, config)
 
 
@@ -186,7 +199,7 @@ def _check_supported(config: Mapping) -> None:
     targets = config.get("target_modules")
     if targets not in ([TARGET], TARGET):
         problems.append(f"target_modules {targets!r} (only [{TARGET!r}])")
-    for key in ("use_dora", "lora_bias", "fan_in_fan_out", "rank_pattern", "alpha_pattern"):
+    for key in ("lora_bias", "fan_in_fan_out", "rank_pattern", "alpha_pattern"):
         if config.get(key):
             problems.append(f"{key} {config[key]!r}")
     if config.get("bias", "none") not in ("none", "all", "lora_only"):
@@ -195,14 +208,15 @@ def _check_supported(config: Mapping) -> None:
         raise ValueError("unsupported PEFT adapter: " + "; ".join(problems))
 
 
-def read_adapter(folder: str | Path, base: nn.Linear) -> LoRALinear:
-    """A PEFT LoRA adapter folder as a :class:`LoRALinear` around ``base``.
+def read_adapter(folder: str | Path, base: nn.Linear) -> nn.Module:
+    """A PEFT LoRA adapter folder as a :class:`LoRALinear` around ``base`` (a
+    :class:`~lorasweep.models.dora.DoRALinear` with ``use_dora``).
 
     ``base`` must be the layer the adapter was trained against (:func:`base_module` gives it).
     ``use_rslora`` becomes the ``rslora`` rule, otherwise ``standard``, with α = ``lora_alpha``;
     a trained bias (``bias`` ``all``, or ``lora_only``, the same for a single layer) replaces
     the base bias. An adapter saved with ``init_lora_weights="pissa"`` expects PEFT to turn the
-    base into its PiSSA residual on loading; so does this function. DoRA, LoRA biases,
+    base into its PiSSA residual on loading; so does this function. LoRA biases,
     per-module patterns or other targets are refused.
     """
     folder = Path(folder)
@@ -217,12 +231,13 @@ def read_adapter(folder: str | Path, base: nn.Linear) -> LoRALinear:
             f"{rank} on a {base.in_features}→{base.out_features} layer"
         )
     trained_bias = next((state[key] for key in BIAS_KEYS if key in state), None)
-    layer = LoRALinear(
+    method = registry.method_from_peft(config.get("use_dora", False))
+    layer = layer_class(method)(
         base,
         rank=rank,
         alpha=config.get("lora_alpha", 8),
-        scaling="rslora" if config.get("use_rslora") else "standard",
-        init="pissa" if config.get("init_lora_weights") == "pissa" else "kaiming",
+        scaling=registry.scaling_from_peft(config.get("use_rslora", False)),
+        init=registry.init_from_peft(config.get("init_lora_weights", True)),
         bias="none" if trained_bias is None else "all",
         dropout=float(config.get("lora_dropout", 0.0)),
         generator=torch.Generator(),
@@ -230,12 +245,14 @@ def read_adapter(folder: str | Path, base: nn.Linear) -> LoRALinear:
     with torch.no_grad():
         layer.lora_A.copy_(lora_a)
         layer.lora_B.copy_(lora_b)
+        if registry.method(method).magnitude:
+            layer.magnitude.copy_(state[MAGNITUDE_KEY])
         if trained_bias is not None:
             layer.base.bias.copy_(trained_bias)
     return layer
 
 
-def load_adapter(folder: str | Path, dataset) -> LoRALinear:
+def load_adapter(folder: str | Path, dataset) -> nn.Module:
     """A PEFT adapter folder on the base of ``dataset`` (see :func:`base_module`), in eval mode."""
     return read_adapter(folder, base_module(dataset, folder).layer).eval()
 

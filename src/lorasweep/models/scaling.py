@@ -3,23 +3,12 @@ figures can name a run's scale)."""
 
 from __future__ import annotations
 
-import math
-
-from lorasweep.options import SCALINGS
+from lorasweep.models import registry
 
 
 def scaling_factor(rule: str, alpha: float, rank: int) -> float:
-    """The adapter's output multiplier s.
-
-    ``standard``: α/r (LoRA §4.1, loralib, PEFT default); ``rslora``: α/√r (Kalajdzievski 2023,
-    arXiv 2312.03732); ``constant``: α, independent of r (the seed demo uses α = 1).
-    """
+    """The adapter's output multiplier s of scaling rule ``rule`` (its record's formula:
+    ``standard`` α/r, ``rslora`` α/√r, ``constant`` α; see :mod:`lorasweep.models.registry`)."""
     if rank < 1:
         raise ValueError(f"rank must be a positive integer, got {rank}")
-    if rule == "standard":
-        return alpha / rank
-    if rule == "rslora":
-        return alpha / math.sqrt(rank)
-    if rule == "constant":
-        return float(alpha)
-    raise ValueError(f"unknown scaling {rule!r}; allowed: {', '.join(SCALINGS)}")
+    return registry.scaling(rule).factor(alpha, rank)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lorasweep.models.names import linear_modules, select
-from lorasweep.options import test_size
+from lorasweep.options import METHODS, test_size
 from lorasweep.planning.resources import network_shape, split_rows
 from lorasweep.planning.runs import RunSpec
 
@@ -31,7 +31,7 @@ ENGINES = ("batched", "single")
 """``batched`` trains each batch as one tensor program; ``single`` trains run after run with the
 reference loop (:func:`lorasweep.training.loop.train_run`)."""
 
-BATCHED_METHODS = ("lora", "full")
+BATCHED_METHODS = METHODS
 """Methods the engine batches, on every dataset kind; any other run trains on the single-run
 path."""
 

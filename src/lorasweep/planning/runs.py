@@ -3,11 +3,12 @@
 This package never imports torch, so Snakemake can build the DAG of a large grid quickly.
 
 A *run* is one training of one model. Its id is derived only from its parameters, for example
-``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a LoRA run
-whose base bias trains has ``_biasall`` before the seed, and a deep model's LoRA run names its
-targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``. A run on a replicate of the task
-(a ``task_seeds`` entry other than 0) ends in ``_t<task seed>``, and trains on that replicate's
-dataset files (:func:`replicate_name`).
+``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a DoRA
+run (the grid's ``method`` axis) starts ``lowrank__dora_r4`` where LoRA's starts
+``lowrank__lora``; an adapter run whose base bias trains has ``_biasall`` before the seed, and a
+deep model's adapter run names its targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``.
+A run on a replicate of the task (a ``task_seeds`` entry other than 0) ends in
+``_t<task seed>``, and trains on that replicate's dataset files (:func:`replicate_name`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from lorasweep.models import registry
 from lorasweep.models.names import linear_modules, matrix_types, pattern_label, select
 
 
@@ -55,6 +57,16 @@ class RunSpec:
     """The replicate of the dataset's task the run trains on (``task_seeds``)."""
 
     @property
+    def record(self) -> registry.Method:
+        """The run's method record (:mod:`lorasweep.models.registry`)."""
+        return registry.method(self.method)
+
+    @property
+    def adapter(self) -> bool:
+        """Whether the run trains an adapter (every method but full fine-tuning)."""
+        return self.record.adapter
+
+    @property
     def data(self) -> str:
         """The name of the dataset files the run trains on (:func:`replicate_name`)."""
         return replicate_name(self.dataset, self.task_seed)
@@ -62,13 +74,14 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         replicate = f"_t{self.task_seed}" if self.task_seed else ""
-        if self.method == "full":
-            return f"{self.dataset}__full_lr{format_number(self.lr)}_s{self.seed}{replicate}"
+        if not self.adapter:
+            tag = self.record.run_tag()
+            return f"{self.dataset}__{tag}_lr{format_number(self.lr)}_s{self.seed}{replicate}"
         ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
         where = f"-{pattern_label(self.targets)}" if self.targets is not None else ""
         bias = "_biasall" if self.bias == "all" else ""
         return (
-            f"{self.dataset}__lora{where}_r{self.rank}_a{format_number(self.alpha)}"
+            f"{self.dataset}__{self.record.run_tag()}{where}_r{self.rank}_a{format_number(self.alpha)}"
             f"_{self.scaling}_{self.init}_lr{format_number(self.lr)}{ratio}{bias}_s{self.seed}"
             f"{replicate}"
         )
@@ -134,6 +147,7 @@ def grids(config: dict) -> list[dict]:
     where no block gives it (deep datasets then adapt ``all``); an extra grid with
     ``rank_budget`` has no ``rank`` axis of its own."""
     main = {
+        "method": [registry.default_method()],
         "lr_ratio": [1.0],
         "bias": [config["train"].get("bias", "none")],
         "targets": None,
@@ -172,9 +186,9 @@ def lora_settings(dataset: dict, block: dict) -> Iterator[tuple]:
 
 
 def expand_runs(config: dict) -> list[RunSpec]:
-    """The LoRA runs (datasets × task seeds × seeds × targets × rank × α × scaling × init × lr ×
-    lr_ratio × bias, for the main grid and each extra grid, without repeats) followed by the
-    full fine-tuning runs (datasets × task seeds × seeds × lr), in a fixed order."""
+    """The adapter runs (datasets × task seeds × seeds × method × targets × rank × α × scaling ×
+    init × lr × lr_ratio × bias, for the main grid and each extra grid, without repeats)
+    followed by the full fine-tuning runs (datasets × task seeds × seeds × lr), in a fixed order."""
     train = config["train"]
     common = {
         "epochs": train["epochs"],
@@ -187,14 +201,15 @@ def expand_runs(config: dict) -> list[RunSpec]:
     for dataset, grid in itertools.product(config["datasets"], grids(config)):
         if grid["datasets"] is not None and dataset["name"] not in grid["datasets"]:
             continue
-        for task_seed, seed in replicated:
-            for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in lora_settings(
-                dataset, grid
-            ):
+        settings = list(lora_settings(dataset, grid))
+        for task_seed, seed, method in itertools.product(
+            task_seeds, config["seeds"], grid["method"]
+        ):
+            for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in settings:
                 runs.append(
                     RunSpec(
                         dataset=dataset["name"],
-                        method="lora",
+                        method=method,
                         seed=seed,
                         lr=lr,
                         rank=rank,
@@ -217,7 +232,7 @@ def expand_runs(config: dict) -> list[RunSpec]:
                     runs.append(
                         RunSpec(
                             dataset=dataset["name"],
-                            method="full",
+                            method=registry.full_name(),
                             seed=seed,
                             lr=lr,
                             bias=train.get("bias", "none"),
@@ -234,6 +249,6 @@ def rank_settings(runs: list[RunSpec]) -> dict[str, list[tuple[int, str]]]:
     oracles."""
     settings: dict[str, set[tuple[int, str]]] = {}
     for run in runs:
-        if run.method == "lora":
+        if run.adapter:
             settings.setdefault(run.data, set()).add((run.rank, run.bias))
     return {name: sorted(pairs) for name, pairs in sorted(settings.items())}

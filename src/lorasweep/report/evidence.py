@@ -11,6 +11,7 @@ import pandas as pd
 from lorasweep.analysis import forgetting
 from lorasweep.analysis.evidence_findings import INTRUDER_EPSILON, intruder_means
 from lorasweep.analysis.learning_rate import CURVE_KEYS, ratio_spread
+from lorasweep.models import registry
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -18,10 +19,11 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def _curve_name(row) -> str:
-    if row["method"] == "full":
+    if registry.is_full(row["method"]):
         return "full FT"
-    rule = {"standard": "α/r", "rslora": "α/√r", "constant": "α"}.get(row["scaling"], "")
-    return f"LoRA r={int(row['rank'])}, {rule}, α={row['alpha']:g}"
+    rule = registry.scaling_label(row["scaling"]) if pd.notna(row["scaling"]) else ""
+    label = registry.method(row["method"]).label
+    return f"{label} r={int(row['rank'])}, {rule}, α={row['alpha']:g}"
 
 
 def _spread_text(ratios: pd.Series) -> str:
@@ -98,12 +100,13 @@ def intruders_section(runs: pd.DataFrame, intruders: pd.DataFrame | None) -> lis
     means = intruder_means(runs, intruders) if intruders is not None else pd.DataFrame()
     if means.empty:
         return [head, "<p>No completed runs.</p>"]
-    rule = {"standard": "α/r", "rslora": "α/√r", "constant": "α"}
     shown = pd.DataFrame(
         {
             "dataset": means["dataset"],
             "method": [
-                "full FT" if m == "full" else f"LoRA r={int(r)}, {rule.get(s, s)}"
+                "full FT"
+                if registry.is_full(m)
+                else f"{registry.method(m).label} r={int(r)}, {registry.scaling_label(s)}"
                 for m, r, s in zip(means["method"], means["rank"], means["scaling"], strict=True)
             ],
             "intruders": [

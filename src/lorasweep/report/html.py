@@ -20,6 +20,7 @@ import pandas as pd
 from lorasweep.analysis import statistics
 from lorasweep.analysis.findings import NOT_TESTED
 from lorasweep.analysis.intervals import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from lorasweep.models import registry
 from lorasweep.options import DEEP_KINDS
 from lorasweep.report import deep, explorer
 from lorasweep.report.evidence import evidence_sections
@@ -76,7 +77,9 @@ def _dataset_summary(ran: pd.DataFrame, table: pd.DataFrame, dataset: str, toler
             f"every one of its {len(ran)} runs diverged (listed under Diverged runs), so there "
             "is no loss to summarise."
         )
-    return _lora_against_full(rows, tolerance, full_ran=bool((ran["method"] == "full").any()))
+    return _lora_against_full(
+        rows, tolerance, full_ran=bool((registry.full_rows(ran["method"])).any())
+    )
 
 
 def _dataset_prefix(runs: pd.DataFrame, dataset: str) -> str:
@@ -97,8 +100,8 @@ def _dataset_prefix(runs: pd.DataFrame, dataset: str) -> str:
 def _lora_against_full(rows: pd.DataFrame, tolerance: float, full_ran: bool = True) -> str:
     """How LoRA compares with full fine-tuning, from one dataset's efficiency rows (at least
     one); ``full_ran`` tells a full fine-tuning that diverged from one not run at all."""
-    lora = rows[rows["method"] == "lora"]
-    full = rows[rows["method"] == "full"]
+    lora = rows[registry.adapter_rows(rows["method"])]
+    full = rows[registry.full_rows(rows["method"])]
     best = lora.loc[lora["final_val_loss"].idxmin()] if not lora.empty else None
     if full.empty:
         return (
@@ -158,7 +161,7 @@ def _table_html(table: pd.DataFrame) -> str:
         {
             "dataset": table["dataset"],
             "method": [
-                f"LoRA r={r}" if m == "lora" else "full FT"
+                f"{registry.method(m).label} r={r}" if registry.is_adapter(m) else "full FT"
                 for m, r in zip(table["method"], table["rank"], strict=True)
             ],
             "best settings": table["settings"],
@@ -250,8 +253,8 @@ def render(
 
 def _head(title: str, runs: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
     """Document head, title and the one-line count of runs."""
-    n_lora = int((runs["method"] == "lora").sum())
-    n_full = int((runs["method"] == "full").sum())
+    n_lora = int((registry.adapter_rows(runs["method"])).sum())
+    n_full = int((registry.full_rows(runs["method"])).sum())
     return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

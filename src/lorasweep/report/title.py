@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from lorasweep.models import registry
+
 STUDY_KEYS = ("datasets", "grid", "extra_grids", "full_finetune")
 NAMED_DATASETS = 3
 LISTED_RANKS = 4
@@ -55,7 +57,10 @@ def _ranks(config: Mapping) -> list[int]:
 def derived_title(config: Mapping) -> str:
     """A title naming the methods, LoRA's ranks and every dataset (shape and task rank)."""
     ranks = _ranks(config)
-    lora = "LoRA"
+    main = config.get("grid", {}).get("method", [registry.default_method()])
+    named = {m for extra in config.get("extra_grids", []) for m in extra.get("method", main)}
+    named |= set(main)
+    lora = " and ".join(m.label for m in registry.METHOD_RECORDS if m.name in named)
     if ranks:
         listed = ", ".join(map(str, ranks)) if len(ranks) <= LISTED_RANKS else None
         span = listed or f"{ranks[0]}–{ranks[-1]}"

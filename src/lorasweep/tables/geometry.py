@@ -13,13 +13,13 @@ import torch
 
 from lorasweep.analysis.geometry import (
     amplification_factor,
-    lora_update,
     similarity_grid,
     true_subspace_similarity,
 )
 from lorasweep.analysis.statistics import LORA_SETTINGS
 from lorasweep.io import load_metadata, load_tensors, read_json
-from lorasweep.models.lora import RESIDUAL_BASE_INITS
+from lorasweep.models import registry
+from lorasweep.models.adapters import stored_update
 from lorasweep.models.names import linear_modules
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import replicate_name
@@ -44,18 +44,22 @@ def run_update(run_dir: Path, metrics: dict, w0: torch.Tensor) -> torch.Tensor:
     scale s stored by the run)."""
     path = run_dir / "weights.safetensors"
     tensors = load_tensors(path)
-    if metrics["method"] == "full":
+    if registry.is_full(metrics["method"]):
         return tensors["weight"].double() - w0.double()
     scaling = load_metadata(path)["scaling"]
-    return adapter_update(run_dir, tensors, "", scaling, metrics["init"])
+    return adapter_update(run_dir, tensors, "", scaling, metrics, w0)
 
 
-def adapter_update(run_dir: Path, tensors: dict, prefix: str, scaling: float, init: str):
-    """s·(BA − B₀A₀) of the adapter stored under ``prefix`` (a deep model's module name and a
-    dot; nothing for a single layer): B₀A₀ where the frozen base is W₀ − s·B₀A₀, else s·BA."""
-    a, b = tensors[f"{prefix}lora_A"], tensors[f"{prefix}lora_B"]
-    if init not in RESIDUAL_BASE_INITS:
-        return lora_update(a, b, scaling)
+def adapter_update(
+    run_dir: Path, tensors: dict, prefix: str, scaling: float, metrics: dict, w0: torch.Tensor
+):
+    """W_final − W₀ of the adapter stored under ``prefix`` (a deep model's module name and a
+    dot; nothing for a single layer), by its method (:func:`lorasweep.models.adapters.
+    stored_update`: s·BA for LoRA, the merged weight's change for DoRA), with A₀ and B₀ where
+    the frozen base is W₀ − s·B₀A₀."""
+    init, method = metrics["init"], metrics["method"]
+    if not registry.replaces_base(init):
+        return stored_update(method, w0, tensors, prefix, scaling)
     names = [f"{prefix}{name}" for name in INIT_FACTORS]
     if any(name not in tensors for name in names):
         raise MissingInitError(
@@ -63,7 +67,7 @@ def adapter_update(run_dir: Path, tensors: dict, prefix: str, scaling: float, in
             "and lora_B_init in weights.safetensors; rerun the pipeline to write them"
         )
     a0, b0 = (tensors[name] for name in names)
-    return lora_update(a, b, scaling, a0, b0)
+    return stored_update(method, w0, tensors, prefix, scaling, a0, b0)
 
 
 def _geometry_row(
@@ -99,21 +103,21 @@ def layer_updates(
     the modules its adapter covers, or every one for full fine-tuning."""
     path = run_dir / "weights.safetensors"
     tensors = load_tensors(path)
-    lora = metrics["method"] == "lora"
+    lora = registry.is_adapter(metrics["method"])
     scaling = load_metadata(path)["scaling"] if lora else None
     for module in linear_modules(data.spec.as_dict()):
         name, w0 = module.name, data[f"{module.name}.weight"]
         if not lora:
             yield name, w0, tensors[f"{name}.weight"].double() - w0.double()
         elif f"{name}.lora_A" in tensors:
-            yield name, w0, adapter_update(run_dir, tensors, f"{name}.", scaling, metrics["init"])
+            yield name, w0, adapter_update(run_dir, tensors, f"{name}.", scaling, metrics, w0)
 
 
 def _layer_rows(run_dir: Path, metrics: dict, data) -> list[dict]:
     """A deep model's run: one row per linear module it changed, against that module's W₀ and,
     where the teacher shifts it, its ΔW* of the dataset's known rank."""
     task_rank = data.spec.task_rank
-    rank = metrics["rank"] if metrics["method"] == "lora" else task_rank
+    rank = metrics["rank"] if registry.is_adapter(metrics["method"]) else task_rank
     return [
         _geometry_row(
             metrics["run_id"],
@@ -151,7 +155,9 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFram
     folders = {m["run_id"]: d for d, m in runs}
     completed = [(d, m) for d, m in runs if m["status"] == "ok"]
     per_run = [row for d, m in completed for row in _run_geometry(d, m, datasets[_data(m)])]
-    lora = [m for _, m in completed if m["method"] == "lora" and m.get("targets") is None]
+    lora = [
+        m for _, m in completed if registry.is_adapter(m["method"]) and m.get("targets") is None
+    ]
     pairs = [
         row
         for kind, run_a, run_b in _comparison_pairs(lora)
@@ -179,7 +185,7 @@ def _run_geometry(run_dir: Path, metrics: dict, data) -> list[dict]:
         return _layer_rows(run_dir, metrics, data)
     w0, truth = data["W0"], data["delta_W"]
     delta = run_update(run_dir, metrics, w0)
-    rank = metrics["rank"] if metrics["method"] == "lora" else None
+    rank = metrics["rank"] if registry.is_adapter(metrics["method"]) else None
     return [_geometry_row(metrics["run_id"], None, delta, w0, truth, rank)]
 
 

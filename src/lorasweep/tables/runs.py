@@ -18,6 +18,7 @@ import pandas as pd
 from lorasweep.io import read_json
 from lorasweep.jobs.integrity import ManifestError, integrity_problem, read_manifest
 from lorasweep.logs import OneLineError
+from lorasweep.models import registry
 
 MODEL_COLUMNS = ["shifted", "n_layers", "d_model", "n_heads", "seq_len", "d_ff"]
 """The deep kinds' dataset keys, empty for the single-layer kinds."""
@@ -143,7 +144,7 @@ def _timing_row(run_dir: Path, run_id: str, job_id: str) -> dict:
 def _runs_table(rows: list[dict]) -> pd.DataFrame:
     """``runs.csv``: LoRA-only columns empty for full FT, integer columns as integers, sorted."""
     runs = pd.DataFrame(rows).reindex(columns=RUN_COLUMNS)
-    full = runs["method"] == "full"
+    full = runs["method"].map(registry.is_full).astype(bool)
     runs.loc[full, LORA_ONLY] = None
     runs = _with_integer_columns(runs)
     return runs.sort_values(SORT_KEYS, na_position="first", kind="stable").reset_index(drop=True)

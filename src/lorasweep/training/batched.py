@@ -171,10 +171,10 @@ def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device,
     while len(models) < MIN_SLOTS:
         models.append(build_model(specs[0], dataset, device))
         slot_specs.append(specs[0])
-    if dataset.spec.kind in DEEP_KINDS:
+    if dataset.spec.kind in DEEP_KINDS or not specs[0].record.fused:
         kind = StackedNetwork
     else:
-        kind = StackedLoRA if specs[0].method == "lora" else StackedFull
+        kind = StackedLoRA if specs[0].adapter else StackedFull
     objective = kind(slot_specs, models, dataset, batch)
     adam = StackedAdam(objective.params, objective.learning_rates(slot_specs))
     owners = [*range(len(specs)), *[None] * (len(slot_specs) - len(specs))]

@@ -34,7 +34,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear, lora_layers
+from lorasweep.models import registry
+from lorasweep.models.dora import DoRALinear
+from lorasweep.models.lora import LoRALinear, lora_layers
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
 from lorasweep.training.batched_linear import Rows, copy_generator, kept_slots
@@ -46,10 +48,7 @@ from lorasweep.training.stacked import SlotLayout, StackedParameters
 def trained_names(spec: RunSpec, model: nn.Module) -> dict[str, str]:
     """The tensors a run stores (:func:`~lorasweep.training.loop.package_result`), each mapped
     to the name of the parameter it is."""
-    if spec.method == "lora":
-        stored = adapter_tensors(model, spec.bias)
-    else:
-        stored = dict(model.named_parameters())
+    stored = adapter_tensors(model, spec.bias) if spec.adapter else dict(model.named_parameters())
     names = {id(p): name for name, p in model.named_parameters()}
     return {key: names[id(value)] for key, value in stored.items()}
 
@@ -64,6 +63,22 @@ class MaskedLoRALinear(LoRALinear):
         return x * self.dropout_keep / (1.0 - self.dropout)
 
 
+class MaskedDoRALinear(DoRALinear):
+    """A DoRA module of the template, its dropout mask passed in as :class:`MaskedLoRALinear`'s."""
+
+    adapter_input = MaskedLoRALinear.adapter_input
+
+
+MASKED = {LoRALinear: MaskedLoRALinear, DoRALinear: MaskedDoRALinear}
+"""Each adapter layer class → its template class."""
+
+
+def _key(module: str, name: str) -> str:
+    """A tensor's name in ``functional_call``: ``module.name``, or ``name`` where the module is
+    the model itself (a single layer)."""
+    return f"{module}.{name}" if module else name
+
+
 def _template(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose LoRA modules hold s as a ``scaling`` buffer and their dropout
     mask as a ``dropout_keep`` buffer, so that each run passes its own. It holds no data (every
@@ -73,7 +88,7 @@ def _template(model: nn.Module) -> nn.Module:
         scale = torch.tensor(layer.scaling, dtype=layer.lora_A.dtype, device=layer.lora_A.device)
         del layer.scaling
         layer.register_buffer("scaling", scale)
-        layer.__class__ = MaskedLoRALinear
+        layer.__class__ = MASKED[type(layer)]
         layer.register_buffer("dropout_keep", None)
         layer.dropout_generator = None
     return template.to("meta")
@@ -108,7 +123,7 @@ class StackedNetwork:
             split: (dataset[f"X_{split}"].to(device), dataset[f"y_{split}"].to(device))
             for split in splits_of(dataset.tensors)
         }
-        self.dropout = specs[0].dropout if specs[0].method == "lora" else 0.0
+        self.dropout = specs[0].dropout if specs[0].adapter else 0.0
         self.adapted = [(name, layer.in_features) for name, layer in lora_layers(first)]
         self.dropout_generators = [
             [layer.dropout_generator for _, layer in lora_layers(model)] for model in models
@@ -122,14 +137,16 @@ class StackedNetwork:
         (runs, …): each LoRA module's s, and with PiSSA the adapted modules' base weights. Which
         tensors are stacked depends on the batch's key alone, never on the values, so that a
         run's program is the same whichever runs share its batch."""
-        own = {f"{name}.scaling" for name, _ in lora_layers(models[0])}
-        if specs[0].method == "lora" and specs[0].init in RESIDUAL_BASE_INITS:
-            own |= {f"{name}.base.weight" for name, _ in lora_layers(models[0])}
+        own = {_key(name, "scaling") for name, _ in lora_layers(models[0])}
+        if specs[0].adapter and registry.replaces_base(specs[0].init):
+            own |= {_key(name, "base.weight") for name, _ in lora_layers(models[0])}
         held = []
         for model in models:
             tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
             for name, layer in lora_layers(model):
-                tensors[f"{name}.scaling"] = torch.tensor(layer.scaling, dtype=layer.lora_A.dtype)
+                tensors[_key(name, "scaling")] = torch.tensor(
+                    layer.scaling, dtype=layer.lora_A.dtype
+                )
             held.append({k: v.detach() for k, v in tensors.items() if k not in trainable})
         device = next(models[0].parameters()).device
         shared, per_run = {}, {}
@@ -149,14 +166,14 @@ class StackedNetwork:
         return self.params.runs
 
     def learning_rates(self, specs: Sequence[RunSpec]) -> dict[str, list[float]]:
-        """Every A (and bias) at lr, every B at lr·λ, as
-        :func:`~lorasweep.training.loop.param_groups` gives them; every parameter at lr for full
-        fine-tuning."""
-        rates = {}
-        for name in self.params.layout.shapes:
-            ratio = name.endswith("lora_B") and specs[0].method == "lora"
-            rates[name] = [s.lr * s.lr_ratio if ratio else s.lr for s in specs]
-        return rates
+        """Each trained tensor's rate by its method record's ``lr_groups`` (A, m and biases at
+        lr, B at lr·λ; every parameter at lr for full fine-tuning), as
+        :func:`~lorasweep.training.loop.param_groups` gives them."""
+        groups = [s.record.lr_groups(s.lr, s.lr_ratio) for s in specs]
+        return {
+            name: [rates[name.rpartition(".")[2]] for rates in groups]
+            for name in self.params.layout.shapes
+        }
 
     def _rows(self, split: str, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """(runs, b, …) inputs and targets of each run's rows."""
@@ -193,7 +210,7 @@ class StackedNetwork:
             shape = (*leading, d_in)
             keeps = [torch.rand(shape, generator=generators[index], device="cpu") >= self.dropout
                      for generators in self.dropout_generators]  # fmt: skip
-            masks[f"{name}.dropout_keep"] = torch.stack(keeps).to(device, dtype)
+            masks[_key(name, "dropout_keep")] = torch.stack(keeps).to(device, dtype)
         return masks
 
     def evaluate(self, split: str) -> torch.Tensor:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from lorasweep.models import registry
 from lorasweep.models.lora import LoRALinear
 from lorasweep.planning.batches import CHUNK_ELEMENTS
 from lorasweep.planning.runs import RunSpec
@@ -45,7 +46,7 @@ def splits_of(tensors: dict[str, torch.Tensor]) -> tuple[str, ...]:
 def can_cache_base(model: nn.Module) -> bool:
     """Caching W₀x is exact when the model is one unmerged LoRA layer fed directly by data
     (no trainable layer before it, no dropout on the base path)."""
-    return isinstance(model, LoRALinear) and not model.merged
+    return isinstance(model, LoRALinear) and model.method_record.additive and not model.merged
 
 
 def trains_on_base_residuals(spec: RunSpec) -> bool:
@@ -53,7 +54,7 @@ def trains_on_base_residuals(spec: RunSpec) -> bool:
     (no ``targets``) with any init but PiSSA, which moves part of W₀ into the adapter and so
     needs its own residual. A deep model's run never does: its frozen modules sit between
     trainable ones."""
-    return spec.method == "lora" and spec.init != "pissa" and spec.targets is None
+    return spec.record.additive and not registry.replaces_base(spec.init) and spec.targets is None
 
 
 def _row_chunks(n: int, width: int) -> Iterator[slice]:

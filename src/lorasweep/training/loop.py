@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lorasweep.analysis.geometry import lora_update
-from lorasweep.models import networks
+from lorasweep.models import networks, registry
 from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
-from lorasweep.models.lora import RESIDUAL_BASE_INITS, LoRALinear, lora_layers
+from lorasweep.models.adapters import layer_class, stored_update
+from lorasweep.models.lora import is_adapter_layer, lora_layers
 from lorasweep.models.names import linear_modules, matrix_types, select
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import RunSpec
@@ -53,7 +53,7 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     if dataset.spec.kind in DEEP_KINDS:
         return build_network_model(spec, dataset, device)
     d_in, d_out = dataset.spec.in_features, dataset.spec.out_features
-    full = spec.method == "full"
+    full = not spec.adapter
     base = nn.Linear(d_in, d_out, device="meta")
     if "W0" in dataset.tensors:
         base.weight = nn.Parameter(dataset["W0"].to(device, copy=full), requires_grad=full)
@@ -63,17 +63,20 @@ def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Mod
     if full:
         return base
     layer = lora_layer(spec, base, device)
-    if spec.init == "randn" and tutorial.is_tutorial(dataset.spec):
+    if registry.init(spec.init).tutorial_draws and tutorial.is_tutorial(dataset.spec):
         tutorial.initialise_adapter(layer, dataset.spec)
+        if spec.record.magnitude:
+            layer.reset_magnitude()
     return layer
 
 
-def lora_layer(spec: RunSpec, base: nn.Linear, device: torch.device, name: str = "") -> LoRALinear:
-    """The run's LoRA wrapper of ``base``. Initialisation is seeded by the run's seed, dataset
-    and rank (and, in a network, the module's name), so runs that differ only in α, scaling,
-    learning rate or targets start from the same adapter on each module."""
+def lora_layer(spec: RunSpec, base: nn.Linear, device: torch.device, name: str = "") -> nn.Module:
+    """The run's adapter layer around ``base``, of its method's class
+    (:mod:`~lorasweep.models.adapters`). Initialisation is seeded by the run's seed, dataset and
+    rank (and, in a network, the module's name), so runs that differ only in α, scaling, learning
+    rate or targets start from the same adapter on each module."""
     module = (name,) if name else ()
-    return LoRALinear(
+    return layer_class(spec.method)(
         base,
         rank=spec.rank,
         alpha=spec.alpha,
@@ -91,7 +94,7 @@ def adapted_modules(spec: RunSpec, dataset: Dataset) -> list[str]:
     """The linear modules of a deep dataset's network that the run changes: those its
     ``targets`` select for LoRA, every one for full fine-tuning."""
     modules = linear_modules(dataset.spec.as_dict())
-    chosen = modules if spec.method == "full" else select(modules, spec.targets)
+    chosen = modules if not spec.adapter else select(modules, spec.targets)
     return [m.name for m in chosen]
 
 
@@ -99,7 +102,7 @@ def build_network_model(spec: RunSpec, dataset: Dataset, device: torch.device) -
     """The dataset's base network f₀ (a copy), every parameter trainable for full fine-tuning,
     or frozen with a LoRA wrapper on each module the run's ``targets`` select."""
     network = networks.load_base(dataset, device)
-    if spec.method == "lora":
+    if spec.adapter:
         networks.add_lora(
             network,
             adapted_modules(spec, dataset),
@@ -113,12 +116,15 @@ def _prefix(name: str) -> str:
 
 
 def adapter_tensors(model: nn.Module, bias: str) -> dict[str, torch.Tensor]:
-    """Each LoRA layer's ``lora_A``, ``lora_B`` (and ``bias`` where it trains), under the
-    layer's name (``blocks.0.mlp.up.lora_A``; plain ``lora_A`` for a single layer)."""
+    """Each adapter layer's ``lora_A``, ``lora_B``, DoRA's ``magnitude`` (and ``bias`` where it
+    trains), under the layer's name (``blocks.0.mlp.up.lora_A``; plain ``lora_A`` for a single
+    layer)."""
     tensors = {}
     for name, layer in lora_layers(model):
         tensors[f"{_prefix(name)}lora_A"] = layer.lora_A
         tensors[f"{_prefix(name)}lora_B"] = layer.lora_B
+        if layer.method_record.magnitude:
+            tensors[f"{_prefix(name)}magnitude"] = layer.magnitude
         if bias == "all":
             tensors[f"{_prefix(name)}bias"] = layer.base.bias
     return tensors
@@ -128,7 +134,7 @@ def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]
     """A₀ and B₀ as ``lora_A_init``/``lora_B_init`` where the frozen base is W₀ − s·B₀A₀
     (:data:`RESIDUAL_BASE_INITS`), so that later stages rebuild the run's base and its change
     from W₀ from the run folder instead of recomputing PiSSA's SVD; empty for every other run."""
-    if spec.method != "lora" or spec.init not in RESIDUAL_BASE_INITS:
+    if not spec.adapter or not registry.replaces_base(spec.init):
         return {}
     return {
         f"{key}_init": value.detach().to("cpu", copy=True)
@@ -191,25 +197,28 @@ def choose_loss(
 
 
 def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
-    """Adam's parameter groups. LoRA: every A at lr and every B at lr·λ (LoRA+, Hayou et al.
-    2024, arXiv 2402.12354; λ = ``lr_ratio``), plus the adapted layers' biases at lr where they
-    train. Full fine-tuning: every parameter at lr."""
-    if spec.method != "lora":
+    """Adam's parameter groups, at the rates of the method record's ``lr_groups``: an adapter's
+    A at lr, B at lr·λ (LoRA+, Hayou et al. 2024, arXiv 2402.12354; λ = ``lr_ratio``), DoRA's m
+    at lr, plus the adapted layers' biases at lr where they train. Full fine-tuning: every
+    parameter at lr."""
+    if not spec.adapter:
         return [{"params": list(model.parameters()), "lr": spec.lr}]
+    rates = spec.record.lr_groups(spec.lr, spec.lr_ratio)
     layers = [layer for _, layer in lora_layers(model)]
+    trained = [name for name in rates if name != "bias"]
     groups = [
-        {"params": [layer.lora_A for layer in layers], "lr": spec.lr},
-        {"params": [layer.lora_B for layer in layers], "lr": spec.lr * spec.lr_ratio},
+        {"params": [getattr(layer, name) for layer in layers], "lr": rates[name]}
+        for name in trained
     ]
     if spec.bias == "all":
-        groups.append({"params": [layer.base.bias for layer in layers], "lr": spec.lr})
+        groups.append({"params": [layer.base.bias for layer in layers], "lr": rates["bias"]})
     return groups
 
 
 def tracked_gradients(spec: RunSpec, model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """The parameters whose gradient norm each epoch records, by column name: every A and
     every B for LoRA, every linear weight for full fine-tuning (one each in a single layer)."""
-    if spec.method == "lora":
+    if spec.adapter:
         layers = [layer for _, layer in lora_layers(model)]
         return {
             "grad_norm_A": [layer.lora_A for layer in layers],
@@ -258,12 +267,14 @@ def population_loss(
         return None
     if status != "ok":
         return math.nan
-    if spec.method == "full":
+    if not spec.adapter:
         update = tensors["weight"].double().cpu() - dataset["W0"].double().cpu()
     else:
-        update = lora_update(
-            tensors["lora_A"],
-            tensors["lora_B"],
+        update = stored_update(
+            spec.method,
+            dataset.tensors.get("W0"),
+            tensors,
+            "",
             scaling,
             initial_tensors.get("lora_A_init"),
             initial_tensors.get("lora_B_init"),
@@ -404,8 +415,8 @@ class RunResult:
             types = "+".join(matrix_types(self.adapted))
             deep = {"adapted_modules": len(self.adapted), "adapted_types": types}
         if truth is not None:
-            rank = spec.rank if spec.method == "lora" else None
-            bias_trains = spec.method == "full" or spec.bias == "all"
+            rank = spec.rank if spec.adapter else None
+            bias_trains = not spec.adapter or spec.bias == "all"
             if self.adapted is None:
                 optimal = truth.optimal_loss(rank, bias_trains)
             else:
@@ -465,7 +476,7 @@ def model_record(spec: RunSpec, model: nn.Module) -> dict:
     adapted = None
     if isinstance(model, networks.DeepNetwork):
         adapted = tuple(name for name, _ in layers) or tuple(networks.linear_names(model))
-    single_pissa = spec.init == "pissa" and isinstance(model, LoRALinear)
+    single_pissa = registry.replaces_base(spec.init) and is_adapter_layer(model)
     return {
         "counts": count_parameters(model),
         "scaling": layers[0][1].scaling if layers else None,
@@ -489,10 +500,7 @@ def package_result(
     adapter's starting point where it is stored, and their test and population losses. Full
     fine-tuning stores every parameter (``weight`` and ``bias`` of a single layer; a network's
     whole state dict)."""
-    if spec.method == "lora":
-        tensors = adapter_tensors(model, spec.bias)
-    else:
-        tensors = dict(model.named_parameters())
+    tensors = adapter_tensors(model, spec.bias) if spec.adapter else dict(model.named_parameters())
     tensors = {k: v.detach().cpu() for k, v in tensors.items()}
     status = "ok" if history.diverged_epoch is None else "diverged"
     record = model_record(spec, model)

@@ -1,0 +1,268 @@
+"""The registered fine-tuning methods, adapter inits and scaling rules, one record each.
+
+Importable without torch: planning, tables, figures and the report read these records, and the
+config schema's enums are held equal to them (``tests/test_registry.py``). Every other module
+asks a record (``method(run.method).adapter``, ``init(run.init).replaces_base``) rather than
+comparing a name, so a new method, init or rule is one entry here plus the code that computes
+it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Method:
+    """A fine-tuning method: what it trains and how PEFT names it."""
+
+    name: str
+    label: str
+    """How figures and the report name it."""
+    adapter: bool
+    """Trains a rank-r adapter (A, B) beside a frozen base; False for full fine-tuning, which
+    trains every weight and bias."""
+    magnitude: bool = False
+    """Also trains a per-output-row magnitude m (DoRA, Liu et al. 2024, arXiv 2402.09353)."""
+    peft_use_dora: bool = False
+    """PEFT's ``LoraConfig(use_dora=...)``."""
+    fused: bool = True
+    """The hand-fused single-layer objective (``training/batched_linear.py``) computes it;
+    otherwise a single layer trains through the generic ``functional_call`` objective as a
+    network of one module."""
+
+    @property
+    def additive(self) -> bool:
+        """The layer's output is W₀x + b + s·B(Ax), linear in the adapter's output, so caching
+        W₀x (and the residual y − W₀x) is exact. DoRA's row norm couples W₀ and BA: not
+        additive."""
+        return self.adapter and not self.magnitude
+
+    def run_tag(self) -> str:
+        """The method's token in a run id (``lowrank__lora_r4…``, ``lowrank__dora_r4…``)."""
+        return self.name
+
+    def trained_parameters(self, d_in: int, d_out: int, rank: int | None, bias: bool) -> int:
+        """Trainable parameters on one d_in → d_out layer: r(d_in + d_out) for an adapter, plus
+        d_out for DoRA's m and for a trained bias; d_in·d_out + d_out for full fine-tuning."""
+        if not self.adapter:
+            return d_in * d_out + d_out
+        count = rank * (d_in + d_out)
+        if self.magnitude:
+            count += d_out
+        return count + (d_out if bias else 0)
+
+    def lr_groups(self, lr: float, lr_ratio: float) -> dict[str, float]:
+        """Learning rate by trained tensor: LoRA+ puts B at lr·λ (Hayou et al. 2024,
+        arXiv 2402.12354); A, m and biases at lr. Full fine-tuning: every tensor at lr."""
+        if not self.adapter:
+            return {"weight": lr, "bias": lr}
+        groups = {"lora_A": lr, "lora_B": lr * lr_ratio}
+        if self.magnitude:
+            groups["magnitude"] = lr
+        return {**groups, "bias": lr}
+
+    def delta_weight_formula(self) -> str:
+        """How its ΔW for geometry is formed (the merged weight minus W₀)."""
+        if not self.adapter:
+            return "W − W₀"
+        if self.magnitude:
+            return "m ⊙ (W₀ + s·BA)/‖W₀ + s·BA‖_row − W₀"
+        return "s·BA"
+
+
+@dataclass(frozen=True)
+class Init:
+    """How an adapter's A and B start (:meth:`lorasweep.models.lora.LoRALinear.reset_adapter`)."""
+
+    name: str
+    label: str
+    peft_init_lora_weights: bool | str
+    """PEFT's ``init_lora_weights`` for a saved adapter: the saved weights replace it on
+    loading, so an init PEFT lacks is written as ``True``."""
+    replaces_base: bool = False
+    """Moves s·B₀A₀ out of W₀ and freezes the residual W₀ − s·B₀A₀ instead (PiSSA)."""
+    peft_name: bool | str | None = None
+    """PEFT's ``init_lora_weights`` value for this init when PEFT computes it itself (an
+    adapter saved with it makes PEFT redo the init on loading); None where PEFT lacks it."""
+    zero_start: bool = True
+    """B₀ = 0, so the adapter is a no-op at step 0."""
+    start: str = ""
+    """How the adapter starts, in words (the tutorial figure's legend)."""
+    tutorial_draws: bool = False
+    """On the tutorial's dataset, A and B are the tutorial's own draws (the seed demo's
+    ``torch.randn``), not the run's seed's."""
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """A rule for the adapter's output multiplier s."""
+
+    name: str
+    label: str
+    source: str
+    exponent: float | None
+    """s = α / r^exponent; None for s = α whatever r."""
+    peft_use_rslora: bool = False
+
+    def factor(self, alpha: float, rank: int) -> float:
+        """The multiplier s for α and r."""
+        if rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {rank}")
+        if self.exponent is None:
+            return float(alpha)
+        if self.exponent == 1:
+            return alpha / rank
+        if self.exponent == 0.5:
+            return alpha / math.sqrt(rank)
+        return alpha / rank**self.exponent
+
+    def peft_alpha(self, alpha: float, rank: int) -> float:
+        """PEFT's ``lora_alpha`` that, with ``use_rslora = peft_use_rslora``, gives the same s:
+        α itself where PEFT has the rule, s·r (PEFT's α/r) otherwise."""
+        if self.exponent is None:
+            return self.factor(alpha, rank) * rank
+        return float(alpha)
+
+
+FULL = Method("full", "full FT", adapter=False)
+LORA = Method("lora", "LoRA", adapter=True)
+DORA = Method("dora", "DoRA", adapter=True, magnitude=True, peft_use_dora=True, fused=False)
+
+METHOD_RECORDS = (LORA, FULL, DORA)
+ADAPTER_METHODS = tuple(m.name for m in METHOD_RECORDS if m.adapter)
+"""The methods a grid's ``method`` axis may name; full fine-tuning is its own block."""
+
+INIT_RECORDS = (
+    Init(
+        "kaiming", "kaiming", peft_init_lora_weights=True, peft_name=True, start="B = 0 (kaiming A)"
+    ),
+    Init(
+        "gaussian",
+        "gaussian",
+        peft_init_lora_weights="gaussian",
+        peft_name="gaussian",
+        start="B = 0 (gaussian A)",
+    ),
+    Init(
+        "pissa",
+        "PiSSA",
+        peft_init_lora_weights=True,
+        replaces_base=True,
+        zero_start=False,
+        peft_name="pissa",
+        start="PiSSA",
+    ),
+    Init(
+        "randn",
+        "randn",
+        peft_init_lora_weights=True,
+        zero_start=False,
+        tutorial_draws=True,
+        start="A, B ~ N(0, 1)",
+    ),
+)
+
+SCALING_RECORDS = (
+    Scaling("standard", "α/r", "LoRA §4.1, loralib, PEFT default", exponent=1),
+    Scaling(
+        "rslora", "α/√r", "Kalajdzievski 2023, arXiv 2312.03732", exponent=0.5, peft_use_rslora=True
+    ),
+    Scaling("constant", "α", "the seed demo (α = 1)", exponent=None),
+)
+
+_METHODS = {m.name: m for m in METHOD_RECORDS}
+_INITS = {i.name: i for i in INIT_RECORDS}
+_SCALINGS = {s.name: s for s in SCALING_RECORDS}
+
+
+def _lookup(table: dict, kind: str, name: str):
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(table)}") from None
+
+
+def method(name: str) -> Method:
+    """The method record named ``name``; a ``ValueError`` naming the allowed ones otherwise."""
+    return _lookup(_METHODS, "method", name)
+
+
+def init(name: str) -> Init:
+    """The init record named ``name``."""
+    return _lookup(_INITS, "init", name)
+
+
+def scaling(name: str) -> Scaling:
+    """The scaling rule named ``name``."""
+    return _lookup(_SCALINGS, "scaling", name)
+
+
+def is_adapter(name: str) -> bool:
+    """Whether method ``name`` trains an adapter (every method but full fine-tuning)."""
+    return method(name).adapter
+
+
+def is_full(name: str) -> bool:
+    """Whether method ``name`` is full fine-tuning (trains every weight)."""
+    return not method(name).adapter
+
+
+def replaces_base(init_name: str | None) -> bool:
+    """Whether an init (None for full fine-tuning) freezes a residual instead of W₀."""
+    return init_name is not None and init(init_name).replaces_base
+
+
+def method_from_peft(use_dora: bool) -> str:
+    """The adapter method of a PEFT LoRA config with ``use_dora``."""
+    return next(m.name for m in METHOD_RECORDS if m.adapter and m.peft_use_dora == bool(use_dora))
+
+
+def scaling_from_peft(use_rslora: bool) -> str:
+    """The scaling rule PEFT computes with ``use_rslora`` (α/√r or α/r)."""
+    return next(
+        s.name
+        for s in SCALING_RECORDS
+        if s.exponent is not None and s.peft_use_rslora == bool(use_rslora)
+    )
+
+
+def init_from_peft(init_lora_weights) -> str:
+    """The init a loaded PEFT adapter must redo on its base: one that replaces the base where
+    PEFT names it so (``"pissa"``), else the default, whose saved weights are used as they are."""
+    for record in INIT_RECORDS:
+        if record.replaces_base and record.peft_name == init_lora_weights:
+            return record.name
+    return INIT_RECORDS[0].name
+
+
+REFERENCE_SCALING = SCALING_RECORDS[0]
+"""The rule findings take as their reference (α/r, PEFT's default)."""
+
+
+def adapter_rows(methods):
+    """A boolean mask of ``methods`` (a pandas Series of method names, empty where a row is
+    no run): the adapter runs."""
+    return methods.map(lambda name: isinstance(name, str) and is_adapter(name)).astype(bool)
+
+
+def full_rows(methods):
+    """A boolean mask of ``methods`` (as :func:`adapter_rows`): the full fine-tuning runs."""
+    return methods.map(lambda name: isinstance(name, str) and is_full(name)).astype(bool)
+
+
+def scaling_label(name) -> str:
+    """A scaling rule's label (α/r, α/√r, α); ``name`` itself where it names no rule (a full
+    fine-tuning row's empty cell)."""
+    return _SCALINGS[name].label if name in _SCALINGS else name
+
+
+def full_name() -> str:
+    """The name of the full fine-tuning baseline, which the ``full_finetune`` block makes."""
+    return FULL.name
+
+
+def default_method() -> str:
+    """The method a grid trains when it gives no ``method`` axis."""
+    return LORA.name
