@@ -46,7 +46,7 @@ def simulated():
                 delta, offset = reduced_rank(x, r, rank, intercept=False)
             error = delta - truth
 
-            def cost(m, c=offset):
+            def cost(m, c=offset, source_cov=source_cov):
                 return float((torch.trace(m @ source_cov @ m.T) + c.square().sum()) / D)
 
             out[rank][0].append(cost(delta))
@@ -90,9 +90,9 @@ def test_top_energy_against_sampled_singular_values():
     rng = np.random.default_rng(0)
     for rows, cols, m in [(30, 30, 6), (40, 20, 5)]:
         samples = [
-            np.sort(np.linalg.svd(rng.standard_normal((rows, cols)), compute_uv=False) ** 2)[
-                ::-1
-            ][:m].sum()
+            np.sort(np.linalg.svd(rng.standard_normal((rows, cols)), compute_uv=False) ** 2)[::-1][
+                :m
+            ].sum()
             for _ in range(60)
         ]
         assert top_energy(rows, cols, m) == pytest.approx(np.mean(samples), rel=0.04)

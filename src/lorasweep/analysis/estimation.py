@@ -77,8 +77,8 @@ def top_energy(rows: int, cols: int, m: int, grid: int = 20001) -> float:
     lam = low + (high - low) * (1 - np.cos(theta)) / 2
     weight = np.zeros_like(theta)
     inside = lam > 0
-    weight[inside] = ((high - low) / 2) ** 2 * np.sin(theta[inside]) ** 2 / (
-        2 * np.pi * c * lam[inside]
+    weight[inside] = (
+        ((high - low) / 2) ** 2 * np.sin(theta[inside]) ** 2 / (2 * np.pi * c * lam[inside])
     )
     step = np.diff(theta)
     mass = np.concatenate([[0.0], np.cumsum((weight[1:] + weight[:-1]) / 2 * step)])

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from lorasweep.analysis import forgetting, statistics
-from lorasweep.analysis.evidence_findings import intruder_means
 from lorasweep.figures.registry import Tables, figure, has_source_task, lr_swept, varies
 from lorasweep.figures.style import (
     FULL_COLOR,
@@ -139,12 +138,12 @@ def forgetting_vs_learning(t: Tables) -> plt.Figure:
     return fig
 
 
-@figure(tables=("runs", "epochs", "intruders"), when=varies("rank"))
+@figure(tables=("runs", "epochs", "intruders", "intruder_means"), when=varies("rank"))
 def intruders_vs_rank(t: Tables) -> plt.Figure:
     """Intruder dimensions among the top 10 singular vectors of W₀ + ΔW against rank, one panel
-    per ε: LoRA under α/r and α/√r (best settings per rank, mean ± sd over seeds), full FT as a
-    band and the true W₀ + ΔW* dotted."""
-    if t.intruders is None or t.intruders.empty:
+    per ε: LoRA under α/r and α/√r (best settings per rank, mean ± sd over seeds) with its null
+    control dotted, full FT as a band and the true W₀ + ΔW* dotted (``intruder_means.csv``)."""
+    if t.intruders is None or t.intruders.empty or t.intruder_means is None:
         return no_data("no intruder counts")
     runs = statistics.completed(t.runs)
     datasets = datasets_of(runs[runs["method"] == "lora"])
@@ -153,7 +152,7 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs")
     fig, axes = subplot_grid(len(datasets), len(epsilons), sharey=True)
     for j, epsilon in enumerate(epsilons):
-        means = intruder_means(t.runs, t.intruders, epsilon)
+        means = t.intruder_means[np.isclose(t.intruder_means["epsilon"], epsilon)]
         for i, dataset in enumerate(datasets):
             ax = axes[i, j]
             _intruder_panel(ax, means[means["dataset"] == dataset])
@@ -176,6 +175,8 @@ def _intruder_panel(ax, means: pd.DataFrame) -> None:
         group = means[means["scaling"] == scaling].sort_values("rank")
         errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
                  f"LoRA, {scaling_label(scaling)}")  # fmt: skip
+        ax.plot(group["rank"], group["null_mean"], color=SCALING_COLORS[scaling], linestyle=":",
+                linewidth=1, label=f"null control, {scaling_label(scaling)}")  # fmt: skip
     full = means[means["method"] == "full"]
     if not full.empty:
         mean, sd = float(full["mean"].iloc[0]), float(full["std"].iloc[0])
