@@ -277,10 +277,13 @@ def lora_introduces_intruders(runs: pd.DataFrame, intruders: pd.DataFrame | None
         if lora.empty or full.empty:
             continue
         unit = unit_column(group)
+        name = (
+            f"{dataset} (the true W₀ + ΔW* has {truth[dataset]:g})" if dataset in truth else dataset
+        )
         ranked = []
         for (scaling, rank), members in lora.groupby(["scaling", "rank"], sort=True):
             text = (
-                f"{dataset}: LoRA r = {int(rank)} ({SCALING_WORDS.get(scaling, scaling)}) has "
+                f"{name}: LoRA r = {int(rank)} ({SCALING_WORDS.get(scaling, scaling)}) has "
                 f"{members['intruders'].mean():.2g}, its null "
                 f"{members['null_intruders'].mean():.2g}, excess "
                 f"{members['excess'].mean():.2g}"
@@ -289,10 +292,9 @@ def lora_introduces_intruders(runs: pd.DataFrame, intruders: pd.DataFrame | None
             ranked.append(interval_check(dataset, text, values, LORA_INTRUDERS_MIN, False, unit,
                                          _show))  # fmt: skip
         checks.append(_at_some_rank(ranked))
-        reference = f"; the true W₀ + ΔW* has {truth[dataset]:g}" if dataset in truth else ""
         text = (
             f"{dataset}: full FT has {full['intruders'].mean():.2g}, its null "
-            f"{full['null_intruders'].mean():.2g}, excess {full['excess'].mean():.2g}{reference}"
+            f"{full['null_intruders'].mean():.2g}, excess {full['excess'].mean():.2g}"
         )
         values = per_unit(full, "excess", unit)
         checks.append(interval_check(dataset, text, values, FULL_INTRUDERS_MAX, True, unit, _show))
