@@ -384,7 +384,9 @@ def test_intruder_finding_in_every_outcome():
     assert as_null.verdict == NOT_REPRODUCED, "as many as the null control is no excess"
     full_like_null = evidence.lora_introduces_intruders(*intruder_tables({1: 4}, 2, 1, 2))
     assert full_like_null.verdict == REPRODUCED
-    spread = intruder_tables({1: [0, 4, 1, 3]}, 0, seeds=(0, 1, 2, 3))
+    one_more = evidence.lora_introduces_intruders(*intruder_tables({1: 1, 8: 1}, 0))
+    assert one_more.verdict == REPRODUCED, "one more than the control on every seed"
+    spread = intruder_tables({1: [0, 3, 0, 1]}, 0, seeds=(0, 1, 2, 3))
     assert evidence.lora_introduces_intruders(*spread).verdict == INCONCLUSIVE
     runs, table = intruder_tables({1: 3}, 0)
     lora_only = runs[runs["method"] == "lora"]

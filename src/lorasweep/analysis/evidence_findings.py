@@ -43,9 +43,11 @@ MIN_RANK = 4
 INTRUDER_EPSILON = 0.5
 """PEFT's default ε (with top_k = 10)."""
 SCALING_WORDS = {"standard": "α/r", "rslora": "α/√r"}
-LORA_INTRUDERS_MIN = 1.0
-"""LoRA 'introduces' intruders: more than one beyond its null control on average (over units
-and layers) at some rank."""
+LORA_INTRUDERS_MIN = 0.5
+"""LoRA 'introduces' intruders: more than 0.5 beyond its null control on average (over units
+and layers) at some rank. Counts are whole numbers, so the threshold sits between 0 and 1: one
+intruder more than the control on every unit is the claim, and an interval of exactly 1 must
+not read as a tie with its threshold."""
 FULL_INTRUDERS_MAX = 0.5
 """Full fine-tuning 'does not': fewer than 0.5 beyond its null control on average."""
 
@@ -257,10 +259,10 @@ def lora_introduces_intruders(runs: pd.DataFrame, intruders: pd.DataFrame | None
     statement = (
         f"LoRA introduces intruder dimensions where full fine-tuning does not (Shuttleworth et "
         f"al. 2024): at ε = {INTRUDER_EPSILON:g} among the top {TOP_K} singular vectors, LoRA "
-        f"at its best settings has more than {LORA_INTRUDERS_MIN:g} intruder more than its null "
-        f"control (W₀ plus a random perturbation of the same rank and size) at some rank, full "
-        f"FT fewer than {FULL_INTRUDERS_MAX:g} more than its own; 95 % intervals of the paired "
-        "excess over task replicates (else seeds)."
+        f"at its best settings has more than {LORA_INTRUDERS_MIN:g} intruders more than its "
+        f"null control (W₀ plus a random perturbation of the same rank and size) at some rank, "
+        f"full FT fewer than {FULL_INTRUDERS_MAX:g} more than its own; 95 % intervals of the "
+        "paired excess over task replicates (else seeds)."
     )
     missing = "needs LoRA and full fine-tuning runs"
     if intruders is None or intruders.empty or "null_intruders" not in intruders:

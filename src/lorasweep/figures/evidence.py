@@ -8,9 +8,17 @@ import matplotlib.pyplot as plt
 import matplotlib.transforms as transforms
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from lorasweep.analysis import forgetting, statistics
-from lorasweep.figures.registry import Tables, figure, has_source_task, lr_swept, varies
+from lorasweep.figures.registry import (
+    Tables,
+    all_of,
+    figure,
+    has_source_task,
+    lr_swept,
+    varies,
+)
 from lorasweep.figures.style import (
     FULL_COLOR,
     SCALING_COLORS,
@@ -28,6 +36,8 @@ from lorasweep.figures.style import (
     scaling_label,
     subplot_grid,
 )
+
+GAP_COLORS = sns.color_palette("colorblind")[1:4]
 
 SETTINGS_HELD = ("scaling", "alpha", "init", "lr_ratio", "dropout", "bias", "targets")
 """The settings besides rank that single out one curve's row of ``lr_optima.csv``."""
@@ -193,3 +203,46 @@ def _truth_count(intruders: pd.DataFrame, dataset: str, epsilon: float) -> float
         & np.isclose(intruders["epsilon"], epsilon)
     ]
     return float(rows["intruders"].mean()) if not rows.empty else None
+
+
+GAP_PARTS = {"optimisation": "optimisation", "approximation": "approximation (rank r)",
+             "estimation": "estimation (n samples)"}  # fmt: skip
+
+
+def has_lowrank(config: dict) -> bool:
+    """Some dataset is a single-layer ``lowrank`` task, which has oracles and a population risk."""
+    return any(d["kind"] == "lowrank" for d in config["datasets"])
+
+
+@figure(tables=("runs", "epochs", "gaps"), when=all_of(has_lowrank, varies("rank")))
+def gap_decomposition(t: Tables) -> plt.Figure:
+    """The excess population risk of the best run at each LoRA rank, split into optimisation,
+    approximation and estimation (``gaps.csv``, means over replicates, in units of σ²), with
+    full FT's total as a dashed line."""
+    gaps = t.gaps
+    if gaps is None or gaps.empty:
+        return no_data("no single-layer lowrank dataset with oracles")
+    datasets = datasets_of(gaps)
+    fig, axes = panel_grid(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        panel = gaps[gaps["dataset"] == dataset]
+        scaled = panel.assign(
+            **{c: panel[c] / panel["noise_floor"] for c in [*GAP_PARTS, "total_gap"]}
+        )
+        lora = scaled[scaled["method"] == "lora"].groupby("rank").mean(numeric_only=True)
+        for (column, label), color in zip(GAP_PARTS.items(), GAP_COLORS, strict=True):
+            ax.plot(lora.index, lora[column], marker="o", markersize=3, color=color, label=label)
+        ax.plot(lora.index, lora["total_gap"], color=FULL_COLOR, marker="s", markersize=3,
+                label="total, LoRA")  # fmt: skip
+        full = scaled[scaled["method"] == "full"]
+        if not full.empty:
+            ax.axhline(full["total_gap"].mean(), color=FULL_COLOR, linestyle="--", linewidth=1,
+                       label="total, full FT")  # fmt: skip
+        ax.axhline(0, color=THEORY_COLOR, linewidth=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_xlabel("LoRA rank r")
+        ax.set_ylabel("excess population risk / σ²")
+        ax.set_title(dataset)
+    legend_outside(fig, axes)
+    return fig
