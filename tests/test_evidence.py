@@ -259,17 +259,72 @@ def test_frontier_is_the_least_forgetting_at_or_below_each_target_loss():
     assert math.isnan(forgetting.least_forgetting(points, 0.05))
 
 
-def test_forgetting_finding_both_ways_and_untested_without_a_source():
+def test_matched_forgetting_of_hand_made_trajectories():
     runs, epochs = trajectories(lora_forgets=0.001, full_forgets=0.004)
     matched = forgetting.matched_forgetting(forgetting.checkpoints(runs, epochs))
     assert matched["rank"].tolist() == [4, 16]
     assert matched["matched_val_loss"].tolist() == pytest.approx([0.1, 0.1])
     assert matched["lora_forgetting"].tolist() == pytest.approx([0.004, 0.004])
     assert matched["full_forgetting"].tolist() == pytest.approx([0.016, 0.016])
-    assert evidence.forgets_less(runs, epochs).verdict == REPRODUCED
-    assert evidence.forgets_less(*trajectories(0.004, 0.001)).verdict == NOT_REPRODUCED
-    no_source = runs.assign(forgetting=math.nan)
-    assert evidence.forgets_less(no_source, epochs).verdict == NOT_TESTED
+
+
+def seeded_trajectories(lora_forgets: list[float], full_forgets: list[float]):
+    """:func:`trajectories` with per-seed forgetting rates: seed s of LoRA (every rank) forgets
+    ``lora_forgets[s]`` per epoch, of full FT ``full_forgets[s]``."""
+    frames = [trajectories(lo, fu) for lo, fu in zip(lora_forgets, full_forgets, strict=True)]
+    runs, epochs = [], []
+    for seed, (r, e) in enumerate(frames):
+        keep = r[r["seed"] == 0].assign(seed=seed)
+        keep = keep.assign(run_id=keep["run_id"].str.replace("_s0", f"_s{seed}"))
+        e = e[e["run_id"].str.endswith("_s0")]
+        runs.append(keep)
+        epochs.append(e.assign(run_id=e["run_id"].str.replace("_s0", f"_s{seed}")))
+    return as_stored(pd.concat(runs, ignore_index=True)), pd.concat(epochs, ignore_index=True)
+
+
+def forgetting_verdict(lora_forgets, full_forgets) -> str:
+    from lorasweep.tables.forgetting import forgetting_table
+
+    table = forgetting_table(*seeded_trajectories(lora_forgets, full_forgets), datasets={})
+    return evidence.forgets_less(table).verdict
+
+
+def test_forgetting_finding_in_every_outcome():
+    from lorasweep.analysis.findings import INCONCLUSIVE
+
+    assert forgetting_verdict([0.001, 0.0011, 0.0009], [0.004, 0.0041, 0.0039]) == REPRODUCED
+    assert forgetting_verdict([0.004, 0.0041, 0.0039], [0.001, 0.0011, 0.0009]) == NOT_REPRODUCED
+    assert forgetting_verdict([0.001, 0.004, 0.002], [0.003, 0.001, 0.004]) == INCONCLUSIVE
+    runs, epochs = seeded_trajectories([0.001] * 2, [0.004] * 2)
+    from lorasweep.tables.forgetting import forgetting_table
+
+    no_source = forgetting_table(runs.assign(forgetting=math.nan), epochs, datasets={})
+    assert evidence.forgets_less(no_source).verdict == NOT_TESTED
+    assert evidence.forgets_less(None).verdict == NOT_TESTED
+
+
+def test_forgetting_table_has_pooled_and_per_unit_rows_and_the_prediction():
+    from lorasweep.tables.forgetting import forgetting_table
+    from lorasweep.tasks import synthetic
+
+    runs, epochs = seeded_trajectories([0.001, 0.002], [0.004, 0.003])
+    runs = runs.assign(bias="none")
+    source = synthetic.SourceSpec(n=8, top_directions=4, leak=0.1)
+    spec = synthetic.DatasetSpec(name="d", kind="lowrank", in_features=16, out_features=16,
+                                 n_train=64, n_val=8, noise_std=0.1, task_rank=2,
+                                 source=source)  # fmt: skip
+    table = forgetting_table(runs, epochs, {"d": synthetic.generate(spec)})
+    assert table["unit"].tolist() == ["pooled", "pooled", "seed", "seed", "seed", "seed"]
+    per_seed = table[table["unit"] == "seed"]
+    assert per_seed["seed"].tolist() == [0, 0, 1, 1] and per_seed["rank"].tolist() == [4, 16] * 2
+    assert per_seed["lora_forgetting"].tolist() == pytest.approx([0.004, 0.004, 0.008, 0.008])
+    assert per_seed["full_forgetting"].tolist() == pytest.approx([0.016, 0.016, 0.012, 0.012])
+    assert table["predicted_full"].notna().all()
+    assert (table["predicted_lora_noise"] < table["predicted_full_noise"]).all()
+    finding = evidence.forgets_less(table)
+    assert finding.verdict == REPRODUCED
+    assert "estimation theory predicts" in finding.evidence
+    assert finding.deciding.interval.n == 2
 
 
 def test_matching_waits_for_the_worse_method_to_reach_its_best():
@@ -286,14 +341,19 @@ def test_matching_waits_for_the_worse_method_to_reach_its_best():
 # --- intruder dimensions: the finding, and the table from run folders -----------------------
 
 
-def intruder_tables(lora_counts: dict, full_count: int):
+def intruder_tables(lora_counts: dict, full_count, lora_null=0, full_null=0, seeds=(0, 1)):
     """runs.csv and intruders.csv: LoRA at each rank with ``lora_counts[rank]`` intruders at
-    ε = 0.5, full FT with ``full_count``; two seeds each."""
+    ε = 0.5 (a number, or one per seed), full FT with ``full_count``; their null controls
+    ``lora_null`` and ``full_null``."""
+
+    def at(value, i):
+        return value[i] if isinstance(value, list | tuple) else value
+
     runs, rows = [], []
-    for method, rank, count in [("full", None, full_count)] + [
-        ("lora", r, c) for r, c in lora_counts.items()
+    for method, rank, count, null in [("full", None, full_count, full_null)] + [
+        ("lora", r, c, lora_null) for r, c in lora_counts.items()
     ]:
-        for seed in (0, 1):
+        for i, seed in enumerate(seeds):
             run_id = f"{method}{rank}_s{seed}"
             runs.append({"run_id": run_id, "dataset": "d", "method": method, "rank": rank,
                          "alpha": 8.0 if rank else math.nan, "scaling": "standard" if rank
@@ -301,24 +361,62 @@ def intruder_tables(lora_counts: dict, full_count: int):
                          "lr_ratio": 1.0 if rank else math.nan, "seed": seed, "status": "ok",
                          "final_val_loss": 0.01})  # fmt: skip
             for eps in (0.4, 0.5, 0.6):
-                rows.append({"dataset": "d", "run_id": run_id, "layer": "linear", "top_k": 10,
-                             "epsilon": eps, "intruders": count})  # fmt: skip
-    rows.append({"dataset": "d", "run_id": math.nan, "layer": "linear", "top_k": 10,
-                 "epsilon": 0.5, "intruders": 0})  # fmt: skip
+                rows.append({"dataset": "d", "task_seed": 0, "run_id": run_id,
+                             "layer": "linear", "top_k": 10, "epsilon": eps,
+                             "intruders": at(count, i), "null_intruders": at(null, i)})  # fmt: skip
+    rows.append({"dataset": "d", "task_seed": 0, "run_id": math.nan, "layer": "linear",
+                 "top_k": 10, "epsilon": 0.5, "intruders": 0, "null_intruders": 0})  # fmt: skip
     return as_stored(pd.DataFrame(runs)), pd.DataFrame(rows)
 
 
-def test_intruder_finding_both_ways():
+def test_intruder_finding_in_every_outcome():
+    from lorasweep.analysis.findings import INCONCLUSIVE
+
     finding = evidence.lora_introduces_intruders(*intruder_tables({1: 3, 8: 1, 64: 0}, 0))
     assert finding.verdict == REPRODUCED
     assert "the true W₀ + ΔW* has 0" in finding.evidence
+    assert finding.deciding.interval.estimate == 3
     full_too = evidence.lora_introduces_intruders(*intruder_tables({1: 3, 64: 0}, 2))
     assert full_too.verdict == NOT_REPRODUCED
     lora_none = evidence.lora_introduces_intruders(*intruder_tables({1: 0, 64: 0}, 0))
     assert lora_none.verdict == NOT_REPRODUCED
+    as_null = evidence.lora_introduces_intruders(*intruder_tables({1: 3, 8: 3}, 0, lora_null=3))
+    assert as_null.verdict == NOT_REPRODUCED, "as many as the null control is no excess"
+    full_like_null = evidence.lora_introduces_intruders(*intruder_tables({1: 4}, 2, 1, 2))
+    assert full_like_null.verdict == REPRODUCED
+    one_more = evidence.lora_introduces_intruders(*intruder_tables({1: 1, 8: 1}, 0))
+    assert one_more.verdict == REPRODUCED, "one more than the control on every seed"
+    spread = intruder_tables({1: [0, 3, 0, 1]}, 0, seeds=(0, 1, 2, 3))
+    assert evidence.lora_introduces_intruders(*spread).verdict == INCONCLUSIVE
     runs, table = intruder_tables({1: 3}, 0)
     lora_only = runs[runs["method"] == "lora"]
     assert evidence.lora_introduces_intruders(lora_only, table).verdict == NOT_TESTED
+
+
+def test_intruder_means_table_holds_counts_and_null_controls_per_epsilon():
+    runs, table = intruder_tables({1: 3, 8: 1}, 0, lora_null=1)
+    means = evidence.intruder_means(runs, table)
+    assert sorted(means["epsilon"].unique()) == [0.4, 0.5, 0.6]
+    at = means[means["epsilon"] == 0.5].set_index("method")
+    assert at.loc["full", "mean"] == 0 and at.loc["full", "count"] == 2
+    lora = means[(means["epsilon"] == 0.5) & (means["method"] == "lora")]
+    assert lora["rank"].tolist() == [1, 8] and lora["mean"].tolist() == [3, 1]
+    assert lora["null_mean"].tolist() == [1, 1]
+
+
+def test_null_perturbation_keeps_rank_and_norm_and_is_seeded():
+    from lorasweep.seeding import generator
+    from lorasweep.tables.intruders import null_perturbation
+
+    gen = torch.Generator().manual_seed(0)
+    delta = torch.randn(12, 3, generator=gen, dtype=torch.float64) @ torch.randn(
+        3, 10, generator=gen, dtype=torch.float64
+    )
+    null = null_perturbation(delta, generator("intruder-null", "x"))
+    assert torch.linalg.matrix_rank(null) == 3
+    assert torch.linalg.svdvals(null) == pytest.approx(torch.linalg.svdvals(delta))
+    assert torch.equal(null, null_perturbation(delta, generator("intruder-null", "x")))
+    assert not torch.allclose(null, null_perturbation(delta, generator("intruder-null", "y")))
 
 
 def test_intruder_table_counts_each_run_folder_per_layer(tmp_path):
@@ -341,6 +439,9 @@ def test_intruder_table_counts_each_run_folder_per_layer(tmp_path):
         save_tensors(folder / "weights.safetensors", {"weight": weight, "bias": data["b0"]})
     table = intruder_table([tmp_path / "same", tmp_path / "far"], {"d": data})
     assert set(table["layer"]) == {"linear"} and set(table["top_k"]) == {10}
+    assert set(table["dataset"]) == {"d"} and set(table["task_seed"]) == {0}
+    same = table[table["run_id"] == "same"]
+    assert (same["null_intruders"] == 0).all(), "a zero update's null control is zero too"
     counts = table.set_index(["run_id", "epsilon"])["intruders"]
     assert counts[("same", 0.5)] == 0
     assert table[table["run_id"].isna()]["intruders"].tolist() == [0, 0, 0]

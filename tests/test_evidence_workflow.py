@@ -49,6 +49,29 @@ def test_lr_optima_and_intruder_tables_cover_every_curve_and_run(evidence_run):
     assert sorted(intruders["epsilon"].unique()) == [0.4, 0.5, 0.6]
     assert intruders["intruders"].between(0, 10).all() and set(intruders["layer"]) == {"linear"}
     assert len(intruders) == 3 * (len(runs) + 1)
+    assert intruders["null_intruders"].between(0, 10).all()
+    assert (intruders["task_seed"] == 0).all()
+
+
+def test_forgetting_intruder_means_and_gap_tables(evidence_run):
+    from lorasweep.tables.forgetting import read_forgetting
+
+    runs = pd.read_csv(evidence_run / "tables" / "runs.csv")
+    table = read_forgetting(evidence_run / "tables" / "forgetting.csv")
+    ranks = sorted(runs["rank"].dropna().astype(int).unique())
+    pooled = table[table["unit"] == "pooled"]
+    assert pooled["rank"].tolist() == ranks
+    assert (table.loc[table["unit"] == "seed", "seed"].nunique()) == runs["seed"].nunique()
+    assert table["predicted_full"].notna().all() and table["predicted_lora"].notna().all()
+    assert (table["predicted_lora_noise"] < table["predicted_full_noise"]).all()
+    means = pd.read_csv(evidence_run / "tables" / "intruder_means.csv")
+    assert {"null_mean", "null_std"} <= set(means.columns)
+    assert sorted(means["epsilon"].unique()) == [0.4, 0.5, 0.6]
+    gaps = pd.read_csv(evidence_run / "tables" / "gaps.csv")
+    assert set(gaps["method"]) == {"lora", "full"}
+    parts = gaps["optimisation"] + gaps["approximation"] + gaps["estimation"]
+    assert parts.to_numpy() == pytest.approx(gaps["total_gap"].to_numpy())
+    assert (gaps["estimation"] > 0).all()
 
 
 def test_report_has_a_section_and_a_figure_per_study(evidence_run):
@@ -56,7 +79,7 @@ def test_report_has_a_section_and_a_figure_per_study(evidence_run):
         assert (evidence_run / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     html = (evidence_run / "report.html").read_text()
     for heading in ("Learning rate: LoRA against full fine-tuning", "Learning against forgetting",
-                    "Intruder dimensions"):  # fmt: skip
+                    "Intruder dimensions", "Where the gap comes from"):  # fmt: skip
         section = html.split(f"<h2>{heading}</h2>", 1)[1].split("<h2>", 1)[0]
         assert "<table" in section, heading
     findings = html.split("<h2>Findings</h2>", 1)[1].split("<h2>", 1)[0]
@@ -75,4 +98,6 @@ def test_regret_preset_is_valid_and_draws_the_study_figures():
     config = load_config(REPO / "config" / "regret.yaml")
     assert set(STUDY_FIGURES) <= set(figures_for(config))
     assert config["datasets"][0]["source"]["leak"] == 0.05
+    leaks = {d["source"]["leak"] for d in config["datasets"]}
+    assert len(leaks) >= 2, "forgetting is tested at two leaks, not fixed by one design"
     assert yaml.safe_load((REPO / "config" / "regret.yaml").read_text())["grid"]["alpha"] == [32]

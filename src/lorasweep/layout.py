@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
-          "intruders", "oracles", "best_settings", "efficiency", "findings")  # fmt: skip
+          "intruders", "oracles", "forgetting", "best_settings", "efficiency", "findings",
+          "intruder_means", "gaps")  # fmt: skip
 
 WALL_CLOCK = ("timing.json", "timings.csv", "efficiency.csv", "report.html")
 """Result files that hold wall-clock times, so differ between reruns and machines: left out of

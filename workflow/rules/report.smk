@@ -7,6 +7,9 @@ rule report:
         provenance=RESULTS.table("provenance"),
         lr_optima=RESULTS.table("lr_optima"),
         intruders=RESULTS.table("intruders"),
+        forgetting=RESULTS.table("forgetting"),
+        intruder_means=RESULTS.table("intruder_means"),
+        gaps=RESULTS.table("gaps"),
         figures=figure_files("png"),
     output:
         report(

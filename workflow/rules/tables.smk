@@ -102,6 +102,25 @@ rule oracles:
         "../scripts/oracles.py"
 
 
+rule forgetting:
+    input:
+        runs=RESULTS.table("runs"),
+        epochs=RESULTS.table("epochs"),
+        tensors=[RESULTS.dataset_tensors(name) for name in DATASETS],
+        meta=[RESULTS.dataset_meta(name) for name in DATASETS],
+    output:
+        RESULTS.table("forgetting"),
+    log:
+        RESULTS.log("forgetting"),
+    localrule: True
+    conda:
+        "../envs/lorasweep.yaml"
+    params:
+        datasets=list(DATASETS),
+    script:
+        "../scripts/forgetting.py"
+
+
 rule summary:
     input:
         runs=RESULTS.table("runs"),
@@ -110,10 +129,14 @@ rule summary:
         pairs=RESULTS.table("subspace_pairs"),
         lr_optima=RESULTS.table("lr_optima"),
         intruders=RESULTS.table("intruders"),
+        forgetting=RESULTS.table("forgetting"),
+        oracles=RESULTS.table("oracles"),
     output:
         best_settings=RESULTS.table("best_settings"),
         efficiency=RESULTS.table("efficiency"),
         findings=RESULTS.table("findings"),
+        intruder_means=RESULTS.table("intruder_means"),
+        gaps=RESULTS.table("gaps"),
     log:
         RESULTS.log("summary"),
     localrule: True

@@ -10,6 +10,7 @@ with workflow_script(snakemake):  # noqa: F821
     from lorasweep.analysis.summary import read_summary
     from lorasweep.io import write_text
     from lorasweep.report.html import render
+    from lorasweep.tables.forgetting import read_forgetting
     from lorasweep.tables.runs import read_runs
 
     sm = snakemake  # noqa: F821
@@ -28,5 +29,8 @@ with workflow_script(snakemake):  # noqa: F821
         tolerance=sm.params.tolerance,
         lr_optima=pd.read_csv(sm.input.lr_optima),
         intruders=pd.read_csv(sm.input.intruders),
+        forgetting=read_forgetting(sm.input.forgetting),
+        intruder_means=read_summary(sm.input.intruder_means),
+        gaps=read_summary(sm.input.gaps),
     )
     write_text(sm.output[0], html)

@@ -7,6 +7,7 @@ with workflow_script(snakemake):  # noqa: F821
 
     from lorasweep.analysis.summary import summarise
     from lorasweep.io import write_csv
+    from lorasweep.tables.forgetting import read_forgetting
     from lorasweep.tables.runs import read_runs
 
     sm = snakemake  # noqa: F821
@@ -18,6 +19,8 @@ with workflow_script(snakemake):  # noqa: F821
         lr_optima=pd.read_csv(sm.input.lr_optima),
         intruders=pd.read_csv(sm.input.intruders),
         tolerance=sm.params.tolerance,
+        forgetting=read_forgetting(sm.input.forgetting),
+        oracles=pd.read_csv(sm.input.oracles),
     )
     for name, frame in tables.items():
         write_csv(sm.output[name], frame)

@@ -1,5 +1,6 @@
-"""The derived tables that the report reads: best settings, efficiency against full fine-tuning
-and the findings, each computed once from the run tables (``tables/<name>.csv``)."""
+"""The derived tables that the report reads: best settings, efficiency against full fine-tuning,
+the findings, the intruder means and the gap decomposition, each computed once from the run
+tables (``tables/<name>.csv``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pandas as pd
 
 from lorasweep.analysis import findings, statistics
 from lorasweep.analysis.deep_findings import deep_findings
-from lorasweep.analysis.evidence_findings import evidence_findings
+from lorasweep.analysis.evidence_findings import evidence_findings, intruder_means
+from lorasweep.analysis.gaps import gap_table
 
 FINDING_COLUMNS = ["claim_id", "claim", "verdict", "dataset", "estimate", "ci_low", "ci_high",
                    "n_units", "threshold", "evidence"]  # fmt: skip
@@ -63,18 +65,23 @@ def summarise(
     lr_optima: pd.DataFrame | None,
     intruders: pd.DataFrame | None,
     tolerance: float,
+    forgetting: pd.DataFrame | None = None,
+    oracles: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The summary tables of one study, by name: best settings, efficiency and findings."""
+    """The summary tables of one study, by name: best settings, efficiency, findings, intruder
+    means and gaps (``forgetting`` is ``forgetting.csv``, ``oracles`` ``oracles.csv``)."""
     efficiency = statistics.efficiency_table(runs, timings)
     items = (
         findings.all_findings(runs, epochs, pairs, efficiency, tolerance)
-        + evidence_findings(runs, epochs, lr_optima, intruders)
+        + evidence_findings(runs, lr_optima, intruders, forgetting)
         + deep_findings(runs, tolerance)
     )
     return {
         "best_settings": best_settings(runs),
         "efficiency": efficiency,
         "findings": findings_table(items),
+        "intruder_means": intruder_means(runs, intruders),
+        "gaps": gap_table(runs, oracles),
     }
 
 

@@ -8,10 +8,17 @@ import matplotlib.pyplot as plt
 import matplotlib.transforms as transforms
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from lorasweep.analysis import forgetting, statistics
-from lorasweep.analysis.evidence_findings import intruder_means
-from lorasweep.figures.registry import Tables, figure, has_source_task, lr_swept, varies
+from lorasweep.figures.registry import (
+    Tables,
+    all_of,
+    figure,
+    has_source_task,
+    lr_swept,
+    varies,
+)
 from lorasweep.figures.style import (
     FULL_COLOR,
     SCALING_COLORS,
@@ -30,6 +37,8 @@ from lorasweep.figures.style import (
     subplot_grid,
 )
 from lorasweep.models import registry
+
+GAP_COLORS = sns.color_palette("colorblind")[1:4]
 
 SETTINGS_HELD = ("scaling", "alpha", "init", "lr_ratio", "dropout", "bias", "targets")
 """The settings besides rank that single out one curve's row of ``lr_optima.csv``."""
@@ -140,12 +149,12 @@ def forgetting_vs_learning(t: Tables) -> plt.Figure:
     return fig
 
 
-@figure(tables=("runs", "epochs", "intruders"), when=varies("rank"))
+@figure(tables=("runs", "epochs", "intruders", "intruder_means"), when=varies("rank"))
 def intruders_vs_rank(t: Tables) -> plt.Figure:
     """Intruder dimensions among the top 10 singular vectors of W₀ + ΔW against rank, one panel
-    per ε: LoRA under α/r and α/√r (best settings per rank, mean ± sd over seeds), full FT as a
-    band and the true W₀ + ΔW* dotted."""
-    if t.intruders is None or t.intruders.empty:
+    per ε: LoRA under α/r and α/√r (best settings per rank, mean ± sd over seeds) with its null
+    control dotted, full FT as a band and the true W₀ + ΔW* dotted (``intruder_means.csv``)."""
+    if t.intruders is None or t.intruders.empty or t.intruder_means is None:
         return no_data("no intruder counts")
     runs = statistics.completed(t.runs)
     datasets = datasets_of(runs[registry.adapter_rows(runs["method"])])
@@ -154,7 +163,7 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs")
     fig, axes = subplot_grid(len(datasets), len(epsilons), sharey=True)
     for j, epsilon in enumerate(epsilons):
-        means = intruder_means(t.runs, t.intruders, epsilon)
+        means = t.intruder_means[np.isclose(t.intruder_means["epsilon"], epsilon)]
         for i, dataset in enumerate(datasets):
             ax = axes[i, j]
             _intruder_panel(ax, means[means["dataset"] == dataset])
@@ -177,6 +186,8 @@ def _intruder_panel(ax, means: pd.DataFrame) -> None:
         group = means[means["scaling"] == scaling].sort_values("rank")
         errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
                  f"LoRA, {scaling_label(scaling)}")  # fmt: skip
+        ax.plot(group["rank"], group["null_mean"], color=SCALING_COLORS[scaling], linestyle=":",
+                linewidth=1, label=f"null control, {scaling_label(scaling)}")  # fmt: skip
     full = means[registry.full_rows(means["method"])]
     if not full.empty:
         mean, sd = float(full["mean"].iloc[0]), float(full["std"].iloc[0])
@@ -193,3 +204,46 @@ def _truth_count(intruders: pd.DataFrame, dataset: str, epsilon: float) -> float
         & np.isclose(intruders["epsilon"], epsilon)
     ]
     return float(rows["intruders"].mean()) if not rows.empty else None
+
+
+GAP_PARTS = {"optimisation": "optimisation", "approximation": "approximation (rank r)",
+             "estimation": "estimation (n samples)"}  # fmt: skip
+
+
+def has_lowrank(config: dict) -> bool:
+    """Some dataset is a single-layer ``lowrank`` task, which has oracles and a population risk."""
+    return any(d["kind"] == "lowrank" for d in config["datasets"])
+
+
+@figure(tables=("runs", "epochs", "gaps"), when=all_of(has_lowrank, varies("rank")))
+def gap_decomposition(t: Tables) -> plt.Figure:
+    """The excess population risk of the best run at each LoRA rank, split into optimisation,
+    approximation and estimation (``gaps.csv``, means over replicates, in units of σ²), with
+    full FT's total as a dashed line."""
+    gaps = t.gaps
+    if gaps is None or gaps.empty:
+        return no_data("no single-layer lowrank dataset with oracles")
+    datasets = datasets_of(gaps)
+    fig, axes = panel_grid(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        panel = gaps[gaps["dataset"] == dataset]
+        scaled = panel.assign(
+            **{c: panel[c] / panel["noise_floor"] for c in [*GAP_PARTS, "total_gap"]}
+        )
+        lora = scaled[scaled["method"] == "lora"].groupby("rank").mean(numeric_only=True)
+        for (column, label), color in zip(GAP_PARTS.items(), GAP_COLORS, strict=True):
+            ax.plot(lora.index, lora[column], marker="o", markersize=3, color=color, label=label)
+        ax.plot(lora.index, lora["total_gap"], color=FULL_COLOR, marker="s", markersize=3,
+                label="total, LoRA")  # fmt: skip
+        full = scaled[scaled["method"] == "full"]
+        if not full.empty:
+            ax.axhline(full["total_gap"].mean(), color=FULL_COLOR, linestyle="--", linewidth=1,
+                       label="total, full FT")  # fmt: skip
+        ax.axhline(0, color=THEORY_COLOR, linewidth=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_xlabel("LoRA rank r")
+        ax.set_ylabel("excess population risk / σ²")
+        ax.set_title(dataset)
+    legend_outside(fig, axes)
+    return fig

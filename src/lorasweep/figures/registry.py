@@ -32,6 +32,9 @@ class Tables:
     subspace_pairs: object | None = None
     lr_optima: object | None = None
     intruders: object | None = None
+    intruder_means: object | None = None
+    forgetting: object | None = None
+    gaps: object | None = None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""The report's three sections on the newer evidence: learning rate, learning vs forgetting, and
-intruder dimensions. Every number comes from the tables; a section says what its study needs
-when the config does not provide it."""
+"""The report's sections on the oracle gaps and the newer evidence: where the gap comes from,
+learning rate, learning vs forgetting, and intruder dimensions. Every number comes from the
+tables; a section says what its study needs when the config does not provide it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import html
 
 import pandas as pd
 
-from lorasweep.analysis import forgetting
-from lorasweep.analysis.evidence_findings import INTRUDER_EPSILON, intruder_means
+from lorasweep.analysis.evidence_findings import INTRUDER_EPSILON
 from lorasweep.analysis.learning_rate import CURVE_KEYS, ratio_spread
 from lorasweep.models import registry
 
@@ -64,23 +63,25 @@ def learning_rate_section(optima: pd.DataFrame | None) -> list[str]:
     ]
 
 
-def forgetting_section(runs: pd.DataFrame, epochs: pd.DataFrame) -> list[str]:
-    """Least forgetting of LoRA at each rank and of full FT at the matched target loss."""
+def forgetting_section(matched: pd.DataFrame | None) -> list[str]:
+    """Least forgetting of LoRA at each rank and of full FT at the matched target loss, from
+    ``forgetting.csv``, beside what estimation theory predicts for the least-squares fits."""
     head = "<h2>Learning against forgetting</h2>"
-    matched = forgetting.matched_forgetting(forgetting.checkpoints(runs, epochs))
-    if matched.empty:
+    pooled = matched[matched["unit"] == "pooled"] if matched is not None else pd.DataFrame()
+    if pooled.empty:
         return [head, "<p>Not tested: give a <code>lowrank</code> dataset a <code>source</code> "
                 "task and enable full fine-tuning.</p>"]  # fmt: skip
+    g = "{:.3g}".format
     shown = pd.DataFrame(
         {
-            "dataset": matched["dataset"],
-            "LoRA rank": matched["rank"],
-            "matched target val MSE": matched["matched_val_loss"].map("{:.4g}".format),
-            "LoRA forgetting": matched["lora_forgetting"].map("{:.3g}".format),
-            "full FT forgetting": matched["full_forgetting"].map("{:.3g}".format),
-            "LoRA / full FT": (matched["lora_forgetting"] / matched["full_forgetting"]).map(
-                "{:.3g}".format
-            ),
+            "dataset": pooled["dataset"],
+            "LoRA rank": pooled["rank"],
+            "matched target val MSE": pooled["matched_val_loss"].map("{:.4g}".format),
+            "LoRA forgetting": pooled["lora_forgetting"].map(g),
+            "predicted (rank-r fit)": pooled["predicted_lora"].map(g, na_action="ignore"),
+            "full FT forgetting": pooled["full_forgetting"].map(g),
+            "predicted (OLS)": pooled["predicted_full"].map(g, na_action="ignore"),
+            "LoRA / full FT": (pooled["lora_forgetting"] / pooled["full_forgetting"]).map(g),
         }
     )
     return [
@@ -89,17 +90,22 @@ def forgetting_section(runs: pd.DataFrame, epochs: pd.DataFrame) -> list[str]:
         "each rank (all its learning rates and scaling rules pooled) and for full "
         "fine-tuning (all learning rates), the least forgetting among the checkpoints (epochs, "
         "means over seeds) whose target validation MSE is at most the matched level: the best "
-        "target loss both reach.</p>",
+        "target loss both reach. 'Predicted' is what estimation theory gives for the "
+        "least-squares fit of the same form on the same n samples (reduced-rank regression at "
+        "rank r, OLS for full FT): leak·‖ΔW*_r‖²/d_out for learning the task plus what fitting "
+        "the noise costs, σ²·tr(Σ_src Σ_tgt⁻¹)/(n − d − 2) for OLS (docs/science.md). The "
+        "finding's interval comes from the per-unit rows of <code>forgetting.csv</code>.</p>",
         _table(shown),
     ]
 
 
-def intruders_section(runs: pd.DataFrame, intruders: pd.DataFrame | None) -> list[str]:
-    """Mean intruder counts at ε = 0.5 by method, scaling rule and rank, and the truth's."""
+def intruders_section(means: pd.DataFrame | None, intruders: pd.DataFrame | None) -> list[str]:
+    """Mean intruder counts at ε = 0.5 and their null controls by method, scaling rule and
+    rank (``intruder_means.csv``), and the truth's."""
     head = "<h2>Intruder dimensions</h2>"
-    means = intruder_means(runs, intruders) if intruders is not None else pd.DataFrame()
-    if means.empty:
+    if means is None or means.empty:
         return [head, "<p>No completed runs.</p>"]
+    means = means[means["epsilon"] == INTRUDER_EPSILON]
     shown = pd.DataFrame(
         {
             "dataset": means["dataset"],
@@ -112,33 +118,79 @@ def intruders_section(runs: pd.DataFrame, intruders: pd.DataFrame | None) -> lis
             "intruders": [
                 f"{m:.2g} ± {s:.2g}" for m, s in zip(means["mean"], means["std"], strict=True)
             ],  # fmt: skip
-            "seeds": means["count"],
+            "null control": [
+                f"{m:.2g} ± {s:.2g}"
+                for m, s in zip(means["null_mean"], means["null_std"], strict=True)
+            ],
+            "runs": means["count"],
         }
     )
-    truth = intruders[intruders["run_id"].isna() & (intruders["epsilon"] == INTRUDER_EPSILON)]
-    reference = "".join(
-        f" The true W₀ + ΔW* of <b>{html.escape(d)}</b> has {n:g}."
-        for d, n in truth.groupby("dataset")["intruders"].mean().items()
-    )
+    reference = ""
+    if intruders is not None and not intruders.empty:
+        truth = intruders[intruders["run_id"].isna() & (intruders["epsilon"] == INTRUDER_EPSILON)]
+        reference = "".join(
+            f" The true W₀ + ΔW* of <b>{html.escape(d)}</b> has {n:g}."
+            for d, n in truth.groupby("dataset")["intruders"].mean().items()
+        )
     return [
         head,
         f"<p>Intruders among the top 10 left singular vectors of W₀ + ΔW at ε = "
-        f"{INTRUDER_EPSILON:g} (<code>intruders.csv</code> has ε = 0.4, 0.5 and 0.6), mean ± sd "
-        f"over seeds, at the best settings of each rank and full fine-tuning's best learning "
-        f"rate.{reference}</p>",
+        f"{INTRUDER_EPSILON:g} (<code>intruder_means.csv</code> has ε = 0.4, 0.5 and 0.6), mean "
+        f"± sd over seeds and replicates, at the best settings of each rank and full "
+        f"fine-tuning's best learning rate. The null control is W₀ plus a random perturbation "
+        f"with the singular values of the run's ΔW (its rank and Frobenius norm) and random "
+        f"singular vectors: what size and rank alone produce.{reference}</p>",
+        _table(shown),
+    ]
+
+
+def gaps_section(gaps: pd.DataFrame | None) -> list[str]:
+    """The gap decomposition of ``gaps.csv``, means over task replicates, in units of σ²."""
+    head = "<h2>Where the gap comes from</h2>"
+    if gaps is None or gaps.empty:
+        return [head, "<p>Not tested: needs a single-layer <code>lowrank</code> dataset.</p>"]
+    keys = ["dataset", "method", "rank"]
+    parts = ["total_gap", "optimisation", "approximation", "estimation"]
+    mean = gaps.groupby(keys, dropna=False, sort=False)[[*parts, "noise_floor"]].mean()
+    mean = mean.reset_index()
+    shown = pd.DataFrame(
+        {
+            "dataset": mean["dataset"],
+            "method": [
+                "full FT" if m == "full" else f"LoRA r={int(r)}"
+                for m, r in zip(mean["method"], mean["rank"], strict=True)
+            ],
+            **{
+                f"{part.replace('_', ' ')} / σ²": (mean[part] / mean["noise_floor"]).map(
+                    "{:+.3g}".format
+                )
+                for part in parts
+            },
+        }
+    )
+    return [
+        head,
+        "<p>The excess population risk of the best runs, R(run) − σ², split exactly into "
+        "optimisation (the run against the closed-form least-squares fit of its own form on "
+        "the same training split: reduced-rank regression at its rank, OLS for full FT), "
+        "approximation (the rank-r fit against OLS; negative where the rank constraint removes "
+        "more noise than signal) and estimation (OLS against the population optimum), means "
+        "over task replicates of <code>gaps.csv</code>, in units of σ².</p>",
         _table(shown),
     ]
 
 
 def evidence_sections(
-    runs: pd.DataFrame,
-    epochs: pd.DataFrame,
     optima: pd.DataFrame | None,
     intruders: pd.DataFrame | None,
+    matched: pd.DataFrame | None = None,
+    intruder_means: pd.DataFrame | None = None,
+    gaps: pd.DataFrame | None = None,
 ) -> list[str]:
-    """The three sections, in order."""
+    """The four sections, in order: gaps, learning rate, forgetting, intruders."""
     return [
+        *gaps_section(gaps),
         *learning_rate_section(optima),
-        *forgetting_section(runs, epochs),
-        *intruders_section(runs, intruders),
+        *forgetting_section(matched),
+        *intruders_section(intruder_means, intruders),
     ]

@@ -225,6 +225,9 @@ def render(
     tolerance: float = 0.05,
     lr_optima: pd.DataFrame | None = None,
     intruders: pd.DataFrame | None = None,
+    forgetting: pd.DataFrame | None = None,
+    intruder_means: pd.DataFrame | None = None,
+    gaps: pd.DataFrame | None = None,
 ) -> str:
     """The report as one HTML string. ``figures`` maps a name to (PNG path, caption);
     ``efficiency`` and ``findings`` are the summary tables (:mod:`lorasweep.analysis.summary`)."""
@@ -239,7 +242,7 @@ def render(
         findings_html(findings),
         *_count_notes_section(runs),
         *_efficiency_section(efficiency),
-        *evidence_sections(runs, epochs, lr_optima, intruders),
+        *evidence_sections(lr_optima, intruders, forgetting, intruder_means, gaps),
         *deep.budget_section(runs),
         "<h2>Figures</h2>",
         *(_figure_html(name, Path(png), caption) for name, (png, caption) in figures.items()),
