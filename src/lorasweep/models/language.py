@@ -108,20 +108,27 @@ def build_model(spec: ModelSpec, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         model = cls(config)
     gen = generator(seed, "base-init")
-    std = config.initializer_range
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.ndim >= 2:
-                scale = std
-                if spec.architecture == "gpt2" and name.endswith("c_proj.weight"):
-                    scale = std / math.sqrt(2 * spec.n_layers)
-                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+                param.copy_(torch.randn(param.shape, generator=gen) * init_std(spec, name))
             elif name.endswith("bias"):
                 param.zero_()
             else:
                 param.fill_(1.0)
     model.eval()
     return model
+
+
+INIT_STD = 0.02
+"""Both architectures' ``initializer_range``."""
+
+
+def init_std(spec: ModelSpec, name: str) -> float:
+    """The standard deviation a weight matrix ``name`` (a parameter or module name) starts at."""
+    if spec.architecture == "gpt2" and name.removesuffix(".weight").endswith("c_proj"):
+        return INIT_STD / math.sqrt(2 * spec.n_layers)
+    return INIT_STD
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -230,9 +237,7 @@ def log_spaced_steps(steps: int, per_decade: int = 8) -> list[int]:
     return sorted(p for p in points if 0 <= p <= steps)
 
 
-def pretrain(
-    model: nn.Module, hmm: HMM, seq_len: int, spec: PretrainSpec, seed: int
-) -> Pretrained:
+def pretrain(model: nn.Module, hmm: HMM, seq_len: int, spec: PretrainSpec, seed: int) -> Pretrained:
     """Train ``model`` in place on fresh text of ``hmm`` with AdamW; returns weights and curve.
 
     Batches are drawn from the generator of (seed, "pretrain-batches"), the eval set from
@@ -298,11 +303,11 @@ def marchenko_pastur_edge(d_out: int, d_in: int, entry_std: float) -> float:
 
 
 def spectrum_summary(
-    model: nn.Module, init_std: float = 0.02, top: int = 4
+    model: nn.Module, spec: ModelSpec, top: int = 4
 ) -> list[dict[str, float | str | list[float]]]:
     """Per linear module: top singular values, the random init's MP edge and the spikes above it.
 
-    ``edge_init`` is the edge of the random init (entries N(0, init_std²)); ``edge_same_norm``
+    ``edge_init`` is the edge of the module's random init (:func:`init_std`); ``edge_same_norm``
     that of an i.i.d. matrix with the trained weight's own Frobenius norm, so ``spikes`` counts
     singular values that a mere growth of the weight's scale cannot explain.
     """
@@ -317,7 +322,7 @@ def spectrum_summary(
             {
                 "module": name,
                 "top": [float(s) for s in sv[:top]],
-                "edge_init": marchenko_pastur_edge(d_out, d_in, init_std),
+                "edge_init": marchenko_pastur_edge(d_out, d_in, init_std(spec, name)),
                 "edge_same_norm": edge_same,
                 "spikes": int((sv > edge_same).sum()),
             }

@@ -144,7 +144,9 @@ def unigram_entropy(hmm: HMM) -> float:
     return float(-(p * p.log()).sum())
 
 
-def entropy_rate_bounds(hmm: HMM, context: int, n: int = 4096, seed: int = 0) -> tuple[float, float]:
+def entropy_rate_bounds(
+    hmm: HMM, context: int, n: int = 4096, seed: int = 0
+) -> tuple[float, float]:
     """Monte Carlo bounds on the entropy rate H (nats/token) from ``n`` sequences.
 
     H(x_t | x_{<t}, s_1) ≤ H ≤ H(x_t | x_{<t}) at t = ``context`` + 1 (Cover & Thomas Thm

@@ -99,9 +99,7 @@ def shift_for(w0: torch.Tensor, spec: LMTaskSpec, name: str) -> torch.Tensor:
     return top * (u * s) @ v.T
 
 
-def make_teacher(
-    base: nn.Module, spec: LMTaskSpec
-) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def make_teacher(base: nn.Module, spec: LMTaskSpec) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """A copy of ``base`` with the shift added to each module ``spec.shifted`` selects.
 
     Returns the teacher and its shifts {module name: ΔW}; ``base`` is left unchanged.
@@ -183,7 +181,9 @@ def build_task(spec: LMTaskSpec, base_state: Mapping[str, torch.Tensor]) -> LMTa
     first = first_token_law(hmm)
     seq_len = spec.model.seq_len
     splits = {
-        split: sample_from_model(teacher, first, n, seq_len, generator(spec.seed, "lm-sample", split))
+        split: sample_from_model(
+            teacher, first, n, seq_len, generator(spec.seed, "lm-sample", split)
+        )
         for split, n in (("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test))
     }
     splits["source"] = sample(hmm, spec.n_val, seq_len, generator(spec.seed, "lm-source"))
@@ -207,4 +207,3 @@ def kl_estimate(student: nn.Module, teacher: nn.Module, tokens: torch.Tensor) ->
 def forgetting(model: nn.Module, base: nn.Module, source: torch.Tensor) -> float:
     """Rise of next-token NLL on the source split from ``base`` to ``model`` (nats/token)."""
     return mean_nll(model, source) - mean_nll(base, source)
-
