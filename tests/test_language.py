@@ -21,6 +21,7 @@ from lorasweep.models.language import (
     peft_target_modules,
     pretrain,
     resolve_targets,
+    spectrum_rows,
     spectrum_summary,
 )
 from lorasweep.tasks.language import (
@@ -253,5 +254,18 @@ def test_pretraining_lowers_the_source_nll_towards_the_floor():
     assert end < unigram_entropy(hmm)
     assert [row["step"] for row in result.curve] == log_spaced_steps(150)
     assert torch.equal(model.state_dict()["lm_head.weight"], result.state["lm_head.weight"])
-    spikes = [row["spikes"] for row in spectrum_summary(model, spec.model)]
-    assert sum(spikes) > 0
+    summary = spectrum_summary(model, spec.model)
+    assert sum(row["spikes"] for row in summary) > 0
+    rows = spectrum_rows(model, spec.model)
+    assert len(rows) == sum(min(get_weight(model, r["module"]).shape) for r in summary)
+    first = [r for r in rows if r["module"] == summary[0]["module"]]
+    assert [r["value"] for r in first[:4]] == pytest.approx(summary[0]["top"])
+    assert first[0]["edge_same_norm"] == summary[0]["edge_same_norm"]
+
+
+def test_a_random_init_has_no_spikes_above_its_marchenko_pastur_edge():
+    spec = ModelSpec(
+        architecture="gpt2", vocab_size=64, d_model=64, n_layers=2, n_heads=2, d_ff=128
+    )
+    for row in spectrum_summary(build_model(spec, 3), spec):
+        assert row["top"][0] == pytest.approx(row["edge_init"], rel=0.12), row["module"]

@@ -330,6 +330,28 @@ def spectrum_summary(
     return rows
 
 
+def spectrum_rows(model: nn.Module, spec: ModelSpec) -> list[dict[str, float | int | str]]:
+    """Every singular value of every linear module, one row each (``module, index, value,
+    edge_init, edge_same_norm``, index from 1): the table a base's spectrum is stored as."""
+    rows = []
+    for name in linear_modules(model):
+        w = get_weight(model, name).double()
+        d_out, d_in = w.shape
+        edge_init = marchenko_pastur_edge(d_out, d_in, init_std(spec, name))
+        edge_same = marchenko_pastur_edge(d_out, d_in, float(w.norm()) / math.sqrt(d_out * d_in))
+        for i, value in enumerate(torch.linalg.svdvals(w).tolist(), start=1):
+            rows.append(
+                {
+                    "module": name,
+                    "index": i,
+                    "value": value,
+                    "edge_init": edge_init,
+                    "edge_same_norm": edge_same,
+                }
+            )
+    return rows
+
+
 def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """Load ``state`` into ``model`` (strict) and return it in eval mode."""
     model.load_state_dict(dict(state), strict=True)
