@@ -19,6 +19,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lorasweep.analysis import statistics
+from lorasweep.models import registry
 
 COLUMNS = ["dataset", "task_seed", "method", "rank", "bias", "seeds", "population_loss",
            "oracle_loss", "oracle_full_loss", "noise_floor", "total_gap", "optimisation",
@@ -41,7 +42,9 @@ def gap_table(runs: pd.DataFrame, oracles: pd.DataFrame | None) -> pd.DataFrame:
     chosen = chosen[chosen["population_loss"].notna()]
     if chosen.empty:
         return pd.DataFrame(columns=COLUMNS)
-    chosen = chosen.assign(bias=chosen["bias"].where(chosen["method"] == "lora", "all"))
+    chosen = chosen.assign(
+        bias=chosen["bias"].where(registry.adapter_rows(chosen["method"]), "all")
+    )
     keys = ["dataset", "task_seed", "method", "rank", "bias"]
     grouped = chosen.groupby(keys, dropna=False, sort=True)
     table = grouped.agg(
@@ -62,7 +65,7 @@ def gap_table(runs: pd.DataFrame, oracles: pd.DataFrame | None) -> pd.DataFrame:
         on=["dataset", "task_seed", "rank", "bias"],
         how="left",
     )
-    is_full = table["method"] == "full"
+    is_full = registry.full_rows(table["method"])
     table["oracle_loss"] = table["oracle_lora_loss"].where(~is_full, table["oracle_full_loss"])
     table = table.dropna(subset=["oracle_loss", "oracle_full_loss"])
     table["total_gap"] = table["population_loss"] - table["noise_floor"]

@@ -230,12 +230,14 @@ def gap_decomposition(t: Tables) -> plt.Figure:
         scaled = panel.assign(
             **{c: panel[c] / panel["noise_floor"] for c in [*GAP_PARTS, "total_gap"]}
         )
-        lora = scaled[scaled["method"] == "lora"].groupby("rank").mean(numeric_only=True)
+        lora = (
+            scaled[registry.adapter_rows(scaled["method"])].groupby("rank").mean(numeric_only=True)
+        )
         for (column, label), color in zip(GAP_PARTS.items(), GAP_COLORS, strict=True):
             ax.plot(lora.index, lora[column], marker="o", markersize=3, color=color, label=label)
         ax.plot(lora.index, lora["total_gap"], color=FULL_COLOR, marker="s", markersize=3,
                 label="total, LoRA")  # fmt: skip
-        full = scaled[scaled["method"] == "full"]
+        full = scaled[registry.full_rows(scaled["method"])]
         if not full.empty:
             ax.axhline(full["total_gap"].mean(), color=FULL_COLOR, linestyle="--", linewidth=1,
                        label="total, full FT")  # fmt: skip

@@ -157,7 +157,7 @@ def gaps_section(gaps: pd.DataFrame | None) -> list[str]:
         {
             "dataset": mean["dataset"],
             "method": [
-                "full FT" if m == "full" else f"LoRA r={int(r)}"
+                "full FT" if registry.is_full(m) else f"{registry.method(m).label} r={int(r)}"
                 for m, r in zip(mean["method"], mean["rank"], strict=True)
             ],
             **{
