@@ -10,7 +10,7 @@ from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks import population, synthetic
 from lorasweep.tasks.synthetic import SOURCE_DIRECTIONS, SourceSpec
-from lorasweep.training.batched import train_batch
+from lorasweep.training.batched import train_cohort
 from lorasweep.training.loop import train_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -142,7 +142,7 @@ def test_a_runs_population_loss_is_what_its_final_weights_score_on_fresh_data(na
 
 def test_the_test_split_is_never_evaluated_during_training():
     data = generate(LOWRANK)
-    for result in (train_run(lora(), data), train_batch([lora()], data)[0]):
+    for result in (train_run(lora(), data), train_cohort([lora()], data)[0]):
         assert all("test_loss" not in epoch for epoch in result.epochs)
         assert math.isfinite(result.test_loss)
 

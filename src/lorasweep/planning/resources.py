@@ -140,14 +140,14 @@ def _layer_activations(dataset: dict) -> float:
     return network_shape(dataset)[2] / dataset["n_layers"]
 
 
-def _network_run_bytes(dataset: dict, kinds: Counter, batch: int) -> float:
+def _network_run_bytes(dataset: dict, kinds: Counter, batch_size: int) -> float:
     """The largest run's own memory on a deep dataset: its copy of the network (full
     fine-tuning also its gradient and Adam's two moments; LoRA its largest adapter's), a
-    batch's activations for the backward pass, and one layer's over a whole split."""
+    mini-batch's activations for the backward pass, and one layer's over a whole split."""
     _, _, weights = _dims(dataset)
     _, _, activations, _ = network_shape(dataset)
     _, largest = split_rows(dataset)
-    passes = batch * activations + largest * _layer_activations(dataset)
+    passes = batch_size * activations + largest * _layer_activations(dataset)
     ranks = [kind[1] for kind in kinds if kind[0] == "lora"]
     adapter = max(ranks, default=0) * sum(
         m.in_features + m.out_features for m in linear_modules(dataset)
@@ -172,8 +172,8 @@ def training_bytes(config: dict) -> float:
         if linear_modules(dataset):
             d_in, d_out, weights = _dims(dataset)
             held += FLOAT32 * (2 * weights + samples * (d_in + d_out))
-            batch = min(config["train"].get("batch_size") or n, n)
-            runs.append(_network_run_bytes(dataset, kinds, batch))
+            batch_size = min(config["train"].get("batch_size") or n, n)
+            runs.append(_network_run_bytes(dataset, kinds, batch_size))
             continue
         d_in, d_out, weights = _dims(dataset)
         held += FLOAT32 * (2 * weights + samples * (d_in + d_out))

@@ -1,18 +1,18 @@
-"""Group runs into batches that train together as one tensor program
-(:mod:`lorasweep.training.batched`), and size each batch's resident chunk to a memory budget.
+"""Group runs into cohorts that train together as one tensor program
+(:mod:`lorasweep.training.batched`), and cut each cohort into waves that fit a memory budget.
 
-Runs share a batch when they share everything the engine keeps shared (:func:`batch_key`): the
+Runs share a cohort when they share everything the engine keeps shared (:func:`cohort_key`): the
 dataset (its data and its residual cache), the model's shape (method and rank, and for a deep
 model's LoRA the modules its ``targets`` select), the number of epochs, the mini-batch size, the
-bias policy, the dropout rate and the device setting. What differs between runs of a batch (α
+bias policy, the dropout rate and the device setting. What differs between runs of a cohort (α
 and the scaling rule, learning rate, LoRA+ ratio, init, seed) lives in per-run tensors.
 
-Ranks are grouped, not padded: padding every run of a batch to the largest rank spends
+Ranks are grouped, not padded: padding every run of a cohort to the largest rank spends
 multiply-adds on zeros (for the default grid, ranks 1…64 padded to 64 do 3.5× the useful work;
 ``benchmarks/engine.py`` measures it), and the padded width would depend on which runs share the
-batch, so a run's rounding would too.
+cohort, so a run's rounding would too.
 
-This module never imports torch: Snakemake plans batches while it builds the DAG.
+This module never imports torch: Snakemake plans cohorts while it builds the DAG.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from lorasweep.planning.resources import network_shape, split_rows
 from lorasweep.planning.runs import RunSpec
 
 ENGINES = ("batched", "single")
-"""``batched`` trains each batch as one tensor program; ``single`` trains run after run with the
+"""``batched`` trains each cohort as one tensor program; ``single`` trains run after run with the
 reference loop (:func:`lorasweep.training.loop.train_run`)."""
 
 BATCHED_METHODS = ("lora", "full")
@@ -42,21 +42,21 @@ ALIGN = 64
 
 CHUNK_ELEMENTS = 1 << 16
 """The losses, single-run and batched, process rows in chunks of at most this many output
-elements per run (256 KiB in float32), so that no split- or batch-sized temporary is formed and
+elements per run (256 KiB in float32), so that no split- or mini-batch-sized temporary is formed and
 each chunk stays in the CPU's cache while its loss and gradients are formed (the size chosen
 from timings of 2¹⁴…2²⁰ at 4096×4096; ``make bench`` measures the result)."""
 
-CHUNK_STEP_COST = 2.5e6
-"""Cost of dispatching one step of one chunk (about twenty operations), in multiply-adds: the
+WAVE_STEP_COST = 2.5e6
+"""Cost of dispatching one step of one wave (about twenty operations), in multiply-adds: the
 dispatch time times the rate the batched products reach on one CPU core, a calibration."""
 
 ERROR_ELEMENT_COST = 50
 """Cost, in multiply-adds, of each element of a run's error per step: forming it, its loss,
 the passes of both gradient products over it and the optimizer's share (calibrated on a
-rank-1 step at 256×256, batch 128)."""
+rank-1 step at 256×256, mini-batch 128)."""
 
 DEFAULT_BUDGET_MIB = {"cpu": 1024, "cuda": None}
-"""Memory a batch may allocate beyond its dataset when ``train.memory_budget_mib`` is null: 1 GiB
+"""Memory a wave may allocate beyond its dataset when ``train.memory_budget_mib`` is null: 1 GiB
 on the CPU, and on a GPU a quarter of the device's memory (``None`` here: only the training job
 can ask the device)."""
 
@@ -78,9 +78,9 @@ def effective_engine(run: RunSpec, engine: str, dataset: dict | None = None) -> 
     return "batched" if engine == "batched" and batchable(run, dataset) else "single"
 
 
-def batch_key(run: RunSpec) -> tuple:
-    """What runs of one batch share. PiSSA runs batch apart from the others: each has its own
-    frozen weight W₀ − s·B₀A₀, so its own residual rather than the dataset's. A deep model's
+def cohort_key(run: RunSpec) -> tuple:
+    """What runs of one cohort share. PiSSA runs form cohorts apart from the others: each has its
+    own frozen weight W₀ − s·B₀A₀, so its own residual rather than the dataset's. A deep model's
     LoRA runs share their ``targets`` (the modules their slots hold)."""
     return (
         run.data,
@@ -98,25 +98,25 @@ def batch_key(run: RunSpec) -> tuple:
 
 def order_key(run: RunSpec, n_train: int) -> int | None:
     """Runs with the same key draw the same mini-batches: the shuffle order depends only on the
-    seed and the dataset (:func:`lorasweep.training.loop.batches`), and a full-batch run sees the
-    split in order."""
-    batch = run.batch_size or n_train
-    return run.seed if batch < n_train else None
+    seed and the dataset (:func:`lorasweep.training.loop.mini_batches`), and a full-batch run sees
+    the split in order."""
+    batch_size = run.batch_size or n_train
+    return run.seed if batch_size < n_train else None
 
 
-def plan_batches(
+def plan_cohorts(
     runs: Iterable[RunSpec], engine: str = "batched", datasets: Mapping[str, dict] | None = None
 ) -> list[list[RunSpec]]:
-    """The runs grouped into batches, in order of first appearance. With ``engine="single"``,
-    or for a run the engine does not batch (:func:`batchable`, given its dataset's entry in
-    ``datasets`` where known), a batch holds one run."""
+    """The runs grouped into cohorts, in order of first appearance. With ``engine="single"``,
+    or for a run the engine does not stack (:func:`batchable`, given its dataset's entry in
+    ``datasets`` where known), a cohort holds one run."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
     groups: dict[object, list[RunSpec]] = {}
     for index, run in enumerate(runs):
         dataset = datasets.get(run.dataset) if datasets is not None else None
         batched = effective_engine(run, engine, dataset) == "batched"
-        key = batch_key(run) if batched else ("alone", index)
+        key = cohort_key(run) if batched else ("alone", index)
         groups.setdefault(key, []).append(run)
     return list(groups.values())
 
@@ -166,23 +166,23 @@ def source_rows(dataset: dict) -> int:
 def step_and_widest_rows(run: RunSpec, dataset: dict) -> tuple[int, int]:
     """A step's rows, and the most rows one pass reads: a step, or a whole held-out split
     evaluated at once."""
-    batch, _ = training_steps(run, dataset)
-    return batch, max(batch, dataset["n_val"], test_size(dataset), source_rows(dataset))
+    batch_size, _ = training_steps(run, dataset)
+    return batch_size, max(batch_size, dataset["n_val"], test_size(dataset), source_rows(dataset))
 
 
 def network_run_bytes(run: RunSpec, dataset: dict) -> int:
-    """Bytes one run of a deep dataset adds to a batch's chunk: its slot seven times
+    """Bytes one run of a deep dataset adds to a cohort's wave: its slot seven times
     (parameters, gradients as computed and as stored, Adam's two moments and two temporaries);
     its rows of x and y for a step and for a whole split; a step's activations three times (kept
     for the backward pass, and their gradients); a whole split's activations of one layer while
-    it is evaluated; its own copy of the network while the chunk is built; and with PiSSA its
+    it is evaluated; its own copy of the network while the wave is built; and with PiSSA its
     own frozen weights of the modules it adapts."""
-    batch, widest = step_and_widest_rows(run, dataset)
+    batch_size, widest = step_and_widest_rows(run, dataset)
     inputs, outputs, activations, _ = network_shape(dataset)
     elements = 7 * network_slot_elements(run, dataset)
     elements += network_slot_elements(dataclasses.replace(run, method="full"), dataset)
-    elements += (batch + widest) * (inputs + outputs)
-    elements += 3 * batch * activations + 2 * widest * activations / dataset["n_layers"]
+    elements += (batch_size + widest) * (inputs + outputs)
+    elements += 3 * batch_size * activations + 2 * widest * activations / dataset["n_layers"]
     if run.method == "lora" and run.init == "pissa":
         chosen = select(linear_modules(dataset), run.targets or "all")
         elements += sum(m.in_features * m.out_features for m in chosen)
@@ -190,7 +190,7 @@ def network_run_bytes(run: RunSpec, dataset: dict) -> int:
 
 
 def run_bytes(run: RunSpec, dataset: dict) -> int:
-    """Bytes one run adds to a batch's chunk, beyond the dataset every run shares; a deep
+    """Bytes one run adds to a cohort's wave, beyond the dataset every run shares; a deep
     dataset's run: :func:`network_run_bytes`.
 
     Per run: the slot's parameters, gradients, Adam's two moments and its two temporaries; a
@@ -201,10 +201,10 @@ def run_bytes(run: RunSpec, dataset: dict) -> int:
     if linear_modules(dataset):
         return network_run_bytes(run, dataset)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
-    batch, widest = step_and_widest_rows(run, dataset)
+    batch_size, widest = step_and_widest_rows(run, dataset)
     rows = min(widest, rows_per_chunk(d_out))
     elements = 6 * slot_elements(run, d_in, d_out)
-    elements += batch * (d_in + d_out)
+    elements += batch_size * (d_in + d_out)
     width = d_in if run.method == "full" else run.rank
     elements += 3 * widest * width + 2 * rows * d_out
     if run.method == "lora" and run.init == "pissa":
@@ -221,15 +221,15 @@ def budget_bytes(budget_mib: float | None, device_type: str) -> int | None:
 
 
 SHARED_ORDER_RUNS = 4
-"""Runs that draw the same mini-batches get chunks of their own once there are this many of them:
-a chunk whose runs share each step's rows gathers them once, where a mixed chunk gathers them
+"""Runs that draw the same mini-batches get waves of their own once there are this many of them:
+a wave whose runs share each step's rows gathers them once, where a mixed wave gathers them
 per run."""
 
 
-def chunk_runs(runs: Sequence[RunSpec], dataset: dict, budget: int) -> list[list[RunSpec]]:
-    """Split one batch into chunks that each fit ``budget`` bytes (:func:`run_bytes`), at least
-    one run per chunk. Runs that draw the same mini-batches (:func:`order_key`) share chunks:
-    groups of at least :data:`SHARED_ORDER_RUNS` of them are chunked on their own, and the
+def cohort_waves(runs: Sequence[RunSpec], dataset: dict, budget: int) -> list[list[RunSpec]]:
+    """Split one cohort into waves that each fit ``budget`` bytes (:func:`run_bytes`), at least
+    one run per wave. Runs that draw the same mini-batches (:func:`order_key`) share waves:
+    groups of at least :data:`SHARED_ORDER_RUNS` of them are split on their own, and the
     smaller groups together."""
     n_train = dataset["n_train"]
     groups: dict[object, list[RunSpec]] = {}
@@ -237,17 +237,17 @@ def chunk_runs(runs: Sequence[RunSpec], dataset: dict, budget: int) -> list[list
         groups.setdefault(order_key(run, n_train), []).append(run)
     small = [run for group in groups.values() if len(group) < SHARED_ORDER_RUNS for run in group]
     parts = [group for group in groups.values() if len(group) >= SHARED_ORDER_RUNS]
-    chunks: list[list[RunSpec]] = []
+    waves: list[list[RunSpec]] = []
     for part in [*parts, small] if small else parts:
         used = budget
         for run in part:
             size = run_bytes(run, dataset)
             if used + size > budget:
-                chunks.append([])
+                waves.append([])
                 used = 0
-            chunks[-1].append(run)
+            waves[-1].append(run)
             used += size
-    return chunks
+    return waves
 
 
 def by_order(run: RunSpec, n_train: int) -> tuple[int, int]:
@@ -260,19 +260,19 @@ def by_order(run: RunSpec, n_train: int) -> tuple[int, int]:
 def training_steps(run: RunSpec, dataset: dict) -> tuple[int, int]:
     """A run's mini-batch size and its number of optimizer steps over all epochs."""
     n = dataset["n_train"]
-    batch = min(run.batch_size or n, n)
-    return batch, run.epochs * math.ceil(n / batch)
+    batch_size = min(run.batch_size or n, n)
+    return batch_size, run.epochs * math.ceil(n / batch_size)
 
 
 def run_cost(run: RunSpec, dataset: dict) -> float:
-    """A run's share of a batch's cost, in multiply-add equivalents: per step, 2.5·b·r·(d_in +
+    """A run's share of a cohort's cost, in multiply-add equivalents: per step, 2.5·b·r·(d_in +
     d_out) multiply-adds for LoRA against the cached residual (forward, error, and the three
     gradient products), 2·b·d_in·d_out for full fine-tuning (forward and weight gradient), plus
     :data:`ERROR_ELEMENT_COST` per element of its error. A deep dataset's run: three forward
     passes' multiply-adds per sample (forward, and the backward pass through every module),
     plus the adapter's 2.5·r·(d_in + d_out) per token of each module it adapts, plus
     :data:`ERROR_ELEMENT_COST` per value of each module's output."""
-    batch, steps = training_steps(run, dataset)
+    batch_size, steps = training_steps(run, dataset)
     modules = linear_modules(dataset)
     if modules:
         tokens = dataset.get("seq_len") or 1
@@ -283,13 +283,13 @@ def run_cost(run: RunSpec, dataset: dict) -> float:
                 2.5 * tokens * run.rank * sum(m.in_features + m.out_features for m in chosen)
             )
         values = tokens * sum(m.out_features for m in modules)
-        return steps * batch * (products + ERROR_ELEMENT_COST * values)
+        return steps * batch_size * (products + ERROR_ELEMENT_COST * values)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     if run.method == "full":
-        products = 2 * batch * d_in * d_out
+        products = 2 * batch_size * d_in * d_out
     else:
-        products = 2.5 * batch * (run.rank or 1) * (d_in + d_out)
-    return steps * (products + ERROR_ELEMENT_COST * batch * d_out)
+        products = 2.5 * batch_size * (run.rank or 1) * (d_in + d_out)
+    return steps * (products + ERROR_ELEMENT_COST * batch_size * d_out)
 
 
 def estimated_cost(run: RunSpec, dataset: dict) -> float:
@@ -301,38 +301,38 @@ def estimated_cost(run: RunSpec, dataset: dict) -> float:
     the whole network forward and back, LoRA or not: 3·b·tokens·Σ d_in·d_out over its linear
     modules, and the overhead once per module.
     """
-    batch, steps = training_steps(run, dataset)
+    batch_size, steps = training_steps(run, dataset)
     modules = linear_modules(dataset)
     if modules:
         tokens = dataset.get("seq_len") or 1
         weights = sum(m.in_features * m.out_features for m in modules)
-        return steps * (3e5 * len(modules) + 3 * batch * tokens * weights)
+        return steps * (3e5 * len(modules) + 3 * batch_size * tokens * weights)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     width = d_in * d_out if run.method == "full" else run.rank * (d_in + d_out)
-    return steps * (3e5 + 3 * batch * width)
+    return steps * (3e5 + 3 * batch_size * width)
 
 
-def batch_cost(batch: Sequence[RunSpec], dataset: dict) -> float:
-    """Estimated cost of training ``batch`` together: its runs' :func:`run_cost` plus the
-    dispatch of each step once per chunk (about one chunk per data order,
-    :data:`CHUNK_STEP_COST`). A deep network's step dispatches about that many operations per
+def cohort_cost(cohort: Sequence[RunSpec], dataset: dict) -> float:
+    """Estimated cost of training ``cohort`` together: its runs' :func:`run_cost` plus the
+    dispatch of each step once per wave (about one wave per data order,
+    :data:`WAVE_STEP_COST`). A deep network's step dispatches about that many operations per
     linear module (an estimate, not calibrated on a deep grid)."""
-    if not batchable(batch[0], dataset):
-        return sum(estimated_cost(run, dataset) for run in batch)
-    _, steps = training_steps(batch[0], dataset)
-    chunks = len({order_key(run, dataset["n_train"]) for run in batch})
+    if not batchable(cohort[0], dataset):
+        return sum(estimated_cost(run, dataset) for run in cohort)
+    _, steps = training_steps(cohort[0], dataset)
+    waves = len({order_key(run, dataset["n_train"]) for run in cohort})
     modules = max(len(linear_modules(dataset)), 1)
-    return steps * CHUNK_STEP_COST * modules * chunks + sum(run_cost(run, dataset) for run in batch)
+    return steps * WAVE_STEP_COST * modules * waves + sum(run_cost(run, dataset) for run in cohort)
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Runs and batches a job has trained, for its log line with an ETA from estimated costs."""
+    """Runs and cohorts a job has trained, for its log line with an ETA from estimated costs."""
 
     runs_done: int
     runs_total: int
-    batches_done: int
-    batches_total: int
+    cohorts_done: int
+    cohorts_total: int
     cost_done: float
     cost_total: float
     elapsed_s: float
@@ -347,6 +347,6 @@ class Progress:
         eta_text = "?" if math.isnan(eta) else f"{eta:.0f} s"
         return (
             f"{job}: {self.runs_done}/{self.runs_total} runs, "
-            f"{self.batches_done}/{self.batches_total} batches, "
+            f"{self.cohorts_done}/{self.cohorts_total} cohorts, "
             f"{self.elapsed_s:.0f} s elapsed, ETA {eta_text}"
         )
