@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lorasweep.planning.cohorts import cohort_waves, run_bytes
+from lorasweep.planning.resources import cohort_waves, run_bytes
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks import synthetic
 from lorasweep.training.batched import train_cohort

@@ -10,14 +10,8 @@ import torch
 
 from lorasweep.io import load_metadata, load_tensors, read_json
 from lorasweep.jobs.run_folder import write_run
-from lorasweep.planning.cohorts import (
-    batchable,
-    cohort_cost,
-    cohort_key,
-    cohort_waves,
-    plan_cohorts,
-    run_bytes,
-)
+from lorasweep.planning.cohorts import batchable, cohort_key, plan_cohorts
+from lorasweep.planning.resources import cohort_cost, cohort_waves, run_bytes
 from lorasweep.tasks import synthetic
 from lorasweep.training.batched import train_cohort
 from lorasweep.training.loop import train_run

@@ -21,6 +21,7 @@ from lorasweep.config import (
     validated,
 )
 from lorasweep.planning import resources
+from lorasweep.planning.cohorts import order_key, plan_cohorts
 from lorasweep.planning.grouping import build_plan
 from lorasweep.report.title import drop_inherited_title, report_title
 from lorasweep.tasks.synthetic import DatasetSpec
@@ -419,13 +420,19 @@ def test_memory_message_gives_the_estimate_and_the_limit():
     assert "at most 24.0 GiB (this machine's memory; set limits.memory_gib" in message
 
 
-def test_training_job_memory_counts_every_dataset_and_the_gpu():
+def test_training_job_memory_counts_every_dataset_its_runs_use_and_the_gpu():
     config = tiny()
     big = {**config["datasets"][0], "in_features": 4096, "out_features": 4096, "n_train": 10**5}
     config["datasets"] = [big, {**big, "name": "other"}]
-    one = resources.training_bytes({**config, "datasets": [big]})
+    plan, datasets = build_plan(config), {d["name"]: d for d in config["datasets"]}
+    budget = resources.budget_bytes(None, "cpu")
+    one = resources.job_bytes([r for r in plan.runs if r.dataset == "tiny"], datasets, "batched",
+                              budget)  # fmt: skip
+    both = resources.job_bytes(plan.runs, datasets, "batched", budget)
     samples = resources.FLOAT32 * (big["n_train"] + big["n_val"]) * (4096 + 4096)
-    assert resources.training_bytes(config) - one > samples
+    assert both - one > samples
+    jobs = [resources.job_bytes(runs, datasets, "batched", budget) for runs in plan.jobs.values()]
+    assert resources.training_bytes(config) == max(jobs)
     config["train"]["device"] = "cuda"
     message = rejected(config, check=lambda c: resource_check(c, memory_gib=64, gpu_gib=4))
     assert "a training job needs about" in message and "of GPU memory" in message
@@ -457,7 +464,16 @@ def test_multiply_adds_count_steps_and_grow_with_epochs():
     steps = resources.optimizer_steps(config)
     assert steps == runs * 4 * (256 // 64)
     work = resources.multiply_adds(config)
-    assert work > steps * resources.STEP_MULTIPLY_ADDS
+    assert work > steps / runs * resources.STEP_COST, "at least one cohort's dispatch"
+    single = copy.deepcopy(config)
+    single["train"]["engine"] = "single"
+    plan, n_train = build_plan(config), config["datasets"][0]["n_train"]
+    cohorts = [c for job in plan.jobs.values() for c in plan_cohorts(job)]
+    waves = sum(len({order_key(r, n_train) for r in c}) for c in cohorts)
+    dispatch = (runs - waves) * steps / runs * resources.STEP_COST
+    assert resources.multiply_adds(single) - work == pytest.approx(dispatch), (
+        "the single-run path dispatches every run's steps on their own, a cohort once per wave"
+    )
     config["train"]["epochs"] *= 10
     assert 9 < resources.multiply_adds(config) / work < 10.1
 

@@ -4,15 +4,15 @@ import inspect
 import pytest
 import yaml
 
-from lorasweep.planning.cohorts import Progress, cohort_cost, cohort_key, plan_cohorts
+from lorasweep.planning.cohorts import Progress, cohort_key, plan_cohorts
 from lorasweep.planning.grouping import (
     PARALLEL_JOBS,
     build_plan,
     cohort_pieces,
-    estimated_cost,
     group_runs,
     job_count,
 )
+from lorasweep.planning.resources import cohort_cost
 from lorasweep.planning.runs import format_number
 
 from .conftest import CONFIGS, REPO
@@ -59,20 +59,17 @@ def test_jobs_depend_on_the_config_alone_and_spread_studies_worth_it(preset):
 
 @pytest.mark.parametrize("engine", ["single", "batched"])
 def test_jobs_have_balanced_estimated_cost(engine):
-    """Each engine's jobs balance the cost model it deals by: per run for the single-run path,
-    per cohort (one dispatch per step for all its runs) for the batched engine."""
+    """Each engine's jobs balance the one cost model: a cohort of one per run for the single-run
+    path, a cohort (one dispatch per step for all its runs) for the batched engine."""
     config = load(REPO / "config" / "config.yaml")
     config["train"]["engine"] = engine
     plan = build_plan(config)
     assert len(plan.jobs) == PARALLEL_JOBS
     dataset = config["datasets"][0]
-    if engine == "single":
-        costs = [sum(estimated_cost(r, dataset) for r in group) for group in plan.jobs.values()]
-    else:
-        costs = [
-            sum(cohort_cost(cohort, dataset) for cohort in plan_cohorts(group))
-            for group in plan.jobs.values()
-        ]
+    costs = [
+        sum(cohort_cost(cohort, dataset) for cohort in plan_cohorts(group, engine))
+        for group in plan.jobs.values()
+    ]
     assert max(costs) / min(costs) < 1.05
 
 

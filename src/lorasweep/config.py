@@ -544,8 +544,9 @@ def check_resources(
         raise ConfigError(
             key_path(path),
             f"got {_at(config, path)}, with which the {runs} runs need about {work:.2g} "
-            f"multiply-adds ({steps:.3g} optimizer steps, each counted as at least "
-            f"{resources.STEP_MULTIPLY_ADDS:.0e}); allowed: at most {most:.2g} "
+            f"multiply-adds ({steps:.3g} optimizer steps; each step of each cohort's wave "
+            f"also costs {resources.STEP_COST:.2g} per linear module to dispatch); allowed: at "
+            f"most {most:.2g} "
             "(limits.multiply_adds; raise it, or set it to null, to allow more)",
         )
 

@@ -24,8 +24,9 @@ import torch
 from lorasweep.io import write_json
 from lorasweep.jobs.reuse import NOT_FINISHED, key_of, reuse_parts, reuse_refusal
 from lorasweep.jobs.run_folder import write_run
-from lorasweep.planning.cohorts import Progress, cohort_cost, effective_engine, plan_cohorts
+from lorasweep.planning.cohorts import Progress, effective_engine, plan_cohorts
 from lorasweep.planning.cpus import available_cpus
+from lorasweep.planning.resources import cohort_cost
 from lorasweep.planning.runs import RunSpec
 from lorasweep.provenance import environment
 from lorasweep.tasks import storage

@@ -21,7 +21,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lorasweep.planning.cohorts import by_order, cohort_cost, estimated_cost, plan_cohorts
+from lorasweep.planning.cohorts import by_order, plan_cohorts
+from lorasweep.planning.resources import cohort_cost
 from lorasweep.planning.runs import RunSpec, expand_runs
 
 PARALLEL_JOBS = 4
@@ -30,7 +31,7 @@ PARALLEL_JOBS = 4
 
 JOB_MIN_COST = 4e10
 """Extra jobs are made only where each gets at least this estimated cost
-(:func:`lorasweep.planning.cohorts.cohort_cost`, about a second of training by that model), so
+(:func:`lorasweep.planning.resources.cohort_cost`, about a second of training by that model), so
 that a small study is not spread over processes that would spend longer starting Python and
 torch (about 5 s each) than training."""
 
@@ -102,7 +103,7 @@ def group_runs(
         costs = [cohort_cost(unit, datasets[unit[0].dataset]) for unit in units]
     else:
         units = [[run] for run in runs]
-        costs = [estimated_cost(run, datasets[run.dataset]) for run in runs]
+        costs = [cohort_cost(unit, datasets[unit[0].dataset]) for unit in units]
         n_jobs = job_count(len(runs), runs_per_job, sum(costs))
     members = _deal(units, costs, n_jobs, runs_per_job)
     n_jobs = len(members)

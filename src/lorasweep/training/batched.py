@@ -25,7 +25,7 @@ than two slots (a lone run gets an identical twin whose results are dropped): Py
 one-matrix product with a vector operand through a different kernel than a batched one.
 
 **Memory.** A cohort trains in waves of runs that fit the memory budget
-(:func:`lorasweep.planning.cohorts.cohort_waves`); splitting changes nothing in any run's numbers.
+(:func:`lorasweep.planning.resources.cohort_waves`); splitting changes nothing in any run's numbers.
 
 **Model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
 :class:`~lorasweep.training.stacked.StackedParameters`), ``learning_rates(specs)`` (per tensor of
@@ -51,13 +51,8 @@ import torch
 
 from lorasweep.models.accounting import ParameterCounts
 from lorasweep.options import DEEP_KINDS
-from lorasweep.planning.cohorts import (
-    batchable,
-    budget_bytes,
-    cohort_key,
-    cohort_waves,
-    order_key,
-)
+from lorasweep.planning.cohorts import batchable, cohort_key, order_key
+from lorasweep.planning.resources import budget_bytes, cohort_waves
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset
@@ -119,7 +114,7 @@ class EpochSums:
 
 def memory_budget(budget_mib: float | None, device: torch.device) -> int:
     """Bytes a wave may allocate: ``train.memory_budget_mib``, else 1 GiB on the CPU and a
-    quarter of the GPU's memory (:data:`lorasweep.planning.cohorts.DEFAULT_BUDGET_MIB`)."""
+    quarter of the GPU's memory (:data:`lorasweep.planning.resources.DEFAULT_BUDGET_MIB`)."""
     budget = budget_bytes(budget_mib, device.type)
     if budget is None:
         budget = torch.cuda.get_device_properties(device).total_memory // 4
