@@ -87,15 +87,16 @@ BATCHES = {
     "lora grid": [lora(), lora(seed=1, alpha=2.0), lora(scaling="rslora", lr=0.003),
                   lora(lr_ratio=4.0), lora(init="randn"), lora(init="gaussian", seed=2)],
     "rank 1": [lora(rank=1), lora(rank=1, alpha=1.0, seed=3)],
-    "bias trains": [lora(bias="all"), lora(bias="all", seed=2, scaling="constant", alpha=0.5)],
+    "bias trains": [lora(bias="lora_only"),
+                    lora(bias="lora_only", seed=2, scaling="constant", alpha=0.5)],
     "dropout": [lora(dropout=0.2), lora(dropout=0.2, seed=1)],
     "full batch": [lora(batch_size=None), lora(batch_size=None, alpha=3.0, seed=1)],
-    "full batch, bias trains": [lora(batch_size=None, bias="all"),
-                                lora(batch_size=None, bias="all", seed=4)],
+    "full batch, bias trains": [lora(batch_size=None, bias="lora_only"),
+                                lora(batch_size=None, bias="lora_only", seed=4)],
     "pissa": [lora(init="pissa"), lora(init="pissa", seed=3, alpha=2.0)],
     "full fine-tuning": [full(), full(seed=1, lr=0.003)],
     "full fine-tuning, full batch": [full(batch_size=None), full(batch_size=None, lr=0.02)],
-    "alone": [lora(init="randn", bias="all", batch_size=None, scaling="constant", alpha=1.0)],
+    "alone": [lora(init="randn", bias="lora_only", batch_size=None, scaling="constant", alpha=1.0)],
 }  # fmt: skip
 
 
@@ -185,7 +186,7 @@ def test_a_batch_must_share_its_key(data):
 
 
 def test_batched_losses_equal_the_single_run_path_on_the_jobs_cached_residuals(data):
-    specs = [lora(), lora(rank=2, bias="all"), full()]
+    specs = [lora(), lora(rank=2, bias="lora_only"), full()]
     job_data = synthetic.Dataset(data.spec, {k: v.clone() for k, v in data.tensors.items()})
     cache_base_residuals(job_data, specs)
     for cohort in (specs[:1], specs[1:2], specs[2:]):
@@ -196,7 +197,7 @@ def test_batched_losses_equal_the_single_run_path_on_the_jobs_cached_residuals(d
 
 INDEPENDENCE = {
     "rank 1": {"rank": 1},
-    "bias trains": {"bias": "all"},
+    "bias trains": {"bias": "lora_only"},
     "dropout": {"dropout": 0.3},
     "full batch": {"batch_size": None},
     "pissa": {"init": "pissa"},

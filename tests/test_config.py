@@ -67,7 +67,7 @@ def test_presets_are_valid():
         (lambda c: c["train"].update(epochs=0), "train.epochs", ">= 1"),
         (lambda c: c["train"].update(batch_size=0), "train.batch_size", "null"),
         (lambda c: c["train"].update(device="tpu"), "train.device", "auto, cpu, cuda"),
-        (lambda c: c["train"].update(bias="lora_only"), "train.bias", "none, all"),
+        (lambda c: c["train"].update(bias="both"), "train.bias", "none, lora_only, all"),
         (lambda c: c["train"].update(engine="fast"), "train.engine", "batched, single"),
         (
             lambda c: c["train"].update(memory_budget_mib=0),
@@ -109,7 +109,7 @@ def test_presets_are_valid():
         (
             lambda c: c.update(extra_grids=[{"bias": ["some"]}]),
             "extra_grids[0].bias[0]",
-            "none, all",
+            "none, lora_only, all",
         ),
         (lambda c: c.update(sedes=[1]), "sedes", "likely a typo of 'seeds'"),
         (lambda c: c.update(results="/etc"), "results", "relative path"),
@@ -649,3 +649,36 @@ def test_a_key_given_twice_in_a_config_file_is_refused_naming_it(tmp_path, text,
     assert message.startswith(f"config error: {key}: given twice in {path} ({lines})"), message
     (tmp_path / "once.yaml").write_text("seeds: [0]\ntrain: {epochs: 2}\n")
     validated(tiny(), files=[tmp_path / "once.yaml", tmp_path / "not-there.yaml"])
+
+
+def test_bias_all_is_read_as_lora_only_with_one_notice(capsys):
+    """``bias: all`` is PEFT's ``lora_only``: a config that still says ``all`` (in ``train`` or
+    an extra grid) trains the same runs, under the same ids, after one line on stderr."""
+    new = tiny()
+    new["train"]["bias"] = "lora_only"
+    new["extra_grids"] = [{"bias": ["none", "lora_only"], "rank": [2]}]
+    old = copy.deepcopy(new)
+    old["train"]["bias"] = "all"
+    old["extra_grids"][0]["bias"] = ["none", "all"]
+    validated(new, check_limits=False, notify=True)
+    assert capsys.readouterr().err == ""
+    validated(old, check_limits=False, notify=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "config notice: train.bias, extra_grids[0].bias: 'all' is now called 'lora_only' "
+        "(PEFT's name: the bias of each adapted layer trains); read as 'lora_only'"
+    ]
+    assert old == new
+    ids = [run.run_id for run in build_plan(old).runs]
+    assert ids == [run.run_id for run in build_plan(new).runs]
+    assert any(run_id.endswith("_biasall_s0") for run_id in ids)
+    check(old)
+    assert capsys.readouterr().err == "", "no notice where the limits are not checked"
+
+
+def test_bias_none_keeps_the_default_run_ids():
+    config = validated(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                       check_limits=False)  # fmt: skip
+    ids = [run.run_id for run in build_plan(config).runs]
+    assert "lowrank256__lora_r4_a16_standard_kaiming_lr0.001_s0" in ids
+    assert not any("bias" in run_id for run_id in ids)

@@ -129,7 +129,7 @@ def test_default_and_seed_demo_presets_expand():
         "randn",
         "constant",
         1.0,
-        "all",
+        "lora_only",
     )
     assert (run.lr, run.epochs, run.batch_size, run.seed) == (0.01, 10, None, 42)
     assert run.run_id == "seed_demo__lora_r4_a1_constant_randn_lr0.01_biasall_s42"

@@ -119,7 +119,7 @@ def lora(**overrides) -> RunSpec:
 
 RUNS = {
     "lora": lora(),
-    "pissa, bias trains": lora(init="pissa", bias="all"),
+    "pissa, bias trains": lora(init="pissa", bias="lora_only"),
     "full": RunSpec(dataset="t", method="full", seed=0, lr=0.01, epochs=6, batch_size=64,
                     bias="none", device="cpu"),
 }  # fmt: skip

@@ -9,7 +9,7 @@ key                                     shape         holds
 ======================================  ============  ==========================================
 ``base_model.model.layer.lora_A.weight``  r × d_in      A
 ``base_model.model.layer.lora_B.weight``  d_out × r     B
-``base_model.model.layer.base_layer.bias``  d_out       the trained base bias (``bias: all`` only)
+``base_model.model.layer.base_layer.bias``  d_out       the trained base bias (``lora_only``)
 ======================================  ============  ==========================================
 
 PEFT 0.21.2 wraps the targeted layer, so with ``bias="all"`` it saves (and loads only) the bias
@@ -121,8 +121,8 @@ def write_adapter(
     """Write a LoRA run's adapter as PEFT saves one (see the module docstring).
 
     ``spec`` is the run's :class:`~lorasweep.planning.runs.RunSpec`; ``tensors`` its trained
-    ``lora_A``, ``lora_B`` and, with ``bias: all``, ``bias``; ``base_weight`` the frozen weight
-    it was trained against, required for PiSSA (the residual) and not written otherwise.
+    ``lora_A``, ``lora_B`` and, with ``bias: lora_only``, ``bias``; ``base_weight`` the frozen
+    weight it was trained against, required for PiSSA (the residual) and not written otherwise.
     """
     folder = Path(folder)
     if (spec.init == "pissa") != (base_weight is not None):
@@ -223,7 +223,7 @@ def read_adapter(folder: str | Path, base: nn.Linear) -> LoRALinear:
         alpha=config.get("lora_alpha", 8),
         scaling="rslora" if config.get("use_rslora") else "standard",
         init="pissa" if config.get("init_lora_weights") == "pissa" else "kaiming",
-        bias="none" if trained_bias is None else "all",
+        bias="none" if trained_bias is None else "lora_only",
         dropout=float(config.get("lora_dropout", 0.0)),
         generator=torch.Generator(),
     )

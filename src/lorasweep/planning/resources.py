@@ -104,7 +104,7 @@ def slot_elements(run: RunSpec, d_in: int, d_out: int) -> int:
     :data:`~lorasweep.planning.cohorts.ALIGN`."""
     if run.method == "full":
         return aligned(d_out * d_in) + aligned(d_out)
-    bias = aligned(d_out) if run.bias == "all" else 0
+    bias = aligned(d_out) if run.bias == "lora_only" else 0
     return aligned(run.rank * d_in) + aligned(run.rank * d_out) + bias
 
 
@@ -116,7 +116,7 @@ def network_slot_elements(run: RunSpec, dataset: dict) -> int:
     if run.method == "full":
         return sum(aligned(math.prod(shape)) for _, shape in architecture.parameters)
     chosen = select(architecture.linears, run.targets or "all")
-    bias = [aligned(m.out_features) for m in chosen] if run.bias == "all" else []
+    bias = [aligned(m.out_features) for m in chosen] if run.bias == "lora_only" else []
     adapters = [aligned(run.rank * m.in_features) + aligned(run.rank * m.out_features)
                 for m in chosen]  # fmt: skip
     return sum(adapters) + sum(bias)

@@ -134,7 +134,7 @@ class StackedLoRA:
     ) -> None:
         first = models[0]
         device = first.lora_A.device
-        self.bias_trains = specs[0].bias == "all"
+        self.bias_trains = specs[0].bias == "lora_only"
         self.ranks = [model.rank for model in models]
         rank = max(self.ranks)
         shapes = {"A": (rank, first.in_features), "Bt": (rank, first.out_features)}

@@ -119,7 +119,7 @@ def adapter_tensors(model: nn.Module, bias: str) -> dict[str, torch.Tensor]:
     for name, layer in lora_layers(model):
         tensors[f"{_prefix(name)}lora_A"] = layer.lora_A
         tensors[f"{_prefix(name)}lora_B"] = layer.lora_B
-        if bias == "all":
+        if bias == "lora_only":
             tensors[f"{_prefix(name)}bias"] = layer.base.bias
     return tensors
 
@@ -201,7 +201,7 @@ def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
         {"params": [layer.lora_A for layer in layers], "lr": spec.lr},
         {"params": [layer.lora_B for layer in layers], "lr": spec.lr * spec.lr_ratio},
     ]
-    if spec.bias == "all":
+    if spec.bias == "lora_only":
         groups.append({"params": [layer.base.bias for layer in layers], "lr": spec.lr})
     return groups
 
@@ -407,7 +407,7 @@ class RunResult:
             deep = {"adapted_modules": len(self.adapted), "adapted_types": types}
         if truth is not None:
             rank = spec.rank if spec.method == "lora" else None
-            bias_trains = spec.method == "full" or spec.bias == "all"
+            bias_trains = spec.method == "full" or spec.bias == "lora_only"
             if self.adapted is None:
                 optimal = truth.optimal_loss(rank, bias_trains)
             else:
