@@ -47,8 +47,8 @@ def deep_cohorts(name: str) -> dict[str, list]:
     return {
         "lora": [lora(name), lora(name, seed=1, alpha=2.0, lr=0.003),
                  lora(name, scaling="rslora", lr_ratio=4.0), lora(name, init="gaussian", seed=2)],
-        "targets, bias trains": [lora(name, targets=other, bias="all"),
-                                 lora(name, targets=other, bias="all", seed=3, alpha=1.0)],
+        "targets, bias trains": [lora(name, targets=other, bias="lora_only"),
+                                 lora(name, targets=other, bias="lora_only", seed=3, alpha=1.0)],
         "full batch": [lora(name, batch_size=None), lora(name, batch_size=None, seed=1)],
         "pissa": [lora(name, init="pissa"), lora(name, init="pissa", seed=2, alpha=2.0)],
         "dropout": [lora(name, dropout=0.2), lora(name, dropout=0.2, seed=1, alpha=2.0)],
@@ -153,7 +153,7 @@ def test_the_planner_batches_deep_runs_by_targets_rank_and_dropout(data):
 
 @pytest.mark.parametrize(
     "spec",
-    [lora("tf", targets="q|v", bias="all"), lora("net", init="pissa"), full("net")],
+    [lora("tf", targets="q|v", bias="lora_only"), lora("net", init="pissa"), full("net")],
     ids=["tf lora, bias trains", "net pissa", "net full fine-tuning"],
 )
 def test_a_batched_deep_runs_folder_matches_the_single_run_paths(data, spec, tmp_path):

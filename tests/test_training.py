@@ -44,10 +44,10 @@ def test_sufficient_statistics_path_is_used_when_it_pays_off(data):
     from lorasweep.training.loop import build_model
 
     model = build_model(lora(), data, torch.device("cpu"))
-    assert can_use_gram(model, batch=512, n_train=512)
-    assert not can_use_gram(model, batch=64, n_train=512)
-    assert not can_use_gram(model, batch=64, n_train=64), "XᵀX and RᵀX would outweigh R"
-    assert not can_use_gram(model, batch=16, n_train=16)
+    assert can_use_gram(model, batch_size=512, n_train=512)
+    assert not can_use_gram(model, batch_size=64, n_train=512)
+    assert not can_use_gram(model, batch_size=64, n_train=64), "XᵀX and RᵀX would outweigh R"
+    assert not can_use_gram(model, batch_size=16, n_train=16)
     assert not can_use_gram(build_model(lora(dropout=0.1), data, torch.device("cpu")), 512, 512)
 
 
