@@ -16,7 +16,7 @@ from lorasweep.tasks.synthetic import DatasetSpec
 REPO = Path(__file__).resolve().parents[1]
 FACTOR = 3.0
 """The memory model is meant to be right within this factor, for the whole job and for the part
-training a cohort adds to it. Measured: it overestimates, by 1.4–2.6× for a cohort and 1.6–1.9×
+training a cohort adds to it. Measured: it overestimates, by 1.4–2.6× for a cohort and 1.6–2.1×
 for a job (0.5 GiB for the process where Python and torch hold about 0.3 GiB); an overestimate
 only cuts a cohort into more waves than it needs, never changes a number."""
 
