@@ -148,9 +148,9 @@ def describe(dataset: Mapping) -> Architecture:
             params += _linear(f"{block}.mlp.up", d, d_ff, "mlp")
             linears.append(LinearModule(f"{block}.mlp.down", d_ff, d, "mlp"))
             params += _linear(f"{block}.mlp.down", d_ff, d, "mlp")
-        tokens = dataset["seq_len"]
+        tokens, heads = dataset.get("seq_len") or 1, dataset.get("n_heads") or 1
         return Architecture(kind, tuple(params), tuple(linears), tokens, tokens * d, tokens * d,
-                            dataset["n_heads"])  # fmt: skip
+                            heads)  # fmt: skip
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     if kind == "mlp":
         n_layers, width = dataset["n_layers"], dataset["d_model"]
