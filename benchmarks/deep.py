@@ -41,18 +41,18 @@ def _cpu_seconds(train) -> float:
 
 
 def run() -> pd.DataFrame:
-    """CPU seconds of each batch size trained together and one by one, after one warm-up batch
+    """CPU seconds of each cohort size trained together and one by one, after one warm-up cohort
     (the first vmapped program in a process costs about a second more)."""
-    from lorasweep.training.batched import train_batch
+    from lorasweep.training.batched import train_cohort
     from lorasweep.training.loop import train_run
 
     with one_torch_thread():
         data = _dataset()
-        train_batch(_specs(2), data)
+        train_cohort(_specs(2), data)
         rows = []
         for runs in BATCH_SIZES:
             specs = _specs(runs)
-            batched = _cpu_seconds(lambda specs=specs: train_batch(specs, data))
+            batched = _cpu_seconds(lambda specs=specs: train_cohort(specs, data))
             single = _cpu_seconds(lambda specs=specs: [train_run(s, data) for s in specs])
             rows.append({"runs": runs, "batched_s": batched, "one_by_one_s": single,
                          "one_by_one_over_batched": single / batched})  # fmt: skip

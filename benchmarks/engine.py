@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from benchmarks.common import one_torch_thread
-from lorasweep.planning.batches import plan_batches, training_steps
+from lorasweep.planning.cohorts import plan_cohorts, training_steps
 
 GEMM_SIZE = 2048
 LAYOUT_EPOCHS = 5
@@ -42,14 +42,14 @@ def useful_flops(run, dataset: dict) -> float:
     """Matrix-product FLOPs of a run's training and evaluation, from the shapes."""
     n, n_val = dataset["n_train"], dataset["n_val"]
     d_in, d_out = dataset["in_features"], dataset["out_features"]
-    batch, steps = training_steps(run, dataset)
+    batch_size, steps = training_steps(run, dataset)
     if run.method == "full":
         per_row_step, per_row_eval = 4 * d_in * d_out, 2 * d_in * d_out
     else:
         per_row_step = 2 * run.rank * (2 * d_in + 3 * d_out)
         per_row_eval = 2 * run.rank * (d_in + d_out)
     evaluated_rows = n + n_val * (run.epochs + 1)
-    return steps * batch * per_row_step + evaluated_rows * per_row_eval
+    return steps * batch_size * per_row_step + evaluated_rows * per_row_eval
 
 
 def _default_grid(epochs: int | None = None):
@@ -68,13 +68,13 @@ def _default_grid(epochs: int | None = None):
     return runs, data, spec
 
 
-def _train(batches, data, pad_ranks: bool = False) -> tuple[float, float]:
-    """Wall and CPU seconds to train ``batches`` with the engine."""
-    from lorasweep.training.batched import train_batch
+def _train(cohorts, data, pad_ranks: bool = False) -> tuple[float, float]:
+    """Wall and CPU seconds to train ``cohorts`` with the engine."""
+    from lorasweep.training.batched import train_cohort
 
     wall, cpu = time.perf_counter(), time.process_time()
-    for batch in batches:
-        train_batch(batch, data, pad_ranks=pad_ranks)
+    for cohort in cohorts:
+        train_cohort(cohort, data, pad_ranks=pad_ranks)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -93,11 +93,11 @@ def _row(variant: str, runs, spec: dict, seconds: float, cpu: float, rate: float
 
 def run() -> pd.DataFrame:
     """Rows: one large GEMM; the engine on the default grid (30 epochs); and the grid's LoRA runs
-    grouped by rank against padded into one batch (5 epochs each)."""
+    grouped by rank against padded into one cohort (5 epochs each)."""
     with one_torch_thread():
         before = gemm_rate()
         runs, data, spec = _default_grid()
-        seconds, cpu = _train(plan_batches(runs), data)
+        seconds, cpu = _train(plan_cohorts(runs), data)
         rate = max(before, gemm_rate())
         rows = [
             {"variant": f"gemm {GEMM_SIZE}²", "seconds": math.nan, "gflops": rate},
@@ -105,7 +105,7 @@ def run() -> pd.DataFrame:
         ]
         short, data, spec = _default_grid(epochs=LAYOUT_EPOCHS)
         lora = [run for run in short if run.method == "lora"]
-        grouped = _train(plan_batches(lora), data)
+        grouped = _train(plan_cohorts(lora), data)
         padded = _train([lora], data, pad_ranks=True)
         rows.append(
             _row(f"LoRA grouped by rank, {LAYOUT_EPOCHS} epochs", lora, spec, *grouped, rate)
@@ -133,7 +133,7 @@ def _gpu_measurement(goal: str) -> dict:
     LoRA runs (10 seeds × 100 learning rates, r = 8) on the default dataset; the per-run loop
     (:mod:`benchmarks.user_loop`) trains 20 of them and is scaled to 1,000."""
     from benchmarks.user_loop import train as user_train
-    from lorasweep.training.batched import train_batch
+    from lorasweep.training.batched import train_cohort
 
     runs, data, spec = _default_grid()
     template = next(run for run in runs if run.method == "lora" and run.rank == 8)
@@ -143,7 +143,7 @@ def _gpu_measurement(goal: str) -> dict:
     data.tensors = {k: v.to(device) for k, v in data.tensors.items()}
     torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    train_batch(grid, data, device)
+    train_cohort(grid, data, device)
     torch.cuda.synchronize(device)
     engine = time.perf_counter() - start
     from lorasweep.tasks import synthetic

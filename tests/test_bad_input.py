@@ -52,7 +52,7 @@ CASES = {
     "unknown init": ({"grid": {"init": ["zeros"]}}, "grid.init[0]", "kaiming, gaussian, pissa, randn"),
     "unknown kind": (dataset(kind="images"), "datasets[0].kind", "lowrank, noise"),
     "unknown device": ({"train": {"device": "tpu"}}, "train.device", "auto, cpu, cuda"),
-    "unknown bias": ({"train": {"bias": "lora_only"}}, "train.bias", "none, all"),
+    "unknown bias": ({"train": {"bias": "both"}}, "train.bias", "none, lora_only, all"),
     "unknown engine": ({"train": {"engine": "fast"}}, "train.engine", "batched, single"),
     "memory budget zero": ({"train": {"memory_budget_mib": 0}}, "train.memory_budget_mib", "a number > 0 or null"),
     "empty grid list": ({"grid": {"alpha": []}}, "grid.alpha", "must not be empty"),

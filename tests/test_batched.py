@@ -1,5 +1,5 @@
 """The batched engine against the single-run path: Adam bitwise, losses to 1e-5, a run's numbers
-bitwise independent of its batch and of chunking, divergence of one run while others go on."""
+bitwise independent of its cohort and of its wave, divergence of one run while others go on."""
 
 import dataclasses
 import math
@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from lorasweep.planning.batches import chunk_runs, run_bytes
+from lorasweep.planning.resources import cohort_waves, run_bytes
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks import synthetic
-from lorasweep.training.batched import train_batch
+from lorasweep.training.batched import train_cohort
 from lorasweep.training.exact import cache_base_residuals
 from lorasweep.training.loop import train_run
 from lorasweep.training.stacked import SlotLayout, StackedAdam, StackedParameters
@@ -87,19 +87,20 @@ BATCHES = {
     "lora grid": [lora(), lora(seed=1, alpha=2.0), lora(scaling="rslora", lr=0.003),
                   lora(lr_ratio=4.0), lora(init="randn"), lora(init="gaussian", seed=2)],
     "rank 1": [lora(rank=1), lora(rank=1, alpha=1.0, seed=3)],
-    "bias trains": [lora(bias="all"), lora(bias="all", seed=2, scaling="constant", alpha=0.5)],
+    "bias trains": [lora(bias="lora_only"),
+                    lora(bias="lora_only", seed=2, scaling="constant", alpha=0.5)],
     "dropout": [lora(dropout=0.2), lora(dropout=0.2, seed=1)],
     "full batch": [lora(batch_size=None), lora(batch_size=None, alpha=3.0, seed=1)],
-    "full batch, bias trains": [lora(batch_size=None, bias="all"),
-                                lora(batch_size=None, bias="all", seed=4)],
+    "full batch, bias trains": [lora(batch_size=None, bias="lora_only"),
+                                lora(batch_size=None, bias="lora_only", seed=4)],
     "pissa": [lora(init="pissa"), lora(init="pissa", seed=3, alpha=2.0)],
     "full fine-tuning": [full(), full(seed=1, lr=0.003)],
     "full fine-tuning, full batch": [full(batch_size=None), full(batch_size=None, lr=0.02)],
-    "alone": [lora(init="randn", bias="all", batch_size=None, scaling="constant", alpha=1.0)],
+    "alone": [lora(init="randn", bias="lora_only", batch_size=None, scaling="constant", alpha=1.0)],
     "dora": [lora(method="dora"), lora(method="dora", seed=1, alpha=2.0, lr_ratio=4.0),
              lora(method="dora", scaling="rslora", init="gaussian", lr=0.003)],
-    "dora, randn, bias trains": [lora(method="dora", init="randn", bias="all"),
-                                 lora(method="dora", init="randn", bias="all", seed=2)],
+    "dora, randn, bias trains": [lora(method="dora", init="randn", bias="lora_only"),
+                                 lora(method="dora", init="randn", bias="lora_only", seed=2)],
     "dora, dropout": [lora(method="dora", dropout=0.2), lora(method="dora", dropout=0.2, seed=1)],
     "dora, pissa, full batch": [lora(method="dora", init="pissa", batch_size=None),
                                 lora(method="dora", init="pissa", batch_size=None, seed=3)],
@@ -148,7 +149,7 @@ def assert_same_run(batched, single, noise_only: tuple[str, ...] = ()) -> None:
 @pytest.mark.parametrize("name", BATCHES, ids=list(BATCHES))
 def test_batched_losses_equal_the_single_run_path(data, name):
     specs = BATCHES[name]
-    for batched, spec in zip(train_batch(specs, data), specs, strict=True):
+    for batched, spec in zip(train_cohort(specs, data), specs, strict=True):
         assert batched.spec == spec
         assert_same_run(batched, train_run(spec, data))
 
@@ -162,8 +163,8 @@ def test_a_source_task_is_evaluated_every_epoch_as_the_single_run_path_does():
     specs = [lora(), lora(seed=1, alpha=2.0), full()]
     job_data = synthetic.Dataset(spec, {k: v.clone() for k, v in with_source.tensors.items()})
     cache_base_residuals(job_data, specs)
-    for batch in (specs[:2], specs[2:]):
-        for batched, run in zip(train_batch(batch, job_data), batch, strict=True):
+    for cohort in (specs[:2], specs[2:]):
+        for batched, run in zip(train_cohort(cohort, job_data), cohort, strict=True):
             single = train_run(run, job_data)
             for mine, ref in zip(batched.epochs, single.epochs, strict=True):
                 assert mine.keys() == ref.keys() and "source_loss" in mine
@@ -174,36 +175,36 @@ def test_a_source_task_is_evaluated_every_epoch_as_the_single_run_path_does():
 
 
 def test_tutorial_datasets_train_on_the_single_run_path(data):
-    from lorasweep.planning.batches import plan_batches
+    from lorasweep.planning.cohorts import plan_cohorts
 
     specs = [lora(), lora(seed=1)]
-    assert len(plan_batches(specs, datasets={"d": {"compat": "tutorial"}})) == 2
-    assert len(plan_batches(specs, datasets={"d": {"compat": "none"}})) == 1
+    assert len(plan_cohorts(specs, datasets={"d": {"compat": "tutorial"}})) == 2
+    assert len(plan_cohorts(specs, datasets={"d": {"compat": "none"}})) == 1
     tutorial_data = synthetic.Dataset(
         dataclasses.replace(data.spec, compat="tutorial", kind="noise"), data.tensors
     )
-    with pytest.raises(ValueError, match="do not share a batch"):
-        train_batch(specs, tutorial_data)
+    with pytest.raises(ValueError, match="do not share a cohort"):
+        train_cohort(specs, tutorial_data)
 
 
 def test_a_batch_must_share_its_key(data):
-    with pytest.raises(ValueError, match="do not share a batch"):
-        train_batch([lora(), lora(rank=2)], data)
+    with pytest.raises(ValueError, match="do not share a cohort"):
+        train_cohort([lora(), lora(rank=2)], data)
 
 
 def test_batched_losses_equal_the_single_run_path_on_the_jobs_cached_residuals(data):
-    specs = [lora(), lora(rank=2, bias="all"), full()]
+    specs = [lora(), lora(rank=2, bias="lora_only"), full()]
     job_data = synthetic.Dataset(data.spec, {k: v.clone() for k, v in data.tensors.items()})
     cache_base_residuals(job_data, specs)
-    for batch in (specs[:1], specs[1:2], specs[2:]):
-        batched, single = train_batch(batch, job_data)[0], train_run(batch[0], job_data)
+    for cohort in (specs[:1], specs[1:2], specs[2:]):
+        batched, single = train_cohort(cohort, job_data)[0], train_run(cohort[0], job_data)
         for mine, ref in zip(batched.epochs, single.epochs, strict=True):
             assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
 
 
 INDEPENDENCE = {
     "rank 1": {"rank": 1},
-    "bias trains": {"bias": "all"},
+    "bias trains": {"bias": "lora_only"},
     "dropout": {"dropout": 0.3},
     "full batch": {"batch_size": None},
     "pissa": {"init": "pissa"},
@@ -213,26 +214,26 @@ INDEPENDENCE = {
 @pytest.mark.parametrize("case", INDEPENDENCE, ids=list(INDEPENDENCE))
 def test_a_runs_numbers_do_not_depend_on_its_batch_bitwise(data, case):
     """Alone (with its twin), with runs of its own seed (rows shared), with runs of other
-    seeds (rows gathered per run), and chunked one run at a time: the same bits."""
+    seeds (rows gathered per run), and split one run at a time: the same bits."""
     target = lora(**INDEPENDENCE[case])
     same_seed = [lora(**{**INDEPENDENCE[case], "alpha": a}) for a in (2.0, 3.0, 5.0, 6.0)]
     other_seeds = [lora(**{**INDEPENDENCE[case], "seed": s, "lr": 0.02}) for s in (1, 2)]
-    alone = train_batch([target], data)[0]
-    assert_bitwise(train_batch([*same_seed[:2], target, same_seed[2]], data)[2], alone)
-    assert_bitwise(train_batch([*other_seeds, target], data)[-1], alone)
-    assert_bitwise(train_batch([*same_seed, target, *other_seeds], data)[4], alone)
+    alone = train_cohort([target], data)[0]
+    assert_bitwise(train_cohort([*same_seed[:2], target, same_seed[2]], data)[2], alone)
+    assert_bitwise(train_cohort([*other_seeds, target], data)[-1], alone)
+    assert_bitwise(train_cohort([*same_seed, target, *other_seeds], data)[4], alone)
     tiny_budget = 1e-6
     assert_bitwise(
-        train_batch([*other_seeds, target], data, memory_budget_mib=tiny_budget)[-1], alone
+        train_cohort([*other_seeds, target], data, memory_budget_mib=tiny_budget)[-1], alone
     )
 
 
 def test_full_fine_tuning_does_not_depend_on_its_batch_bitwise(data):
     target = full(lr=0.003)
-    alone = train_batch([target], data)[0]
+    alone = train_cohort([target], data)[0]
     mates = [full(seed=s) for s in (0, 1, 2)]
-    assert_bitwise(train_batch([*mates, target], data)[-1], alone)
-    assert_bitwise(train_batch([*mates, target], data, memory_budget_mib=1e-6)[-1], alone)
+    assert_bitwise(train_cohort([*mates, target], data)[-1], alone)
+    assert_bitwise(train_cohort([*mates, target], data, memory_budget_mib=1e-6)[-1], alone)
 
 
 def test_padded_ranks_match_the_single_run_path_and_padding_never_moves(data, monkeypatch):
@@ -251,7 +252,7 @@ def test_padded_ranks_match_the_single_run_path_and_padding_never_moves(data, mo
         return original(self, slot)
 
     monkeypatch.setattr(batched_linear.StackedLoRA, "tensors", spy)
-    results = train_batch(specs, data, pad_ranks=True)
+    results = train_cohort(specs, data, pad_ranks=True)
     for rank, a, bt in finals.values():
         assert a.shape[0] == bt.shape[0] == 4
         assert not a[rank:].any() and not bt[rank:].any(), "a padded row moved"
@@ -261,31 +262,33 @@ def test_padded_ranks_match_the_single_run_path_and_padding_never_moves(data, mo
         assert batched.train_state_bytes == single.train_state_bytes
         for mine, ref in zip(batched.epochs, single.epochs, strict=True):
             assert mine["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
-    with pytest.raises(ValueError, match="do not share a batch"):
-        train_batch(specs, data)
+    with pytest.raises(ValueError, match="do not share a cohort"):
+        train_cohort(specs, data)
 
 
-def test_chunks_fit_the_memory_budget_and_keep_runs_of_one_order_together(data):
+def test_waves_fit_the_memory_budget_and_keep_runs_of_one_order_together(data):
     dims = dataclasses.asdict(data.spec)
     specs = [lora(seed=s, lr=lr) for s in (0, 1, 2) for lr in (0.001, 0.002, 0.003, 0.004, 0.005)]
     specs += [lora(seed=7), lora(seed=8)]
     one = run_bytes(specs[0], dims)
-    for runs_per_chunk in (1, 2, 3, 5, 17):
-        chunks = chunk_runs(specs, dims, budget=runs_per_chunk * one)
-        assert sorted(r.run_id for c in chunks for r in c) == sorted(r.run_id for r in specs)
-        assert all(1 <= len(chunk) <= runs_per_chunk for chunk in chunks)
-    chunks = chunk_runs(specs, dims, budget=100 * one)
-    assert sorted({run.seed for run in chunk} for chunk in chunks) == [{0}, {1}, {2}, {7, 8}], (
-        "groups of one order get their own chunk; the small ones share one"
+    for runs_per_wave in (1, 2, 3, 5, 17):
+        waves = cohort_waves(specs, dims, budget=runs_per_wave * one)
+        assert sorted(r.run_id for c in waves for r in c) == sorted(r.run_id for r in specs)
+        assert all(1 <= len(wave) <= runs_per_wave for wave in waves)
+    waves = cohort_waves(specs, dims, budget=100 * one)
+    assert sorted({run.seed for run in wave} for wave in waves) == [{0}, {1}, {2}, {7, 8}], (
+        "groups of one order get their own wave; the small ones share one"
     )
-    assert chunk_runs(specs[:1], dims, budget=1) == [specs[:1]], "a run larger than the budget"
+    assert cohort_waves(specs[:1], dims, budget=1) == [specs[:1]], "a run larger than the budget"
 
 
-def test_chunking_changes_no_result_bitwise(data):
+def test_splitting_into_waves_changes_no_result_bitwise(data):
     specs = [lora(seed=s, lr=lr) for s in (0, 1) for lr in (0.001, 0.01, 0.03)]
-    whole = train_batch(specs, data)
+    whole = train_cohort(specs, data)
     for budget_mib in (1e-6, 3 * run_bytes(specs[0], dataclasses.asdict(data.spec)) / 2**20):
-        for a, b in zip(train_batch(specs, data, memory_budget_mib=budget_mib), whole, strict=True):
+        for a, b in zip(
+            train_cohort(specs, data, memory_budget_mib=budget_mib), whole, strict=True
+        ):
             assert_bitwise(a, b)
 
 
@@ -293,7 +296,7 @@ def test_chunking_changes_no_result_bitwise(data):
 def test_a_diverging_run_stops_and_the_others_go_on(data, mates):
     exploding = lora(lr=1e6, alpha=1e6, init="randn", scaling="constant", epochs=6)
     others = [lora(epochs=6, seed=s) for s in range(mates)]
-    results = train_batch([others[0], exploding, *others[1:]], data)
+    results = train_cohort([others[0], exploding, *others[1:]], data)
     diverged = results[1]
     single = train_run(exploding, data)
     assert diverged.status == single.status == "diverged"
@@ -307,12 +310,12 @@ def test_a_diverging_run_stops_and_the_others_go_on(data, mates):
     assert diverged.train_state_bytes == single.train_state_bytes
     for result, spec in zip([results[0], *results[2:]], others, strict=True):
         assert result.status == "ok" and len(result.epochs) == 7
-        assert_bitwise(result, train_batch([spec], data)[0])
+        assert_bitwise(result, train_cohort([spec], data)[0])
 
 
 def test_a_run_that_diverges_at_its_first_step_counts_no_adam_state(data):
     exploding = lora(lr=1.0, alpha=math.inf, init="randn", scaling="constant", epochs=2)
-    result = train_batch([exploding, lora(epochs=2)], data)[0]
+    result = train_cohort([exploding, lora(epochs=2)], data)[0]
     single = train_run(exploding, data)
     assert result.status == single.status == "diverged" and result.diverged_epoch == 1
     assert result.train_state_bytes == single.train_state_bytes
@@ -321,7 +324,7 @@ def test_a_run_that_diverges_at_its_first_step_counts_no_adam_state(data):
 def test_same_batch_twice_is_bitwise_the_same_and_leaves_global_rng_alone(data):
     state = torch.random.get_rng_state()
     specs = [lora(dropout=0.1), lora(dropout=0.1, seed=1, lr=0.02)]
-    first, second = train_batch(specs, data), train_batch(specs, data)
+    first, second = train_cohort(specs, data), train_cohort(specs, data)
     for a, b in zip(first, second, strict=True):
         assert_bitwise(a, b)
     assert torch.equal(torch.random.get_rng_state(), state)

@@ -1,5 +1,5 @@
 """The batched engine on the deep kinds (mlp, transformer) against the single-run path: losses
-to 1e-5, a run's numbers bitwise independent of its batch and of chunking, divergence of one
+to 1e-5, a run's numbers bitwise independent of its cohort and of its wave, divergence of one
 run while the others go on, and the planner's view of deep runs."""
 
 import dataclasses
@@ -10,16 +10,10 @@ import torch
 
 from lorasweep.io import load_metadata, load_tensors, read_json
 from lorasweep.jobs.run_folder import write_run
-from lorasweep.planning.batches import (
-    batch_cost,
-    batch_key,
-    batchable,
-    chunk_runs,
-    plan_batches,
-    run_bytes,
-)
+from lorasweep.planning.cohorts import batchable, cohort_key, plan_cohorts
+from lorasweep.planning.resources import cohort_cost, cohort_waves, run_bytes
 from lorasweep.tasks import synthetic
-from lorasweep.training.batched import train_batch
+from lorasweep.training.batched import train_cohort
 from lorasweep.training.loop import train_run
 from tests.test_batched import assert_same_run
 from tests.test_deep import MLP, TRANSFORMER, full, lora
@@ -48,13 +42,13 @@ same score to every key), so under full fine-tuning Adam moves it by rounding no
 either engine; its trained value is compared by neither."""
 
 
-def deep_batches(name: str) -> dict[str, list]:
+def deep_cohorts(name: str) -> dict[str, list]:
     other = "mlp" if name == "tf" else "layers.0|layers.2"
     return {
         "lora": [lora(name), lora(name, seed=1, alpha=2.0, lr=0.003),
                  lora(name, scaling="rslora", lr_ratio=4.0), lora(name, init="gaussian", seed=2)],
-        "targets, bias trains": [lora(name, targets=other, bias="all"),
-                                 lora(name, targets=other, bias="all", seed=3, alpha=1.0)],
+        "targets, bias trains": [lora(name, targets=other, bias="lora_only"),
+                                 lora(name, targets=other, bias="lora_only", seed=3, alpha=1.0)],
         "full batch": [lora(name, batch_size=None), lora(name, batch_size=None, seed=1)],
         "pissa": [lora(name, init="pissa"), lora(name, init="pissa", seed=2, alpha=2.0)],
         "dropout": [lora(name, dropout=0.2), lora(name, dropout=0.2, seed=1, alpha=2.0)],
@@ -62,21 +56,21 @@ def deep_batches(name: str) -> dict[str, list]:
         "alone": [lora(name, rank=1, init="randn", scaling="constant", alpha=0.5)],
         "dora": [lora(name, method="dora"), lora(name, method="dora", seed=1, lr_ratio=4.0),
                  lora(name, method="dora", scaling="rslora", init="gaussian")],
-        "dora, targets, bias trains": [lora(name, method="dora", targets=other, bias="all")],
+        "dora, targets, bias trains": [lora(name, method="dora", targets=other, bias="lora_only")],
         "dora, pissa, dropout": [lora(name, method="dora", init="pissa", dropout=0.2),
                                  lora(name, method="dora", init="pissa", dropout=0.2, seed=2)],
     }  # fmt: skip
 
 
-CASES = [(name, case) for name in ("tf", "net") for case in deep_batches(name)]
+CASES = [(name, case) for name in ("tf", "net") for case in deep_cohorts(name)]
 
 
 @pytest.mark.parametrize(("name", "case"), CASES, ids=[f"{n}-{c}" for n, c in CASES])
 def test_deep_batched_runs_equal_the_single_run_path(data, name, case):
-    specs = deep_batches(name)[case]
+    specs = deep_cohorts(name)[case]
     dataset = data[name]
     assert all(batchable(s, dataset.spec.as_dict()) for s in specs)
-    for batched, spec in zip(train_batch(specs, dataset), specs, strict=True):
+    for batched, spec in zip(train_cohort(specs, dataset), specs, strict=True):
         assert batched.spec == spec
         single = train_run(spec, dataset)
         assert_same_run(batched, single, noise_only=NOISE_ONLY)
@@ -90,36 +84,36 @@ def test_deep_batched_runs_equal_the_single_run_path(data, name, case):
                          ids=["mini-batches", "full batch", "pissa", "dropout"])  # fmt: skip
 def test_a_deep_runs_numbers_do_not_depend_on_its_batch_bitwise(data, name, overrides):
     """Alone (with its twin), with runs of its own seed (rows shared), with runs of other
-    seeds (rows gathered per run), and chunked one run at a time: the same bits."""
+    seeds (rows gathered per run), and split one run at a time: the same bits."""
     dataset = data[name]
     target = lora(name, **overrides)
     same_seed = [lora(name, **{**overrides, "alpha": a}) for a in (2.0, 3.0, 5.0)]
     other_seeds = [lora(name, **{**overrides, "seed": s, "lr": 0.02}) for s in (1, 2)]
-    alone = train_batch([target], dataset)[0]
-    assert_bitwise(train_batch([*same_seed[:2], target, same_seed[2]], dataset)[2], alone)
-    assert_bitwise(train_batch([*other_seeds, target], dataset)[-1], alone)
-    assert_bitwise(train_batch([*same_seed, target, *other_seeds], dataset)[3], alone)
-    assert_bitwise(train_batch([*other_seeds, target], dataset, memory_budget_mib=1e-6)[-1], alone)
+    alone = train_cohort([target], dataset)[0]
+    assert_bitwise(train_cohort([*same_seed[:2], target, same_seed[2]], dataset)[2], alone)
+    assert_bitwise(train_cohort([*other_seeds, target], dataset)[-1], alone)
+    assert_bitwise(train_cohort([*same_seed, target, *other_seeds], dataset)[3], alone)
+    assert_bitwise(train_cohort([*other_seeds, target], dataset, memory_budget_mib=1e-6)[-1], alone)
 
 
 def test_deep_full_fine_tuning_does_not_depend_on_its_batch_bitwise(data):
     target = full("net", lr=0.003)
-    alone = train_batch([target], data["net"])[0]
+    alone = train_cohort([target], data["net"])[0]
     mates = [full("net", seed=s) for s in (0, 1, 2)]
-    assert_bitwise(train_batch([*mates, target], data["net"])[-1], alone)
-    assert_bitwise(train_batch([*mates, target], data["net"], memory_budget_mib=1e-6)[-1], alone)
+    assert_bitwise(train_cohort([*mates, target], data["net"])[-1], alone)
+    assert_bitwise(train_cohort([*mates, target], data["net"], memory_budget_mib=1e-6)[-1], alone)
 
 
 @pytest.mark.slow
-def test_chunking_a_deep_batch_changes_no_result_bitwise(data):
+def test_splitting_a_deep_cohort_into_waves_changes_no_result_bitwise(data):
     dataset = data["tf"]
     specs = [lora("tf", seed=s, lr=lr) for s in (0, 1) for lr in (0.001, 0.01, 0.03)]
-    whole = train_batch(specs, dataset)
+    whole = train_cohort(specs, dataset)
     one = run_bytes(specs[0], dataset.spec.as_dict())
-    assert len(chunk_runs(specs, dataset.spec.as_dict(), 3 * one)) == 2
+    assert len(cohort_waves(specs, dataset.spec.as_dict(), 3 * one)) == 2
     for budget_mib in (1e-6, 3 * one / 2**20):
-        chunked = train_batch(specs, dataset, memory_budget_mib=budget_mib)
-        for a, b in zip(chunked, whole, strict=True):
+        split = train_cohort(specs, dataset, memory_budget_mib=budget_mib)
+        for a, b in zip(split, whole, strict=True):
             assert_bitwise(a, b)
 
 
@@ -128,7 +122,7 @@ def test_a_diverging_deep_run_stops_and_the_others_go_on(data, name):
     dataset = data[name]
     exploding = lora(name, lr=1e20, alpha=1e6, init="randn", scaling="constant", epochs=5)
     others = [lora(name, epochs=5, seed=s) for s in range(2)]
-    results = train_batch([others[0], exploding, others[1]], dataset)
+    results = train_cohort([others[0], exploding, others[1]], dataset)
     diverged, single = results[1], train_run(exploding, dataset)
     assert diverged.status == single.status == "diverged"
     assert diverged.diverged_epoch == single.diverged_epoch
@@ -141,7 +135,7 @@ def test_a_diverging_deep_run_stops_and_the_others_go_on(data, name):
     assert diverged.train_state_bytes == single.train_state_bytes
     for result, spec in zip([results[0], results[2]], others, strict=True):
         assert result.status == "ok" and len(result.epochs) == 6
-        assert_bitwise(result, train_batch([spec], dataset)[0])
+        assert_bitwise(result, train_cohort([spec], dataset)[0])
 
 
 def test_the_planner_batches_deep_runs_by_targets_rank_and_dropout(data):
@@ -149,13 +143,13 @@ def test_the_planner_batches_deep_runs_by_targets_rank_and_dropout(data):
     specs = [lora("tf"), lora("tf", seed=1), lora("tf", targets="mlp"), lora("tf", rank=1),
              full("tf"), full("tf", seed=1), lora("tf", dropout=0.1)]  # fmt: skip
     assert all(batchable(s, entry) for s in specs)
-    assert batch_key(specs[0]) == batch_key(specs[1]) != batch_key(specs[2])
-    batches = plan_batches(specs, datasets={"tf": entry})
-    assert [len(b) for b in batches] == [2, 1, 1, 2, 1]
-    with pytest.raises(ValueError, match="do not share a batch"):
-        train_batch([specs[0], specs[2]], data["tf"])
-    for batch in batches:
-        assert batch_cost(batch, entry) > 0
+    assert cohort_key(specs[0]) == cohort_key(specs[1]) != cohort_key(specs[2])
+    cohorts = plan_cohorts(specs, datasets={"tf": entry})
+    assert [len(b) for b in cohorts] == [2, 1, 1, 2, 1]
+    with pytest.raises(ValueError, match="do not share a cohort"):
+        train_cohort([specs[0], specs[2]], data["tf"])
+    for cohort in cohorts:
+        assert cohort_cost(cohort, entry) > 0
     assert run_bytes(full("tf"), entry) > run_bytes(lora("tf"), entry) > 0
     assert run_bytes(lora("tf", batch_size=None), entry) > run_bytes(lora("tf"), entry)
     grown = dataclasses.replace(data["tf"].spec, n_layers=4).as_dict()
@@ -164,12 +158,12 @@ def test_the_planner_batches_deep_runs_by_targets_rank_and_dropout(data):
 
 @pytest.mark.parametrize(
     "spec",
-    [lora("tf", targets="q|v", bias="all"), lora("net", init="pissa"), full("net")],
+    [lora("tf", targets="q|v", bias="lora_only"), lora("net", init="pissa"), full("net")],
     ids=["tf lora, bias trains", "net pissa", "net full fine-tuning"],
 )
 def test_a_batched_deep_runs_folder_matches_the_single_run_paths(data, spec, tmp_path):
     dataset = data[spec.dataset]
-    folders = {"batched": train_batch([spec], dataset)[0], "single": train_run(spec, dataset)}
+    folders = {"batched": train_cohort([spec], dataset)[0], "single": train_run(spec, dataset)}
     for name, result in folders.items():
         write_run(tmp_path / name, result, None, {})
     batched, single = tmp_path / "batched", tmp_path / "single"
@@ -195,7 +189,7 @@ is not made for such runs (see the engine's docstring)."""
 
 def test_ill_conditioned_runs_agree_at_epoch_0_and_stay_finite(data):
     specs = [lora("tf", seed=seed, lr=0.03, **ILL_CONDITIONED) for seed in (0, 1)]
-    for batched, spec in zip(train_batch(specs, data["tf"]), specs, strict=True):
+    for batched, spec in zip(train_cohort(specs, data["tf"]), specs, strict=True):
         single = train_run(spec, data["tf"])
         assert batched.epochs[0]["val_loss"] > 1e6, "the case must stay ill-conditioned"
         for key in ("train_loss", "val_loss"):

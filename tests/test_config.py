@@ -21,6 +21,7 @@ from lorasweep.config import (
     validated,
 )
 from lorasweep.planning import resources
+from lorasweep.planning.cohorts import order_key, plan_cohorts
 from lorasweep.planning.grouping import build_plan
 from lorasweep.report.title import drop_inherited_title, report_title
 from lorasweep.tasks.synthetic import DatasetSpec
@@ -66,7 +67,7 @@ def test_presets_are_valid():
         (lambda c: c["train"].update(epochs=0), "train.epochs", ">= 1"),
         (lambda c: c["train"].update(batch_size=0), "train.batch_size", "null"),
         (lambda c: c["train"].update(device="tpu"), "train.device", "auto, cpu, cuda"),
-        (lambda c: c["train"].update(bias="lora_only"), "train.bias", "none, all"),
+        (lambda c: c["train"].update(bias="both"), "train.bias", "none, lora_only, all"),
         (lambda c: c["train"].update(engine="fast"), "train.engine", "batched, single"),
         (
             lambda c: c["train"].update(memory_budget_mib=0),
@@ -108,7 +109,7 @@ def test_presets_are_valid():
         (
             lambda c: c.update(extra_grids=[{"bias": ["some"]}]),
             "extra_grids[0].bias[0]",
-            "none, all",
+            "none, lora_only, all",
         ),
         (lambda c: c.update(sedes=[1]), "sedes", "likely a typo of 'seeds'"),
         (lambda c: c.update(results="/etc"), "results", "relative path"),
@@ -419,13 +420,19 @@ def test_memory_message_gives_the_estimate_and_the_limit():
     assert "at most 24.0 GiB (this machine's memory; set limits.memory_gib" in message
 
 
-def test_training_job_memory_counts_every_dataset_and_the_gpu():
+def test_training_job_memory_counts_every_dataset_its_runs_use_and_the_gpu():
     config = tiny()
     big = {**config["datasets"][0], "in_features": 4096, "out_features": 4096, "n_train": 10**5}
     config["datasets"] = [big, {**big, "name": "other"}]
-    one = resources.training_bytes({**config, "datasets": [big]})
+    plan, datasets = build_plan(config), {d["name"]: d for d in config["datasets"]}
+    budget = resources.budget_bytes(None, "cpu")
+    one = resources.job_bytes([r for r in plan.runs if r.dataset == "tiny"], datasets, "batched",
+                              budget)  # fmt: skip
+    both = resources.job_bytes(plan.runs, datasets, "batched", budget)
     samples = resources.FLOAT32 * (big["n_train"] + big["n_val"]) * (4096 + 4096)
-    assert resources.training_bytes(config) - one > samples
+    assert both - one > samples
+    jobs = [resources.job_bytes(runs, datasets, "batched", budget) for runs in plan.jobs.values()]
+    assert resources.training_bytes(config) == max(jobs)
     config["train"]["device"] = "cuda"
     message = rejected(config, check=lambda c: resource_check(c, memory_gib=64, gpu_gib=4))
     assert "a training job needs about" in message and "of GPU memory" in message
@@ -457,7 +464,16 @@ def test_multiply_adds_count_steps_and_grow_with_epochs():
     steps = resources.optimizer_steps(config)
     assert steps == runs * 4 * (256 // 64)
     work = resources.multiply_adds(config)
-    assert work > steps * resources.STEP_MULTIPLY_ADDS
+    assert work > steps / runs * resources.STEP_COST, "at least one cohort's dispatch"
+    single = copy.deepcopy(config)
+    single["train"]["engine"] = "single"
+    plan, n_train = build_plan(config), config["datasets"][0]["n_train"]
+    cohorts = [c for job in plan.jobs.values() for c in plan_cohorts(job)]
+    waves = sum(len({order_key(r, n_train) for r in c}) for c in cohorts)
+    dispatch = (runs - waves) * steps / runs * resources.STEP_COST
+    assert resources.multiply_adds(single) - work == pytest.approx(dispatch), (
+        "the single-run path dispatches every run's steps on their own, a cohort once per wave"
+    )
     config["train"]["epochs"] *= 10
     assert 9 < resources.multiply_adds(config) / work < 10.1
 
@@ -468,6 +484,15 @@ def test_run_counts_match_the_plan_with_extra_grids():
     plan = build_plan(config)
     counts = resources.run_counts(config)
     assert sum(sum(k.values()) for k in counts.values()) == len(plan.runs) == 480
+
+
+def test_run_counts_match_the_plan_with_a_method_axis():
+    config = tiny()
+    config["grid"]["method"] = ["lora", "dora"]
+    check(config)
+    counts = resources.run_counts(config)
+    assert sum(sum(k.values()) for k in counts.values()) == len(build_plan(config).runs)
+    assert {kind[0] for k in counts.values() for kind in k} == {"lora", "dora", "full"}
 
 
 def test_machine_memory_is_read_from_meminfo(tmp_path):
@@ -644,3 +669,36 @@ def test_a_key_given_twice_in_a_config_file_is_refused_naming_it(tmp_path, text,
     assert message.startswith(f"config error: {key}: given twice in {path} ({lines})"), message
     (tmp_path / "once.yaml").write_text("seeds: [0]\ntrain: {epochs: 2}\n")
     validated(tiny(), files=[tmp_path / "once.yaml", tmp_path / "not-there.yaml"])
+
+
+def test_bias_all_is_read_as_lora_only_with_one_notice(capsys):
+    """``bias: all`` is PEFT's ``lora_only``: a config that still says ``all`` (in ``train`` or
+    an extra grid) trains the same runs, under the same ids, after one line on stderr."""
+    new = tiny()
+    new["train"]["bias"] = "lora_only"
+    new["extra_grids"] = [{"bias": ["none", "lora_only"], "rank": [2]}]
+    old = copy.deepcopy(new)
+    old["train"]["bias"] = "all"
+    old["extra_grids"][0]["bias"] = ["none", "all"]
+    validated(new, check_limits=False, notify=True)
+    assert capsys.readouterr().err == ""
+    validated(old, check_limits=False, notify=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "config notice: train.bias, extra_grids[0].bias: 'all' is now called 'lora_only' "
+        "(PEFT's name: the bias of each adapted layer trains); read as 'lora_only'"
+    ]
+    assert old == new
+    ids = [run.run_id for run in build_plan(old).runs]
+    assert ids == [run.run_id for run in build_plan(new).runs]
+    assert any(run_id.endswith("_biasall_s0") for run_id in ids)
+    check(old)
+    assert capsys.readouterr().err == "", "no notice where the limits are not checked"
+
+
+def test_bias_none_keeps_the_default_run_ids():
+    config = validated(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                       check_limits=False)  # fmt: skip
+    ids = [run.run_id for run in build_plan(config).runs]
+    assert "lowrank256__lora_r4_a16_standard_kaiming_lr0.001_s0" in ids
+    assert not any("bias" in run_id for run_id in ids)

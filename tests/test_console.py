@@ -97,7 +97,7 @@ def test_ctrl_c_in_a_job_is_one_line_saying_what_it_kept(tmp_path, monkeypatch):
     def interrupted(*_, **__):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(job_module, "train_batch", interrupted)
+    monkeypatch.setattr(job_module, "train_cohort", interrupted)
     with pytest.raises(KeyboardInterrupt, match="^0 of 1 runs trained and kept$"):
         run_job(*args, reuse=False, progress=False)
 
@@ -114,12 +114,12 @@ def test_training_progress_and_its_eta_reach_the_console(tmp_path, monkeypatch):
     args, _ = trained_run(tmp_path)
     runs = [s.as_dict() for s in specs(3)]
     monkeypatch.setattr(job_module, "CONSOLE_INTERVAL_S", 0.0)
-    monkeypatch.setattr(job_module, "plan_batches", lambda todo, *_: [[s] for s in todo])
+    monkeypatch.setattr(job_module, "plan_cohorts", lambda todo, *_: [[s] for s in todo])
     console = io.StringIO()
     run_job(runs, *args[1:], reuse=True, progress=False, console=console)
     lines = console.getvalue().splitlines()
-    assert lines[0] == "a: training 2 runs in 2 batches, reusing 1"
-    assert lines[1].startswith("a: 1/2 runs, 1/2 batches, ") and " ETA " in lines[1]
+    assert lines[0] == "a: training 2 runs in 2 cohorts, reusing 1"
+    assert lines[1].startswith("a: 1/2 runs, 1/2 cohorts, ") and " ETA " in lines[1]
     assert lines[2].startswith("a: trained 2, reused 1 in ") and len(lines) == 3
 
 
@@ -185,7 +185,7 @@ def test_ctrl_c_ends_with_one_line_on_what_finished_and_a_plain_rerun_resumes(tm
     ), after[-1]
     assert f"using --cores {available_cpus()}" in output
     assert f"Provided cores: {available_cpus()}" in output
-    assert re.search(r"^part\d+of\d+: training \d+ runs in \d+ batches", output, re.M)
+    assert re.search(r"^part\d+of\d+: training \d+ runs in \d+ cohorts", output, re.M)
     kept = {p: p.stat().st_mtime_ns for p in runs.glob("[!.]*/metrics.json")}
     resumed = snakemake(tmp_path, *args)
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished runs were retrained"

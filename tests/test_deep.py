@@ -235,7 +235,7 @@ def test_a_job_writes_each_layers_adapter_and_the_truth_it_reached(tmp_path, tf)
     meta = read_json(files["tf"][1])
     assert meta["spec"]["shifted"] == "mlp" and "delta_W" not in meta["shapes"]
     assert set(meta["ground_truth"]["singular_values"]) == set(deep.shifted_modules(tf.spec))
-    specs = [lora(targets="mlp", init="pissa", bias="all"), lora(targets="attention"), full()]
+    specs = [lora(targets="mlp", init="pissa", bias="lora_only"), lora(targets="attention"), full()]
     runs = tmp_path / "runs"
     counts = run_job([s.as_dict() for s in specs], files, runs, tmp_path / "a.json", progress=False)
     assert counts == {"trained": 3, "reused": 0}

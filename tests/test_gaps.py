@@ -30,14 +30,14 @@ def tables():
     oracles = pd.DataFrame(
         [
             {"dataset": "d", "task_seed": t, "oracle": "oracle_full", "rank": None,
-             "bias": "all", "population_loss": 0.0107 + 0.001 * t}
+             "bias": "lora_only", "population_loss": 0.0107 + 0.001 * t}
             for t in (0, 1)
         ]
         + [
             {"dataset": "d", "task_seed": t, "oracle": "oracle_lora", "rank": r,
              "bias": b, "population_loss": loss + 0.001 * t}
             for t in (0, 1)
-            for r, b, loss in ((2, "none", 0.0125), (8, "none", 0.0102), (8, "all", 0.5))
+            for r, b, loss in ((2, "none", 0.0125), (8, "none", 0.0102), (8, "lora_only", 0.5))
         ]
     )  # fmt: skip
     return as_stored(pd.DataFrame(runs)), oracles

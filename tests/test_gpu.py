@@ -11,11 +11,11 @@ import torch
 import yaml
 
 from lorasweep.tasks import synthetic
-from lorasweep.training.batched import train_batch
+from lorasweep.training.batched import train_cohort
 from lorasweep.training.loop import train_run
 from tests.conftest import CONFIGS, snakemake
 from tests.test_batched import BATCHES, assert_same_run, stacked_and_torch_adam
-from tests.test_batched_deep import NOISE_ONLY, deep_batches
+from tests.test_batched_deep import NOISE_ONLY, deep_cohorts
 from tests.test_deep import MLP, TRANSFORMER
 
 pytestmark = [
@@ -53,20 +53,20 @@ def test_batched_equals_single_on_cuda_single_layer(name):
         )
     )  # fmt: skip
     specs = cuda_specs(BATCHES[name])
-    for batched, spec in zip(train_batch(specs, data, CUDA), specs, strict=True):
+    for batched, spec in zip(train_cohort(specs, data, CUDA), specs, strict=True):
         assert_same_run(batched, train_run(spec, data, CUDA))
 
 
 DEEP = {"tf": TRANSFORMER, "net": MLP}
-DEEP_CASES = [(name, case) for name in DEEP for case in deep_batches(name)]
+DEEP_CASES = [(name, case) for name in DEEP for case in deep_cohorts(name)]
 
 
 @pytest.mark.parametrize(("name", "case"), DEEP_CASES, ids=[f"{n}-{c}" for n, c in DEEP_CASES])
 def test_batched_equals_single_on_cuda_deep(name, case):
     entry = {**DEEP[name], "n_train": 48, "n_val": 16}
     data = on_cuda(synthetic.generate(synthetic.DatasetSpec.from_config(entry)))
-    specs = cuda_specs(deep_batches(name)[case])
-    for batched, spec in zip(train_batch(specs, data, CUDA), specs, strict=True):
+    specs = cuda_specs(deep_cohorts(name)[case])
+    for batched, spec in zip(train_cohort(specs, data, CUDA), specs, strict=True):
         assert_same_run(batched, train_run(spec, data, CUDA), noise_only=NOISE_ONLY)
 
 

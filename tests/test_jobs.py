@@ -38,13 +38,13 @@ def test_reuse_key_changes_with_anything_that_changes_the_result():
 
 NUMERICS_EDITS = {
     "chunk elements": (
-        "planning/batches.py",
+        "planning/cohorts.py",
         "CHUNK_ELEMENTS = 1 << 16",
         "CHUNK_ELEMENTS = 1 << 15",
     ),
-    "slot alignment": ("planning/batches.py", "ALIGN = 64", "ALIGN = 32"),
+    "slot alignment": ("planning/cohorts.py", "ALIGN = 64", "ALIGN = 32"),
     "rows per chunk": (
-        "planning/batches.py",
+        "planning/cohorts.py",
         "return max(1, CHUNK_ELEMENTS",
         "return max(2, CHUNK_ELEMENTS",
     ),
@@ -53,16 +53,16 @@ NUMERICS_EDITS = {
 }
 LAYOUT_EDITS = {
     "module docstring": (
-        "planning/batches.py",
-        '"""Group runs into batches',
-        '"""Put runs into batches',
+        "planning/cohorts.py",
+        '"""Group runs into cohorts',
+        '"""Put runs into cohorts',
     ),
     "constant docstring": (
-        "planning/batches.py",
+        "planning/cohorts.py",
         "Methods the engine batches, on every",
         "Methods that the engine batches, on every",
     ),
-    "function docstring": ("planning/batches.py", "The runs grouped into batches,", "Batches,"),
+    "function docstring": ("planning/cohorts.py", "The runs grouped into cohorts,", "Cohorts,"),
     "comment": ("training/exact.py", "\nSPLITS = ", "\n# the two splits\nSPLITS = "),
 }
 
@@ -79,7 +79,7 @@ def edited_copy(tmp_path, path, old, new):
 
 def test_the_fingerprint_covers_what_training_imports_wherever_it_lives():
     covered = {p.relative_to(PACKAGE).as_posix() for p in training_sources()}
-    assert {"planning/batches.py", "training/exact.py", "jobs/job.py"} <= covered
+    assert {"planning/cohorts.py", "training/exact.py", "jobs/job.py"} <= covered
     assert not covered & {"figures/loss.py", "analysis/findings.py", "report/html.py"}
 
 

@@ -66,7 +66,7 @@ def test_scaling_rules():
 
 def test_seed_demo_counts_306_of_946_and_296_without_bias():
     demo = LoRALinear(
-        nn.Linear(64, 10), rank=4, alpha=1, scaling="constant", init="randn", bias="all"
+        nn.Linear(64, 10), rank=4, alpha=1, scaling="constant", init="randn", bias="lora_only"
     )
     counts = count_parameters(demo)
     assert (counts.trainable, counts.total, counts.adapter) == (306, 946, 296)
@@ -76,7 +76,7 @@ def test_seed_demo_counts_306_of_946_and_296_without_bias():
     assert count_parameters(nn.Linear(64, 10)).trainable == 650
 
 
-@pytest.mark.parametrize("bias", ["none", "all"])
+@pytest.mark.parametrize("bias", ["none", "lora_only"])
 def test_gradients_reach_only_trainable_parameters(bias):
     layer = LoRALinear(make_base(), rank=4, init="randn", bias=bias)
     x = torch.randn(16, 64)
@@ -84,7 +84,7 @@ def test_gradients_reach_only_trainable_parameters(bias):
     assert layer.base.weight.grad is None
     assert layer.lora_A.grad is not None and layer.lora_A.grad.abs().sum() > 0
     assert layer.lora_B.grad is not None and layer.lora_B.grad.abs().sum() > 0
-    if bias == "all":
+    if bias == "lora_only":
         assert layer.base.bias.grad is not None
     else:
         assert layer.base.bias.grad is None

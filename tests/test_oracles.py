@@ -105,26 +105,27 @@ def lora(rank: int, bias: str = "none") -> RunSpec:
 def test_the_table_has_full_and_each_rank_with_its_losses():
     data = {"o": generate(DATASETS["anisotropic"]), "n": generate(BASE, name="n", kind="noise",
                                                                    task_rank=0)}  # fmt: skip
-    runs = [lora(1), lora(4), lora(4, "all"), lora(1)]
+    runs = [lora(1), lora(4), lora(4, "lora_only"), lora(1)]
     runs += [RunSpec(**{**lora(2).__dict__, "dataset": "n"})]
     runs += [RunSpec(dataset="o", method="full", seed=0, lr=0.01, epochs=1, batch_size=None,
                      bias="none", device="cpu")]  # fmt: skip
     settings = rank_settings(runs)
-    assert settings == {"n": [(2, "none")], "o": [(1, "none"), (4, "all"), (4, "none")]}
+    assert settings == {"n": [(2, "none")], "o": [(1, "none"), (4, "lora_only"), (4, "none")]}
     table = oracles.oracle_table(data, settings)
     assert list(table.columns) == oracles.COLUMNS
     keys = list(zip(table["dataset"], table["oracle"], table["rank"].astype(object),
                     table["bias"], strict=True))  # fmt: skip
-    assert keys == [("n", "oracle_full", pd_na(), "all"), ("n", "oracle_lora", 2, "none"),
-                    ("o", "oracle_full", pd_na(), "all"), ("o", "oracle_lora", 4, "all"),
-                    ("o", "oracle_lora", 1, "none"), ("o", "oracle_lora", 4, "none")]  # fmt: skip
+    assert keys == [("n", "oracle_full", pd_na(), "lora_only"), ("n", "oracle_lora", 2, "none"),
+                    ("o", "oracle_full", pd_na(), "lora_only"),
+                    ("o", "oracle_lora", 4, "lora_only"), ("o", "oracle_lora", 1, "none"),
+                    ("o", "oracle_lora", 4, "none")]  # fmt: skip
     mine = table[table["dataset"] == "o"].set_index(["oracle", "bias", "rank"])
     assert table[table["dataset"] == "n"]["population_loss"].isna().all()
     truth = synthetic.ground_truth(data["o"])
-    assert mine["train_loss"].min() == mine.loc[("oracle_full", "all"), "train_loss"].iloc[0]
+    assert mine["train_loss"].min() == mine.loc[("oracle_full", "lora_only"), "train_loss"].iloc[0]
     for (oracle, bias, rank), row in mine.iterrows():
         rank = None if oracle == "oracle_full" else int(rank)
-        bound = truth.optimal_loss(rank, bias_trains=bias == "all")
+        bound = truth.optimal_loss(rank, bias_trains=bias == "lora_only")
         assert row["population_loss"] >= bound * (1 - 1e-9)
         assert all(math.isfinite(row[f"{split}_loss"]) for split in ("train", "val", "test"))
     one = mine.loc[("oracle_lora", "none", 1)]

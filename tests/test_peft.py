@@ -117,7 +117,8 @@ def test_writing_the_folder_needs_no_peft(tmp_path):
         "import torch\n"
         "from lorasweep.models.peft_format import write_adapter\n"
         "from lorasweep.planning.runs import RunSpec\n"
-        "spec = RunSpec('d', 'lora', 0, 0.01, 1, None, 'all', 'cpu', 2, 4.0, 'constant', 'randn')\n"
+        "spec = RunSpec('d', 'lora', 0, 0.01, 1, None, 'lora_only', 'cpu', 2, 4.0, 'constant',"
+        " 'randn')\n"
         "t = {'lora_A': torch.ones(2, 3), 'lora_B': torch.ones(5, 2), 'bias': torch.zeros(5)}\n"
         f"write_adapter({str(tmp_path / 'peft')!r}, spec, t)\n"
         "assert 'peft' not in sys.modules or sys.modules['peft'] is None\n"
@@ -126,12 +127,12 @@ def test_writing_the_folder_needs_no_peft(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
-    assert (config["lora_alpha"], config["use_rslora"], config["bias"]) == (8.0, False, "all")
+    assert (config["lora_alpha"], config["use_rslora"], config["bias"]) == (8.0, False, "lora_only")
 
 
 @pytest.mark.parametrize("scaling", SCALINGS)
 def test_config_is_what_peft_writes_for_the_same_settings(peft, dataset, tmp_path, scaling):
-    spec = lora(scaling=scaling, bias="all", dropout=0.1, init="gaussian")
+    spec = lora(scaling=scaling, bias="lora_only", dropout=0.1, init="gaussian")
     folder = trained_run(spec, dataset, tmp_path) / "peft"
     ours = json.loads((folder / "adapter_config.json").read_text())
     assert ours["base_model_name_or_path"] is None and ours["peft_type"] == "LORA"
@@ -139,7 +140,7 @@ def test_config_is_what_peft_writes_for_the_same_settings(peft, dataset, tmp_pat
     lora_alpha, use_rslora = peft_format.peft_scaling(scaling, spec.alpha, spec.rank)
     theirs = peft.LoraConfig(
         r=spec.rank, lora_alpha=lora_alpha, use_rslora=use_rslora, target_modules=["layer"],
-        bias="all", lora_dropout=0.1, init_lora_weights="gaussian", inference_mode=True,
+        bias="lora_only", lora_dropout=0.1, init_lora_weights="gaussian", inference_mode=True,
     ).to_dict()  # fmt: skip
     for key, value in ours.items():
         got = getattr(loaded, key)
@@ -228,7 +229,7 @@ def _assert_same_dora(peft_model, ours, targets, prefix, x, y):
             torch.testing.assert_close(their.grad, my.grad, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("init", "bias"), [("kaiming", "none"), ("randn", "all")])
+@pytest.mark.parametrize(("init", "bias"), [("kaiming", "none"), ("randn", "lora_only")])
 def test_dora_forward_and_gradients_equal_peft_on_a_single_layer(
     peft, dataset, dataset_file, init, bias
 ):
@@ -242,7 +243,7 @@ def test_dora_forward_and_gradients_equal_peft_on_a_single_layer(
     _perturb(ours)
     base = peft_format.base_module(dataset_file)
     peft_model = _peft_dora(peft, base, ["layer"], spec, ours, "layer")
-    if bias == "all":
+    if bias == "lora_only":
         with torch.no_grad():
             peft_model.base_model.model.layer.base_layer.bias.copy_(ours.base.bias)
     _assert_same_dora(peft_model, ours, ["layer"], "layer", x, y)
@@ -269,7 +270,11 @@ def test_dora_forward_and_gradients_equal_peft_on_the_transformer(peft):
 
 
 def test_run_adapter_evaluates_to_the_runs_own_losses(dataset, dataset_file, tmp_path):
-    for spec in (lora(), lora(init="pissa", bias="all", scaling="rslora"), lora(init="randn")):
+    for spec in (
+        lora(),
+        lora(init="pissa", bias="lora_only", scaling="rslora"),
+        lora(init="randn"),
+    ):
         run_dir = trained_run(spec, dataset, tmp_path)
         losses = peft_format.evaluate_adapter(run_dir / "peft", dataset_file)
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -350,7 +355,7 @@ def test_unsupported_adapters_are_refused_by_name(peft, dataset_file, tmp_path):
 
 
 def test_folder_bytes_are_reproducible(dataset, tmp_path):
-    spec = lora(init="pissa", bias="all")
+    spec = lora(init="pissa", bias="lora_only")
     result = train_run(spec, dataset, CPU)
     for name in ("a", "b"):
         write_run(tmp_path / name, result, None, {})

@@ -4,15 +4,15 @@ import inspect
 import pytest
 import yaml
 
-from lorasweep.planning.batches import Progress, batch_cost, batch_key, plan_batches
+from lorasweep.planning.cohorts import Progress, cohort_key, plan_cohorts
 from lorasweep.planning.grouping import (
     PARALLEL_JOBS,
-    batch_pieces,
     build_plan,
-    estimated_cost,
+    cohort_pieces,
     group_runs,
     job_count,
 )
+from lorasweep.planning.resources import cohort_cost
 from lorasweep.planning.runs import format_number
 
 from .conftest import CONFIGS, REPO
@@ -71,20 +71,17 @@ def test_jobs_depend_on_the_config_alone_and_spread_studies_worth_it(preset):
 
 @pytest.mark.parametrize("engine", ["single", "batched"])
 def test_jobs_have_balanced_estimated_cost(engine):
-    """Each engine's jobs balance the cost model it deals by: per run for the single-run path,
-    per batch (one dispatch per step for all its runs) for the batched engine."""
+    """Each engine's jobs balance the one cost model: a cohort of one per run for the single-run
+    path, a cohort (one dispatch per step for all its runs) for the batched engine."""
     config = load(REPO / "config" / "config.yaml")
     config["train"]["engine"] = engine
     plan = build_plan(config)
     assert len(plan.jobs) == PARALLEL_JOBS
     dataset = config["datasets"][0]
-    if engine == "single":
-        costs = [sum(estimated_cost(r, dataset) for r in group) for group in plan.jobs.values()]
-    else:
-        costs = [
-            sum(batch_cost(batch, dataset) for batch in plan_batches(group))
-            for group in plan.jobs.values()
-        ]
+    costs = [
+        sum(cohort_cost(cohort, dataset) for cohort in plan_cohorts(group, engine))
+        for group in plan.jobs.values()
+    ]
     assert max(costs) / min(costs) < 1.05
 
 
@@ -92,16 +89,16 @@ def test_batches_share_dataset_shape_and_settings_and_keep_pissa_apart():
     config = load(REPO / "config" / "paper.yaml")
     config["train"] = {**load(REPO / "config" / "config.yaml")["train"], **config["train"]}
     runs = build_plan(config).runs
-    batches = plan_batches(runs)
-    assert sorted(r.run_id for b in batches for r in b) == sorted(r.run_id for r in runs)
-    for batch in batches:
-        assert len({batch_key(run) for run in batch}) == 1
-        assert len({(run.dataset, run.method, run.rank) for run in batch}) == 1
-    pissa = [b for b in batches if b[0].init == "pissa"]
+    cohorts = plan_cohorts(runs)
+    assert sorted(r.run_id for b in cohorts for r in b) == sorted(r.run_id for r in runs)
+    for cohort in cohorts:
+        assert len({cohort_key(run) for run in cohort}) == 1
+        assert len({(run.dataset, run.method, run.rank) for run in cohort}) == 1
+    pissa = [b for b in cohorts if b[0].init == "pissa"]
     assert len(pissa) == 1 and all(run.init == "pissa" for run in pissa[0])
-    assert len(plan_batches(runs, "single")) == len(runs)
+    assert len(plan_cohorts(runs, "single")) == len(runs)
     with pytest.raises(ValueError, match="unknown engine"):
-        plan_batches(runs, "fast")
+        plan_cohorts(runs, "fast")
 
 
 @pytest.mark.parametrize("runs_per_job", [5, 16, 40, 256])
@@ -113,18 +110,18 @@ def test_batched_jobs_train_whole_pieces_of_batches_within_runs_per_job(runs_per
     members = [run.run_id for group in jobs.values() for run in group]
     assert sorted(members) == sorted(r.run_id for r in runs)
     assert max(len(group) for group in jobs.values()) <= runs_per_job
-    total = sum(batch_cost(b, datasets[b[0].dataset]) for b in plan_batches(runs))
+    total = sum(cohort_cost(b, datasets[b[0].dataset]) for b in plan_cohorts(runs))
     n_jobs = job_count(len(runs), runs_per_job, total)
-    pieces = batch_pieces(runs, datasets, n_jobs, runs_per_job)
+    pieces = cohort_pieces(runs, datasets, n_jobs, runs_per_job)
     home = {run.run_id: job for job, group in jobs.items() for run in group}
     for piece in pieces:
         assert len({home[run.run_id] for run in piece}) == 1, "a piece was split between jobs"
-        assert len({batch_key(run) for run in piece}) == 1
+        assert len({cohort_key(run) for run in piece}) == 1
 
 
 def test_job_progress_counts_runs_and_batches_with_an_eta():
     line = Progress(30, 132, 2, 8, cost_done=1.0, cost_total=4.0, elapsed_s=10.0).line("part1")
-    assert line == "part1: 30/132 runs, 2/8 batches, 10 s elapsed, ETA 30 s"
+    assert line == "part1: 30/132 runs, 2/8 cohorts, 10 s elapsed, ETA 30 s"
     assert "ETA ?" in Progress(0, 5, 0, 1, 0.0, 1.0, 0.0).line("part2")
 
 
@@ -144,7 +141,7 @@ def test_default_and_seed_demo_presets_expand():
         "randn",
         "constant",
         1.0,
-        "all",
+        "lora_only",
     )
     assert (run.lr, run.epochs, run.batch_size, run.seed) == (0.01, 10, None, 42)
     assert run.run_id == "seed_demo__lora_r4_a1_constant_randn_lr0.01_biasall_s42"

@@ -93,7 +93,7 @@ def test_runs_without_a_source_record_no_source_columns():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"init": "pissa", "bias": "all"}, {"batch_size": None}, {"dropout": 0.2}],
+    [{}, {"init": "pissa", "bias": "lora_only"}, {"batch_size": None}, {"dropout": 0.2}],
 )
 def test_source_loss_of_the_exact_paths_matches_the_reference(with_source, overrides):
     spec_ = run(**overrides)

@@ -83,7 +83,7 @@ def test_the_default_task_seeds_plan_todays_runs():
 
 
 def test_each_task_seed_is_a_replicate_of_the_whole_grid():
-    from lorasweep.planning.batches import plan_batches
+    from lorasweep.planning.cohorts import plan_cohorts
     from lorasweep.planning.grouping import build_plan
     from lorasweep.planning.runs import RunSpec, expand_runs, replicates
 
@@ -98,8 +98,8 @@ def test_each_task_seed_is_a_replicate_of_the_whole_grid():
     assert RunSpec.from_dict(other[0].as_dict()) == other[0]
     assert list(replicates(config)) == ["tiny", "tiny.t2"]
     assert replicates(config)["tiny.t2"]["task_seed"] == 2
-    for batch in plan_batches(runs):
-        assert len({run.task_seed for run in batch}) == 1
+    for cohort in plan_cohorts(runs):
+        assert len({run.task_seed for run in cohort}) == 1
     plan = build_plan(config)
     assert {name for job in plan.jobs for name in plan.job_datasets(job)} == {"tiny", "tiny.t2"}
 

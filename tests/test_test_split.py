@@ -10,7 +10,7 @@ from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks import population, synthetic
 from lorasweep.tasks.synthetic import SOURCE_DIRECTIONS, SourceSpec
-from lorasweep.training.batched import train_batch
+from lorasweep.training.batched import train_cohort
 from lorasweep.training.loop import train_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -119,7 +119,7 @@ def lora(**overrides) -> RunSpec:
 
 RUNS = {
     "lora": lora(),
-    "pissa, bias trains": lora(init="pissa", bias="all"),
+    "pissa, bias trains": lora(init="pissa", bias="lora_only"),
     "full": RunSpec(dataset="t", method="full", seed=0, lr=0.01, epochs=6, batch_size=64,
                     bias="none", device="cpu"),
 }  # fmt: skip
@@ -133,7 +133,7 @@ def test_a_runs_population_loss_is_what_its_final_weights_score_on_fresh_data(na
     assert result.status == "ok"
     assert result.test_loss == pytest.approx(result.population_loss, rel=0.02)
     rank = None if RUNS[name].method == "full" else RUNS[name].rank
-    bias_trains = RUNS[name].method == "full" or RUNS[name].bias == "all"
+    bias_trains = RUNS[name].method == "full" or RUNS[name].bias == "lora_only"
     assert result.population_loss >= truth.optimal_loss(rank, bias_trains) * (1 - 1e-6)
     summary = result.summary(truth)
     assert summary["final_test_loss"] == result.test_loss
@@ -142,7 +142,7 @@ def test_a_runs_population_loss_is_what_its_final_weights_score_on_fresh_data(na
 
 def test_the_test_split_is_never_evaluated_during_training():
     data = generate(LOWRANK)
-    for result in (train_run(lora(), data), train_batch([lora()], data)[0]):
+    for result in (train_run(lora(), data), train_cohort([lora()], data)[0]):
         assert all("test_loss" not in epoch for epoch in result.epochs)
         assert math.isfinite(result.test_loss)
 

@@ -25,7 +25,12 @@ def lora(**overrides) -> RunSpec:
 
 
 def test_cached_base_matches_uncached_path(data):
-    for spec in (lora(), lora(init="pissa", bias="all"), lora(dropout=0.2), lora(batch_size=None)):
+    for spec in (
+        lora(),
+        lora(init="pissa", bias="lora_only"),
+        lora(dropout=0.2),
+        lora(batch_size=None),
+    ):
         cached = train_run(spec, data, use_cache=True)
         plain = train_run(spec, data, use_cache=False)
         assert cached.cached_base and not plain.cached_base
@@ -39,15 +44,15 @@ def test_sufficient_statistics_path_is_used_when_it_pays_off(data):
     from lorasweep.training.loop import build_model
 
     model = build_model(lora(), data, torch.device("cpu"))
-    assert can_use_gram(model, batch=512, n_train=512)
-    assert not can_use_gram(model, batch=64, n_train=512)
-    assert not can_use_gram(model, batch=64, n_train=64), "XᵀX and RᵀX would outweigh R"
-    assert not can_use_gram(model, batch=16, n_train=16)
+    assert can_use_gram(model, batch_size=512, n_train=512)
+    assert not can_use_gram(model, batch_size=64, n_train=512)
+    assert not can_use_gram(model, batch_size=64, n_train=64), "XᵀX and RᵀX would outweigh R"
+    assert not can_use_gram(model, batch_size=16, n_train=16)
     assert not can_use_gram(build_model(lora(dropout=0.1), data, torch.device("cpu")), 512, 512)
 
 
 def test_sufficient_statistics_path_matches_the_direct_loss(data):
-    for spec in (lora(batch_size=None), lora(batch_size=None, bias="all", init="randn")):
+    for spec in (lora(batch_size=None), lora(batch_size=None, bias="lora_only", init="randn")):
         fast = train_run(spec, data)
         plain = train_run(spec, data, use_cache=False)
         assert fast.cached_base
@@ -64,7 +69,7 @@ def test_cached_losses_equal_the_layers_own_mse_for_random_adapters(data):
     from lorasweep.training.exact import GramLoss, ResidualLoss
     from lorasweep.training.loop import build_model
 
-    model = build_model(lora(init="randn", bias="all"), data, torch.device("cpu"))
+    model = build_model(lora(init="randn", bias="lora_only"), data, torch.device("cpu"))
     splits = {"train": (data["X_train"], data["y_train"])}
     with torch.no_grad():
         expected = torch.nn.functional.mse_loss(model(data["X_train"]), data["y_train"]).item()
@@ -76,7 +81,7 @@ def test_row_chunks_accumulate_the_full_batch_gradient(data, monkeypatch):
     from lorasweep.training import exact
 
     monkeypatch.setattr(exact, "CHUNK_ELEMENTS", 24 * 50)
-    for spec in (lora(batch_size=256, bias="all"), lora(batch_size=None, dropout=0.2)):
+    for spec in (lora(batch_size=256, bias="lora_only"), lora(batch_size=None, dropout=0.2)):
         chunked = train_run(spec, data)
         plain = train_run(spec, data, use_cache=False)
         for a, b in zip(chunked.epochs, plain.epochs, strict=True):
@@ -92,7 +97,7 @@ def _copy(dataset: synthetic.Dataset) -> synthetic.Dataset:
 def test_lora_only_job_trains_on_residuals_in_place_of_y_and_w0(data):
     from lorasweep.training.exact import cache_base_residuals
 
-    specs = [lora(), lora(rank=2, batch_size=None), lora(dropout=0.1, bias="all")]
+    specs = [lora(), lora(rank=2, batch_size=None), lora(dropout=0.1, bias="lora_only")]
     job_data = _copy(data)
     cache_base_residuals(job_data, specs)
     assert {"W0", "y_train", "y_val"}.isdisjoint(job_data.tensors)
@@ -189,7 +194,7 @@ def test_fused_gradients_equal_autograd_of_the_layer(data, monkeypatch):
     from lorasweep.training.loop import build_model
 
     monkeypatch.setattr(exact, "CHUNK_ELEMENTS", 24 * 50)
-    model = build_model(lora(init="randn", bias="all"), data, torch.device("cpu"))
+    model = build_model(lora(init="randn", bias="lora_only"), data, torch.device("cpu"))
     x, y = data["X_train"], data["y_train"]
     torch.nn.functional.mse_loss(model(x), y).backward()
     expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
@@ -203,7 +208,7 @@ def test_fused_gradients_equal_autograd_of_the_layer(data, monkeypatch):
 
 def test_sufficient_statistics_stay_exact_near_the_optimum():
     """A signal ~190× the noise: the terms of the statistics' loss nearly cancel."""
-    spec = lora(batch_size=None, epochs=60, rank=2, lr=0.05, bias="all")
+    spec = lora(batch_size=None, epochs=60, rank=2, lr=0.05, bias="lora_only")
     big = synthetic.generate(
         synthetic.DatasetSpec(
             name="d", kind="lowrank", in_features=32, out_features=24, n_train=512,

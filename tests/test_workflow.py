@@ -181,7 +181,7 @@ def test_seed_demo_preset_reproduces_306_of_946(tmp_path):
         "randn",
         "constant",
         1.0,
-        "all",
+        "lora_only",
     )
     epochs = pd.read_csv(out / "tables" / "epochs.csv")
     assert len(epochs) == 4 * 11

@@ -16,6 +16,7 @@ import functools
 import math
 import operator
 import re
+import sys
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
@@ -28,7 +29,7 @@ from lorasweep.models.names import (
     matrix_types,
     select,
 )
-from lorasweep.options import DEEP_KINDS, TARGET_PRESETS
+from lorasweep.options import BIAS_ALIASES, DEEP_KINDS, TARGET_PRESETS
 from lorasweep.planning import resources
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -544,8 +545,9 @@ def check_resources(
         raise ConfigError(
             key_path(path),
             f"got {_at(config, path)}, with which the {runs} runs need about {work:.2g} "
-            f"multiply-adds ({steps:.3g} optimizer steps, each counted as at least "
-            f"{resources.STEP_MULTIPLY_ADDS:.0e}); allowed: at most {most:.2g} "
+            f"multiply-adds ({steps:.3g} optimizer steps; each step of each cohort's wave "
+            f"also costs {resources.STEP_COST:.2g} per linear module to dispatch); allowed: at "
+            f"most {most:.2g} "
             "(limits.multiply_adds; raise it, or set it to null, to allow more)",
         )
 
@@ -598,11 +600,39 @@ def check_duplicate_keys(files) -> None:
             )
 
 
-def validated(config: dict, check_limits: bool = True, files=()) -> dict:
+def rename_aliases(config: dict) -> list[str]:
+    """Read the former names of options (:data:`~lorasweep.options.BIAS_ALIASES`: ``bias: all``
+    is PEFT's ``lora_only``) as their new ones, in place; the keys where one was given."""
+    renamed = []
+    train = config.get("train") or {}
+    if train.get("bias") in BIAS_ALIASES:
+        train["bias"] = BIAS_ALIASES[train["bias"]]
+        renamed.append("train.bias")
+    blocks = [("grid", config.get("grid") or {})]
+    blocks += [(f"extra_grids[{i}]", b) for i, b in enumerate(config.get("extra_grids") or [])]
+    for key, block in blocks:
+        values = block.get("bias")
+        if isinstance(values, list) and any(v in BIAS_ALIASES for v in values):
+            block["bias"] = list(dict.fromkeys(BIAS_ALIASES.get(v, v) for v in values))
+            renamed.append(f"{key}.bias")
+    return renamed
+
+
+def alias_notice(renamed: list[str]) -> str:
+    """The one line that says which former names a config used."""
+    return (f"config notice: {', '.join(renamed)}: 'all' is now called 'lora_only' (PEFT's name: "
+            "the bias of each adapted layer trains); read as 'lora_only'")  # fmt: skip
+
+
+def validated(
+    config: dict, check_limits: bool = True, files=(), notify: bool | None = None
+) -> dict:
     """The one validation of a config, in place: text read as numbers where meant, the schema
     (defaults filled in, via ``snakemake.utils.validate``), cross-key checks and, with
     ``check_limits``, the resource estimates; first, no key given twice in the config
-    ``files`` it was read from. Every mistake is a one-line :class:`ConfigError`."""
+    ``files`` it was read from. Every mistake is a one-line :class:`ConfigError`. A former
+    option name is read as its new one, with one notice on stderr (with ``notify``, by default
+    where the limits are checked: once, in Snakemake's main process)."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
@@ -616,6 +646,9 @@ def validated(config: dict, check_limits: bool = True, files=()) -> dict:
         if not hasattr(cause, "absolute_path"):
             raise
         raise describe_schema_error(cause) from None
+    renamed = rename_aliases(config)
+    if renamed and (check_limits if notify is None else notify):
+        print(alias_notice(renamed), file=sys.stderr)
     check_semantics(config)
     if check_limits:
         check_resources(config)

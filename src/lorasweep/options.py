@@ -12,7 +12,10 @@ from lorasweep.models.registry import (
 
 SCALINGS = tuple(s.name for s in SCALING_RECORDS)
 INITS = tuple(i.name for i in INIT_RECORDS)
-BIASES = ("none", "all")
+BIASES = ("none", "lora_only")
+"""Whether the base bias of each adapted layer trains, by PEFT's names (``bias="lora_only"``)."""
+BIAS_ALIASES = {"all": "lora_only"}
+"""Former names still accepted in a config, read as the new ones with a notice."""
 SINGLE_LAYER_KINDS = ("lowrank", "noise")
 DEEP_KINDS = ("mlp", "transformer")
 KINDS = SINGLE_LAYER_KINDS + DEEP_KINDS

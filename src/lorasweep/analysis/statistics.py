@@ -213,10 +213,10 @@ def _settings_label(row: pd.Series, method: str) -> str:
 
 
 def seed_demo_count_note(runs: pd.DataFrame) -> list[dict]:
-    """For LoRA runs whose base bias trains (``bias="all"``, as in the seed demo): the count a
+    """For LoRA runs whose base bias trains (``bias="lora_only"``, as in the seed demo): the count a
     reader would expect from the adapter alone, the count that really trains, and the gap."""
     notes = []
-    lora = runs[(registry.adapter_rows(runs["method"])) & (runs["bias"] == "all")]
+    lora = runs[(registry.adapter_rows(runs["method"])) & (runs["bias"] == "lora_only")]
     for (dataset, rank), group in lora.groupby(["dataset", "rank"], sort=True):
         first = group.iloc[0]
         notes.append(

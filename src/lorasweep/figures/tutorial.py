@@ -35,7 +35,7 @@ def has_tutorial_dataset(config: dict) -> bool:
 def setting_label(row: pd.Series) -> str:
     """``randn`` runs are the tutorial's method; the others are named by what they change."""
     who = "tutorial" if registry.init(row["init"]).tutorial_draws else "corrected"
-    bias = "bias trains" if row["bias"] == "all" else "bias frozen"
+    bias = "bias trains" if row["bias"] == "lora_only" else "bias frozen"
     return (
         f"{who}: {registry.init(row['init']).start}, "
         f"s = {scaling_label(row['scaling'])} = "

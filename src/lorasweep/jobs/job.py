@@ -1,12 +1,12 @@
 """Train a group of runs in one process, each into its own folder, reusing finished ones.
 
 A job verifies its datasets, skips every run whose folder holds a result with the same reuse
-key (:mod:`lorasweep.jobs.reuse`), groups the rest into batches
-(:func:`lorasweep.planning.batches.plan_batches`), trains each batch with the batched engine
-(:func:`lorasweep.training.batched.train_batch`) or run by run with the single-run path
+key (:mod:`lorasweep.jobs.reuse`), groups the rest into cohorts
+(:func:`lorasweep.planning.cohorts.plan_cohorts`), trains each cohort with the batched engine
+(:func:`lorasweep.training.batched.train_cohort`) or run by run with the single-run path
 (:func:`lorasweep.training.loop.train_run`), and writes each run into its folder
-(:mod:`lorasweep.jobs.run_folder`) as soon as its batch is done. Its log counts the runs and
-batches done, with an ETA, and so does the console every :data:`CONSOLE_INTERVAL_S` and at the
+(:mod:`lorasweep.jobs.run_folder`) as soon as its cohort is done. Its log counts the runs and
+cohorts done, with an ETA, and so does the console every :data:`CONSOLE_INTERVAL_S` and at the
 end. Ctrl-C keeps the runs finished so far. Its only declared output is its manifest,
 ``jobs/<job>.json``: the run ids, and the runs folder relative to it.
 """
@@ -24,13 +24,14 @@ import torch
 from lorasweep.io import write_json
 from lorasweep.jobs.reuse import NOT_FINISHED, key_of, reuse_parts, reuse_refusal
 from lorasweep.jobs.run_folder import write_run
-from lorasweep.planning.batches import Progress, batch_cost, effective_engine, plan_batches
+from lorasweep.planning.cohorts import Progress, effective_engine, plan_cohorts
 from lorasweep.planning.cpus import available_cpus
+from lorasweep.planning.resources import cohort_cost
 from lorasweep.planning.runs import RunSpec
 from lorasweep.provenance import environment
 from lorasweep.tasks import storage
 from lorasweep.tasks.synthetic import Dataset, GroundTruth
-from lorasweep.training.batched import train_batch
+from lorasweep.training.batched import train_cohort
 from lorasweep.training.devices import resolve_device
 from lorasweep.training.exact import cache_base_residuals
 from lorasweep.training.loop import RunResult, train_run
@@ -70,13 +71,13 @@ def run_job(
     memory_budget_mib: float | None = None,
     console: TextIO | None = None,
 ) -> dict[str, int]:
-    """Train ``runs`` (dicts from :meth:`RunSpec.as_dict`) into ``runs_root/<run_id>/``, batch
-    by batch with ``engine`` (``batched`` or ``single``), reusing finished runs when ``reuse``;
+    """Train ``runs`` (dicts from :meth:`RunSpec.as_dict`) into ``runs_root/<run_id>/``, cohort
+    by cohort with ``engine`` (``batched`` or ``single``), reusing finished runs when ``reuse``;
     then write ``manifest``.
 
     ``dataset_files`` maps a replicate name (:attr:`RunSpec.data`; a dataset's name for task
     seed 0) to its (tensors, metadata) paths;
-    ``memory_budget_mib`` bounds what one batch allocates (None: the device's default);
+    ``memory_budget_mib`` bounds what one wave of a cohort allocates (None: the device's default);
     ``threads`` is capped at the CPUs this process may use. Progress lines also go to
     ``console`` (every :data:`CONSOLE_INTERVAL_S`, and the total at the end). Returns the number
     of runs trained and reused.
@@ -98,36 +99,36 @@ def run_job(
         for s in specs
     }
     todo = [s for s in specs if not (reuse and reusable(runs_root / s.run_id, parts[s.run_id]))]
-    batches = plan_batches(todo, engine, dataset_specs)
-    costs = [batch_cost(b, dataset_specs[b[0].dataset]) for b in batches]
+    cohorts = plan_cohorts(todo, engine, dataset_specs)
+    costs = [cohort_cost(c, dataset_specs[c[0].dataset]) for c in cohorts]
     loaded: dict[str, tuple[Dataset, GroundTruth]] = {}
     env = None
     if console is not None and todo:
-        print(f"{job}: training {len(todo)} runs in {len(batches)} batches, reusing "
+        print(f"{job}: training {len(todo)} runs in {len(cohorts)} cohorts, reusing "
               f"{len(specs) - len(todo)}", file=console, flush=True)  # fmt: skip
     start = last_report = last_console = time.perf_counter()
     done = 0
     try:
-        for index, batch in enumerate(batches):
-            if batch[0].data not in loaded:
-                loaded[batch[0].data] = _load(batch[0].data, todo, metas, dataset_files, device)
-            dataset, truth = loaded[batch[0].data]
-            if engines[batch[0].run_id] == "batched":
-                results = train_batch(batch, dataset, device, memory_budget_mib)
+        for index, cohort in enumerate(cohorts):
+            if cohort[0].data not in loaded:
+                loaded[cohort[0].data] = _load(cohort[0].data, todo, metas, dataset_files, device)
+            dataset, truth = loaded[cohort[0].data]
+            if engines[cohort[0].run_id] == "batched":
+                results = train_cohort(cohort, dataset, device, memory_budget_mib)
             else:
-                results = [train_run(spec, dataset, device) for spec in batch]
+                results = [train_run(spec, dataset, device) for spec in cohort]
             for result in results:
                 if env is None:
                     env = environment(result.device, result.device_name, torch.get_num_threads())
                 _write(result, runs_root, truth, metas, parts, env, engines[result.spec.run_id])
-            done += len(batch)
+            done += len(cohort)
             now = time.perf_counter()
-            last = index == len(batches) - 1
+            last = index == len(cohorts) - 1
             to_log = progress and (now - last_report >= PROGRESS_INTERVAL_S or last)
             to_console = console is not None and now - last_console >= CONSOLE_INTERVAL_S
             if to_log or (to_console and not last):
                 cost_done = sum(costs[: index + 1])
-                line = Progress(done, len(todo), index + 1, len(batches), cost_done,
+                line = Progress(done, len(todo), index + 1, len(cohorts), cost_done,
                                 sum(costs), now - start).line(job)  # fmt: skip
             if to_log:
                 print(line, flush=True)

@@ -5,7 +5,7 @@ The key hashes the run's parameters, the dataset's SHA-256, the code that can ch
 numbers (:func:`code_fingerprint`: the training code and every module it imports, docstrings and
 comments left out), the torch version, the thread count, the
 device type and the engine that trained it (``batched`` or ``single``: the two round floats in
-different orders). Which other runs shared its batch is left out: it changes nothing
+different orders). Which other runs shared its cohort is left out: it changes nothing
 (:mod:`lorasweep.training.batched`).
 """
 

@@ -101,7 +101,7 @@ class DoRALinear(nn.Module):
         self.magnitude = nn.Parameter(torch.empty(d_out, **factory))
         self.base.weight.requires_grad_(False)
         if self.base.bias is not None:
-            self.base.bias.requires_grad_(bias == "all")
+            self.base.bias.requires_grad_(bias == "lora_only")
         self.reset_adapter(generator)
 
     @property

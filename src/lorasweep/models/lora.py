@@ -25,7 +25,7 @@ RESIDUAL_BASE_INITS = tuple(i.name for i in INIT_RECORDS if i.replaces_base)
 class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable rank-r update ``s·BA``.
 
-    The base layer's weight is always frozen. Its bias trains only with ``bias="all"``. The
+    The base layer's weight is always frozen. Its bias trains only with ``bias="lora_only"``. The
     weight may be a meta tensor (``device`` then says where the adapter lives) when the caller
     trains against cached base outputs and never runs the base layer itself.
     Merging is explicit: :meth:`merge` folds ``s·BA`` into the base weight and :meth:`unmerge`
@@ -73,7 +73,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.empty(d_out, rank, **factory))
         self.base.weight.requires_grad_(False)
         if self.base.bias is not None:
-            self.base.bias.requires_grad_(bias == "all")
+            self.base.bias.requires_grad_(bias == "lora_only")
         self.reset_adapter(generator)
 
     @property

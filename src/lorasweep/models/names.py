@@ -1,13 +1,9 @@
 """The linear modules of the deep models, by their fixed names, and which of them a preset or a
 regular expression selects (for ``shifted`` and ``targets``).
 
-Torch-free, so that the config check and the planner can use it before any job runs; the
-networks of :mod:`lorasweep.models.networks` are built with exactly these names:
-
-- ``transformer``: ``blocks.<i>.attn.{q,k,v,o}`` (d_model → d_model) and
-  ``blocks.<i>.mlp.up`` (d_model → d_ff), ``blocks.<i>.mlp.down`` (d_ff → d_model);
-- ``mlp``: ``layers.<i>``, from ``in_features`` through ``d_model``-wide hidden layers to
-  ``out_features``.
+Torch-free, so that the config check and the planner can use it before any job runs. The
+modules and their shapes come from the one description of each architecture,
+:mod:`lorasweep.models.architecture`.
 
 A pattern selects modules the way PEFT's ``target_modules`` does: the presets ``attention``
 (q, k, v, o), ``mlp`` (up, down; every layer of the ``mlp`` kind) and ``all``, or else a regular
@@ -19,63 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 
+from lorasweep.models.architecture import (
+    ATTENTION_TYPES,
+    FEEDFORWARD_TYPES,
+    LinearModule,
+    linear_modules,
+    matrix_type,
+)
 from lorasweep.options import TARGET_PRESETS
 
-ATTENTION_TYPES = ("q", "k", "v", "o")
-FEEDFORWARD_TYPES = ("up", "down")
-
-
-@dataclass(frozen=True)
-class LinearModule:
-    """One ``nn.Linear`` of a deep model: its qualified name, shape and preset group."""
-
-    name: str
-    in_features: int
-    out_features: int
-    group: str
-    """``attention`` or ``mlp``."""
-
-    @property
-    def matrix_type(self) -> str:
-        return matrix_type(self.name)
-
-    @property
-    def max_rank(self) -> int:
-        return min(self.in_features, self.out_features)
-
-    def shape_text(self) -> str:
-        return f"{self.name}: {self.in_features}→{self.out_features}"
-
-
-def matrix_type(name: str) -> str:
-    """What a fixed budget counts as one matrix type: q, k, v, o, up or down in the transformer
-    (the same matrix in every block), and each layer of the MLP on its own."""
-    return name.rsplit(".", 1)[-1] if name.startswith("blocks.") else name
-
-
-def linear_modules(dataset: Mapping) -> list[LinearModule]:
-    """The linear modules of a dataset's network, in forward order (empty for the single-layer
-    kinds). ``dataset`` is a config entry or :meth:`DatasetSpec.as_dict`."""
-    kind, n_layers = dataset["kind"], dataset.get("n_layers")
-    if kind == "transformer":
-        d, d_ff, att = dataset["d_model"], dataset["d_ff"], "attention"
-        modules = []
-        for i in range(n_layers):
-            block = f"blocks.{i}"
-            modules += [LinearModule(f"{block}.attn.{t}", d, d, att) for t in ATTENTION_TYPES]
-            modules.append(LinearModule(f"{block}.mlp.up", d, d_ff, "mlp"))
-            modules.append(LinearModule(f"{block}.mlp.down", d_ff, d, "mlp"))
-        return modules
-    if kind == "mlp":
-        widths = [dataset["in_features"], *[dataset["d_model"]] * (n_layers - 1)]
-        widths.append(dataset["out_features"])
-        return [
-            LinearModule(f"layers.{i}", widths[i], widths[i + 1], "mlp") for i in range(n_layers)
-        ]
-    return []
+__all__ = ["ATTENTION_TYPES", "FEEDFORWARD_TYPES", "LinearModule", "linear_modules", "matrix_type"]
 
 
 def _suffixes(name: str) -> list[str]:

@@ -40,17 +40,17 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """softmax(QKᵀ/√d_head + causal mask)·V per head, then the output projection."""
-        batch, tokens, width = x.shape
+        rows, tokens, width = x.shape
         head = width // self.n_heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, tokens, self.n_heads, head).transpose(1, 2)
+            return t.view(rows, tokens, self.n_heads, head).transpose(1, 2)
 
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(head)
         future = torch.ones(tokens, tokens, dtype=torch.bool, device=x.device).triu(1)
         weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
-        return self.o((weights @ v).transpose(1, 2).reshape(batch, tokens, width))
+        return self.o((weights @ v).transpose(1, 2).reshape(rows, tokens, width))
 
 
 class FeedForward(nn.Module):

@@ -9,7 +9,7 @@ key                                     shape         holds
 ======================================  ============  ==========================================
 ``base_model.model.layer.lora_A.weight``  r × d_in      A
 ``base_model.model.layer.lora_B.weight``  d_out × r     B
-``base_model.model.layer.base_layer.bias``  d_out       the trained base bias (``bias: all`` only)
+``base_model.model.layer.base_layer.bias``  d_out       the trained base bias (``lora_only``)
 ``base_model.model.layer.lora_magnitude_vector``  d_out  DoRA's magnitude m (DoRA runs only)
 ======================================  ============  ==========================================
 
@@ -130,8 +130,8 @@ def write_adapter(
     """Write a LoRA run's adapter as PEFT saves one (see the module docstring).
 
     ``spec`` is the run's :class:`~lorasweep.planning.runs.RunSpec`; ``tensors`` its trained
-    ``lora_A``, ``lora_B`` and, with ``bias: all``, ``bias``; ``base_weight`` the frozen weight
-    it was trained against, required for PiSSA (the residual) and not written otherwise.
+    ``lora_A``, ``lora_B`` and, with ``bias: lora_only``, ``bias``; ``base_weight`` the frozen
+    weight it was trained against, required for PiSSA (the residual) and not written otherwise.
     """
     folder = Path(folder)
     if registry.replaces_base(spec.init) != (base_weight is not None):
@@ -238,7 +238,7 @@ def read_adapter(folder: str | Path, base: nn.Linear) -> nn.Module:
         alpha=config.get("lora_alpha", 8),
         scaling=registry.scaling_from_peft(config.get("use_rslora", False)),
         init=registry.init_from_peft(config.get("init_lora_weights", True)),
-        bias="none" if trained_bias is None else "all",
+        bias="none" if trained_bias is None else "lora_only",
         dropout=float(config.get("lora_dropout", 0.0)),
         generator=torch.Generator(),
     )

@@ -7,7 +7,7 @@ costs.
 
 A *job* trains several runs, so that the cost of starting Python and importing torch is paid once
 per job rather than once per run. With the batched engine a job trains whole
-batches (:mod:`lorasweep.planning.batches`): a batch too large to balance the jobs is cut into
+cohorts (:mod:`lorasweep.planning.cohorts`): a cohort too large to balance the jobs is cut into
 pieces, each trained whole by one job. Each run still has its own folder,
 ``results/runs/<run_id>/``, and a job reuses a run whose folder holds a result for the same
 settings, data and code, so regrouping never retrains anything.
@@ -21,7 +21,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lorasweep.planning.batches import batch_cost, by_order, estimated_cost, plan_batches
+from lorasweep.planning.cohorts import by_order, plan_cohorts
+from lorasweep.planning.resources import cohort_cost
 from lorasweep.planning.runs import RunSpec, expand_runs
 
 PARALLEL_JOBS = 4
@@ -30,12 +31,12 @@ PARALLEL_JOBS = 4
 
 JOB_MIN_COST = 4e10
 """Extra jobs are made only where each gets at least this estimated cost
-(:func:`lorasweep.planning.batches.batch_cost`, about a second of training by that model), so
+(:func:`lorasweep.planning.resources.cohort_cost`, about a second of training by that model), so
 that a small study is not spread over processes that would spend longer starting Python and
 torch (about 5 s each) than training."""
 
 PIECES_PER_JOB = 8
-"""With the batched engine, batches are cut into pieces of at most 1/(8·jobs) of the total
+"""With the batched engine, cohorts are cut into pieces of at most 1/(8·jobs) of the total
 estimated cost, so that dealing them gives jobs of about equal cost (within 3 % on the default
 study's four jobs; 1/(4·jobs) left 16 %)."""
 
@@ -60,21 +61,21 @@ def job_count(runs: int, runs_per_job: int, total_cost: float = 0.0) -> int:
     return max(1, min(runs, max(n_jobs, spread)))
 
 
-def batch_pieces(
+def cohort_pieces(
     runs: list[RunSpec], datasets: dict[str, dict], n_jobs: int, runs_per_job: int
 ) -> list[list[RunSpec]]:
-    """The batches of ``runs``, each cut into as few pieces as keep every piece within
+    """The cohorts of ``runs``, each cut into as few pieces as keep every piece within
     ``runs_per_job`` runs and 1/(:data:`PIECES_PER_JOB`·``n_jobs``) of the total estimated cost.
     Runs that draw the same mini-batches stay in one piece where they can."""
-    batches = plan_batches(runs, "batched", datasets)
-    costs = [batch_cost(b, datasets[b[0].dataset]) for b in batches]
+    cohorts = plan_cohorts(runs, "batched", datasets)
+    costs = [cohort_cost(c, datasets[c[0].dataset]) for c in cohorts]
     limit = sum(costs) / (PIECES_PER_JOB * n_jobs)
     pieces = []
-    for batch, cost in zip(batches, costs, strict=True):
-        n_train = datasets[batch[0].dataset]["n_train"]
-        count = max(math.ceil(len(batch) / runs_per_job), math.ceil(cost / limit))
-        count = min(count, len(batch))
-        ordered = sorted(batch, key=lambda r: by_order(r, n_train))
+    for cohort, cost in zip(cohorts, costs, strict=True):
+        n_train = datasets[cohort[0].dataset]["n_train"]
+        count = max(math.ceil(len(cohort) / runs_per_job), math.ceil(cost / limit))
+        count = min(count, len(cohort))
+        ordered = sorted(cohort, key=lambda r: by_order(r, n_train))
         bounds = [round(i * len(ordered) / count) for i in range(count + 1)]
         pieces += [ordered[lo:hi] for lo, hi in itertools.pairwise(bounds)]
     return pieces
@@ -87,22 +88,22 @@ def group_runs(
     engine: str = "single",
 ) -> dict[str, list[RunSpec]]:
     """Deal the runs into jobs of about equal estimated cost (longest first, each to the least
-    loaded job): run by run for the single-run engine, batch piece by batch piece
-    (:func:`batch_pieces`) for the batched one.
+    loaded job): run by run for the single-run engine, cohort piece by cohort piece
+    (:func:`cohort_pieces`) for the batched one.
 
     There are :func:`job_count` jobs. Grouping only decides which process trains a run: every
     run keeps its own folder, and a run already trained with the same settings, data and code is
     reused, not retrained, whatever job it falls in.
     """
     if engine == "batched":
-        batches = plan_batches(runs, "batched", datasets)
-        total = sum(batch_cost(b, datasets[b[0].dataset]) for b in batches)
+        cohorts = plan_cohorts(runs, "batched", datasets)
+        total = sum(cohort_cost(c, datasets[c[0].dataset]) for c in cohorts)
         n_jobs = job_count(len(runs), runs_per_job, total)
-        units = batch_pieces(runs, datasets, n_jobs, runs_per_job)
-        costs = [batch_cost(unit, datasets[unit[0].dataset]) for unit in units]
+        units = cohort_pieces(runs, datasets, n_jobs, runs_per_job)
+        costs = [cohort_cost(unit, datasets[unit[0].dataset]) for unit in units]
     else:
         units = [[run] for run in runs]
-        costs = [estimated_cost(run, datasets[run.dataset]) for run in runs]
+        costs = [cohort_cost(unit, datasets[unit[0].dataset]) for unit in units]
         n_jobs = job_count(len(runs), runs_per_job, sum(costs))
     members = _deal(units, costs, n_jobs, runs_per_job)
     n_jobs = len(members)

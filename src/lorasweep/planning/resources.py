@@ -1,42 +1,358 @@
-"""Memory and work a config needs, estimated from the config alone, before any job runs.
+"""The one cost model and the one memory model of training, and the memory of generating a
+dataset: estimated from the config alone, before any job runs.
 
-Pure Python (no torch), so that Snakemake can refuse a config that cannot fit this machine
-(``limits`` in config/README.md) in the time it takes to parse the Snakefile. The estimates
-follow what :mod:`lorasweep.tasks.synthetic` and :mod:`lorasweep.training` allocate; they are
-meant to be right within a small factor, not to the byte.
+Pure Python (no torch), so that Snakemake can plan jobs and refuse a config that cannot fit this
+machine (``limits`` in config/README.md) in the time it takes to parse the Snakefile. Both models
+read the one description of each architecture (:mod:`lorasweep.models.architecture`) and model
+the engine that actually runs: the batched engine trains cohorts wave by wave within the memory
+budget, and ``train.engine: single`` trains every run as a cohort of one.
+
+- **Cost** (:func:`run_cost`, :func:`cohort_cost`), in multiply-add equivalents: the products of
+  every step and evaluation, :data:`ERROR_ELEMENT_COST` per output element, and
+  :data:`STEP_COST` for dispatching each step of each wave. Job balancing, a job's ETA and
+  ``limits.multiply_adds`` all use it.
+- **Memory** (:func:`run_bytes`, :func:`cohort_waves`, :func:`job_bytes`): a job holds its
+  process, every dataset its runs use, and the largest wave of its cohorts. The wave budget of
+  training and ``limits.memory_gib`` use it; a test holds it to the peak RSS of a real training
+  process within a factor of 2.
+
+The estimates are meant to be right within a small factor, not to the byte.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import os
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from lorasweep.models.names import linear_modules
+from lorasweep.models import registry
+from lorasweep.models.architecture import describe, linear_modules
+from lorasweep.models.names import select
 from lorasweep.options import test_size
-from lorasweep.planning.runs import budget_rank
+from lorasweep.planning.cohorts import (
+    aligned,
+    batchable,
+    by_order,
+    order_key,
+    plan_cohorts,
+    rows_per_chunk,
+    training_steps,
+)
+from lorasweep.planning.runs import RunSpec, budget_rank
 
 GIB = 1 << 30
 FLOAT32, FLOAT64 = 4, 8
+FLOAT_BYTES = FLOAT32
 PROCESS_BYTES = GIB // 2
 """What a job's process holds whatever the config: Python, torch and the BLAS it loads."""
-STEP_MULTIPLY_ADDS = 10**7
-"""What one optimizer step costs whatever its size (its Python and dispatch time), counted as
-the multiply-adds a CPU core does in that time."""
+
+STEP_COST = 2.5e6
+"""Cost of dispatching one step of one wave (about twenty operations) per linear module, in
+multiply-adds: the dispatch time times the rate the batched products reach on one CPU core, a
+calibration (a deep network's step dispatches about that many operations per module; not
+calibrated on a deep grid)."""
+
+ERROR_ELEMENT_COST = 50
+"""Cost, in multiply-adds, of each element of a run's error per step: forming it, its loss,
+the passes of both gradient products over it and the optimizer's share (calibrated on a
+rank-1 step at 256×256, mini-batch 128)."""
+
+DEFAULT_BUDGET_MIB = {"cpu": 1024, "cuda": None}
+"""Memory a wave may allocate beyond its dataset when ``train.memory_budget_mib`` is null: 1 GiB
+on the CPU, and on a GPU a quarter of the device's memory (``None`` here: only the training job
+can ask the device; the config check then takes the CPU's)."""
+
+SHARED_ORDER_RUNS = 4
+"""Runs that draw the same mini-batches get waves of their own once there are this many of them:
+a wave whose runs share each step's rows gathers them once, where a mixed wave gathers them
+per run."""
 
 GRID_AXES = ("rank", "alpha", "scaling", "init", "lr", "lr_ratio")
 NETWORK_SIZES = ("d_model", "n_layers", "seq_len", "d_ff")
 """The deep kinds' size keys (besides those of a single layer)."""
 
 
+# --- the memory model -------------------------------------------------------------------------
+
+
+def split_rows(dataset: dict) -> tuple[int, int]:
+    """Samples of the training, validation and test splits together, and of the largest."""
+    sizes = (dataset["n_train"], dataset["n_val"], test_size(dataset))
+    return sum(sizes), max(sizes)
+
+
+def source_rows(dataset: dict) -> int:
+    """Rows of the dataset's source-task split (0 where it has none)."""
+    return (dataset.get("source") or {}).get("n", 0)
+
+
+def step_and_widest_rows(run: RunSpec, dataset: dict) -> tuple[int, int]:
+    """A step's rows, and the most rows one pass reads: a step, or a whole held-out split
+    evaluated at once."""
+    batch_size, _ = training_steps(run, dataset)
+    return batch_size, max(batch_size, dataset["n_val"], test_size(dataset), source_rows(dataset))
+
+
+def slot_elements(run: RunSpec, d_in: int, d_out: int) -> int:
+    """Length of one run's slot on a single layer: every tensor it trains, each aligned to
+    :data:`~lorasweep.planning.cohorts.ALIGN`."""
+    if registry.is_full(run.method):
+        return aligned(d_out * d_in) + aligned(d_out)
+    bias = aligned(d_out) if run.bias == "lora_only" else 0
+    return aligned(run.rank * d_in) + aligned(run.rank * d_out) + bias
+
+
+def network_slot_elements(run: RunSpec, dataset: dict) -> int:
+    """Length of one run's slot on a deep dataset: each tensor it trains, aligned
+    (every A, B and trained bias of the modules its ``targets`` select for LoRA; every
+    parameter of the described network for full fine-tuning)."""
+    architecture = describe(dataset)
+    if registry.is_full(run.method):
+        return sum(aligned(math.prod(shape)) for _, shape in architecture.parameters)
+    chosen = select(architecture.linears, run.targets or "all")
+    bias = [aligned(m.out_features) for m in chosen] if run.bias == "lora_only" else []
+    adapters = [aligned(run.rank * m.in_features) + aligned(run.rank * m.out_features)
+                for m in chosen]  # fmt: skip
+    return sum(adapters) + sum(bias)
+
+
+def network_run_bytes(run: RunSpec, dataset: dict) -> int:
+    """Bytes one run of a deep dataset adds to a cohort's wave: its slot seven times
+    (parameters, gradients as computed and as stored, Adam's two moments and two temporaries);
+    its rows of x and y for a step and for a whole split; a step's activations three times (kept
+    for the backward pass, and their gradients); a whole split's activations of one layer while
+    it is evaluated; its own copy of the network while the wave is built; and with PiSSA its
+    own frozen weights of the modules it adapts."""
+    architecture = describe(dataset)
+    batch_size, widest = step_and_widest_rows(run, dataset)
+    activations = architecture.activations()
+    elements = 7 * network_slot_elements(run, dataset)
+    elements += network_slot_elements(dataclasses.replace(run, method="full"), dataset)
+    elements += (batch_size + widest) * (architecture.inputs + architecture.outputs)
+    elements += 3 * batch_size * activations + 2 * widest * activations / architecture.n_layers
+    if registry.is_adapter(run.method) and registry.replaces_base(run.init):
+        chosen = select(architecture.linears, run.targets or "all")
+        elements += sum(m.weights for m in chosen)
+    return int(FLOAT_BYTES * elements)
+
+
+def run_bytes(run: RunSpec, dataset: dict) -> int:
+    """Bytes one run adds to a cohort's wave, beyond the dataset every run shares; a deep
+    dataset's run: :func:`network_run_bytes`.
+
+    Per run: the slot's parameters, gradients, Adam's two moments and its two temporaries; a
+    step's rows of x and of the target, gathered per run (and masked, with dropout); the adapter's
+    activations U, s·U and their gradient for the step's rows; the error of one row chunk, twice
+    (the error and its square); and with PiSSA the run's own residual of every split.
+    """
+    if linear_modules(dataset):
+        return network_run_bytes(run, dataset)
+    d_in, d_out = dataset["in_features"], dataset["out_features"]
+    batch_size, widest = step_and_widest_rows(run, dataset)
+    rows = min(widest, rows_per_chunk(d_out))
+    elements = 6 * slot_elements(run, d_in, d_out)
+    elements += batch_size * (d_in + d_out)
+    width = d_in if registry.is_full(run.method) else run.rank
+    elements += 3 * widest * width + 2 * rows * d_out
+    if registry.is_adapter(run.method) and registry.replaces_base(run.init):
+        elements += (split_rows(dataset)[0] + source_rows(dataset)) * d_out
+    return FLOAT_BYTES * elements
+
+
+def budget_bytes(budget_mib: float | None, device_type: str) -> int | None:
+    """The budget in bytes: ``budget_mib``, or the device's default (:data:`DEFAULT_BUDGET_MIB`;
+    ``None`` where the caller must ask the device)."""
+    if budget_mib is None:
+        budget_mib = DEFAULT_BUDGET_MIB.get(device_type)
+    return None if budget_mib is None else int(budget_mib * 2**20)
+
+
+def cohort_waves(runs: Sequence[RunSpec], dataset: dict, budget: int) -> list[list[RunSpec]]:
+    """Split one cohort into waves that each fit ``budget`` bytes (:func:`run_bytes`), at least
+    one run per wave. Runs that draw the same mini-batches (:func:`order_key`) share waves:
+    groups of at least :data:`SHARED_ORDER_RUNS` of them are split on their own, and the
+    smaller groups together."""
+    n_train = dataset["n_train"]
+    groups: dict[object, list[RunSpec]] = {}
+    for run in sorted(runs, key=lambda r: by_order(r, n_train)):
+        groups.setdefault(order_key(run, n_train), []).append(run)
+    small = [run for group in groups.values() if len(group) < SHARED_ORDER_RUNS for run in group]
+    parts = [group for group in groups.values() if len(group) >= SHARED_ORDER_RUNS]
+    waves: list[list[RunSpec]] = []
+    for part in [*parts, small] if small else parts:
+        used = budget
+        for run in part:
+            size = run_bytes(run, dataset)
+            if used + size > budget:
+                waves.append([])
+                used = 0
+            waves[-1].append(run)
+            used += size
+    return waves
+
+
+def uses_gram(run: RunSpec, dataset: dict) -> bool:
+    """Whether a LoRA run of one layer trains from sufficient statistics (see
+    ``training.exact.can_use_gram``): full batch, no dropout, and statistics no larger than the
+    residual."""
+    if not registry.is_adapter(run.method) or linear_modules(dataset):
+        return False
+    d_in, d_out, n = dataset["in_features"], dataset["out_features"], dataset["n_train"]
+    full_batch = (run.batch_size or n) >= n
+    return full_batch and run.dropout == 0 and 2 * d_in * (d_in + d_out) <= n * d_out
+
+
+def dataset_bytes(dataset: dict, runs: Iterable[RunSpec]) -> float:
+    """What a training job holds of one dataset for ``runs``: its float32 weights (base and
+    shift) and every split, and for LoRA runs of one layer the residual y − W₀x (a copy of y
+    even where it overwrites y, since the dataset is read from a memory-mapped file)."""
+    architecture = describe(dataset)
+    samples, _ = split_rows(dataset)
+    held = 2 * architecture.linear_weights() + samples * (
+        architecture.inputs + architecture.outputs
+    )
+    if not architecture.deep and any(registry.is_adapter(run.method) for run in runs):
+        held += samples * architecture.outputs
+    return FLOAT32 * held
+
+
+def cohort_bytes(cohort: Sequence[RunSpec], dataset: dict, budget: int) -> float:
+    """Peak memory of training ``cohort`` beyond its dataset: its largest wave
+    (:func:`cohort_waves`; a cohort the engine does not stack trains run by run), plus the
+    float64 sufficient statistics that full-batch LoRA runs of one layer share."""
+    waves = (
+        cohort_waves(cohort, dataset, budget)
+        if batchable(cohort[0], dataset)
+        else [[run] for run in cohort]
+    )
+    peak = max(sum(run_bytes(run, dataset) for run in wave) for wave in waves)
+    if uses_gram(cohort[0], dataset):
+        d_in, d_out = dataset["in_features"], dataset["out_features"]
+        peak += FLOAT64 * d_in * (d_in + d_out)
+    return peak
+
+
+def job_bytes(
+    runs: Sequence[RunSpec], datasets: Mapping[str, dict], engine: str, budget: int
+) -> float:
+    """Peak memory of a training job: its process, every dataset its runs use (a job keeps each
+    dataset it has loaded) and the largest of its cohorts (:func:`cohort_bytes`)."""
+    cohorts = plan_cohorts(runs, engine, datasets)
+    held = 0.0
+    for name in dict.fromkeys(run.dataset for run in runs):
+        held += dataset_bytes(datasets[name], [run for run in runs if run.dataset == name])
+    peak = max(cohort_bytes(c, datasets[c[0].dataset], budget) for c in cohorts)
+    return PROCESS_BYTES + held + peak
+
+
+def _plan(config: dict):
+    from lorasweep.planning.grouping import build_plan
+
+    datasets = {d["name"]: d for d in config["datasets"]}
+    return build_plan(config), datasets, config["train"].get("engine", "batched")
+
+
+def training_bytes(config: dict) -> float:
+    """Peak memory of the config's largest training job (:func:`job_bytes`), its waves cut to
+    ``train.memory_budget_mib`` (null: the CPU's default, :data:`DEFAULT_BUDGET_MIB`)."""
+    plan, datasets, engine = _plan(config)
+    budget = budget_bytes(config["train"].get("memory_budget_mib"), "cpu")
+    return max(job_bytes(runs, datasets, engine, budget) for runs in plan.jobs.values())
+
+
+# --- the cost model ---------------------------------------------------------------------------
+
+
+def _per_sample(run: RunSpec, dataset: dict) -> tuple[float, float]:
+    """(multiply-adds of a training step, output values) per sample.
+
+    One layer, against the cached residual: LoRA 2.5·r·(d_in + d_out) (forward, error, and the
+    three gradient products); full fine-tuning 2·d_in·d_out (forward and weight gradient). A deep
+    network: three forward passes (forward, and the backward pass through every module), plus
+    the adapter's 2.5·r·(d_in + d_out) per token of each module it adapts; its output values are
+    every module's."""
+    architecture = describe(dataset)
+    if architecture.deep:
+        train = 3 * architecture.forward_multiply_adds()
+        if registry.is_adapter(run.method):
+            chosen = select(architecture.linears, run.targets or "all")
+            adapter = architecture.tokens * run.rank * sum(m.in_features + m.out_features
+                                                           for m in chosen)  # fmt: skip
+            train += 2.5 * adapter
+        values = architecture.tokens * sum(m.out_features for m in architecture.linears)
+        return train, values
+    d_in, d_out = architecture.inputs, architecture.outputs
+    if registry.is_full(run.method):
+        return 2 * d_in * d_out, d_out
+    width = (run.rank or 1) * (d_in + d_out)
+    return 2.5 * width, d_out
+
+
+def run_cost(run: RunSpec, dataset: dict) -> float:
+    """A run's own share of its cohort's cost, in multiply-add equivalents: per step, the
+    mini-batch's products and :data:`ERROR_ELEMENT_COST` per element of its error
+    (:func:`_per_sample`), or, for full-batch LoRA from sufficient statistics, the statistics
+    once (n·d_in·(d_in + d_out)) and 3·r·d_in·(d_in + d_out) per step. Evaluation passes are
+    left out: a forward pass over the held-out splits each epoch is about a tenth of the
+    training work of the default study, and counting them would move runs between its jobs."""
+    batch_size, steps = training_steps(run, dataset)
+    train, values = _per_sample(run, dataset)
+    if uses_gram(run, dataset):
+        d_in, d_out = dataset["in_features"], dataset["out_features"]
+        statistics = dataset["n_train"] * d_in * (d_in + d_out)
+        return statistics + 3 * steps * run.rank * d_in * (d_in + d_out)
+    return steps * batch_size * (train + ERROR_ELEMENT_COST * values)
+
+
+def cohort_cost(cohort: Sequence[RunSpec], dataset: dict) -> float:
+    """Estimated cost of training ``cohort`` together: its runs' :func:`run_cost` plus the
+    dispatch of each step once per wave and linear module (:data:`STEP_COST`; about one wave per
+    data order). A cohort the engine does not stack (or any run with ``train.engine: single``,
+    a cohort of one) pays the dispatch once per run."""
+    _, steps = training_steps(cohort[0], dataset)
+    modules = len(describe(dataset).linears)
+    if batchable(cohort[0], dataset):
+        waves = len({order_key(run, dataset["n_train"]) for run in cohort})
+    else:
+        waves = len(cohort)
+    return steps * STEP_COST * modules * waves + sum(run_cost(run, dataset) for run in cohort)
+
+
+def multiply_adds(config: dict) -> float:
+    """The cost of every run of the config's plan (:func:`cohort_cost` of each cohort of each
+    job, with the engine it asks for)."""
+    plan, datasets, engine = _plan(config)
+    return sum(
+        cohort_cost(cohort, datasets[cohort[0].dataset])
+        for runs in plan.jobs.values()
+        for cohort in plan_cohorts(runs, engine, datasets)
+    )
+
+
+def optimizer_steps(config: dict) -> int:
+    """Optimizer steps of every run together."""
+    plan, datasets, _ = _plan(config)
+    return sum(training_steps(run, datasets[run.dataset])[1] for run in plan.runs)
+
+
+# --- counts and sizes ---
+
+
 def _block_settings(dataset: dict, block: dict) -> set:
-    """(targets, rank, α, scaling, init, lr, λ) of a grid block's runs on ``dataset``: targets
-    only for a deep dataset, and a fixed-budget block's rank from its ``rank_budget``."""
+    """(targets, rank, α, scaling, init, lr, λ, method) of a grid block's runs on ``dataset``:
+    targets only for a deep dataset, and a fixed-budget block's rank from its ``rank_budget``."""
+    methods = block.get("method") or [registry.default_method()]
+    return {(*s, method) for s in _block_lora_settings(dataset, block) for method in methods}
+
+
+def _block_lora_settings(dataset: dict, block: dict) -> set:
     if not linear_modules(dataset):
         return set(itertools.product([None], *(block[axis] for axis in GRID_AXES)))
     settings = set()
@@ -49,28 +365,9 @@ def _block_settings(dataset: dict, block: dict) -> set:
     return settings
 
 
-def network_shape(dataset: dict) -> tuple[int, int, int, float]:
-    """Per sample, (input values, output values, activations kept for the backward pass), and
-    the multiply-adds of one forward pass, of a deep dataset's network: its linear modules on
-    each of ``seq_len`` tokens plus the transformer's attention scores and mixing."""
-    modules = linear_modules(dataset)
-    tokens = dataset.get("seq_len") or 1
-    layers, width = dataset["n_layers"], dataset["d_model"]
-    if dataset["kind"] == "transformer":
-        heads = dataset["n_heads"]
-        per_token = layers * (8 * width + 2 * dataset["d_ff"] + 2 * heads * tokens)
-        attention = layers * 2 * tokens * tokens * width
-        inputs = outputs = tokens * width
-    else:
-        per_token = sum(m.in_features + m.out_features for m in modules) + 3 * layers * width
-        attention = 0
-        inputs, outputs = dataset["in_features"], dataset["out_features"]
-    forward = tokens * sum(m.in_features * m.out_features for m in modules) + attention
-    return inputs, outputs, tokens * per_token, forward
-
-
 def run_counts(config: dict) -> dict[str, Counter]:
-    """Per dataset, the number of runs by kind: ``("lora", rank, init)`` or ``("full",)``.
+    """Per dataset, the number of runs by kind: ``(method, rank, init)`` for an adapter method
+    or ``("full",)``.
 
     Counts distinct runs, as the plan does: a run repeated by an extra grid counts once.
     """
@@ -85,7 +382,7 @@ def run_counts(config: dict) -> dict[str, Counter]:
         for block in blocks:
             if name in block.get("datasets", [name]):
                 settings.update(_block_settings(dataset, block))
-        kinds = Counter(("lora", rank, init) for _, rank, _, _, init, _, _ in settings)
+        kinds = Counter((method, rank, init) for _, rank, _, _, init, _, _, method in settings)
         kinds = Counter({kind: n * replicated for kind, n in kinds.items()})
         if full.get("enabled", False):
             kinds[("full",)] = len(full.get("lr", [])) * replicated
@@ -93,141 +390,20 @@ def run_counts(config: dict) -> dict[str, Counter]:
     return counts
 
 
-def _uses_gram(dataset: dict, train: dict) -> bool:
-    """Whether LoRA runs train from sufficient statistics (see ``training.can_use_gram``; never
-    for a deep model)."""
-    if linear_modules(dataset):
-        return False
-    d_in, d_out, n = dataset["in_features"], dataset["out_features"], dataset["n_train"]
-    full_batch = (train.get("batch_size") or n) >= n
-    no_dropout = train.get("lora_dropout", 0.0) == 0
-    return full_batch and no_dropout and 2 * d_in * (d_in + d_out) <= n * d_out
-
-
 def generation_bytes(dataset: dict) -> float:
     """Peak memory of a job generating and saving a dataset: float64 W₀, ΔW* and their sum, the
     splits' x and y with the noise and temporaries of y's sum, then float32 copies of it all
     (and, while saving, the serialized bytes of those copies). A deep model's teacher also
     holds one layer's activations of the largest split."""
-    d_in, d_out, weights = _dims(dataset)
+    architecture = describe(dataset)
+    d_in, d_out = architecture.inputs, architecture.outputs
+    weights = architecture.linear_weights()
     samples, largest = split_rows(dataset)
     stored = 2 * weights + samples * (d_in + d_out)
     drawing = FLOAT64 * (3 * weights + samples * (d_in + d_out) + 4 * largest * d_out)
     if linear_modules(dataset):
-        drawing += FLOAT64 * largest * _layer_activations(dataset)
+        drawing += FLOAT64 * largest * architecture.activations() / architecture.n_layers
     return PROCESS_BYTES + max(drawing + FLOAT32 * stored, 2 * FLOAT32 * stored)
-
-
-def split_rows(dataset: dict) -> tuple[int, int]:
-    """Samples of the training, validation and test splits together, and of the largest."""
-    sizes = (dataset["n_train"], dataset["n_val"], test_size(dataset))
-    return sum(sizes), max(sizes)
-
-
-def _dims(dataset: dict) -> tuple[int, int, int]:
-    """(values in, values out) per sample and the weights of the model: d_in, d_out and
-    d_in·d_out for one layer; a deep model's per-sample widths and all its linear weights."""
-    modules = linear_modules(dataset)
-    if not modules:
-        d_in, d_out = dataset["in_features"], dataset["out_features"]
-        return d_in, d_out, d_in * d_out
-    d_in, d_out, _, _ = network_shape(dataset)
-    return d_in, d_out, sum(m.in_features * m.out_features for m in modules)
-
-
-def _layer_activations(dataset: dict) -> float:
-    """Values per sample of one layer's (block's) activations in a deep model."""
-    return network_shape(dataset)[2] / dataset["n_layers"]
-
-
-def _network_run_bytes(dataset: dict, kinds: Counter, batch: int) -> float:
-    """The largest run's own memory on a deep dataset: its copy of the network (full
-    fine-tuning also its gradient and Adam's two moments; LoRA its largest adapter's), a
-    batch's activations for the backward pass, and one layer's over a whole split."""
-    _, _, weights = _dims(dataset)
-    _, _, activations, _ = network_shape(dataset)
-    _, largest = split_rows(dataset)
-    passes = batch * activations + largest * _layer_activations(dataset)
-    ranks = [kind[1] for kind in kinds if kind[0] == "lora"]
-    adapter = max(ranks, default=0) * sum(
-        m.in_features + m.out_features for m in linear_modules(dataset)
-    )
-    state = 4 * weights if ("full",) in kinds else weights + 4 * adapter
-    return FLOAT32 * (state + passes)
-
-
-def training_bytes(config: dict) -> float:
-    """Peak memory of a training job, which may hold every dataset its runs use: per dataset
-    the float32 tensors and the residual y − W₀x that LoRA runs train on (a copy of y even
-    where it overwrites y, since the dataset is read from a memory-mapped file); and the
-    largest run's own state (full fine-tuning: a copy of W₀ with its gradient and Adam's two
-    moments, plus a whole split's prediction when it is evaluated; LoRA: its adapter, or the
-    float64 Gram statistics). A deep dataset holds no residual; its runs hold what
-    :func:`_network_run_bytes` counts."""
-    counts = run_counts(config)
-    held, runs = 0.0, [0.0]
-    for dataset in config["datasets"]:
-        kinds = counts[dataset["name"]]
-        n, (samples, largest) = dataset["n_train"], split_rows(dataset)
-        if linear_modules(dataset):
-            d_in, d_out, weights = _dims(dataset)
-            held += FLOAT32 * (2 * weights + samples * (d_in + d_out))
-            batch = min(config["train"].get("batch_size") or n, n)
-            runs.append(_network_run_bytes(dataset, kinds, batch))
-            continue
-        d_in, d_out, weights = _dims(dataset)
-        held += FLOAT32 * (2 * weights + samples * (d_in + d_out))
-        ranks = [kind[1] for kind in kinds if kind[0] == "lora"]
-        if ranks:
-            held += FLOAT32 * samples * d_out
-            runs.append(FLOAT32 * 4 * max(ranks) * (d_in + d_out))
-            if _uses_gram(dataset, config["train"]):
-                runs.append(FLOAT64 * d_in * (d_in + d_out))
-        if ("full",) in kinds:
-            runs.append(FLOAT32 * (4 * weights + 3 * largest * d_out))
-    return PROCESS_BYTES + held + max(runs)
-
-
-def multiply_adds(config: dict) -> float:
-    """Multiply-adds of every run: forward and backward passes over the training split each
-    epoch (or, for full-batch LoRA, the Gram statistics once and a step on them), the
-    validation split each epoch, the training split once more at epoch 0 and the test split
-    once at the end, plus
-    :data:`STEP_MULTIPLY_ADDS` per optimizer step. A deep model's run, LoRA or not, passes
-    through the whole network: three forward passes' work per training sample."""
-    train = config["train"]
-    epochs = train["epochs"]
-    total = 0.0
-    counts = run_counts(config)
-    for dataset in config["datasets"]:
-        d_in, d_out, _ = _dims(dataset)
-        n, n_val = dataset["n_train"], dataset["n_val"]
-        steps = epochs * math.ceil(n / min(train.get("batch_size") or n, n))
-        gram = _uses_gram(dataset, train)
-        for kind, count in counts[dataset["name"]].items():
-            if linear_modules(dataset):
-                width = network_shape(dataset)[3]
-            else:
-                width = d_in * d_out if kind[0] == "full" else kind[1] * (d_in + d_out)
-            if kind[0] == "lora" and gram:
-                fit = n * d_in * (d_in + d_out) + 3 * epochs * kind[1] * d_in * (d_in + d_out)
-            else:
-                fit = 3 * epochs * n * width
-            evaluate = (epochs + 1) * n_val * width + (n + test_size(dataset)) * width
-            total += count * (fit + evaluate + steps * STEP_MULTIPLY_ADDS)
-    return total
-
-
-def optimizer_steps(config: dict) -> int:
-    """Optimizer steps of every run together."""
-    train = config["train"]
-    counts = run_counts(config)
-    return sum(
-        sum(counts[d["name"]].values())
-        * train["epochs"]
-        * math.ceil(d["n_train"] / min(train.get("batch_size") or d["n_train"], d["n_train"]))
-        for d in config["datasets"]
-    )
 
 
 def _get(config: dict, path: tuple):

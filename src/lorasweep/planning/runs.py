@@ -5,10 +5,11 @@ This package never imports torch, so Snakemake can build the DAG of a large grid
 A *run* is one training of one model. Its id is derived only from its parameters, for example
 ``lowrank__lora_r4_a8_standard_kaiming_lr0.001_s0`` or ``lowrank__full_lr0.001_s0``; a DoRA
 run (the grid's ``method`` axis) starts ``lowrank__dora_r4`` where LoRA's starts
-``lowrank__lora``; an adapter run whose base bias trains has ``_biasall`` before the seed, and a
-deep model's adapter run names its targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``.
-A run on a replicate of the task (a ``task_seeds`` entry other than 0) ends in
-``_t<task seed>``, and trains on that replicate's dataset files (:func:`replicate_name`).
+``lowrank__lora``; an adapter run whose base bias trains (``bias: lora_only``) has ``_biasall``
+before the seed (the id kept from the option's former name ``all``), and a deep model's adapter
+run names its targets, ``tf__lora-mlp_r4_a8_standard_kaiming_lr0.001_s0``. A run on a replicate
+of the task (a ``task_seeds`` entry other than 0) ends in ``_t<task seed>``, and trains on that
+replicate's dataset files (:func:`replicate_name`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 from lorasweep.models import registry
 from lorasweep.models.names import linear_modules, matrix_types, pattern_label, select
+from lorasweep.options import BIAS_ALIASES
 
 
 def format_number(value: float | int) -> str:
@@ -79,7 +81,7 @@ class RunSpec:
             return f"{self.dataset}__{tag}_lr{format_number(self.lr)}_s{self.seed}{replicate}"
         ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
         where = f"-{pattern_label(self.targets)}" if self.targets is not None else ""
-        bias = "_biasall" if self.bias == "all" else ""
+        bias = "_biasall" if self.bias == "lora_only" else ""
         return (
             f"{self.dataset}__{self.record.run_tag()}{where}_r{self.rank}_a{format_number(self.alpha)}"
             f"_{self.scaling}_{self.init}_lr{format_number(self.lr)}{ratio}{bias}_s{self.seed}"
@@ -217,7 +219,7 @@ def expand_runs(config: dict) -> list[RunSpec]:
                         scaling=scaling,
                         init=init,
                         lr_ratio=lr_ratio,
-                        bias=bias,
+                        bias=BIAS_ALIASES.get(bias, bias),
                         dropout=train.get("lora_dropout", 0.0),
                         targets=targets,
                         task_seed=task_seed,

@@ -147,7 +147,8 @@ def count_notes(runs: pd.DataFrame) -> list[str]:
             f"The adapter alone has r·(d_in + d_out) = {note['adapter_params']:,}, the number the "
             f"seed demo's text claims; the other {note['bias_params']:,} are the base layer's bias "
             f"(one per output feature, {note['out_features']}), which the demo leaves trainable "
-            "because it freezes only <code>linear.weight</code> (here: <code>bias: all</code>). "
+            "because it freezes only <code>linear.weight</code> "
+            "(here: <code>bias: lora_only</code>). "
             "With <code>bias: none</code>, the PEFT and loralib default, "
             f"{note['adapter_params']:,} would train."
         )

@@ -42,7 +42,7 @@ def predictions(runs: pd.DataFrame, datasets: Mapping[str, Dataset]) -> pd.DataF
                 spec.source.leak, spec.source.top_directions, values)  # fmt: skip
         full = predicted_forgetting(*args, rank=None, intercept=True)
         for (rank, bias), _ in mine.groupby(["rank", "bias"], sort=True):
-            low = predicted_forgetting(*args, rank=int(rank), intercept=bias == "all")
+            low = predicted_forgetting(*args, rank=int(rank), intercept=bias == "lora_only")
             rows.append({"dataset": spec.name, "task_seed": spec.task_seed, "rank": int(rank),
                          "predicted_lora": low.total, "predicted_full": full.total,
                          "predicted_lora_noise": low.noise,

@@ -81,7 +81,7 @@ def _row(dataset: Dataset, data, oracle: str, rank, bias: str, delta, offset) ->
     }
     risk = None
     if population.has_population_risk(dataset):
-        trained = bias == "all"
+        trained = bias == "lora_only"
         bias_value = dataset["b0"].double().cpu() + offset if trained else None
         risk = population.update_risk(dataset, delta, bias_value)
     return {"dataset": dataset.spec.name, "task_seed": dataset.spec.task_seed, "oracle": oracle,
@@ -93,9 +93,9 @@ def dataset_oracles(dataset: Dataset, settings: Iterable[tuple[int, str]]) -> li
     (rank, bias) of ``settings``."""
     data = residuals(dataset)
     x, r = data["train"]
-    rows = [_row(dataset, data, "oracle_full", None, "all", *least_squares(x, r, True))]
+    rows = [_row(dataset, data, "oracle_full", None, "lora_only", *least_squares(x, r, True))]
     for rank, bias in sorted(set(settings), key=lambda s: (s[1], s[0])):
-        fit = reduced_rank(x, r, rank, intercept=bias == "all")
+        fit = reduced_rank(x, r, rank, intercept=bias == "lora_only")
         rows.append(_row(dataset, data, "oracle_lora", rank, bias, *fit))
     return rows
 

@@ -1,12 +1,12 @@
-"""The batched engine: the runs of a batch train together as one tensor program.
+"""The batched engine: the runs of a cohort train together as one tensor program.
 
-Runs that share a dataset and a model shape (:func:`lorasweep.planning.batches.batch_key`) stack
+Runs that share a dataset and a model shape (:func:`lorasweep.planning.cohorts.cohort_key`) stack
 their parameters along a leading run dimension (:mod:`lorasweep.training.stacked`); each run's α
 and scale, learning rate, LoRA+ ratio and seed (its init, its shuffle order, its dropout masks)
 stay its own. One step computes every run's loss and gradients in batched products
 (:mod:`lorasweep.training.batched_linear`, :mod:`lorasweep.training.batched_deep`) and one
 batched Adam updates them all. A run whose loss
-stops being finite leaves the batch, recorded as the single-run path records it, while the
+stops being finite leaves the cohort, recorded as the single-run path records it, while the
 others go on.
 
 **Exactness.** Each run starts from the model :func:`~lorasweep.training.loop.build_model` builds
@@ -20,12 +20,12 @@ constant scale (an epoch-0 loss many orders above the data's), the two paths can
 percent after a few epochs, and the tests hold such runs only to epoch 0 and to finite losses.
 Each run's numbers come from its own slice of
 a batched product or from elementwise operations on its aligned slot, so at one thread a run's
-results are bitwise the same whichever runs share its batch (tested). A batch is never narrower
+results are bitwise the same whichever runs share its cohort (tested). A wave is never narrower
 than two slots (a lone run gets an identical twin whose results are dropped): PyTorch computes a
 one-matrix product with a vector operand through a different kernel than a batched one.
 
-**Memory.** A batch trains in chunks of runs that fit the memory budget
-(:func:`lorasweep.planning.batches.chunk_runs`); chunking changes nothing in any run's numbers.
+**Memory.** A cohort trains in waves of runs that fit the memory budget
+(:func:`lorasweep.planning.resources.cohort_waves`); splitting changes nothing in any run's numbers.
 
 **Model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
 :class:`~lorasweep.training.stacked.StackedParameters`), ``learning_rates(specs)`` (per tensor of
@@ -35,7 +35,7 @@ former writing each run's gradients into its slot), ``keep(index)``, ``tensors(s
 and ``cached_base``. A single layer's are hand-batched products
 (:mod:`lorasweep.training.batched_linear`); a deep model's (``mlp``, ``transformer``) is
 ``torch.vmap`` of ``torch.func.grad_and_value`` over ``torch.func.functional_call`` on the
-stacked parameters (:mod:`lorasweep.training.batched_deep`). Batching, chunking, Adam,
+stacked parameters (:mod:`lorasweep.training.batched_deep`). Cohorts, waves, Adam,
 divergence and the records are shared.
 """
 
@@ -51,13 +51,8 @@ import torch
 
 from lorasweep.models.accounting import ParameterCounts
 from lorasweep.options import DEEP_KINDS
-from lorasweep.planning.batches import (
-    batch_key,
-    batchable,
-    budget_bytes,
-    chunk_runs,
-    order_key,
-)
+from lorasweep.planning.cohorts import batchable, cohort_key, order_key
+from lorasweep.planning.resources import budget_bytes, cohort_waves
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset
@@ -83,7 +78,7 @@ MIN_SLOTS = 2
 
 @dataclass
 class Member:
-    """One run of a chunk: what it records while it trains, and its result once it is done."""
+    """One run of a wave: what it records while it trains, and its result once it is done."""
 
     spec: RunSpec
     counts: ParameterCounts
@@ -118,35 +113,35 @@ class EpochSums:
 
 
 def memory_budget(budget_mib: float | None, device: torch.device) -> int:
-    """Bytes a chunk may allocate: ``train.memory_budget_mib``, else 1 GiB on the CPU and a
-    quarter of the GPU's memory (:data:`lorasweep.planning.batches.DEFAULT_BUDGET_MIB`)."""
+    """Bytes a wave may allocate: ``train.memory_budget_mib``, else 1 GiB on the CPU and a
+    quarter of the GPU's memory (:data:`lorasweep.planning.resources.DEFAULT_BUDGET_MIB`)."""
     budget = budget_bytes(budget_mib, device.type)
     if budget is None:
         budget = torch.cuda.get_device_properties(device).total_memory // 4
     return budget
 
 
-def train_batch(
+def train_cohort(
     specs: Sequence[RunSpec],
     dataset: Dataset,
     device: torch.device | None = None,
     memory_budget_mib: float | None = None,
     pad_ranks: bool = False,
 ) -> list[RunResult]:
-    """Train the runs of one batch (one :func:`~lorasweep.planning.batches.batch_key`) together,
-    chunk by chunk within the memory budget; their results, in the order of ``specs``.
-    ``pad_ranks`` lets LoRA runs of different ranks share the batch, padded to the largest (the
+    """Train the runs of one cohort (one :func:`~lorasweep.planning.cohorts.cohort_key`) together,
+    wave by wave within the memory budget; their results, in the order of ``specs``.
+    ``pad_ranks`` lets LoRA runs of different ranks share the cohort, padded to the largest (the
     layout ``make bench`` compares with grouping by rank; see :class:`StackedLoRA`)."""
     if len({s.run_id for s in specs}) != len(specs):
-        raise ValueError("a batch lists a run twice")
-    keys = {batch_key(dataclasses.replace(s, rank=None) if pad_ranks else s) for s in specs}
+        raise ValueError("a cohort lists a run twice")
+    keys = {cohort_key(dataclasses.replace(s, rank=None) if pad_ranks else s) for s in specs}
     if len(keys) != 1 or not all(batchable(s, dataset.spec.as_dict()) for s in specs):
-        raise ValueError("these runs do not share a batch (lorasweep.planning.batches.batch_key)")
+        raise ValueError("these runs do not share a cohort (lorasweep.planning.cohorts.cohort_key)")
     device = device if device is not None else resolve_device(specs[0].device)
     budget = memory_budget(memory_budget_mib, device)
     results = {}
-    for chunk in chunk_runs(specs, dataset.spec.as_dict(), budget):
-        for result in train_chunk(chunk, dataset, device):
+    for wave in cohort_waves(specs, dataset.spec.as_dict(), budget):
+        for result in train_wave(wave, dataset, device):
             results[result.spec.run_id] = result
     return [results[s.run_id] for s in specs]
 
@@ -162,8 +157,8 @@ def _member(spec: RunSpec, model: torch.nn.Module) -> Member:
     )
 
 
-def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device, batch: int):
-    """The chunk's stacked objective and its members, one slot per run, plus a twin slot for a
+def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device, batch_size: int):
+    """The wave's stacked objective and its members, one slot per run, plus a twin slot for a
     lone run."""
     models = [build_model(spec, dataset, device) for spec in specs]
     members = [_member(spec, model) for spec, model in zip(specs, models, strict=True)]
@@ -175,24 +170,24 @@ def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device,
         kind = StackedNetwork
     else:
         kind = StackedLoRA if specs[0].adapter else StackedFull
-    objective = kind(slot_specs, models, dataset, batch)
+    objective = kind(slot_specs, models, dataset, batch_size)
     adam = StackedAdam(objective.params, objective.learning_rates(slot_specs))
     owners = [*range(len(specs)), *[None] * (len(slot_specs) - len(specs))]
     return objective, adam, members, owners
 
 
-def train_chunk(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device):
-    """Train one chunk's runs together and return their :class:`RunResult` s (any order)."""
+def train_wave(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device):
+    """Train one wave's runs together and return their :class:`RunResult` s (any order)."""
     n_train = dataset["X_train"].shape[0]
-    batch = min(specs[0].batch_size or n_train, n_train)
-    objective, adam, members, owners = _objective(specs, dataset, device, batch)
-    trainer = ChunkTrainer(objective, adam, members, owners, device, dataset)
+    batch_size = min(specs[0].batch_size or n_train, n_train)
+    objective, adam, members, owners = _objective(specs, dataset, device, batch_size)
+    trainer = WaveTrainer(objective, adam, members, owners, device, dataset)
     with torch.no_grad():
-        _train_epochs(trainer, specs, n_train, batch, device)
+        _train_epochs(trainer, specs, n_train, batch_size, device)
     return [m.result for m in members]
 
 
-def _train_epochs(trainer, specs, n_train: int, batch: int, device: torch.device) -> None:
+def _train_epochs(trainer, specs, n_train: int, batch_size: int, device: torch.device) -> None:
     """Epoch 0, then every epoch while a run is left, then the results."""
     trainer.record_initial()
     shuffles = {
@@ -206,12 +201,12 @@ def _train_epochs(trainer, specs, n_train: int, batch: int, device: torch.device
         orders = {
             key: torch.randperm(n_train, generator=g).to(device) for key, g in shuffles.items()
         }
-        trainer.train_epoch(epoch, orders, n_train, batch)
+        trainer.train_epoch(epoch, orders, n_train, batch_size)
     trainer.finish_all()
 
 
-class ChunkTrainer:
-    """The epoch loop of one chunk: steps, records, divergence, and the slots runs leave."""
+class WaveTrainer:
+    """The epoch loop of one wave: steps, records, divergence, and the slots runs leave."""
 
     def __init__(self, objective, adam: StackedAdam, members, owners, device, dataset: Dataset):
         self.objective, self.adam, self.members = objective, adam, members
@@ -253,13 +248,13 @@ class ChunkTrainer:
             return orders[keys[0]]
         return torch.stack([orders[key] for key in keys])
 
-    def train_epoch(self, epoch: int, orders: dict, n_train: int, batch: int) -> None:
+    def train_epoch(self, epoch: int, orders: dict, n_train: int, batch_size: int) -> None:
         """One epoch of every active run: steps, then the held-out losses and the record."""
         start, runs_at_start = time.perf_counter(), len(self.active())
         sums = {owner: EpochSums() for owner in self.active()}
         slot_orders = self._slot_orders(orders)
-        for lo in range(0, n_train, batch):
-            size = min(batch, n_train - lo)
+        for lo in range(0, n_train, batch_size):
+            size = min(batch_size, n_train - lo)
             rows = None if slot_orders is None else slot_orders[..., lo : lo + size]
             diverged = self._step(rows, size, sums)
             lost = {f"{split}_loss": math.nan for split in self.held_out}
@@ -301,8 +296,8 @@ class ChunkTrainer:
         return diverged
 
     def _close_epoch(self, owner, epoch, record, start, runs_at_start, diverged: bool) -> None:
-        """Append the epoch's record; a diverged run is finished and leaves the chunk. Each run
-        is charged the chunk's wall time so far divided by the runs it started the epoch with."""
+        """Append the epoch's record; a diverged run is finished and leaves the wave. Each run
+        is charged the wave's wall time so far divided by the runs it started the epoch with."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         member = self.members[owner]
@@ -329,7 +324,7 @@ class ChunkTrainer:
 
     def finish_all(self) -> None:
         """Finish the runs that trained to the end, with the test losses of their final
-        weights from one evaluation of the chunk."""
+        weights from one evaluation of the wave."""
         active = self.active()
         tests = None
         if active and has_test_split(self.dataset):

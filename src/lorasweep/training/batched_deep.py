@@ -12,7 +12,7 @@ tensors (the base network) are passed once, shared by the runs, except PiSSA's W
 each adapted module, which is each run's own and stacked too.
 
 Every run's rows are gathered into a (runs, b, …) input, also where runs share their rows, so
-that a run's products have the same operands whichever runs share its batch. With dropout, each
+that a run's products have the same operands whichever runs share its cohort. With dropout, each
 LoRA module's mask is drawn outside the vmapped program, per run from the module's own
 generator in the shape :meth:`~lorasweep.models.lora.LoRALinear.adapter_input` draws it, and
 passed in as a buffer of the template.
@@ -20,9 +20,9 @@ passed in as a buffer of the template.
 **Exactness.** The per-epoch losses equal :func:`~lorasweep.training.loop.train_run`'s within
 1e-5 relative for well-conditioned runs, and at epoch 0 for every run, under the conditions
 :mod:`lorasweep.training.batched` states. A run's numbers are **bitwise** the same whichever runs
-share its batch and however it is chunked, at one thread (tested): every tensor a run uses is
-either shared by the whole batch or its own slice, and which is which depends only on the
-batch key.
+share its cohort and however it is split into waves, at one thread (tested): every tensor a run
+uses is either shared by the whole wave or its own slice, and which is which depends only on the
+cohort key.
 """
 
 from __future__ import annotations
@@ -100,7 +100,11 @@ class StackedNetwork:
     cached_base = False
 
     def __init__(
-        self, specs: Sequence[RunSpec], models: Sequence[nn.Module], dataset: Dataset, batch: int
+        self,
+        specs: Sequence[RunSpec],
+        models: Sequence[nn.Module],
+        dataset: Dataset,
+        batch_size: int,
     ) -> None:
         first = models[0]
         device = next(first.parameters()).device
@@ -135,8 +139,8 @@ class StackedNetwork:
     def _frozen(specs, models, trainable: set[str]) -> tuple[dict, dict]:
         """The frozen tensors every run holds alike, once, and those of each run, stacked
         (runs, …): each LoRA module's s, and with PiSSA the adapted modules' base weights. Which
-        tensors are stacked depends on the batch's key alone, never on the values, so that a
-        run's program is the same whichever runs share its batch."""
+        tensors are stacked depends on the cohort's key alone, never on the values, so that a
+        run's program is the same whichever runs share its cohort."""
         own = {_key(name, "scaling") for name, _ in lora_layers(models[0])}
         if specs[0].adapter and registry.replaces_base(specs[0].init):
             own |= {_key(name, "base.weight") for name, _ in lora_layers(models[0])}

@@ -6,8 +6,8 @@ Every product is a batched matmul over the run dimension, so each run's slice is
 its own matrix product whatever the other runs are. Gradients are formed in the same pass as
 the loss, as :class:`~lorasweep.training.exact.ResidualLoss` forms them for one run, and
 written into the slots' gradient buffer. Rows are processed in chunks whose size depends only on
-the layer's shape (:func:`lorasweep.planning.batches.rows_per_chunk`), never on the number of
-runs, so a run's loss is summed in the same order in any batch.
+the layer's shape (:func:`lorasweep.planning.cohorts.rows_per_chunk`), never on the number of
+runs, so a run's loss is summed in the same order in any cohort.
 
 A step's rows come as :data:`Rows`: ``None`` (the whole split, in order), one index shared by
 every run (runs of one seed draw the same mini-batches), or one index per run. Shared rows are
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from lorasweep.models.lora import LoRALinear
-from lorasweep.planning.batches import rows_per_chunk
+from lorasweep.planning.cohorts import rows_per_chunk
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
 from lorasweep.training.exact import (
@@ -108,17 +108,17 @@ class StackedLoRA:
     each, computed as :func:`lorasweep.training.exact.cached_loss` computes it for one run.
 
     Each run fits ``b + s·B(A·dropout(x))`` to the residual r = y − W₀x. The residual is the
-    dataset's, cached once per job and shared by the whole batch, or, for PiSSA (whose frozen
+    dataset's, cached once per job and shared by the whole cohort, or, for PiSSA (whose frozen
     weight is W₀ − s·B₀A₀), each run's own. Where every step sees the whole training split and
     :func:`~lorasweep.training.exact.can_use_gram` holds, the training loss comes from the
-    split's sufficient statistics instead, shared by the batch
+    split's sufficient statistics instead, shared by the cohort
     (:func:`~lorasweep.training.exact.gram_sum_of_squares`).
 
     The slot holds A (r×d_in), Bᵀ (r×d_out; the layout chosen for the batched products) and the
-    bias where it trains. Runs of different ranks may share a batch
+    bias where it trains. Runs of different ranks may share a cohort
     padded to the largest: a padded row of A or Bᵀ starts at zero and its gradient is masked to
     exactly zero, so Adam never moves it (m and v stay 0, and so does the update). The planner
-    groups by rank instead (:mod:`lorasweep.planning.batches`); padding is kept for measuring
+    groups by rank instead (:mod:`lorasweep.planning.cohorts`); padding is kept for measuring
     that choice.
     """
 
@@ -126,11 +126,15 @@ class StackedLoRA:
     cached_base = True
 
     def __init__(
-        self, specs: Sequence[RunSpec], models: Sequence[LoRALinear], dataset: Dataset, batch: int
+        self,
+        specs: Sequence[RunSpec],
+        models: Sequence[LoRALinear],
+        dataset: Dataset,
+        batch_size: int,
     ) -> None:
         first = models[0]
         device = first.lora_A.device
-        self.bias_trains = specs[0].bias == "all"
+        self.bias_trains = specs[0].bias == "lora_only"
         self.ranks = [model.rank for model in models]
         rank = max(self.ranks)
         shapes = {"A": (rank, first.in_features), "Bt": (rank, first.out_features)}
@@ -156,7 +160,7 @@ class StackedLoRA:
         self.x = {split: dataset[f"X_{split}"].to(device) for split in splits_of(dataset.tensors)}
         self.residual = {split: self._residual(specs, models, dataset, split) for split in self.x}
         self.gram = None
-        if can_use_gram(first, batch, self.x["train"].shape[0]):
+        if can_use_gram(first, batch_size, self.x["train"].shape[0]):
             self.gram = self._statistics(dataset)
 
     def _set_scales(self) -> None:
@@ -328,7 +332,11 @@ class StackedFull:
     cached_base = False
 
     def __init__(
-        self, specs: Sequence[RunSpec], models: Sequence[torch.nn.Linear], dataset: Dataset, batch
+        self,
+        specs: Sequence[RunSpec],
+        models: Sequence[torch.nn.Linear],
+        dataset: Dataset,
+        batch_size,
     ) -> None:
         first = models[0]
         device = first.weight.device

@@ -17,13 +17,13 @@ from torch import nn
 
 from lorasweep.models import registry
 from lorasweep.models.lora import LoRALinear
-from lorasweep.planning.batches import CHUNK_ELEMENTS
+from lorasweep.planning.cohorts import CHUNK_ELEMENTS
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks import tutorial
 from lorasweep.tasks.synthetic import Dataset
 
 LossFn = Callable[..., float]
-"""``loss(split, index=None, backward=False) -> float``: the mean squared error of a batch
+"""``loss(split, index=None, backward=False) -> float``: the mean squared error of a mini-batch
 (``index`` rows of the split, or all of it); with ``backward`` its gradients accumulate into the
 parameters' ``.grad``."""
 
@@ -126,10 +126,10 @@ class ResidualLoss:
     residual of its frozen base product.
 
     Exact, up to float rounding, wherever :func:`can_cache_base` holds (one unmerged LoRA layer
-    fed by data), for any batch, bias policy and dropout: ``W₀x + b + s·B(Ax)`` against y is
-    ``b + s·B(Ax)`` against r = y − W₀x, at O(n·r·(d_in + d_out)) per epoch instead of
-    O(n·d_in·d_out). A batch is evaluated in row chunks whose gradients accumulate, so the
-    prediction is never held whole; the dropout mask is drawn for the whole batch at once, as
+    fed by data), for any mini-batch size, bias policy and dropout: ``W₀x + b + s·B(Ax)`` against
+    y is ``b + s·B(Ax)`` against r = y − W₀x, at O(n·r·(d_in + d_out)) per epoch instead of
+    O(n·d_in·d_out). A mini-batch is evaluated in row chunks whose gradients accumulate, so the
+    prediction is never held whole; the dropout mask is drawn for the whole mini-batch at once, as
     the reference draws it.
     """
 
@@ -142,7 +142,7 @@ class ResidualLoss:
 
     @torch.no_grad()
     def __call__(self, split: str, index: torch.Tensor | None = None, backward: bool = False):
-        """Mean squared error of ``b + s·B(A·x)`` against r over the batch, chunk by chunk.
+        """Mean squared error of ``b + s·B(A·x)`` against r over the mini-batch, chunk by chunk.
 
         With ``backward``, the gradients are formed in the same pass (as fused-loss kernels
         do, e.g. Liger-Kernel's fused linear cross-entropy) and added to ``.grad``. With
@@ -290,7 +290,7 @@ class GramLoss:
         return float(loss.detach())
 
 
-def can_use_gram(model: nn.Module, batch: int, n_train: int) -> bool:
+def can_use_gram(model: nn.Module, batch_size: int, n_train: int) -> bool:
     """The sufficient-statistics loss is exact for one unmerged LoRA layer fed by data, without
     dropout, when every step sees the whole training split. It is chosen only where its float64
     statistics are no larger than the float32 residual they replace, 2·d_in·(d_in + d_out) ≤
@@ -298,14 +298,14 @@ def can_use_gram(model: nn.Module, batch: int, n_train: int) -> bool:
     return (
         can_cache_base(model)
         and model.dropout == 0
-        and batch >= n_train
+        and batch_size >= n_train
         and 2 * model.in_features * (model.in_features + model.out_features)
         <= n_train * model.out_features
     )
 
 
 def cached_loss(
-    layer: LoRALinear, data: Splits, batch: int, residuals: Residuals | None = None
+    layer: LoRALinear, data: Splits, batch_size: int, residuals: Residuals | None = None
 ) -> LossFn:
     """An exact equivalent of the reference loss ``mse_loss(model(x), y)`` for a layer where
     :func:`can_cache_base` holds, the one that needs least time and memory: :class:`GramLoss`
@@ -314,7 +314,7 @@ def cached_loss(
     (see :data:`LossFn`)."""
     n_train = data["train"][0].shape[0]
     gram = None
-    if can_use_gram(layer, batch, n_train):
+    if can_use_gram(layer, batch_size, n_train):
         gram = GramLoss(layer, {"train": data["train"]}, residuals)
     rows = ResidualLoss(
         layer, {k: v for k, v in data.items() if gram is None or k != "train"}, residuals

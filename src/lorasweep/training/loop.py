@@ -125,7 +125,7 @@ def adapter_tensors(model: nn.Module, bias: str) -> dict[str, torch.Tensor]:
         tensors[f"{_prefix(name)}lora_B"] = layer.lora_B
         if layer.method_record.magnitude:
             tensors[f"{_prefix(name)}magnitude"] = layer.magnitude
-        if bias == "all":
+        if bias == "lora_only":
             tensors[f"{_prefix(name)}bias"] = layer.base.bias
     return tensors
 
@@ -143,7 +143,7 @@ def starting_adapter(spec: RunSpec, model: nn.Module) -> dict[str, torch.Tensor]
 
 
 def reference_loss(model: nn.Module, data: Splits) -> LossFn:
-    """The loss every run minimises, ``mse_loss(model(x), y)`` of a batch, by autograd: the
+    """The loss every run minimises, ``mse_loss(model(x), y)`` of a mini-batch, by autograd: the
     reference the exact fast paths of :mod:`lorasweep.training.exact` are held to."""
 
     def loss(split: str, index: torch.Tensor | None = None, backward: bool = False) -> float:
@@ -162,7 +162,7 @@ def choose_loss(
     spec: RunSpec,
     model: nn.Module,
     dataset: Dataset,
-    batch: int,
+    batch_size: int,
     device: torch.device,
     use_cache: bool | None,
 ) -> tuple[LossFn, bool]:
@@ -192,7 +192,7 @@ def choose_loss(
     elif data["train"][1] is None:
         raise ValueError(f"{spec.run_id}: needs the targets y, which this job replaced by y − W₀x")
     if use_cache:
-        return cached_loss(model, data, batch, residuals), True
+        return cached_loss(model, data, batch_size, residuals), True
     return reference_loss(model, data), False
 
 
@@ -210,7 +210,7 @@ def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
         {"params": [getattr(layer, name) for layer in layers], "lr": rates[name]}
         for name in trained
     ]
-    if spec.bias == "all":
+    if spec.bias == "lora_only":
         groups.append({"params": [layer.base.bias for layer in layers], "lr": rates["bias"]})
     return groups
 
@@ -299,15 +299,15 @@ def initial_record(
     }
 
 
-def batches(
-    n_train: int, batch: int, shuffle: torch.Generator, device: torch.device
+def mini_batches(
+    n_train: int, batch_size: int, shuffle: torch.Generator, device: torch.device
 ) -> list[tuple[torch.Tensor | None, int]]:
     """One epoch's mini-batches as (row index, size): a fresh permutation from ``shuffle`` when
-    there is more than one batch, else the whole split in order (index ``None``)."""
-    order = torch.randperm(n_train, generator=shuffle).to(device) if batch < n_train else None
+    there is more than one mini-batch, else the whole split in order (index ``None``)."""
+    order = torch.randperm(n_train, generator=shuffle).to(device) if batch_size < n_train else None
     return [
-        (order[lo : lo + batch] if order is not None else None, min(batch, n_train - lo))
-        for lo in range(0, n_train, batch)
+        (order[lo : lo + batch_size] if order is not None else None, min(batch_size, n_train - lo))
+        for lo in range(0, n_train, batch_size)
     ]
 
 
@@ -322,20 +322,20 @@ def train_epoch(
     loss: LossFn,
     optimizer: torch.optim.Optimizer,
     norms: dict[str, list[nn.Parameter]],
-    epoch_batches: list[tuple[torch.Tensor | None, int]],
+    epoch_mini_batches: list[tuple[torch.Tensor | None, int]],
     held_out: tuple[str, ...],
 ) -> tuple[dict, bool]:
-    """One Adam step per batch, then the loss on each ``held_out`` split; returns the epoch's
+    """One Adam step per mini-batch, then the loss on each ``held_out`` split; returns the epoch's
     record and whether the run diverged.
 
-    ``train_loss`` is the sample-weighted mean of the batch losses and each gradient norm the
-    mean over the steps taken. A non-finite batch loss ends the epoch before its step; the
+    ``train_loss`` is the sample-weighted mean of the mini-batch losses and each gradient norm the
+    mean over the steps taken. A non-finite mini-batch loss ends the epoch before its step; the
     record's losses are then NaN and the run has diverged, as it has when ``val_loss`` is not
     finite.
     """
     model.train()
     loss_sum, norm_sums, steps = 0.0, dict.fromkeys(norms, 0.0), 0
-    for index, size in epoch_batches:
+    for index, size in epoch_mini_batches:
         optimizer.zero_grad(set_to_none=True)
         loss_value = loss("train", index, backward=True)
         loss_sum += loss_value * size
@@ -352,7 +352,9 @@ def train_epoch(
         else {f"{split}_loss": math.nan for split in held_out}
     )
     record = {
-        "train_loss": loss_sum / sum(size for _, size in epoch_batches) if finite else math.nan,
+        "train_loss": loss_sum / sum(size for _, size in epoch_mini_batches)
+        if finite
+        else math.nan,
         **held,
         **{name: total / max(steps, 1) for name, total in norm_sums.items()},
     }
@@ -416,7 +418,7 @@ class RunResult:
             deep = {"adapted_modules": len(self.adapted), "adapted_types": types}
         if truth is not None:
             rank = spec.rank if spec.adapter else None
-            bias_trains = not spec.adapter or spec.bias == "all"
+            bias_trains = not spec.adapter or spec.bias == "lora_only"
             if self.adapted is None:
                 optimal = truth.optimal_loss(rank, bias_trains)
             else:
@@ -541,8 +543,8 @@ def train_run(
     model = build_model(spec, dataset, device)
     initial_tensors = starting_adapter(spec, model)
     n_train = dataset["X_train"].shape[0]
-    batch = min(spec.batch_size or n_train, n_train)
-    loss, cached_base = choose_loss(spec, model, dataset, batch, device, use_cache)
+    batch_size = min(spec.batch_size or n_train, n_train)
+    loss, cached_base = choose_loss(spec, model, dataset, batch_size, device, use_cache)
     optimizer = torch.optim.Adam(param_groups(spec, model))
     norms = tracked_gradients(spec, model)
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
@@ -552,7 +554,12 @@ def train_run(
     for epoch in range(1, spec.epochs + 1):
         start = time.perf_counter()
         record, diverged = train_epoch(
-            model, loss, optimizer, norms, batches(n_train, batch, shuffle, device), held_out
+            model,
+            loss,
+            optimizer,
+            norms,
+            mini_batches(n_train, batch_size, shuffle, device),
+            held_out,
         )
         if device.type == "cuda":
             torch.cuda.synchronize(device)

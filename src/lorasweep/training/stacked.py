@@ -2,7 +2,7 @@
 
 Each tensor a run trains (for LoRA: A, Bᵀ and the bias where it trains) is stacked with the same
 tensor of the other runs into one contiguous (runs × numel) block of a flat buffer, and each
-run's part of a block starts at a multiple of :data:`~lorasweep.planning.batches.ALIGN` elements.
+run's part of a block starts at a multiple of :data:`~lorasweep.planning.cohorts.ALIGN` elements.
 PyTorch's CPU loops finish a tensor's last few elements (fewer than two vector registers' worth)
 with scalar code, which may round differently from the vector code (a fused multiply-add); with
 aligned parts every element of every run sits at the same offset from a vector boundary whatever
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lorasweep.planning.batches import aligned
+from lorasweep.planning.cohorts import aligned
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8
@@ -72,7 +72,7 @@ class SlotLayout:
 
 
 class StackedParameters:
-    """Parameters and their gradients for a batch of runs, laid out by a :class:`SlotLayout`,
+    """Parameters and their gradients for a wave of runs, laid out by a :class:`SlotLayout`,
     with views of each tensor (``tensors``, ``grads``, shaped (runs, *shape)) made once."""
 
     def __init__(self, layout: SlotLayout, runs: int, device: torch.device) -> None:
@@ -117,7 +117,7 @@ class StackedParameters:
         return torch.linalg.vector_norm(self._grad_rows[name], dim=1).double()
 
     def keep(self, index: torch.Tensor) -> None:
-        """Keep only the runs at ``index`` (runs leaving the batch)."""
+        """Keep only the runs at ``index`` (runs leaving the wave)."""
         self.data = self.layout.select(self.data, index)
         self.grad = self.layout.select(self.grad, index)
         self._make_views()
