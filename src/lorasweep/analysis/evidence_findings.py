@@ -129,7 +129,8 @@ def lr_ratio(optima: pd.DataFrame | None) -> Finding:
             f"(mean curves), LoRA/full {curve['ratio_to_full']:.3g}×; per unit the ratio's "
             f"geometric mean is {10 ** logs.mean():.3g}×"
         )
-        arms = _lr_arms(pd.DataFrame([curve, full.loc[dataset].assign(method="full")]))
+        full_lrs = int(full.loc[[dataset], "lrs"].iloc[0])
+        arms = Arms({_curve_arm(curve): (int(curve["lrs"]),) * 2, "full": (full_lrs,) * 2})
         checks.append(
             _log_check(dataset, text, logs, unit, arms,
                        holds_below=True, within=(math.log10(low), math.log10(high)))
