@@ -4,13 +4,12 @@ import math
 
 import pandas as pd
 import pytest
-
-from lorasweep.analysis.intervals import INCONCLUSIVE
 import torch
 
 from lorasweep.analysis import evidence_findings as evidence
 from lorasweep.analysis import forgetting
 from lorasweep.analysis.findings import NOT_REPRODUCED, NOT_TESTED, REPRODUCED
+from lorasweep.analysis.intervals import INCONCLUSIVE
 from lorasweep.analysis.intruders import intruder_counts
 from lorasweep.analysis.learning_rate import (
     OPTIMA_COLUMNS,

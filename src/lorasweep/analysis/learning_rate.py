@@ -108,7 +108,8 @@ def lr_optima(runs: pd.DataFrame) -> pd.DataFrame:
     on the same dataset, task replicate and seed (or both mean curves): LoRA Without Regret's
     ratio.
     """
-    runs = runs if "task_seed" in runs else runs.assign(task_seed=0)
+    task_seed = runs["task_seed"].fillna(0) if "task_seed" in runs else 0
+    runs = runs.assign(task_seed=task_seed)
     losses = runs.assign(loss=runs["final_val_loss"].where(runs["status"] == "ok"))
     keys = [k for k in CURVE_KEYS if k in runs.columns]
     rows = []
