@@ -1,5 +1,7 @@
 """The deep models' findings can come out either way: each is computed from hand-made tables."""
 
+import itertools
+
 import pandas as pd
 
 from lorasweep.analysis import deep_findings, findings
@@ -12,19 +14,24 @@ WIDTHS = {"q": 16, "k": 16, "v": 16, "o": 16, "up": 24, "down": 24}
 """d_in + d_out of each matrix type of a transformer with d_model 8 and d_ff 16 (1 block)."""
 
 
-def deep_runs(losses: dict[tuple[str, int], float], shifted="mlp", floor=0.01) -> pd.DataFrame:
-    """LoRA runs of one transformer, two seeds each, with final losses by (targets, rank)."""
+def deep_runs(
+    losses: dict[tuple[str, int], float], shifted="mlp", floor=0.01, lrs=(0.01, 0.03)
+) -> pd.DataFrame:
+    """LoRA runs of one transformer, two seeds each, with final losses by (targets, rank) at lr
+    0.01 (twice that at any other lr of ``lrs``), validation and test alike."""
     rows = []
     for (targets, rank), loss in losses.items():
         types = TYPES[targets]
         covers = set(TYPES[shifted].split("+")) <= set(types.split("+"))
-        for seed in (0, 1):
+        for seed, lr in itertools.product((0, 1), lrs):
+            level = loss * (1 + 0.01 * seed) * (1 if lr == 0.01 else 2)
             rows.append(
                 {
-                    "run_id": f"{targets}_r{rank}_s{seed}", "dataset": "tf", "method": "lora",
-                    "rank": rank, "alpha": 8.0, "scaling": "standard", "init": "kaiming",
-                    "lr": 0.01, "lr_ratio": 1.0, "seed": seed, "status": "ok",
-                    "final_val_loss": loss * (1 + 0.01 * seed), "dataset_kind": "transformer",
+                    "run_id": f"{targets}_r{rank}_lr{lr:g}_s{seed}", "dataset": "tf",
+                    "method": "lora", "rank": rank, "alpha": 8.0, "scaling": "standard",
+                    "init": "kaiming", "lr": lr, "lr_ratio": 1.0, "seed": seed, "status": "ok",
+                    "final_val_loss": level, "final_test_loss": level,
+                    "dataset_kind": "transformer",
                     "task_rank": 2, "noise_floor": floor, "targets": targets,
                     "adapted_types": types, "shifted": shifted, "d_model": 8, "n_layers": 1,
                     "n_heads": 2, "d_ff": 16,
@@ -74,6 +81,19 @@ def test_budget_spread_beats_concentration_or_not():
     assert table["comparison"].nunique() == 1
     unequal = deep_runs({("q", 8): 0.9, ("mlp", 4): 0.5}, shifted="attention")
     assert deep_findings.budget_spread_wins(unequal).verdict == findings.NOT_TESTED
+
+
+def test_budget_spread_is_inconclusive_where_the_seeds_disagree_and_untuned_claims_no_winner():
+    runs = deep_runs({("q", 8): 0.5, ("attention", 2): 0.5}, shifted="attention")
+    at_best = runs["lr"] == 0.01
+    spread_runs = at_best & (runs["targets"] == "attention")
+    runs.loc[spread_runs, "final_test_loss"] = runs.loc[spread_runs, "seed"].map({0: 0.4, 1: 0.6})
+    result = deep_findings.budget_spread_wins(runs)
+    assert result.verdict == INCONCLUSIVE and result.deciding.interval.n == 2
+    assert result.deciding.budget == "attention r2: 2; q r8: 2"
+    one_lr = deep_runs({("q", 8): 0.9, ("attention", 2): 0.0105}, shifted="attention", lrs=(0.01,))
+    untuned = deep_findings.budget_spread_wins(one_lr)
+    assert untuned.verdict == INCONCLUSIVE and findings.UNTUNED in untuned.evidence
 
 
 def test_attention_only_regrets_or_not():
