@@ -111,6 +111,19 @@ def test_attention_only_regrets_or_not():
     assert elsewhere.verdict == findings.NOT_TESTED, "the shift is not in the MLP"
 
 
+def test_attention_only_is_inconclusive_where_the_seeds_disagree_and_without_tuning():
+    sweep = {("attention", 2): 0.2, ("mlp", 2): 0.0102, ("all", 2): 0.0101}
+    runs = deep_runs(sweep)
+    noisy = (runs["targets"] == "mlp") & (runs["lr"] == 0.01)
+    runs.loc[noisy, "final_test_loss"] = runs.loc[noisy, "seed"].map({0: 0.0101, 1: 0.0122})
+    result = deep_findings.attention_only_regrets(runs)
+    assert result.verdict == INCONCLUSIVE, "MLP-only +0 % and +19 % from all straddle 10 %"
+    assert result.deciding.interval.n == 2 and result.deciding.threshold == 0.1
+    assert result.deciding.budget == "attention r2: 2; mlp r2: 2; all r2: 2"
+    untuned = deep_findings.attention_only_regrets(deep_runs(sweep, lrs=(0.01,)))
+    assert untuned.verdict == INCONCLUSIVE and findings.UNTUNED in untuned.evidence
+
+
 def test_deep_findings_appear_only_with_a_deep_dataset():
     assert len(deep_findings.deep_findings(deep_runs({("mlp", 2): 0.0101}), 0.05)) == 3
     single = deep_runs({("mlp", 2): 0.0101}).assign(dataset_kind="lowrank")
