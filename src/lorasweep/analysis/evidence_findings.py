@@ -76,8 +76,10 @@ def _unit_optima(optima: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def _log_check(dataset: str, text: str, logs: pd.Series, unit: str, arms: Arms, **decide):
     """:func:`interval_check` on log₁₀ values (one per unit), its interval and threshold
     reported back on the linear scale (a geometric mean with its interval)."""
+    replicates = len(logs) if unit == "task_seed" else 1
     check = interval_check(dataset, text, logs, decide.pop("threshold", 0.0), unit=unit,
-                           show=lambda x: f"{10**x:.3g}×", arms=arms, **decide)  # fmt: skip
+                           show=lambda x: f"{10**x:.3g}×", arms=arms, replicates=replicates,
+                           **decide)  # fmt: skip
     i = check.interval
     linear = Interval(10**i.estimate, 10**i.low, 10**i.high, i.n)
     return dataclasses.replace(check, interval=linear, threshold=10**check.threshold)
