@@ -86,7 +86,8 @@ def test_batches_share_dataset_shape_and_settings_and_keep_pissa_apart():
         assert len({batch_key(run) for run in batch}) == 1
         assert len({(run.dataset, run.method, run.rank) for run in batch}) == 1
     pissa = [b for b in batches if b[0].init == "pissa"]
-    assert len(pissa) == 1 and all(run.init == "pissa" for run in pissa[0])
+    assert len(pissa) == len(config["task_seeds"]), "one PiSSA batch per task replicate"
+    assert all(run.init == "pissa" for batch in pissa for run in batch)
     assert len(plan_batches(runs, "single")) == len(runs)
     with pytest.raises(ValueError, match="unknown engine"):
         plan_batches(runs, "fast")
