@@ -483,7 +483,7 @@ def test_run_counts_match_the_plan_with_extra_grids():
     check(config)
     plan = build_plan(config)
     counts = resources.run_counts(config)
-    assert sum(sum(k.values()) for k in counts.values()) == len(plan.runs) == 480
+    assert sum(sum(k.values()) for k in counts.values()) == len(plan.runs) == 2170
 
 
 def test_run_counts_match_the_plan_with_a_method_axis():

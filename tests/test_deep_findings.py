@@ -1,5 +1,7 @@
 """The deep models' findings can come out either way: each is computed from hand-made tables."""
 
+import itertools
+
 import pandas as pd
 
 from lorasweep.analysis import deep_findings, findings
@@ -12,19 +14,24 @@ WIDTHS = {"q": 16, "k": 16, "v": 16, "o": 16, "up": 24, "down": 24}
 """d_in + d_out of each matrix type of a transformer with d_model 8 and d_ff 16 (1 block)."""
 
 
-def deep_runs(losses: dict[tuple[str, int], float], shifted="mlp", floor=0.01) -> pd.DataFrame:
-    """LoRA runs of one transformer, two seeds each, with final losses by (targets, rank)."""
+def deep_runs(
+    losses: dict[tuple[str, int], float], shifted="mlp", floor=0.01, lrs=(0.01, 0.03)
+) -> pd.DataFrame:
+    """LoRA runs of one transformer, two seeds each, with final losses by (targets, rank) at lr
+    0.01 (twice that at any other lr of ``lrs``), validation and test alike."""
     rows = []
     for (targets, rank), loss in losses.items():
         types = TYPES[targets]
         covers = set(TYPES[shifted].split("+")) <= set(types.split("+"))
-        for seed in (0, 1):
+        for seed, lr in itertools.product((0, 1), lrs):
+            level = loss * (1 + 0.01 * seed) * (1 if lr == 0.01 else 2)
             rows.append(
                 {
-                    "run_id": f"{targets}_r{rank}_s{seed}", "dataset": "tf", "method": "lora",
-                    "rank": rank, "alpha": 8.0, "scaling": "standard", "init": "kaiming",
-                    "lr": 0.01, "lr_ratio": 1.0, "seed": seed, "status": "ok",
-                    "final_val_loss": loss * (1 + 0.01 * seed), "dataset_kind": "transformer",
+                    "run_id": f"{targets}_r{rank}_lr{lr:g}_s{seed}", "dataset": "tf",
+                    "method": "lora", "rank": rank, "alpha": 8.0, "scaling": "standard",
+                    "init": "kaiming", "lr": lr, "lr_ratio": 1.0, "seed": seed, "status": "ok",
+                    "final_val_loss": level, "final_test_loss": level,
+                    "dataset_kind": "transformer",
                     "task_rank": 2, "noise_floor": floor, "targets": targets,
                     "adapted_types": types, "shifted": shifted, "d_model": 8, "n_layers": 1,
                     "n_heads": 2, "d_ff": 16,
@@ -76,6 +83,19 @@ def test_budget_spread_beats_concentration_or_not():
     assert deep_findings.budget_spread_wins(unequal).verdict == findings.NOT_TESTED
 
 
+def test_budget_spread_is_inconclusive_where_the_seeds_disagree_and_untuned_claims_no_winner():
+    runs = deep_runs({("q", 8): 0.5, ("attention", 2): 0.5}, shifted="attention")
+    at_best = runs["lr"] == 0.01
+    spread_runs = at_best & (runs["targets"] == "attention")
+    runs.loc[spread_runs, "final_test_loss"] = runs.loc[spread_runs, "seed"].map({0: 0.4, 1: 0.6})
+    result = deep_findings.budget_spread_wins(runs)
+    assert result.verdict == INCONCLUSIVE and result.deciding.interval.n == 2
+    assert result.deciding.budget == "attention r2: 2; q r8: 2"
+    one_lr = deep_runs({("q", 8): 0.9, ("attention", 2): 0.0105}, shifted="attention", lrs=(0.01,))
+    untuned = deep_findings.budget_spread_wins(one_lr)
+    assert untuned.verdict == INCONCLUSIVE and findings.UNTUNED in untuned.evidence
+
+
 def test_attention_only_regrets_or_not():
     sweep = {("attention", 2): 0.2, ("mlp", 2): 0.0102, ("all", 2): 0.0101,
              ("attention", 4): 0.19, ("mlp", 4): 0.0101, ("all", 4): 0.0101,
@@ -89,6 +109,19 @@ def test_attention_only_regrets_or_not():
     assert far.verdict == findings.NOT_REPRODUCED, "MLP-only 29 % from all-layer LoRA"
     elsewhere = deep_findings.attention_only_regrets(deep_runs(sweep, shifted="attention"))
     assert elsewhere.verdict == findings.NOT_TESTED, "the shift is not in the MLP"
+
+
+def test_attention_only_is_inconclusive_where_the_seeds_disagree_and_without_tuning():
+    sweep = {("attention", 2): 0.2, ("mlp", 2): 0.0102, ("all", 2): 0.0101}
+    runs = deep_runs(sweep)
+    noisy = (runs["targets"] == "mlp") & (runs["lr"] == 0.01)
+    runs.loc[noisy, "final_test_loss"] = runs.loc[noisy, "seed"].map({0: 0.0101, 1: 0.0122})
+    result = deep_findings.attention_only_regrets(runs)
+    assert result.verdict == INCONCLUSIVE, "MLP-only +0 % and +19 % from all straddle 10 %"
+    assert result.deciding.interval.n == 2 and result.deciding.threshold == 0.1
+    assert result.deciding.budget == "attention r2: 2; mlp r2: 2; all r2: 2"
+    untuned = deep_findings.attention_only_regrets(deep_runs(sweep, lrs=(0.01,)))
+    assert untuned.verdict == INCONCLUSIVE and findings.UNTUNED in untuned.evidence
 
 
 def test_deep_findings_appear_only_with_a_deep_dataset():

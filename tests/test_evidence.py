@@ -9,6 +9,7 @@ import torch
 from lorasweep.analysis import evidence_findings as evidence
 from lorasweep.analysis import forgetting
 from lorasweep.analysis.findings import NOT_REPRODUCED, NOT_TESTED, REPRODUCED
+from lorasweep.analysis.intervals import INCONCLUSIVE
 from lorasweep.analysis.intruders import intruder_counts
 from lorasweep.analysis.learning_rate import (
     OPTIMA_COLUMNS,
@@ -213,6 +214,29 @@ def test_lr_ratio_finding_both_ways_and_untested_at_the_grid_edge():
     assert evidence.lr_ratio(edge).verdict == NOT_TESTED
     assert evidence.lr_ratio(None).verdict == NOT_TESTED
     assert "10×" in evidence.lr_ratio(optima_table(10, {"standard": FLAT})).evidence
+
+
+def test_lr_ratio_interval_over_units_and_inconclusive_where_it_straddles_the_range():
+    """Seed 1's LoRA optima are 4× seed 0's: per-seed ratios 2.5× and 10× straddle 3×."""
+    table = optima_table(2.5, {"standard": FLAT})
+    seed_one = (table["method"] == "lora") & (table["seed"] == 1)
+    table.loc[seed_one, "optimal_lr"] *= 4
+    result = evidence.lr_ratio(table)
+    assert result.verdict == INCONCLUSIVE and "95 % CI" in result.evidence
+    interval = result.deciding.interval
+    assert interval.n == 2 and interval.low == pytest.approx(2.5)
+    assert interval.high == pytest.approx(10.0) and result.deciding.threshold == pytest.approx(3)
+    assert interval.estimate == pytest.approx(5.0), "the geometric mean of 2.5× and 10×"
+    assert result.deciding.budget == "lora r4: 7; full: 7"
+
+
+def test_rank_spread_is_inconclusive_where_the_units_disagree():
+    """Seed 0 drifts 2.5× across ranks, seed 1 is flat: the interval straddles 2×."""
+    table = optima_table(10, {"standard": {4: 1e-3, 16: 1e-3}, "rslora": {4: 1e-3, 16: 1e-3}})
+    drift = (table["seed"] == 0) & (table["rank"] == 16)
+    table.loc[drift, "optimal_lr"] *= 2.5
+    assert evidence.lr_rank_free_under_standard(table).verdict == INCONCLUSIVE
+    assert evidence.lr_drifts_under_rslora(table).verdict == INCONCLUSIVE
 
 
 def test_rank_dependence_findings_both_ways():
@@ -475,3 +499,13 @@ def test_learning_rate_figure_draws_a_sweep_of_full_fine_tuning_alone():
     assert any("full FT" in label for label in labels)
     assert not any(label.startswith("r=") for label in labels)
     plt.close(fig)
+
+
+def test_lr_optima_has_one_curve_per_task_replicate_and_seed():
+    runs = u_curve_runs({("lora", 4, "standard"): lambda s: 1e-3})
+    replicated = pd.concat([runs, runs.assign(task_seed=1, run_id=runs["run_id"] + "_t1")])
+    optima = lr_optima(replicated)
+    per_unit = optima[optima["seed"].notna()]
+    assert len(per_unit) == 2 * runs["seed"].nunique()
+    assert set(per_unit["task_seed"]) == {0, 1}
+    assert optima.loc[optima["seed"].isna(), "task_seed"].isna().all()

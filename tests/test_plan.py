@@ -89,13 +89,14 @@ def test_batches_share_dataset_shape_and_settings_and_keep_pissa_apart():
     config = load(REPO / "config" / "paper.yaml")
     config["train"] = {**load(REPO / "config" / "config.yaml")["train"], **config["train"]}
     runs = build_plan(config).runs
-    cohorts = plan_cohorts(runs)
-    assert sorted(r.run_id for b in cohorts for r in b) == sorted(r.run_id for r in runs)
-    for cohort in cohorts:
-        assert len({cohort_key(run) for run in cohort}) == 1
-        assert len({(run.dataset, run.method, run.rank) for run in cohort}) == 1
-    pissa = [b for b in cohorts if b[0].init == "pissa"]
-    assert len(pissa) == 1 and all(run.init == "pissa" for run in pissa[0])
+    batches = plan_cohorts(runs)
+    assert sorted(r.run_id for b in batches for r in b) == sorted(r.run_id for r in runs)
+    for batch in batches:
+        assert len({cohort_key(run) for run in batch}) == 1
+        assert len({(run.dataset, run.method, run.rank) for run in batch}) == 1
+    pissa = [b for b in batches if b[0].init == "pissa"]
+    assert len(pissa) == len(config["task_seeds"]), "one PiSSA batch per task replicate"
+    assert all(run.init == "pissa" for batch in pissa for run in batch)
     assert len(plan_cohorts(runs, "single")) == len(runs)
     with pytest.raises(ValueError, match="unknown engine"):
         plan_cohorts(runs, "fast")

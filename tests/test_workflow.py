@@ -347,7 +347,8 @@ def test_report_findings_and_efficiency_come_from_the_summary_tables(tiny_run):
     found = pd.read_csv(tables / "findings.csv", keep_default_na=False)
     shown = _html_table(html, "<h2>Findings</h2>")
     assert [row[1] for row in shown] == list(found["verdict"])
-    assert [row[2] for row in shown] == list(found["evidence"])
+    assert [row[2] for row in shown] == list(found["search_budget"])
+    assert [row[3] for row in shown] == list(found["evidence"])
     assert [row[0] for row in shown] == list(found["claim"])
     assert list(report_verdicts(html)) == list(found["claim_id"])
     efficiency = pd.read_csv(tables / "efficiency.csv")
@@ -358,5 +359,7 @@ def test_report_findings_and_efficiency_come_from_the_summary_tables(tiny_run):
         assert _number(cells[3]) == row["trainable_params"]
         assert _number(cells[4]) == pytest.approx(row["trainable_pct"], abs=0.005)
         assert _number(cells[8]) == pytest.approx(row["final_val_loss"], rel=5e-4)
-        assert _number(cells[10]) == pytest.approx(row["loss_vs_full"], abs=5e-4)
-        assert int(cells[11]) == row["seeds"]
+        assert _number(cells[9]) == pytest.approx(row["final_test_loss"], rel=5e-4)
+        assert _number(cells[11]) == pytest.approx(row["test_loss_vs_full"], abs=5e-4)
+        assert int(cells[12]) == row["settings_searched"]
+        assert int(cells[13]) == row["n_replicates"] and int(cells[14]) == row["seeds"]

@@ -9,11 +9,17 @@ every range fixed here before any data is seen:
 - "LoRA vs Full Fine-tuning: An Illusion of Equivalence" (Shuttleworth et al. 2024): LoRA
   introduces intruder dimensions, full fine-tuning does not.
 
-Learning-rate optima come from the mean-over-seeds curve (``lr_optima.csv`` rows with an empty
-seed); one at the edge of the grid is only a bound, so it is left out of every check.
+A curve can test a learning-rate claim when the optimum of its mean-over-seeds curve
+(``lr_optima.csv`` rows with an empty seed) lies inside the grid; its verdict then comes from the
+95 % bootstrap interval over units (task replicates, else seeds; :func:`findings.unit_column`) of
+the per-unit optima, in log₁₀, each unit's optimum at the edge of the grid left out (it is only a
+bound).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -24,6 +30,7 @@ from lorasweep.analysis.findings import (
     NOT_REPRODUCED,
     NOT_TESTED,
     REPRODUCED,
+    Arms,
     Check,
     Finding,
     from_checks,
@@ -31,8 +38,9 @@ from lorasweep.analysis.findings import (
     per_unit,
     unit_column,
 )
+from lorasweep.analysis.intervals import Interval
 from lorasweep.analysis.intruders import TOP_K
-from lorasweep.analysis.learning_rate import CURVE_KEYS, OPTIMA_COLUMNS, ratio_spread
+from lorasweep.analysis.learning_rate import CURVE_KEYS, OPTIMA_COLUMNS
 from lorasweep.models import registry
 
 LR_RATIO_RANGE = (3.0, 30.0)
@@ -64,14 +72,45 @@ def _mean_curves(optima: pd.DataFrame | None) -> pd.DataFrame:
     return mean[~mean["at_edge"].astype(bool)]
 
 
+def _unit_optima(optima: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The per-unit rows of ``optima`` whose optimum the grid brackets, and the unit: task
+    replicates where there are several, else seeds."""
+    rows = optima[optima["seed"].notna() & ~optima["at_edge"].astype(bool)]
+    several = "task_seed" in optima and optima["task_seed"].dropna().nunique() >= 2
+    return rows, "task_seed" if several else "seed"
+
+
+def _log_check(dataset: str, text: str, logs: pd.Series, unit: str, arms: Arms, **decide):
+    """:func:`interval_check` on log₁₀ values (one per unit), its interval and threshold
+    reported back on the linear scale (a geometric mean with its interval)."""
+    replicates = len(logs) if unit == "task_seed" else 1
+    check = interval_check(dataset, text, logs, decide.pop("threshold", 0.0), unit=unit,
+                           show=lambda x: f"{10**x:.3g}×", arms=arms, replicates=replicates,
+                           **decide)  # fmt: skip
+    i = check.interval
+    linear = Interval(10**i.estimate, 10**i.low, 10**i.high, i.n)
+    return dataclasses.replace(check, interval=linear, threshold=10**check.threshold)
+
+
+def _lr_arms(rows: pd.DataFrame) -> Arms:
+    """The compared curves' numbers of learning rates tried (the whole search of each)."""
+    return Arms({_curve_arm(r): (int(r["lrs"]), int(r["lrs"])) for _, r in rows.iterrows()})
+
+
+def _curve_arm(row: pd.Series) -> str:
+    return f"{row['method']} r{int(row['rank'])}" if registry.is_adapter(row["method"]) else "full"
+
+
 def lr_ratio(optima: pd.DataFrame | None) -> Finding:
+    """One check per bracketed α/r LoRA curve: the geometric mean over units of its optimum over
+    full fine-tuning's on the same unit, inside :data:`LR_RATIO_RANGE`."""
     low, high = LR_RATIO_RANGE
     statement = (
         f"LoRA's optimal learning rate is {low:g}–{high:g}× full fine-tuning's (LoRA Without "
         "Regret, Fig. 2: about 10× under α/r)."
     )
     curves = _mean_curves(optima)
-    full = curves[registry.full_rows(curves["method"])].set_index("dataset")["optimal_lr"]
+    full = curves[registry.full_rows(curves["method"])].set_index("dataset")
     lora = curves[
         (registry.adapter_rows(curves["method"]))
         & (curves["scaling"] == registry.REFERENCE_SCALING.name)
@@ -83,21 +122,35 @@ def lr_ratio(optima: pd.DataFrame | None) -> Finding:
             "needs LoRA (α/r) and full fine-tuning swept over learning rates that bracket "
             "both optima",
         )  # fmt: skip
-    per_seed = optima[
-        optima["seed"].notna() & (optima["scaling"] == registry.REFERENCE_SCALING.name)
+    units, unit = _unit_optima(optima)
+    full_units = units[registry.full_rows(units["method"])].set_index(["dataset", unit])[
+        "optimal_lr"
     ]
-    parts, oks = [], []
-    for dataset, group in lora.groupby("dataset", sort=True):
-        oks.append(bool(group["ratio_to_full"].between(low, high).all()))
-        mean, smallest, largest = ratio_spread(
-            per_seed.loc[per_seed["dataset"] == dataset, "ratio_to_full"]
+    keys = [k for k in CURVE_KEYS if k in optima.columns]
+    checks = []
+    for _, curve in lora.sort_values(["dataset", "rank"]).iterrows():
+        dataset = curve["dataset"]
+        mine = units.merge(curve[keys].to_frame().T.astype(object), on=keys, how="inner")
+        mine = mine[[(dataset, u) in full_units.index for u in mine[unit]]]
+        if mine.empty:
+            continue
+        theirs = [full_units[(dataset, u)] for u in mine[unit]]
+        logs = pd.Series(np.log10(mine["optimal_lr"].to_numpy(float) / np.asarray(theirs, float)),
+                         index=mine[unit].to_numpy()).groupby(level=0).mean()  # fmt: skip
+        text = (
+            f"{dataset}, r = {int(curve['rank'])}, α = {curve['alpha']:g}: full FT's optimum "
+            f"{full.loc[dataset, 'optimal_lr']:.3g}, LoRA's {curve['optimal_lr']:.3g} "
+            f"(mean curves), LoRA/full {curve['ratio_to_full']:.3g}×; per unit the ratio's "
+            f"geometric mean is {10 ** logs.mean():.3g}×"
         )
-        parts.append(
-            f"{dataset}: full FT's optimum is {full[dataset]:.3g}; LoRA/full "
-            f"{_ranked(group, 'ratio_to_full', '{:.3g}×')}; over seeds and ranks the ratio's "
-            f"geometric mean is {mean:.3g}×, range {smallest:.3g}–{largest:.3g}×"
-        )
-    return Finding("lr_ratio", statement, _verdict(all(oks)), "; ".join(parts) + ".")
+        full_lrs = int(full.loc[[dataset], "lrs"].iloc[0])
+        arms = Arms({_curve_arm(curve): (int(curve["lrs"]),) * 2, "full": (full_lrs,) * 2})
+        checks.append(
+            _log_check(dataset, text, logs, unit, arms,
+                       holds_below=True, within=(math.log10(low), math.log10(high)))
+        )  # fmt: skip
+    return from_checks("lr_ratio", statement, checks, "no LoRA curve has a bracketed optimum "
+                       "on a unit where full fine-tuning's is bracketed too")  # fmt: skip
 
 
 def _ranked(group: pd.DataFrame, column: str, fmt: str) -> str:
@@ -106,24 +159,42 @@ def _ranked(group: pd.DataFrame, column: str, fmt: str) -> str:
     )
 
 
+GROUP_KEYS = [k for k in CURVE_KEYS if k not in ("method", "rank", "scaling")]
+"""What one across-rank group of curves holds fixed besides the method and the scaling rule."""
+
+
 def _rank_spreads(optima: pd.DataFrame | None, scaling: str) -> list[tuple[str, pd.DataFrame]]:
     """(dataset, curves) per group of ``scaling`` curves that differ only in rank, with at
     least two ranks ≥ :data:`MIN_RANK` whose optimum the grid brackets."""
     curves = _mean_curves(optima)
     lora = curves[(registry.adapter_rows(curves["method"])) & (curves["scaling"] == scaling)]
     lora = lora[lora["rank"] >= MIN_RANK]
-    keys = ["dataset", *(k for k in CURVE_KEYS if k not in ("dataset", "method", "rank",
-                                                            "scaling"))]  # fmt: skip
     return [
         (key[0], group.sort_values("rank"))
-        for key, group in lora.groupby(keys, dropna=False, sort=True)
+        for key, group in lora.groupby(GROUP_KEYS, dropna=False, sort=True)
         if group["rank"].nunique() >= 2
     ]
 
 
-def _rank_finding(claim: str, statement: str, optima, scaling: str, holds) -> Finding:
-    """The verdict of a claim about how the optimum spreads across ranks ≥ :data:`MIN_RANK`
-    under ``scaling``: ``holds(spread)`` on every group that can test it."""
+def _unit_spreads(optima: pd.DataFrame, group: pd.DataFrame) -> tuple[pd.Series, str]:
+    """log₁₀ of largest over smallest bracketed optimum across the group's ranks, per unit
+    with at least two such ranks."""
+    units, unit = _unit_optima(optima)
+    first = group.iloc[0]
+    mine = units[(registry.adapter_rows(units["method"])) & (units["scaling"] == first["scaling"])]
+    mine = mine[mine["rank"].isin(group["rank"])]
+    for key in GROUP_KEYS:
+        mine = mine[mine[key].isna()] if pd.isna(first[key]) else mine[mine[key] == first[key]]
+    logs = np.log10(mine["optimal_lr"].astype(float))
+    per_rank = logs.groupby([mine[unit], mine["rank"]]).mean()
+    per_unit = per_rank.groupby(level=0).agg(["max", "min", "size"])
+    per_unit = per_unit[per_unit["size"] >= 2]
+    return per_unit["max"] - per_unit["min"], unit
+
+
+def _rank_finding(claim: str, statement: str, optima, scaling: str, holds_below: bool) -> Finding:
+    """The verdict of a claim that the optimum's spread across ranks ≥ :data:`MIN_RANK` under
+    ``scaling`` is below :data:`RANK_SPREAD` (``holds_below``) or at least it, per group."""
     groups = _rank_spreads(optima, scaling)
     if not groups:
         return Finding(
@@ -131,14 +202,23 @@ def _rank_finding(claim: str, statement: str, optima, scaling: str, holds) -> Fi
             f"needs two ranks ≥ {MIN_RANK} under {registry.scaling_label(scaling)} with bracketed "
             "learning-rate optima",
         )  # fmt: skip
-    parts, oks = [], []
+    checks = []
     for dataset, group in groups:
         spread = float(group["optimal_lr"].max() / group["optimal_lr"].min())
-        oks.append(holds(spread))
+        logs, unit = _unit_spreads(optima, group)
+        if logs.empty:
+            continue
         optimum = _ranked(group, "optimal_lr", "{:.3g}")
         alpha = group["alpha"].iloc[0]
-        parts.append(f"{dataset}, α = {alpha:g}: optimum {optimum}, a {spread:.2f}× spread")
-    return Finding(claim, statement, _verdict(all(oks)), "; ".join(parts) + ".")
+        text = (
+            f"{dataset}, α = {alpha:g}: optimum {optimum} (mean curves), a {spread:.2f}× spread; "
+            f"per unit the spread's geometric mean is {10 ** logs.mean():.2f}×"
+        )
+        checks.append(
+            _log_check(dataset, text, logs, unit, _lr_arms(group),
+                       threshold=math.log10(RANK_SPREAD), holds_below=holds_below)
+        )  # fmt: skip
+    return from_checks(claim, statement, checks, "no unit has two ranks with bracketed optima")
 
 
 def lr_rank_free_under_standard(optima: pd.DataFrame | None) -> Finding:
@@ -146,9 +226,7 @@ def lr_rank_free_under_standard(optima: pd.DataFrame | None) -> Finding:
         f"Under α/r, LoRA's optimal learning rate varies less than {RANK_SPREAD:g}× across ranks "
         f"≥ {MIN_RANK} (LoRA Without Regret)."
     )
-    return _rank_finding(
-        "lr_rank_standard", statement, optima, "standard", lambda s: s < RANK_SPREAD
-    )
+    return _rank_finding("lr_rank_standard", statement, optima, "standard", holds_below=True)
 
 
 def lr_drifts_under_rslora(optima: pd.DataFrame | None) -> Finding:
@@ -156,7 +234,7 @@ def lr_drifts_under_rslora(optima: pd.DataFrame | None) -> Finding:
         f"Under α/√r, LoRA's optimal learning rate drifts with rank (at least {RANK_SPREAD:g}× "
         f"across ranks ≥ {MIN_RANK})."
     )
-    return _rank_finding("lr_rank_rslora", statement, optima, "rslora", lambda s: s >= RANK_SPREAD)
+    return _rank_finding("lr_rank_rslora", statement, optima, "rslora", holds_below=False)
 
 
 def forgets_less(matched: pd.DataFrame | None) -> Finding:

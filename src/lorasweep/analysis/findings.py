@@ -6,6 +6,14 @@ of each claim's statement, fixed here before any data are seen. Where the claim 
 quantity measured per run, the verdict comes from its 95 % bootstrap interval over independent
 units (:mod:`lorasweep.analysis.intervals`): task replicates where the config has several, else
 the seeds of one task; the interval straddling the threshold is inconclusive.
+
+Every arm (rank, method, scaling rule, target set) is judged at its own best settings, learning
+rate included, chosen on the validation loss; the quality claims are then judged on the test
+loss of those runs. Each check names every arm's search budget (settings tried). Where an arm
+was trained at one learning rate only, its evidence says so (:data:`UNTUNED`) and no winner is
+claimed: a comparison between arms is inconclusive, and a comparison against a fixed level (σ²)
+keeps a reproduced verdict (the untuned arm met the level anyway) but turns not reproduced into
+inconclusive (tuning might have met it).
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from lorasweep.analysis.intervals import (
     Interval,
     bootstrap_mean,
     decide,
+    decide_within,
+    nearest_bound,
 )
 from lorasweep.models import registry
 
@@ -31,6 +41,9 @@ NOT_TESTED = "not tested by this config"
 SMALL_R_TOLERANCE = 0.05
 PLATEAU_TOLERANCE = 0.05
 SUBSPACE_THRESHOLD = 0.5
+UNTUNED = "one learning rate, not tuned"
+STANDARD, RSLORA = registry.scaling("standard").name, registry.scaling("rslora").name
+"""The two scaling rules the rsLoRA claim compares."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,9 @@ class Check:
     verdict: str
     interval: Interval | None = None
     threshold: float | None = None
+    n_replicates: int | None = None
+    budget: str = ""
+    """Each compared arm's number of settings searched, ``lora r4: 6; full: 2``."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,48 @@ def per_unit(frame: pd.DataFrame, value: str, unit: str) -> pd.Series:
     return frame.groupby(unit, sort=True)[value].mean()
 
 
+@dataclass(frozen=True)
+class Arms:
+    """The arms one check compares: each arm's settings searched and learning rates among them
+    (``{"lora r4": (6, 3)}``), and whether the check compares them with each other (else with a
+    fixed level)."""
+
+    searched: dict
+    comparison: bool = True
+
+    @property
+    def budget(self) -> str:
+        return "; ".join(f"{arm}: {n}" for arm, (n, _) in self.searched.items())
+
+    @property
+    def untuned(self) -> list[str]:
+        return [arm for arm, (_, lrs) in self.searched.items() if lrs < 2]
+
+    def cap(self, verdict: str) -> str:
+        """The verdict once an untuned arm is accounted for (module docstring)."""
+        if not self.untuned or verdict == INCONCLUSIVE:
+            return verdict
+        if self.comparison or verdict == NOT_REPRODUCED:
+            return INCONCLUSIVE
+        return verdict
+
+    def note(self) -> str:
+        if not self.untuned:
+            return ""
+        tail = ", so no winner is claimed" if self.comparison else ""
+        return f"; {', '.join(self.untuned)}: {UNTUNED}{tail}"
+
+
+def arm_budget(row: pd.Series) -> tuple[int, int]:
+    """(settings searched, learning rates searched) of a :func:`statistics.best_lora_settings`
+    or :func:`statistics.best_full` row."""
+    return int(row["settings_searched"]), int(row["lrs_searched"])
+
+
+def n_replicates(frame: pd.DataFrame) -> int:
+    return max(int(frame["task_seed"].nunique()), 1) if "task_seed" in frame else 1
+
+
 def interval_check(
     dataset: str,
     text: str,
@@ -83,9 +141,14 @@ def interval_check(
     holds_below: bool,
     unit: str,
     show=lambda x: f"{x:.4g}",
+    arms: Arms | None = None,
+    replicates: int | None = None,
+    within: tuple[float, float] | None = None,
 ) -> Check:
     """A check whose verdict is :func:`~lorasweep.analysis.intervals.decide` on the bootstrap
-    interval of ``values`` (one per unit); ``show`` formats the interval's ends."""
+    interval of ``values`` (one per unit), or :func:`~lorasweep.analysis.intervals.decide_within`
+    the range ``within``; ``show`` formats the interval's ends; ``arms`` (the compared arms'
+    search budgets) may cap the verdict at inconclusive."""
     interval = bootstrap_mean(values.to_numpy())
     words = _unit_words(unit, interval.n)
     span = (
@@ -93,8 +156,17 @@ def interval_check(
         if interval.n > 1
         else f"one {words.split(' ', 1)[1].rstrip('(s)')} only, no interval"
     )
-    verdict = decide(interval, threshold, holds_below)
-    return Check(dataset, f"{text} [{span}]", verdict, interval, threshold)
+    if within is not None:
+        verdict = decide_within(interval, *within)
+        threshold = nearest_bound(interval.estimate, *within)
+    else:
+        verdict = decide(interval, threshold, holds_below)
+    note, budget = "", ""
+    if arms is not None:
+        verdict, note, budget = arms.cap(verdict), arms.note(), arms.budget
+        span += f"; settings searched: {budget}"
+    return Check(dataset, f"{text} [{span}]{note}", verdict, interval, threshold, replicates,
+                 budget)  # fmt: skip
 
 
 def combine(verdicts: list[str]) -> str:
@@ -134,7 +206,7 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
     )
     best = statistics.best_lowrank_lora(runs)
     lora = statistics.completed_lora(runs)
-    unit = unit_column(lora)
+    unit, value = unit_column(lora), statistics.reported_column(lora)
     checks = []
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k, floor = int(group["task_rank"].iloc[0]), float(group["noise_floor"].iloc[0])
@@ -143,14 +215,18 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
             continue
         row = at_or_above.sort_values("rank").iloc[0]
         chosen = statistics.select_runs(lora, row.to_frame().T, _setting_keys(lora))
-        excess = per_unit(chosen, "final_val_loss", unit) / floor - 1
+        excess = per_unit(chosen, value, unit) / floor - 1
+        mean, sd = _reported(row, value)
         text = (
-            f"{dataset}: at r = {row['rank']} (task rank {k}) the final validation MSE is "
-            f"{row['mean']:.4g} ± {row['std']:.2g}, {_pct(excess.mean())} from σ² = {floor:.4g}"
+            f"{dataset}: at r = {row['rank']} (task rank {k}; settings chosen on validation) "
+            f"the final {statistics.split_name(value)} MSE is {mean:.4g} ± {sd:.2g}, "
+            f"{_pct(excess.mean())} from σ² = {floor:.4g}"
         )
+        arms = Arms({f"lora r{row['rank']}": arm_budget(row)}, comparison=False)
         checks.append(
-            interval_check(dataset, text, excess, SMALL_R_TOLERANCE, True, unit, show=_pct)
-        )
+            interval_check(dataset, text, excess, SMALL_R_TOLERANCE, True, unit, show=_pct,
+                           arms=arms, replicates=n_replicates(chosen))
+        )  # fmt: skip
     return from_checks(
         "small_r",
         statement,
@@ -163,6 +239,13 @@ def _setting_keys(lora: pd.DataFrame) -> list[str]:
     return ["dataset", "rank", *statistics.settings_in(lora)]
 
 
+def _reported(row: pd.Series, value: str) -> tuple[float, float]:
+    """Mean and sd of a best-settings row on the reported split."""
+    if value == statistics.REPORT:
+        return float(row["test_mean"]), float(row["test_std"])
+    return float(row["mean"]), float(row["std"])
+
+
 def large_rank_wasted(runs: pd.DataFrame) -> Finding:
     statement = (
         "Large r is wasted: the loss stops improving past the task rank (no rank above it "
@@ -170,7 +253,7 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
     )
     best = statistics.best_lowrank_lora(runs)
     lora = statistics.completed_lora(runs)
-    unit = unit_column(lora)
+    unit, value = unit_column(lora), statistics.reported_column(lora)
     checks = []
     for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
         k = int(group["task_rank"].iloc[0])
@@ -181,30 +264,37 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
         beyond = at_or_above.iloc[1:]
         top = beyond.loc[beyond["mean"].idxmin()]
         keys = _setting_keys(lora)
-        knee_units = per_unit(
-            statistics.select_runs(lora, knee.to_frame().T, keys), "final_val_loss", unit
-        )
-        top_units = per_unit(
-            statistics.select_runs(lora, top.to_frame().T, keys), "final_val_loss", unit
-        )
-        gain = (1 - top_units / knee_units).dropna()
+        knee_runs = statistics.select_runs(lora, knee.to_frame().T, keys)
+        top_runs = statistics.select_runs(lora, top.to_frame().T, keys)
+        gain = (1 - per_unit(top_runs, value, unit) / per_unit(knee_runs, value, unit)).dropna()
+        knee_loss, top_loss = _reported(knee, value)[0], _reported(top, value)[0]
         below = group[group["rank"] < k]
         drop = ""
         if not below.empty:
             low = below.sort_values("rank").iloc[0]
-            drop = f", after falling {low['mean'] / knee['mean']:.1f}× from r = {low['rank']}"
+            drop = (
+                f", after falling {_reported(low, value)[0] / knee_loss:.1f}× from "
+                f"r = {low['rank']}"
+            )
         text = (
-            f"{dataset}: from r = {knee['rank']} ({knee['mean']:.4g}) to the best larger rank "
-            f"r = {top['rank']} ({top['mean']:.4g}) the loss improves by "
-            f"{100 * (1 - top['mean'] / knee['mean']):.1f} %{drop}"
+            f"{dataset}: from r = {knee['rank']} ({knee_loss:.4g}) to the best larger rank on "
+            f"validation, r = {top['rank']} ({top_loss:.4g}), the final "
+            f"{statistics.split_name(value)} MSE improves by "
+            f"{100 * (1 - top_loss / knee_loss):.1f} %{drop}"
         )
-        checks.append(interval_check(dataset, text, gain, PLATEAU_TOLERANCE, True, unit, show=_pct))
+        arms = Arms({f"lora r{knee['rank']}": arm_budget(knee),
+                     f"lora r{top['rank']}": arm_budget(top)})  # fmt: skip
+        checks.append(
+            interval_check(dataset, text, gain, PLATEAU_TOLERANCE, True, unit, show=_pct,
+                           arms=arms, replicates=n_replicates(knee_runs))
+        )  # fmt: skip
     return from_checks("large_r", statement, checks, "needs two ranks at or above a task rank")
 
 
 def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     """Learning speed is the mean of log₁₀ validation loss over epochs 1…E (lower is faster);
-    α/√r vs α/r is compared at the largest rank for every shared (α, init, lr, λ)."""
+    α/√r vs α/r is compared at the largest rank for every shared (α, init, λ), each rule at its
+    own best learning rate there (lowest mean final validation loss), paired per unit."""
     statement = "rsLoRA: α/√r makes large ranks learn faster than α/r (Kalajdzievski 2023)."
     lora = statistics.completed_lora(runs)
     lora = lora[lora["scaling"].isin(["standard", "rslora"])]
@@ -213,32 +303,48 @@ def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     curve = epochs[epochs["epoch"] >= 1].assign(log_loss=lambda e: np.log10(e["val_loss"]))
     speed = curve.groupby("run_id")["log_loss"].mean().rename("speed")
     lora = lora.join(speed, on="run_id")
-    keys = ["dataset", *(k for k in statistics.settings_in(lora) if k != "scaling")]
+    keys = ["dataset", *(k for k in statistics.settings_in(lora) if k not in ("scaling", "lr"))]
     unit = unit_column(lora)
     checks = []
     for dataset, group in lora.groupby("dataset", sort=True):
         top = group["rank"].max()
         at_top = group[group["rank"] == top]
+        by_lr = (
+            at_top.groupby([*keys, "scaling", "lr"], dropna=False)[statistics.SELECT]
+            .mean()
+            .reset_index()
+        )
+        best_lr = by_lr.loc[by_lr.groupby([*keys, "scaling"], dropna=False)[statistics.SELECT]
+                            .idxmin()]  # fmt: skip
+        chosen = at_top.merge(best_lr[[*keys, "scaling", "lr"]], on=[*keys, "scaling", "lr"])
         table = (
-            at_top.groupby([*keys, unit, "scaling"], dropna=False)["speed"]
+            chosen.groupby([*keys, unit, "scaling"], dropna=False)["speed"]
             .mean()
             .unstack("scaling")
             .dropna()
         )
-        if table.empty:
+        if table.empty or not {STANDARD, RSLORA} <= set(table.columns):
             continue
         difference = (table["rslora"] - table["standard"]).groupby(unit).mean()
         settings = table.groupby(keys, dropna=False).mean()
         faster = settings["rslora"] < settings["standard"]
         text = (
-            f"{dataset}, r = {top}: α/√r is faster in {int(faster.sum())} of {len(settings)} "
-            f"settings (mean log₁₀ val MSE over epochs {settings['rslora'].mean():.3f} vs "
-            f"{settings['standard'].mean():.3f} under α/r; difference "
-            f"{difference.mean():+.3f})"
+            f"{dataset}, r = {top}, each rule at its own best learning rate: α/√r is faster in "
+            f"{int(faster.sum())} of {len(settings)} settings (mean log₁₀ validation MSE over "
+            f"epochs {settings['rslora'].mean():.3f} vs {settings['standard'].mean():.3f} "
+            f"under α/r; difference {difference.mean():+.3f})"
         )
+        searched = {
+            f"{registry.scaling_label(rule)} r{top}": (
+                len(by_lr[by_lr["scaling"] == rule]),
+                int(at_top.loc[at_top["scaling"] == rule, "lr"].nunique()),
+            )
+            for rule in ("standard", "rslora")
+        }
         checks.append(
-            interval_check(dataset, text, difference, 0.0, True, unit, show="{:+.3f}".format)
-        )
+            interval_check(dataset, text, difference, 0.0, True, unit, show="{:+.3f}".format,
+                           arms=Arms(searched), replicates=n_replicates(chosen))
+        )  # fmt: skip
     return from_checks("rslora", statement, checks, "no shared settings under both rules")
 
 
@@ -265,8 +371,9 @@ def subspaces_overlap(pairs: pd.DataFrame | None) -> Finding:
 
 
 def efficiency(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> Finding:
-    """Judged at the lowest rank whose mean loss is within ``tolerance`` of full fine-tuning's
-    (or, without one, the rank with the lowest loss), on the loss ratio paired per unit."""
+    """Judged at the lowest rank whose mean validation loss is within ``tolerance`` of full
+    fine-tuning's (or, without one, the rank with the lowest validation loss), on the test-loss
+    ratio paired per unit, each method at its own best settings."""
     statement = (
         f"Efficiency: LoRA matches full fine-tuning's loss (within {tolerance:.0%}) with far "
         "fewer trainable parameters and less optimizer state."
@@ -275,7 +382,9 @@ def efficiency(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> Fin
         return Finding(
             "efficiency", statement, NOT_TESTED, "no full fine-tuning run completed (or none ran)"
         )
-    unit = unit_column(runs)
+    unit, value = unit_column(runs), statistics.reported_column(runs)
+    shown = statistics.reported_loss_column(table)
+    split = statistics.split_name(value)
     lora_runs = statistics.best_lora_runs(runs, ["dataset", "rank"])
     full_runs = statistics.best_full_runs(runs)
     checks = []
@@ -289,24 +398,29 @@ def efficiency(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> Fin
         row = hit if hit is not None else lora.loc[lora["final_val_loss"].idxmin()]
         mine = lora_runs[(lora_runs["dataset"] == dataset) & (lora_runs["rank"] == row["rank"])]
         theirs = full_runs[full_runs["dataset"] == dataset]
-        ratio = (
-            per_unit(mine, "final_val_loss", unit) / per_unit(theirs, "final_val_loss", unit) - 1
-        ).dropna()
+        ratio = (per_unit(mine, value, unit) / per_unit(theirs, value, unit) - 1).dropna()
         if hit is None:
             text = (
-                f"{dataset}: no rank comes within {tolerance:.0%} of {ref['final_val_loss']:.4g} "
-                f"on average (best: r = {row['rank']} at {row['final_val_loss']:.4g})"
+                f"{dataset}: on validation no rank comes within {tolerance:.0%} of full FT's "
+                f"{ref['final_val_loss']:.4g} on average (best: r = {row['rank']} at "
+                f"{row['final_val_loss']:.4g}); final {split} MSE {row[shown]:.4g} against "
+                f"{ref[shown]:.4g}"
             )
         else:
             text = (
-                f"{dataset}: r = {hit['rank']} reaches {hit['final_val_loss']:.4g} against "
-                f"{ref['final_val_loss']:.4g} with {1 / hit['params_vs_full']:.1f}× fewer "
+                f"{dataset}: r = {hit['rank']}, the lowest rank within {tolerance:.0%} on "
+                f"validation, reaches a final {split} MSE of {hit[shown]:.4g} against "
+                f"{ref[shown]:.4g} with {1 / hit['params_vs_full']:.1f}× fewer "
                 f"trainable parameters ({hit['trainable_params']:,} vs "
                 f"{ref['trainable_params']:,}) and {1 / hit['state_vs_full']:.1f}× less "
                 "optimizer state"
             )
-        text += f"; loss over full FT's {_pct(ratio.mean())}"
-        checks.append(interval_check(dataset, text, ratio, tolerance, True, unit, show=_pct))
+        text += f"; {split} loss over full FT's {_pct(ratio.mean())}"
+        arms = Arms({statistics.arm_name(r): arm_budget(r) for r in (row, ref)})
+        checks.append(
+            interval_check(dataset, text, ratio, tolerance, True, unit, show=_pct, arms=arms,
+                           replicates=n_replicates(mine))
+        )  # fmt: skip
     return from_checks("efficiency", statement, checks, "no dataset has both methods")
 
 

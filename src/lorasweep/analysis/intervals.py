@@ -69,3 +69,20 @@ def decide(interval: Interval, threshold: float, holds_below: bool = True) -> st
     if low > bound:
         return NOT_REPRODUCED
     return INCONCLUSIVE
+
+
+def decide_within(interval: Interval, low: float, high: float) -> str:
+    """The verdict on a claim that the quantity lies in [``low``, ``high``]: reproduced when the
+    whole interval lies inside, not reproduced when it lies wholly outside, else inconclusive."""
+    if interval.n < 2:
+        return INCONCLUSIVE
+    if low <= interval.low and interval.high <= high:
+        return REPRODUCED
+    if interval.high < low or interval.low > high:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def nearest_bound(estimate: float, low: float, high: float) -> float:
+    """Of a range's two ends, the one nearer ``estimate`` (the threshold a range claim reports)."""
+    return low if abs(estimate - low) <= abs(estimate - high) else high

@@ -95,48 +95,59 @@ def optimal_learning_rate(lrs: Sequence[float], losses: Sequence[float]) -> tupl
 CURVE_KEYS = ["dataset", "method", "rank", *(s for s in LORA_SETTINGS if s not in ("lr", "method"))]
 """What tells one loss-against-learning-rate curve from another: every setting but lr and seed
 (full fine-tuning has one curve per dataset; its LoRA columns are empty)."""
-OPTIMA_COLUMNS = [*CURVE_KEYS, "seed", "lrs", "optimal_lr", "at_edge", "min_loss",
+OPTIMA_COLUMNS = [*CURVE_KEYS, "task_seed", "seed", "lrs", "optimal_lr", "at_edge", "min_loss",
                   "ratio_to_full"]  # fmt: skip
 
 
 def lr_optima(runs: pd.DataFrame) -> pd.DataFrame:
     """Each curve's optimal learning rate (:func:`optimal_learning_rate` of its final validation
-    loss), once per seed and once for the mean over seeds (``seed`` empty), for every curve
-    swept over at least two learning rates.
+    loss), once per task replicate and seed and once for the mean over all of them (``seed``
+    and ``task_seed`` empty), for every curve swept over at least two learning rates.
 
     A diverged run counts as an infinite loss; the mean curve is infinite at a learning rate
-    where any seed diverged. ``ratio_to_full`` is a LoRA curve's optimum over full fine-tuning's
-    on the same dataset and seed (or both mean curves): LoRA Without Regret's ratio.
+    where any run diverged. ``ratio_to_full`` is a LoRA curve's optimum over full fine-tuning's
+    on the same dataset, task replicate and seed (or both mean curves): LoRA Without Regret's
+    ratio.
     """
+    task_seed = runs["task_seed"].fillna(0) if "task_seed" in runs else 0
+    runs = runs.assign(task_seed=task_seed)
     losses = runs.assign(loss=runs["final_val_loss"].where(runs["status"] == "ok"))
     keys = [k for k in CURVE_KEYS if k in runs.columns]
     rows = []
     for key, curve in losses.groupby(keys, dropna=False, sort=True):
         if curve["lr"].nunique() < 2:
             continue
-        by_lr = curve.set_index(["lr", "seed"])["loss"].unstack("seed").sort_index()
+        by_lr = (
+            curve.set_index(["lr", "task_seed", "seed"])["loss"]
+            .unstack(["task_seed", "seed"])
+            .sort_index()
+        )
         curve_key = dict(zip(keys, key, strict=True))
-        rows.append(_optimum_row(curve_key, pd.NA, by_lr.mean(axis=1, skipna=False)))
-        for seed in by_lr.columns:
-            rows.append(_optimum_row(curve_key, seed, by_lr[seed]))
+        rows.append(_optimum_row(curve_key, pd.NA, pd.NA, by_lr.mean(axis=1, skipna=False)))
+        for task_seed, seed in by_lr.columns:
+            rows.append(_optimum_row(curve_key, task_seed, seed, by_lr[(task_seed, seed)]))
     table = pd.DataFrame(rows).reindex(columns=OPTIMA_COLUMNS[:-1])
-    table["seed"] = pd.array(table["seed"], dtype="Int64")
-    table["rank"] = pd.array(table["rank"], dtype="Int64")
-    full = table[registry.full_rows(table["method"])].set_index(["dataset", "seed"])["optimal_lr"]
-    reference = [full.get((d, s), math.nan) for d, s in zip(table["dataset"], table["seed"],
-                                                            strict=True)]  # fmt: skip
+    for column in ("task_seed", "seed", "rank"):
+        table[column] = pd.array(table[column], dtype="Int64")
+    full = table[registry.full_rows(table["method"])].set_index(["dataset", "task_seed", "seed"])
+    full = full["optimal_lr"]
+    reference = [
+        full.get((d, t, s), math.nan)
+        for d, t, s in zip(table["dataset"], table["task_seed"], table["seed"], strict=True)
+    ]
     table["ratio_to_full"] = (table["optimal_lr"] / reference).where(
         registry.adapter_rows(table["method"])
     )
     return table.reindex(columns=OPTIMA_COLUMNS)
 
 
-def _optimum_row(curve_key: dict, seed, losses: pd.Series) -> dict:
+def _optimum_row(curve_key: dict, task_seed, seed, losses: pd.Series) -> dict:
     """One row of :func:`lr_optima`: the curve ``losses`` (indexed by lr) and its optimum."""
     lr, at_edge = optimal_learning_rate(losses.index, losses.fillna(math.inf).to_numpy())
     finite = losses[np.isfinite(losses)]
     return {
         **curve_key,
+        "task_seed": task_seed,
         "seed": seed,
         "lrs": len(losses),
         "optimal_lr": lr,

@@ -1,6 +1,8 @@
 """Summaries of the run tables: seed statistics, best settings per rank, efficiency vs full FT.
 
-Diverged runs are left out of every mean; :func:`diverged` lists them for the report.
+Settings are selected on the validation split (:data:`SELECT`) and reported on the held-out
+test split (:data:`REPORT`), so the arm with more settings tried gains nothing from selection in
+the reported number. Diverged runs are left out of every mean; :func:`diverged` lists them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,22 @@ LORA_SETTINGS = ("alpha", "scaling", "init", "lr", "lr_ratio", "dropout", "bias"
 """The adapter settings that tell runs apart besides rank and seed (``targets``: which modules
 of a deep model, empty for the single-layer kinds; ``method``: LoRA, DoRA, …, so that runs of
 two methods are never averaged as seeds of one setting)."""
+
+
+SELECT = "final_val_loss"
+"""The loss every best setting is chosen on."""
+REPORT = "final_test_loss"
+"""The loss a chosen setting is reported and judged on, where the runs have a test split."""
+
+
+def reported_column(runs: pd.DataFrame) -> str:
+    """:data:`REPORT` where ``runs`` has test losses, else :data:`SELECT` (a table from before
+    the test split)."""
+    return REPORT if REPORT in runs and runs[REPORT].notna().any() else SELECT
+
+
+def split_name(column: str) -> str:
+    return "test" if column == REPORT else "validation"
 
 
 def _unique(keys: list[str]) -> list[str]:
@@ -46,15 +64,47 @@ def seed_stats(runs: pd.DataFrame, by: list[str], value: str = "final_val_loss")
     return stats
 
 
+def _best_of(runs: pd.DataFrame, by: list[str], settings: list[str]) -> pd.DataFrame:
+    """Per group in ``by``, the ``settings`` with the lowest mean :data:`SELECT` loss: its
+    ``mean``, ``std`` and ``count`` (runs), the reported loss's ``test_mean`` and ``test_std``,
+    ``n_replicates`` (task seeds), and the group's search budget: ``settings_searched`` (setting
+    combinations tried) and ``lrs_searched`` (learning rates among them)."""
+    keys = _unique([*by, *settings])
+    stats = seed_stats(runs, keys)
+    if stats.empty:
+        return stats.assign(test_mean=[], test_std=[], n_replicates=[], settings_searched=[],
+                            lrs_searched=[])  # fmt: skip
+    reported = seed_stats(runs, keys, reported_column(runs))
+    stats = stats.merge(
+        reported[[*keys, "mean", "std"]].rename(columns={"mean": "test_mean", "std": "test_std"}),
+        on=keys,
+        how="left",
+    )
+    if reported_column(runs) != REPORT:
+        stats[["test_mean", "test_std"]] = float("nan")
+    replicates = (
+        completed(runs).groupby(keys, dropna=False)["task_seed"].nunique()
+        if "task_seed" in runs
+        else None
+    )
+    stats["n_replicates"] = (
+        stats.join(replicates.rename("n"), on=keys)["n"].clip(lower=1).to_numpy()
+        if replicates is not None
+        else 1
+    )
+    grouped = stats.groupby(_unique(by), dropna=False)
+    stats["settings_searched"] = grouped["mean"].transform("size")
+    stats["lrs_searched"] = grouped["lr"].transform("nunique") if "lr" in stats else 1
+    best = stats.loc[grouped["mean"].idxmin()]
+    return best.sort_values(_unique(by)).reset_index(drop=True)
+
+
 def best_lora_settings(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """For each group in ``by`` (for example dataset and rank), the LoRA settings with the lowest
-    mean final validation loss across seeds, with that mean, sd and seed count."""
+    mean final validation loss across seeds (:func:`_best_of`: with that mean, sd and count, the
+    test loss at those settings and the group's search budget)."""
     lora = runs[registry.adapter_rows(runs["method"])]
-    stats = seed_stats(lora, [*by, *settings_in(lora)])
-    if stats.empty:
-        return stats
-    best = stats.loc[stats.groupby(by, dropna=False)["mean"].idxmin()]
-    return best.sort_values(by).reset_index(drop=True)
+    return _best_of(lora, by, settings_in(lora))
 
 
 def reference_slice(lora: pd.DataFrame, vary: list[str]) -> pd.DataFrame:
@@ -83,11 +133,9 @@ def where_varies(frame: pd.DataFrame, by: list[str], axis: str) -> pd.DataFrame:
 
 
 def best_full(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset, the full fine-tuning learning rate with the lowest mean final val loss."""
-    stats = seed_stats(runs[registry.full_rows(runs["method"])], ["dataset", "lr"])
-    if stats.empty:
-        return stats
-    return stats.loc[stats.groupby("dataset")["mean"].idxmin()].reset_index(drop=True)
+    """Per dataset, the full fine-tuning learning rate with the lowest mean final val loss
+    (columns as :func:`_best_of`)."""
+    return _best_of(runs[registry.full_rows(runs["method"])], ["dataset"], ["lr"])
 
 
 def select_runs(runs: pd.DataFrame, settings: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -124,33 +172,46 @@ def best_lowrank_lora(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def efficiency_table(runs: pd.DataFrame, timings: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per dataset and method/rank: counts, training-state bytes, seconds per epoch and
-    final validation loss (mean ± sd over seeds) at the best settings, plus ratios to full FT."""
+    """One row per dataset and method/rank: counts, training-state bytes, seconds per epoch, the
+    final validation loss the settings were chosen on and the final test loss they are reported
+    on (mean ± sd over runs), the arm's search budget, plus ratios to full FT."""
     runs = runs.merge(timings, on="run_id", how="left") if timings is not None else runs
+    budgets = {
+        "lora": best_lora_settings(runs, ["dataset", "rank"]).set_index(["dataset", "rank"]),
+        "full": best_full(runs).set_index("dataset"),
+    }
     chosen = [
         ("lora", ["dataset", "rank"], best_lora_runs(runs, ["dataset", "rank"])),
         ("full", ["dataset"], best_full_runs(runs)),
     ]
     rows = [
-        _efficiency_row(group, method)
+        _efficiency_row(group, method, budgets[method].loc[key])
         for method, keys, frame in chosen
-        for _, group in frame.groupby(keys, sort=True)
+        for key, group in frame.groupby(keys if len(keys) > 1 else keys[0], sort=True)
     ]
-    table = pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS[:-3])
+    table = pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS[:-4])
     return _with_ratios_to_full(table).reindex(columns=EFFICIENCY_COLUMNS)
 
 
 EFFICIENCY_COLUMNS = [
     "dataset", "method", "rank", "settings", "trainable_params", "total_params", "trainable_pct",
     "train_state_bytes", "adapter_bytes", "epoch_seconds", "final_val_loss", "final_val_loss_sd",
-    "seeds", "optimal_val_loss", "params_vs_full", "state_vs_full", "loss_vs_full",
+    "final_test_loss", "final_test_loss_sd", "seeds", "n_replicates", "settings_searched",
+    "lrs_searched", "optimal_val_loss", "params_vs_full", "state_vs_full", "val_loss_vs_full",
+    "test_loss_vs_full",
 ]  # fmt: skip
 """The columns of :func:`efficiency_table` (``tables/efficiency.csv``), also when it is empty."""
 
 
-def _efficiency_row(group: pd.DataFrame, method: str) -> dict:
-    """The efficiency row of the seeds of one method/rank at its best settings."""
+def _sd(values: pd.Series) -> float:
+    return values.std(ddof=1) if values.notna().sum() > 1 else 0.0
+
+
+def _efficiency_row(group: pd.DataFrame, method: str, best: pd.Series) -> dict:
+    """The efficiency row of the runs of one method/rank at its best settings; ``best`` is its
+    :func:`_best_of` row (the search budget)."""
     first = group.iloc[0]
+    test = group[REPORT] if REPORT in group else pd.Series(dtype=float)
     return {
         "dataset": first["dataset"],
         "method": method,
@@ -164,20 +225,26 @@ def _efficiency_row(group: pd.DataFrame, method: str) -> dict:
         "epoch_seconds": group["mean_epoch_seconds"].mean()
         if "mean_epoch_seconds" in group
         else float("nan"),
-        "final_val_loss": group["final_val_loss"].mean(),
-        "final_val_loss_sd": group["final_val_loss"].std(ddof=1) if len(group) > 1 else 0.0,
+        "final_val_loss": group[SELECT].mean(),
+        "final_val_loss_sd": _sd(group[SELECT]),
+        "final_test_loss": test.mean() if test.notna().any() else float("nan"),
+        "final_test_loss_sd": _sd(test) if test.notna().any() else float("nan"),
         "seeds": len(group),
+        "n_replicates": int(best["n_replicates"]),
+        "settings_searched": int(best["settings_searched"]),
+        "lrs_searched": int(best["lrs_searched"]),
         "optimal_val_loss": first["optimal_val_loss"],
     }
 
 
 def _with_ratios_to_full(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with parameters, training state and final loss as ratios to full FT's."""
+    """``table`` with parameters, training state and final losses as ratios to full FT's."""
     full = table[registry.full_rows(table["method"])].set_index("dataset")
     for column, ratio in (
         ("trainable_params", "params_vs_full"),
         ("train_state_bytes", "state_vs_full"),
-        ("final_val_loss", "loss_vs_full"),
+        ("final_val_loss", "val_loss_vs_full"),
+        ("final_test_loss", "test_loss_vs_full"),
     ):
         table[ratio] = table.apply(
             lambda row, c=column: (
@@ -190,9 +257,28 @@ def _with_ratios_to_full(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def reported_loss_column(table: pd.DataFrame) -> str:
+    """The loss an efficiency table reports: ``final_test_loss`` where it has one, else
+    ``final_val_loss``."""
+    test = table.get("final_test_loss")
+    return "final_test_loss" if test is not None and test.notna().any() else SELECT
+
+
+def search_budget(table: pd.DataFrame) -> str:
+    """Each arm's number of settings searched, from efficiency rows: ``lora r4: 6; full: 2``."""
+    return "; ".join(
+        f"{arm_name(row)}: {int(row['settings_searched'])}" for _, row in table.iterrows()
+    )
+
+
+def arm_name(row: pd.Series) -> str:
+    return f"{row['method']} r{int(row['rank'])}" if registry.is_adapter(row["method"]) else "full"
+
+
 def first_rank_matching_full(rows: pd.DataFrame, tolerance: float) -> pd.Series | None:
-    """Of one dataset's :func:`efficiency_table` rows, the lowest-rank LoRA row whose final loss
-    is within ``tolerance`` of full fine-tuning's; None without a match or without full FT."""
+    """Of one dataset's :func:`efficiency_table` rows, the lowest-rank LoRA row whose final
+    validation loss is within ``tolerance`` of full fine-tuning's (a choice, so made on the
+    validation split); None without a match or without full FT."""
     lora = rows[registry.adapter_rows(rows["method"])].sort_values("rank")
     full = rows[registry.full_rows(rows["method"])]
     if full.empty:
@@ -234,7 +320,8 @@ def seed_demo_count_note(runs: pd.DataFrame) -> list[dict]:
 
 
 def full_fine_tuning_level(runs: pd.DataFrame, dataset: str) -> tuple[float, float] | None:
-    """Mean and sd of the best full fine-tuning final loss of ``dataset``, or None."""
+    """Mean and sd of the best full fine-tuning final validation loss of ``dataset``, or
+    None."""
     best = best_full(runs)
     row = best[best["dataset"] == dataset]
     return None if row.empty else (float(row["mean"].iloc[0]), float(row["std"].iloc[0]))

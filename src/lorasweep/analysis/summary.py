@@ -12,25 +12,34 @@ from lorasweep.analysis.evidence_findings import evidence_findings, intruder_mea
 from lorasweep.analysis.gaps import gap_table
 
 FINDING_COLUMNS = ["claim_id", "claim", "verdict", "dataset", "estimate", "ci_low", "ci_high",
-                   "n_units", "threshold", "evidence"]  # fmt: skip
-INTEGER_COLUMNS = ["rank", "seeds", "n_units", "trainable_params", "total_params",
-                   "train_state_bytes", "adapter_bytes"]  # fmt: skip
+                   "n_units", "n_replicates", "threshold", "search_budget", "evidence"]  # fmt: skip
+INTEGER_COLUMNS = ["rank", "seeds", "n_units", "n_replicates", "settings_searched",
+                   "lrs_searched", "trainable_params", "total_params", "train_state_bytes",
+                   "adapter_bytes"]  # fmt: skip
+BEST_COLUMNS = ["dataset", "method", "rank", "final_val_loss", "final_val_loss_sd",
+                "final_test_loss", "final_test_loss_sd", "seeds", "n_replicates",
+                "settings_searched", "lrs_searched"]  # fmt: skip
+"""The columns of ``best_settings.csv`` besides the settings themselves (after ``rank``)."""
 
 
 def best_settings(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: the LoRA settings with the lowest mean final validation loss at each rank,
-    and full fine-tuning's best learning rate, with that mean, sd and number of seeds."""
+    and full fine-tuning's best learning rate, with that validation loss (mean, sd), the test
+    loss of the same runs (what the report gives), the number of runs and task replicates, and
+    the arm's search budget (settings and learning rates tried)."""
     lora = statistics.best_lora_settings(runs, ["dataset", "rank"])
     full = statistics.best_full(runs).assign(method="full")
     frames = [f for f in (lora, full) if not f.empty]
     if not frames:
-        return pd.DataFrame(columns=["dataset", "method", "rank", "mean", "std", "count"])
+        return pd.DataFrame(columns=BEST_COLUMNS)
     table = pd.concat(frames, ignore_index=True)
     table = table.rename(
-        columns={"mean": "final_val_loss", "std": "final_val_loss_sd", "count": "seeds"}
-    )
+        columns={"mean": "final_val_loss", "std": "final_val_loss_sd", "count": "seeds",
+                 "test_mean": "final_test_loss", "test_std": "final_test_loss_sd"}
+    )  # fmt: skip
     first = ["dataset", "method", "rank"]
-    table = table.reindex(columns=[*first, *(c for c in table.columns if c not in first)])
+    settings = [c for c in table.columns if c not in BEST_COLUMNS]
+    table = table.reindex(columns=[*first, *settings, *BEST_COLUMNS[3:]])
     return table.sort_values(first, na_position="last", kind="stable").reset_index(drop=True)
 
 
@@ -50,7 +59,9 @@ def findings_table(items: list[findings.Finding]) -> pd.DataFrame:
                 "ci_low": interval.low if interval and interval.n > 1 else None,
                 "ci_high": interval.high if interval and interval.n > 1 else None,
                 "n_units": interval.n if interval else None,
+                "n_replicates": check.n_replicates if check else None,
                 "threshold": check.threshold if check else None,
+                "search_budget": check.budget if check else "",
                 "evidence": f.evidence,
             }
         )
@@ -92,7 +103,7 @@ def read_summary(path) -> pd.DataFrame:
     for column in INTEGER_COLUMNS:
         if column in frame:
             frame[column] = pd.array(frame[column], dtype="Int64")
-    for column in ("settings", "evidence", "dataset"):
+    for column in ("settings", "evidence", "dataset", "search_budget"):
         if column in frame:
             frame[column] = frame[column].fillna("")
     return frame
