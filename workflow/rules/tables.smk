@@ -116,6 +116,7 @@ rule forgetting:
     conda:
         "../envs/lorasweep.yaml"
     params:
+        code=stage_code("forgetting"),
         datasets=list(DATASETS),
     script:
         "../scripts/forgetting.py"
