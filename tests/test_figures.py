@@ -113,3 +113,31 @@ def test_natural_sort_and_nan_safe_matching():
     frame = pd.DataFrame({"targets": [np.nan, "mlp", np.nan], "rank": [1, 1, 2]})
     assert list(matching(frame, targets=np.nan, rank=1).index) == [0]
     assert list(matching(frame, targets="mlp").index) == [1]
+
+
+def _gaps(noise_floor: float, methods: tuple[str, ...]) -> pd.DataFrame:
+    rows = [
+        {"dataset": "d", "task_seed": 0, "method": m, "rank": 4 if m != "full" else None,
+         "noise_floor": noise_floor, "total_gap": 0.1, "optimisation": 0.05,
+         "approximation": 0.0, "estimation": 0.05}
+        for m in methods
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("noise_floor", "methods"),
+    [(0.0, ("lora", "full")), (0.01, ("full",))],
+    ids=["noise-free dataset", "every LoRA run diverged"],
+)
+def test_the_gap_figure_says_no_data_where_gaps_in_noise_units_cannot_be_drawn(
+    noise_floor, methods
+):
+    from lorasweep.figures.evidence import gap_decomposition
+    from lorasweep.figures.style import no_data_message
+
+    fig = gap_decomposition(Tables(runs=None, epochs=None, gaps=_gaps(noise_floor, methods)))
+    assert no_data_message(fig)
+    assert no_data_message(gap_decomposition(
+        Tables(runs=None, epochs=None, gaps=_gaps(0.01, ("lora", "full")))
+    )) is None  # fmt: skip

@@ -219,10 +219,16 @@ def has_lowrank(config: dict) -> bool:
 def gap_decomposition(t: Tables) -> plt.Figure:
     """The excess population risk of the best run at each LoRA rank, split into optimisation,
     approximation and estimation (``gaps.csv``, means over replicates, in units of σ²), with
-    full FT's total as a dashed line."""
+    full FT's total as a dashed line. A noise-free dataset (σ² = 0) is left out, as is one whose
+    LoRA runs all diverged."""
     gaps = t.gaps
     if gaps is None or gaps.empty:
         return no_data("no single-layer lowrank dataset with oracles")
+    gaps = gaps[gaps["noise_floor"] > 0]
+    with_lora = gaps.loc[registry.adapter_rows(gaps["method"]), "dataset"].unique()
+    gaps = gaps[gaps["dataset"].isin(with_lora)]
+    if gaps.empty:
+        return no_data("no noisy lowrank dataset with a completed LoRA run (gaps are in σ²)")
     datasets = datasets_of(gaps)
     fig, axes = panel_grid(len(datasets))
     for ax, dataset in zip(axes, datasets, strict=True):
