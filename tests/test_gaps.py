@@ -73,3 +73,16 @@ def test_no_oracles_no_rows():
     runs, _ = tables()
     assert gap_table(runs, None).empty
     assert gap_table(runs, pd.DataFrame(columns=["dataset"])).empty
+
+
+def test_the_report_leaves_noise_free_datasets_out_of_the_gaps_in_units_of_sigma_squared():
+    from lorasweep.report.evidence import gaps_section
+
+    row = dict(method="full", rank=None, total_gap=1.0, optimisation=1.0, approximation=0.0,
+               estimation=0.0)  # fmt: skip
+    gaps = pd.DataFrame([{**row, "dataset": "quiet", "noise_floor": 0.0},
+                         {**row, "dataset": "noisy", "noise_floor": 0.5}])  # fmt: skip
+    text = "\n".join(gaps_section(gaps))
+    assert "+2" in text and "inf" not in text and "nan" not in text
+    assert "Left out (σ² = 0, so no unit of σ²): quiet." in text
+    assert "Not tested" in "\n".join(gaps_section(gaps[gaps["dataset"] == "quiet"]))

@@ -149,6 +149,16 @@ def gaps_section(gaps: pd.DataFrame | None) -> list[str]:
     head = "<h2>Where the gap comes from</h2>"
     if gaps is None or gaps.empty:
         return [head, "<p>Not tested: needs a single-layer <code>lowrank</code> dataset.</p>"]
+    noiseless = sorted(gaps.loc[gaps["noise_floor"] <= 0, "dataset"].unique())
+    gaps = gaps[gaps["noise_floor"] > 0]
+    left_out = (
+        f"<p>Left out (σ² = 0, so no unit of σ²): {html.escape(', '.join(noiseless))}.</p>"
+        if noiseless
+        else ""
+    )
+    if gaps.empty:
+        return [head, "<p>Not tested: needs a noisy single-layer <code>lowrank</code> dataset.</p>",
+                left_out]  # fmt: skip
     keys = ["dataset", "method", "rank"]
     parts = ["total_gap", "optimisation", "approximation", "estimation"]
     mean = gaps.groupby(keys, dropna=False, sort=False)[[*parts, "noise_floor"]].mean()
@@ -177,6 +187,7 @@ def gaps_section(gaps: pd.DataFrame | None) -> list[str]:
         "more noise than signal) and estimation (OLS against the population optimum), means "
         "over task replicates of <code>gaps.csv</code>, in units of σ².</p>",
         _table(shown),
+        left_out,
     ]
 
 
