@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lorasweep.analysis.selections import selections_table
 from lorasweep.figures import render_figure
 from lorasweep.figures.overview import pareto_points
 from lorasweep.figures.registry import Tables
@@ -48,7 +49,8 @@ def single_layer_runs(datasets=("tiny",)) -> pd.DataFrame:
 
 def draw(name: str, runs: pd.DataFrame):
     epochs = pd.DataFrame(columns=["run_id", "epoch", "val_loss", "train_loss"])
-    return render_figure(name, Tables(runs=runs, epochs=epochs))
+    tables = Tables(runs=runs, epochs=epochs, selections=selections_table(runs))
+    return render_figure(name, tables)
 
 
 def texts(fig) -> list[str]:

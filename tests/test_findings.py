@@ -4,7 +4,7 @@ finding is tested reproduced, not reproduced and inconclusive on hand-made table
 import pandas as pd
 import pytest
 
-from lorasweep.analysis import findings, statistics
+from lorasweep.analysis import findings, statistics, summary
 from lorasweep.analysis.intervals import INCONCLUSIVE
 from tests.helpers import as_stored
 
@@ -111,6 +111,24 @@ def test_subspace_claim_uses_phi_at_i_j_1_in_every_outcome():
     straddles = pairs.assign(phi=[0.2, 0.9, 0.5])
     assert findings.subspaces_overlap(straddles).verdict == INCONCLUSIVE
     assert findings.subspaces_overlap(None).verdict == findings.NOT_TESTED
+
+
+def test_subspace_claim_counts_task_replicates_as_its_units():
+    """Two replicates of three seed pairs each: the interval is over the two replicates' mean φ,
+    and the evidence and findings.csv say so."""
+    pairs = pd.DataFrame(
+        {"comparison": "rank", "dataset": "d", "rank_a": 8, "rank_b": 64,
+         "run_a": [f"t{t}_s{s}" for t in (0, 1) for s in (0, 1, 2)], "seed_a": [0, 1, 2] * 2,
+         "seed_b": [0, 1, 2] * 2, "i": 1, "j": 1, "phi": [0.8, 0.9, 0.85, 0.9, 0.95, 0.9]}
+    )  # fmt: skip
+    runs = pd.DataFrame({"run_id": pairs["run_a"], "task_seed": [0, 0, 0, 1, 1, 1]})
+    finding = findings.subspaces_overlap(pairs, runs)
+    assert finding.deciding.interval.n == 2 and finding.deciding.n_replicates == 2
+    assert "2 task replicate(s)" in finding.evidence and "seed" not in finding.evidence
+    replicate_means = [(0.8 + 0.9 + 0.85) / 3, (0.9 + 0.95 + 0.9) / 3]
+    assert finding.deciding.interval.estimate == pytest.approx(sum(replicate_means) / 2)
+    row = summary.findings_table([finding]).iloc[0]
+    assert (row["n_units"], row["n_replicates"]) == (2, 2)
 
 
 def rslora_tables(slow_standard: float, noise: tuple = (0.0, 0.0, 0.0), **kwargs):

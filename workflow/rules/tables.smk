@@ -138,6 +138,7 @@ rule summary:
         findings=RESULTS.table("findings"),
         intruder_means=RESULTS.table("intruder_means"),
         gaps=RESULTS.table("gaps"),
+        selections=RESULTS.table("selections"),
     log:
         RESULTS.log("summary"),
     localrule: True

@@ -348,7 +348,9 @@ def rslora_learns_faster(runs: pd.DataFrame, epochs: pd.DataFrame) -> Finding:
     return from_checks("rslora", statement, checks, "no shared settings under both rules")
 
 
-def subspaces_overlap(pairs: pd.DataFrame | None) -> Finding:
+def subspaces_overlap(pairs: pd.DataFrame | None, runs: pd.DataFrame | None = None) -> Finding:
+    """Judged on φ(1, 1) per unit: per task replicate (its seeds' pairs averaged) where ``runs``
+    gives two or more replicates of the pairs' runs, else per seed pair."""
     statement = (
         "Subspaces: the top directions of A at a low and a high rank overlap "
         f"(φ > {SUBSPACE_THRESHOLD} for i = j = 1; LoRA paper Fig. 3 compares r = 8 and r = 64)."
@@ -356,16 +358,29 @@ def subspaces_overlap(pairs: pd.DataFrame | None) -> Finding:
     if pairs is None or pairs.empty or not (pairs["comparison"] == "rank").any():
         return Finding("subspaces", statement, NOT_TESTED, "needs two ranks with saved adapters")
     top = pairs[(pairs["comparison"] == "rank") & (pairs["i"] == 1) & (pairs["j"] == 1)]
+    if runs is not None and "task_seed" in runs and "run_a" in top:
+        replicate = runs[["run_id", "task_seed"]].rename(columns={"run_id": "run_a"})
+        top = top.merge(replicate, on="run_a", how="left")
     checks = []
     for dataset, group in top.groupby("dataset", sort=True):
-        phi = group["phi"]
+        unit = unit_column(group)
+        phi = per_unit(group, "phi", unit) if unit == "task_seed" else group["phi"]
         spread = f" ± {phi.std(ddof=1):.2g}" if len(phi) > 1 else ""
         text = (
             f"{dataset}: φ(A_r={group['rank_a'].iloc[0]}, A_r={group['rank_b'].iloc[0]}, 1, 1) = "
             f"{phi.mean():.3f}{spread}"
         )
         checks.append(
-            interval_check(dataset, text, phi, SUBSPACE_THRESHOLD, False, "seed", "{:.3f}".format)
+            interval_check(
+                dataset,
+                text,
+                phi,
+                SUBSPACE_THRESHOLD,
+                False,
+                unit,
+                "{:.3f}".format,
+                replicates=n_replicates(group),
+            )
         )
     return from_checks("subspaces", statement, checks, "no rank comparison")
 
@@ -435,6 +450,6 @@ def all_findings(
         small_rank_suffices(runs),
         large_rank_wasted(runs),
         rslora_learns_faster(runs, epochs),
-        subspaces_overlap(pairs),
+        subspaces_overlap(pairs, runs),
         efficiency(runs, table, tolerance),
     ]

@@ -10,6 +10,7 @@ from lorasweep.analysis import findings, statistics
 from lorasweep.analysis.deep_findings import deep_findings
 from lorasweep.analysis.evidence_findings import evidence_findings, intruder_means
 from lorasweep.analysis.gaps import gap_table
+from lorasweep.analysis.selections import selections_table
 
 FINDING_COLUMNS = ["claim_id", "claim", "verdict", "dataset", "estimate", "ci_low", "ci_high",
                    "n_units", "n_replicates", "threshold", "search_budget", "evidence"]  # fmt: skip
@@ -80,7 +81,8 @@ def summarise(
     oracles: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The summary tables of one study, by name: best settings, efficiency, findings, intruder
-    means and gaps (``forgetting`` is ``forgetting.csv``, ``oracles`` ``oracles.csv``)."""
+    means, gaps and the figures' selections (``forgetting`` is ``forgetting.csv``, ``oracles``
+    ``oracles.csv``)."""
     efficiency = statistics.efficiency_table(runs, timings)
     items = (
         findings.all_findings(runs, epochs, pairs, efficiency, tolerance)
@@ -93,6 +95,7 @@ def summarise(
         "findings": findings_table(items),
         "intruder_means": intruder_means(runs, intruders),
         "gaps": gap_table(runs, oracles),
+        "selections": selections_table(runs),
     }
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from lorasweep.analysis import statistics
-from lorasweep.figures.registry import Tables, figure, task_ranks_vary, varies
+from lorasweep.figures.chosen import chosen_settings
+from lorasweep.figures.registry import SELECTED_TABLES, Tables, figure, task_ranks_vary, varies
 from lorasweep.figures.style import (
     INIT_COLORS,
     THEORY_COLOR,
@@ -34,7 +35,7 @@ def init_comparison(t: Tables) -> plt.Figure:
     )
     if lora.empty:
         return no_data("fewer than two inits")
-    chosen = statistics.best_lora_runs(lora, ["dataset", "rank", "init"])
+    chosen = lora
     curves = t.epochs.merge(chosen[["run_id", "dataset", "init"]], on="run_id")
     datasets = datasets_of(chosen)
     fig, axes = subplot_grid(len(datasets), 2)
@@ -96,7 +97,7 @@ def lora_plus(t: Tables) -> plt.Figure:
     return fig
 
 
-@figure(when=task_ranks_vary)
+@figure(tables=SELECTED_TABLES, when=task_ranks_vary)
 def task_rank_knee(t: Tables) -> plt.Figure:
     """Final validation loss over the noise floor against rank, one colour per dataset's task
     rank k, with the rank-r optimum (dashed) and the expected knee at r = k (dotted)."""
@@ -104,8 +105,8 @@ def task_rank_knee(t: Tables) -> plt.Figure:
     lora = lora[(lora["dataset_kind"] == "lowrank") & (lora["noise_floor"] > 0)]
     if lora.empty:
         return no_data("no lowrank dataset with noise σ > 0 (the loss is shown relative to σ²)")
-    best = statistics.best_lowrank_lora(lora)
-    meta = best.groupby("dataset")[["task_rank", "noise_floor"]].first()
+    meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
+    best = chosen_settings(t, "rank", lora).join(meta, on="dataset")
     fig, axes = subplot_grid(1, 1)
     ax = axes[0, 0]
     datasets = sorted(meta.index, key=lambda d: (meta.loc[d, "task_rank"], natural_key(d)))

@@ -8,7 +8,8 @@ from matplotlib.lines import Line2D
 
 from lorasweep.analysis import statistics
 from lorasweep.analysis.deep_findings import budget_comparisons, deep_lora
-from lorasweep.figures.registry import GEOMETRY_TABLES, Tables, figure
+from lorasweep.figures.chosen import chosen_runs, chosen_settings, full_level
+from lorasweep.figures.registry import GEOMETRY_TABLES, SELECTED_TABLES, Tables, figure
 from lorasweep.figures.style import (
     FULL_COLOR,
     THEORY_COLOR,
@@ -29,7 +30,6 @@ from lorasweep.figures.style import (
     subplot_grid,
 )
 from lorasweep.figures.targets import target_colors, target_order
-from lorasweep.models import registry
 from lorasweep.models.names import matrix_type
 from lorasweep.options import DEEP_KINDS
 
@@ -42,26 +42,26 @@ def has_budget(config: dict) -> bool:
     return any("rank_budget" in block for block in config.get("extra_grids", []))
 
 
-def _reference_lines(ax, runs, dataset: str) -> None:
+def _reference_lines(ax, t: Tables, dataset: str) -> None:
     """σ² (dotted) and the best full fine-tuning, mean ± sd (dashed line and band)."""
-    floor = statistics.noise_floor(runs, dataset)
+    floor = statistics.noise_floor(t.runs, dataset)
     if floor:
         ax.axhline(floor, color=THEORY_COLOR, linestyle=":", linewidth=1, label="σ²")
-    full = statistics.full_fine_tuning_level(runs, dataset)
+    full = full_level(t, dataset)
     if full:
         mean, sd = full
         ax.axhline(mean, color=FULL_COLOR, linestyle="--", linewidth=1, label="full FT")
         ax.axhspan(mean - sd, mean + sd, color=FULL_COLOR, alpha=0.12, linewidth=0)
 
 
-@figure(when=has_deep)
+@figure(tables=SELECTED_TABLES, when=has_deep)
 def deep_targets(t: Tables) -> plt.Figure:
     """Final validation loss against rank for each target set (best other settings), one panel
     per deep dataset, with full fine-tuning of the whole network and σ²."""
     lora = deep_lora(t.runs)
     if lora.empty:
         return no_data("no completed LoRA runs of a deep model")
-    best = statistics.best_lora_settings(lora, ["dataset", "targets", "rank"])
+    best = chosen_settings(t, "targets_rank", lora)
     datasets, fig, axes = dataset_panels(best)
     colors = target_colors(best["targets"])
     for ax, dataset in zip(axes, datasets, strict=True):
@@ -72,7 +72,7 @@ def deep_targets(t: Tables) -> plt.Figure:
             errorbar(
                 ax, group["rank"], group["mean"], group["std"], colors[targets], targets, **marker
             )
-        _reference_lines(ax, t.runs, dataset)
+        _reference_lines(ax, t, dataset)
         shifted = lora.loc[lora["dataset"] == dataset, "shifted"].iloc[0]
         log_axes(ax, "LoRA rank r", "final validation MSE", f"{dataset} · shift in {shifted}")
     legend_outside(fig, axes)
@@ -113,7 +113,7 @@ def deep_budget(t: Tables) -> plt.Figure:
     return fig
 
 
-@figure(when=has_deep)
+@figure(tables=SELECTED_TABLES, when=has_deep)
 def deep_learning_curves(t: Tables) -> plt.Figure:
     """Validation loss per epoch at the best other settings: one panel per deep dataset and
     target set run at several ranks (a line per rank), one per dataset for the target sets run
@@ -122,14 +122,10 @@ def deep_learning_curves(t: Tables) -> plt.Figure:
     lora = deep_lora(t.runs)
     if lora.empty:
         return no_data("no completed LoRA runs of a deep model")
-    best = statistics.best_lora_settings(lora, ["dataset", "targets", "rank"])
-    keys = ["dataset", "rank", *statistics.settings_in(lora)]
-    chosen = statistics.select_runs(lora, best, keys)
+    best = chosen_settings(t, "targets_rank", lora)
+    chosen = chosen_runs(t, "targets_rank", lora)
     curves = t.epochs.merge(chosen[["run_id", "dataset", "targets", "rank"]], on="run_id")
-    full_best = statistics.best_full(t.runs)
-    full_runs = statistics.select_runs(
-        t.runs[registry.full_rows(t.runs["method"])], full_best, ["dataset", "lr"]
-    )
+    full_runs = chosen_runs(t, "full")
     full_curves = t.epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
     panels = _curve_panels(best)
     fig, axes = panel_grid(len(panels))
@@ -192,7 +188,7 @@ def geometry_target_set(lora) -> str:
     return "all" if "all" in counts else str(counts.sort_index().idxmax())
 
 
-@figure(when=has_deep, tables=GEOMETRY_TABLES)
+@figure(when=has_deep, tables=(*GEOMETRY_TABLES, "selections"))
 def deep_layer_geometry(t: Tables) -> plt.Figure:
     """Per adapted layer of one target set: φ between the learned update's top directions and
     the layer's true shift ΔW* against rank (shifted layers only), and the amplification factor
@@ -208,8 +204,7 @@ def deep_layer_geometry(t: Tables) -> plt.Figure:
     for i, dataset in enumerate(datasets):
         runs = lora[lora["dataset"] == dataset]
         targets = geometry_target_set(runs)
-        best = statistics.best_lora_settings(runs[runs["targets"] == targets], ["rank"])
-        chosen = statistics.select_runs(runs, best, ["rank", *statistics.settings_in(runs)])
+        chosen = chosen_runs(t, "targets_rank", runs[runs["targets"] == targets])
         layers = t.geometry.merge(chosen[["run_id", "rank"]], on="run_id")
         for name in dict.fromkeys(layers["layer"].dropna()):
             rows = layers[layers["layer"] == name]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from lorasweep.analysis import statistics
-from lorasweep.figures.registry import Tables, figure, varies
+from lorasweep.figures.chosen import chosen_settings
+from lorasweep.figures.registry import SELECTED_TABLES, Tables, figure, varies
 from lorasweep.figures.style import (
     dataset_scaling_panels,
     heatmap,
@@ -15,13 +16,13 @@ from lorasweep.figures.style import (
 )
 
 
-@figure(when=varies("rank", "alpha"))
+@figure(tables=SELECTED_TABLES, when=varies("rank", "alpha"))
 def rank_alpha_heatmap(t: Tables) -> plt.Figure:
     """Mean final validation loss for each rank × α (best init and lr), one panel per dataset
     and scaling rule; colour on a log scale."""
     if statistics.completed_lora(t.runs).empty:
         return no_data("no completed LoRA runs")
-    best = statistics.best_lora_settings(t.runs, ["dataset", "scaling", "rank", "alpha"])
+    best = chosen_settings(t, "scaling_rank_alpha")
     panels = dataset_scaling_panels(best)
     fig, axes = panel_grid(len(panels))
     for ax, (dataset, scaling) in zip(axes, panels, strict=True):

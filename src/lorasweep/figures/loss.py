@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from lorasweep.analysis import statistics
-from lorasweep.figures.registry import Tables, figure, varies
+from lorasweep.figures.chosen import chosen_runs, chosen_settings, full_level
+from lorasweep.figures.registry import SELECTED_TABLES, Tables, figure, varies
 from lorasweep.figures.style import (
     FULL_COLOR,
     METHOD_COLORS,
@@ -33,7 +34,7 @@ from lorasweep.models import registry
 from lorasweep.options import SINGLE_LAYER_KINDS
 
 
-@figure()
+@figure(tables=SELECTED_TABLES)
 def loss_vs_params(t: Tables) -> plt.Figure:
     """Final validation loss against trainable parameters (log x): LoRA at each rank (best
     settings; one line per target set of a deep model) and full FT, with the break-even rank
@@ -44,11 +45,10 @@ def loss_vs_params(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
     keys = ["dataset", "rank", *statistics.settings_in(lora)]
-    by = ["dataset", "method", *(["targets"] if "targets" in lora else []), "rank"]
-    best = statistics.best_lora_settings(runs, by)
+    best = chosen_settings(t, "method_targets_rank")
     params = lora[[*keys, "trainable_params"]].drop_duplicates(keys)
     best = best.merge(params.rename(columns={"trainable_params": "params"}), on=keys)
-    full_best = statistics.best_full(runs)
+    full_best = chosen_settings(t, "full")
     full_params = (
         runs[registry.full_rows(runs["method"])].groupby("dataset")["trainable_params"].first()
     )
@@ -122,7 +122,7 @@ def _break_even(ax, run: pd.Series) -> None:
     )
 
 
-@figure()
+@figure(tables=SELECTED_TABLES)
 def learning_curves(t: Tables) -> plt.Figure:
     """Validation loss per epoch for each rank (best settings per rank), one panel per dataset
     and scaling rule, with the best full fine-tuning curve and the noise floor."""
@@ -134,9 +134,9 @@ def learning_curves(t: Tables) -> plt.Figure:
     scalings = ordered_scalings(lora["scaling"])
     colors = rank_colors(lora["rank"].dropna().unique())
     fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
-    chosen = statistics.best_lora_runs(runs, ["dataset", "scaling", "rank"])
+    chosen = chosen_runs(t, "scaling_rank")
     curves = epochs.merge(chosen[["run_id", "dataset", "scaling", "rank"]], on="run_id")
-    full_runs = statistics.best_full_runs(runs)
+    full_runs = chosen_runs(t, "full")
     full_curves = epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
     for i, dataset in enumerate(datasets):
         for j, scaling in enumerate(scalings):
@@ -159,7 +159,7 @@ def learning_curves(t: Tables) -> plt.Figure:
     return fig
 
 
-@figure()
+@figure(tables=SELECTED_TABLES)
 def loss_vs_rank(t: Tables) -> plt.Figure:
     """Final validation loss against rank per scaling rule (best other settings), with the
     Eckart–Young optimum for each rank, the noise floor, and full FT as a mean ± sd band."""
@@ -168,7 +168,7 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets, fig, axes = dataset_panels(lora)
-    best = statistics.best_lora_settings(runs, ["dataset", "scaling", "rank"])
+    best = chosen_settings(t, "scaling_rank")
     for ax, dataset in zip(axes, datasets, strict=True):
         panel = best[best["dataset"] == dataset]
         for scaling in ordered_scalings(panel["scaling"]):
@@ -191,7 +191,7 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
                 linewidth=1,
                 label="rank-r optimum",
             )
-        full = statistics.full_fine_tuning_level(runs, dataset)
+        full = full_level(t, dataset)
         if full:
             mean, sd = full
             ax.axhline(mean, color=FULL_COLOR, linestyle="--", linewidth=1, label="full FT")

@@ -11,7 +11,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.lines import Line2D
 
 from lorasweep.analysis import statistics
-from lorasweep.figures.registry import Tables, figure
+from lorasweep.figures.chosen import chosen_settings
+from lorasweep.figures.registry import SELECTED_TABLES, Tables, figure
 from lorasweep.figures.style import (
     DOUBLE_WIDTH,
     FULL_COLOR,
@@ -75,7 +76,7 @@ def _ordinal(values: pd.Series) -> dict:
     return {v: k / (len(texts) - 1) for k, v in enumerate(texts)}
 
 
-@figure()
+@figure(tables=SELECTED_TABLES)
 def parallel_coordinates(t: Tables) -> plt.Figure:
     """Each LoRA setting (mean over seeds) as a line through its hyperparameters to its final
     validation loss, coloured by that loss; axes with a single value are left out, and full
@@ -86,7 +87,7 @@ def parallel_coordinates(t: Tables) -> plt.Figure:
     datasets = datasets_of(lora)
     size = (DOUBLE_WIDTH, PARALLEL_HEIGHT * len(datasets) + 0.4)
     fig, axes = plt.subplots(len(datasets), 1, squeeze=False, figsize=size)
-    full = statistics.best_full(t.runs).set_index("dataset")
+    full = chosen_settings(t, "full").set_index("dataset")
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
         stats = statistics.seed_stats(lora[lora["dataset"] == dataset], hyperparameters(lora))
         full_mean = full.loc[dataset, "mean"] if dataset in full.index else None

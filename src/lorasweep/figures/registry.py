@@ -15,6 +15,8 @@ from lorasweep.options import SINGLE_LAYER_KINDS
 from lorasweep.planning.runs import grids
 
 RUN_TABLES = ("runs", "epochs")
+SELECTED_TABLES = ("runs", "epochs", "selections")
+"""What a figure of the runs at chosen settings reads (``selections``: :mod:`.chosen`)."""
 GEOMETRY_TABLES = ("runs", "epochs", "geometry", "subspace_pairs")
 
 Condition = Callable[[dict], bool]
@@ -35,6 +37,7 @@ class Tables:
     intruder_means: object | None = None
     forgetting: object | None = None
     gaps: object | None = None
+    selections: object | None = None
 
 
 @dataclass(frozen=True)
