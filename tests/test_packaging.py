@@ -61,7 +61,7 @@ def test_every_rule_that_computes_reruns_when_its_package_code_changes():
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         for rule in re.split(r"(?m)^(?=rule )", path.read_text(encoding="utf-8"))[1:]:
             script = re.search(r'"\.\./scripts/(\w+)\.py"', rule)
-            if script and script[1] != "manifest":
-                if f'code=stage_code("{script[1]}")' not in rule:
-                    missing.append(f"{path.name}: {rule.split(':')[0]}")
+            needs_code = script and script[1] != "manifest"
+            if needs_code and f'code=stage_code("{script[1]}")' not in rule:
+                missing.append(f"{path.name}: {rule.split(':')[0]}")
     assert missing == []
