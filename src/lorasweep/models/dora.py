@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lorasweep.models.lora import INITIALISERS
+from lorasweep.models.lora import INITIALISERS, check_adapter_arguments
 from lorasweep.models.registry import DORA
 from lorasweep.models.scaling import scaling_factor
-from lorasweep.options import BIASES, INITS
 
 
 def row_norms(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling) -> torch.Tensor:
@@ -76,14 +75,7 @@ class DoRALinear(nn.Module):
     ) -> None:
         super().__init__()
         d_out, d_in = base.weight.shape
-        if not 1 <= rank <= min(d_in, d_out):
-            raise ValueError(f"rank must be in 1..{min(d_in, d_out)} for a {d_in}→{d_out} layer")
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
-        if bias not in BIASES:
-            raise ValueError(f"unknown bias policy {bias!r}; allowed: {', '.join(BIASES)}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_adapter_arguments(base, rank, init, bias, dropout)
         if base.weight.is_meta:
             raise ValueError("DoRA needs the frozen weight W₀ for its row norms")
         self.base = base

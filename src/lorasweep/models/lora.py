@@ -22,6 +22,19 @@ RESIDUAL_BASE_INITS = tuple(i.name for i in INIT_RECORDS if i.replaces_base)
 :meth:`LoRALinear.reset_adapter`). Every other init keeps W₀ frozen as it is."""
 
 
+def check_adapter_arguments(base: nn.Linear, rank: int, init: str, bias: str, dropout: float):
+    """Refuse, with the allowed values, arguments that no adapter layer can take."""
+    d_out, d_in = base.weight.shape
+    if not 1 <= rank <= min(d_in, d_out):
+        raise ValueError(f"rank must be in 1..{min(d_in, d_out)} for a {d_in}→{d_out} layer")
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
+    if bias not in BIASES:
+        raise ValueError(f"unknown bias policy {bias!r}; allowed: {', '.join(BIASES)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
 class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable rank-r update ``s·BA``.
 
@@ -51,14 +64,7 @@ class LoRALinear(nn.Module):
     ) -> None:
         super().__init__()
         d_out, d_in = base.weight.shape
-        if not 1 <= rank <= min(d_in, d_out):
-            raise ValueError(f"rank must be in 1..{min(d_in, d_out)} for a {d_in}→{d_out} layer")
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
-        if bias not in BIASES:
-            raise ValueError(f"unknown bias policy {bias!r}; allowed: {', '.join(BIASES)}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_adapter_arguments(base, rank, init, bias, dropout)
         self.base = base
         self.rank = rank
         self.alpha = alpha
