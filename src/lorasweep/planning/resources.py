@@ -147,20 +147,22 @@ def run_bytes(run: RunSpec, dataset: dict) -> int:
     """Bytes one run adds to a cohort's wave, beyond the dataset every run shares; a deep
     dataset's run: :func:`network_run_bytes`.
 
-    Per run: the slot's parameters, gradients, Adam's two moments and its two temporaries; a
-    step's rows of x and of the target, gathered per run (and masked, with dropout); the adapter's
-    activations U, s·U and their gradient for the step's rows; the error of one row chunk, twice
-    (the error and its square); and with PiSSA the run's own residual of every split.
+    Per run: the slot's parameters, gradients, Adam's two moments and its two temporaries; with
+    mini-batches, a step's rows of x and of the target, gathered per run (and masked, with
+    dropout), where a full batch is one view that every run shares; an adapter's activations U,
+    s·U and their gradient for the widest pass's rows; the error of one row chunk, twice (the
+    error and its square); and with PiSSA the run's own residual of every split.
     """
     if linear_modules(dataset):
         return network_run_bytes(run, dataset)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     batch_size, widest = step_and_widest_rows(run, dataset)
     rows = min(widest, rows_per_chunk(d_out))
-    elements = 6 * slot_elements(run, d_in, d_out)
-    elements += batch_size * (d_in + d_out)
-    width = d_in if registry.is_full(run.method) else run.rank
-    elements += 3 * widest * width + 2 * rows * d_out
+    elements = 6 * slot_elements(run, d_in, d_out) + 2 * rows * d_out
+    if batch_size < dataset["n_train"] or run.dropout > 0:
+        elements += batch_size * (d_in + d_out)
+    if registry.is_adapter(run.method):
+        elements += 3 * widest * run.rank
     if registry.is_adapter(run.method) and registry.replaces_base(run.init):
         elements += (split_rows(dataset)[0] + source_rows(dataset)) * d_out
     return FLOAT_BYTES * elements
