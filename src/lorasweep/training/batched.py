@@ -27,16 +27,11 @@ one-matrix product with a vector operand through a different kernel than a batch
 **Memory.** A cohort trains in waves of runs that fit the memory budget
 (:func:`lorasweep.planning.resources.cohort_waves`); splitting changes nothing in any run's numbers.
 
-**Model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
-:class:`~lorasweep.training.stacked.StackedParameters`), ``learning_rates(specs)`` (per tensor of
-the slot, one rate per run), ``train_step(rows)`` and ``evaluate(split)`` (one loss per run, the
-former writing each run's gradients into its slot), ``keep(index)``, ``tensors(slot)``,
-``norm_columns`` (per recorded column, the slot tensor or tensors whose gradient norm it is)
-and ``cached_base``. A single layer's are hand-batched products
-(:mod:`lorasweep.training.batched_linear`); a deep model's (``mlp``, ``transformer``) is
-``torch.vmap`` of ``torch.func.grad_and_value`` over ``torch.func.functional_call`` on the
-stacked parameters (:mod:`lorasweep.training.batched_deep`). Cohorts, waves, Adam,
-divergence and the records are shared.
+**Model kinds.** The engine asks of a model only a stacked objective
+(:class:`~lorasweep.training.objective.StackedObjective`): hand-batched products for a single
+layer (:mod:`lorasweep.training.batched_linear`), ``torch.vmap`` over ``functional_call`` for a
+deep model (:mod:`lorasweep.training.batched_deep`). Cohorts, waves, Adam, divergence and the
+records are shared.
 """
 
 from __future__ import annotations
@@ -57,7 +52,7 @@ from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset
 from lorasweep.training.batched_deep import StackedNetwork
-from lorasweep.training.batched_linear import Rows, StackedFull, StackedLoRA
+from lorasweep.training.batched_linear import StackedFull, StackedLoRA
 from lorasweep.training.devices import device_name, resolve_device
 from lorasweep.training.exact import TEST
 from lorasweep.training.loop import (
@@ -71,6 +66,7 @@ from lorasweep.training.loop import (
     population_loss,
     starting_adapter,
 )
+from lorasweep.training.objective import Rows, StackedObjective
 from lorasweep.training.stacked import StackedAdam, state_bytes
 
 MIN_SLOTS = 2
@@ -157,7 +153,9 @@ def _member(spec: RunSpec, model: torch.nn.Module) -> Member:
     )
 
 
-def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device, batch_size: int):
+def _objective(
+    specs: Sequence[RunSpec], dataset: Dataset, device: torch.device, batch_size: int
+) -> tuple[StackedObjective, StackedAdam, list[Member], list[int | None]]:
     """The wave's stacked objective and its members, one slot per run, plus a twin slot for a
     lone run."""
     models = [build_model(spec, dataset, device) for spec in specs]
@@ -170,7 +168,7 @@ def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device,
         kind = StackedNetwork
     else:
         kind = StackedLoRA if specs[0].adapter else StackedFull
-    objective = kind(slot_specs, models, dataset, batch_size)
+    objective: StackedObjective = kind(slot_specs, models, dataset, batch_size)
     adam = StackedAdam(objective.params, objective.learning_rates(slot_specs))
     owners = [*range(len(specs)), *[None] * (len(slot_specs) - len(specs))]
     return objective, adam, members, owners
@@ -208,7 +206,15 @@ def _train_epochs(trainer, specs, n_train: int, batch_size: int, device: torch.d
 class WaveTrainer:
     """The epoch loop of one wave: steps, records, divergence, and the slots runs leave."""
 
-    def __init__(self, objective, adam: StackedAdam, members, owners, device, dataset: Dataset):
+    def __init__(
+        self,
+        objective: StackedObjective,
+        adam: StackedAdam,
+        members: list[Member],
+        owners: list[int | None],
+        device: torch.device,
+        dataset: Dataset,
+    ) -> None:
         self.objective, self.adam, self.members = objective, adam, members
         self.owners: list[int | None] = owners
         self.device = device

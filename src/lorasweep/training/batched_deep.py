@@ -39,9 +39,10 @@ from lorasweep.models.dora import DoRALinear
 from lorasweep.models.lora import LoRALinear, lora_layers
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
-from lorasweep.training.batched_linear import Rows, copy_generator, kept_slots
+from lorasweep.training.batched_linear import copy_generator, kept_slots
 from lorasweep.training.exact import splits_of
 from lorasweep.training.loop import adapter_tensors, tracked_gradients
+from lorasweep.training.objective import Rows
 from lorasweep.training.stacked import SlotLayout, StackedParameters
 
 

@@ -32,10 +32,8 @@ from lorasweep.training.exact import (
     splits_of,
     trains_on_base_residuals,
 )
+from lorasweep.training.objective import Rows
 from lorasweep.training.stacked import SlotLayout, StackedParameters
-
-Rows = torch.Tensor | None
-"""Rows of a step: None (the whole split), (b,) shared by every run, or (runs, b) per run."""
 
 
 def gather_rows(
