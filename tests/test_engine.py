@@ -67,3 +67,38 @@ def test_the_protocol_names_what_the_engine_asks_for():
             return {}
 
     assert not isinstance(Missing(), StackedObjective), "keep is missing"
+
+
+@pytest.mark.parametrize("which", ["lora", "dora", "full", "net"])
+def test_the_one_state_bytes_rule_is_what_torch_adam_holds(layer_data, net_data, which):
+    """The oracle records :func:`state_bytes` rather than measuring its own optimizer: the rule
+    is held here to the live tensors of ``torch.optim.Adam``, before and after a step."""
+    from lorasweep.models.accounting import training_state_bytes
+    from lorasweep.training.loop import build_model, param_groups
+    from lorasweep.training.stacked import state_bytes
+
+    spec = {"lora": lora(bias="lora_only"), "dora": lora(method="dora"), "full": full(),
+            "net": deep_lora("net")}[which]  # fmt: skip
+    data = net_data if which == "net" else layer_data
+    model = build_model(spec, data, CPU)
+    optimizer = torch.optim.Adam(param_groups(spec, model))
+    numels = [p.numel() for p in model.parameters() if p.requires_grad]
+    assert state_bytes(numels, stepped=False) == training_state_bytes(model, optimizer)
+    torch.nn.functional.mse_loss(model(data["X_train"]), data["y_train"]).backward()
+    optimizer.step()
+    assert state_bytes(numels, stepped=True) == training_state_bytes(model, optimizer)
+
+
+def test_adam_groups_and_slot_rates_are_one_rule(layer_data):
+    """The oracle's parameter groups and the engine's per-slot rates both come from
+    :func:`~lorasweep.training.records.tensor_rate`."""
+    from lorasweep.training.loop import build_model, param_groups
+
+    spec = lora(bias="lora_only", lr=0.02, lr_ratio=8.0)
+    model = build_model(spec, layer_data, CPU)
+    names = {id(p): n for n, p in model.named_parameters()}
+    rates = {names[id(p)]: g["lr"] for g in param_groups(spec, model) for p in g["params"]}
+    assert rates == {"lora_A": 0.02, "lora_B": 0.02 * 8.0, "base.bias": 0.02}
+    objective = _objective([spec], layer_data, CPU, 8)[0]
+    slot = {k: v[0] for k, v in objective.learning_rates([spec]).items()}
+    assert slot == {"A": rates["lora_A"], "Bt": rates["lora_B"], "bias": rates["base.bias"]}
