@@ -30,8 +30,11 @@ one-matrix product with a vector operand through a different kernel than a batch
 **Model kinds.** The engine asks of a model only a stacked objective
 (:class:`~lorasweep.training.objective.StackedObjective`): hand-batched products for a single
 layer (:mod:`lorasweep.training.batched_linear`), ``torch.vmap`` over ``functional_call`` for a
-deep model (:mod:`lorasweep.training.batched_deep`). Cohorts, waves, Adam, divergence and the
-records are shared.
+deep model (:mod:`lorasweep.training.batched_deep`) and for any single layer whose method or
+dataset the fused products do not serve: DoRA, and a ``compat: tutorial`` dataset, whose
+printed float32 losses the generic objective reproduces bitwise (the fused one rounds its
+third epoch's loss to 225.9159, not the tutorial's 225.9160). Cohorts, waves, Adam, divergence
+and the records are shared. ``train.engine: single`` is this engine with cohorts of one.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from lorasweep.planning.resources import budget_bytes, cohort_waves
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset
+from lorasweep.tasks.tutorial import is_tutorial
 from lorasweep.training.batched_deep import StackedNetwork
 from lorasweep.training.batched_linear import StackedFull, StackedLoRA
 from lorasweep.training.devices import resolve_device
@@ -147,7 +151,7 @@ def _objective(
     while len(models) < MIN_SLOTS:
         models.append(build_model(specs[0], dataset, device))
         slot_specs.append(specs[0])
-    if dataset.spec.kind in DEEP_KINDS or not specs[0].record.fused:
+    if dataset.spec.kind in DEEP_KINDS or not specs[0].record.fused or is_tutorial(dataset.spec):
         kind = StackedNetwork
     else:
         kind = StackedLoRA if specs[0].adapter else StackedFull
