@@ -80,7 +80,7 @@ def cohort_key(run: RunSpec) -> tuple:
 
 def order_key(run: RunSpec, n_train: int) -> int | None:
     """Runs with the same key draw the same mini-batches: the shuffle order depends only on the
-    seed and the dataset (:func:`lorasweep.training.loop.mini_batches`), and a full-batch run sees
+    seed and the dataset (:func:`lorasweep.training.records.epoch_order`), and a full-batch run sees
     the split in order."""
     batch_size = run.batch_size or n_train
     return run.seed if batch_size < n_train else None
