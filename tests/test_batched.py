@@ -174,17 +174,30 @@ def test_a_source_task_is_evaluated_every_epoch_as_the_single_run_path_does():
             )
 
 
-def test_tutorial_datasets_train_on_the_single_run_path(data):
+def test_tutorial_datasets_train_in_the_engine_bitwise_as_the_oracle():
+    """A ``compat: tutorial`` dataset's runs are batched like any other, through the generic
+    objective: every number equals the autograd oracle's bitwise, so the tutorial's printed
+    float32 losses are reproduced (tests/test_tutorial.py checks them against the page)."""
     from lorasweep.planning.cohorts import plan_cohorts
+    from lorasweep.training.batched_deep import StackedNetwork
+    from lorasweep.training.batched_linear import StackedLoRA
 
-    specs = [lora(), lora(seed=1)]
-    assert len(plan_cohorts(specs, datasets={"d": {"compat": "tutorial"}})) == 2
-    assert len(plan_cohorts(specs, datasets={"d": {"compat": "none"}})) == 1
-    tutorial_data = synthetic.Dataset(
-        dataclasses.replace(data.spec, compat="tutorial", kind="noise"), data.tensors
-    )
-    with pytest.raises(ValueError, match="do not share a cohort"):
-        train_cohort(specs, tutorial_data)
+    spec = synthetic.DatasetSpec(name="t", kind="noise", in_features=64, out_features=10,
+                                 noise_std=1.0, n_train=1000, n_val=200, seed=42,
+                                 compat="tutorial")  # fmt: skip
+    tutorial_data = synthetic.generate(spec)
+    demo = lora(dataset="t", seed=42, epochs=10, batch_size=None, bias="lora_only", alpha=1.0,
+                scaling="constant", init="randn")  # fmt: skip
+    specs = [demo, dataclasses.replace(demo, lr=0.003)]
+    assert len(plan_cohorts(specs, datasets={"t": spec.as_dict()})) == 1
+    for batched, run in zip(train_cohort(specs, tutorial_data), specs, strict=True):
+        assert_bitwise(batched, train_run(run, tutorial_data))
+    assert f"{train_cohort([demo], tutorial_data)[0].epochs[1]['train_loss']:.4f}" == "243.7067"
+    from lorasweep.training.batched import _objective
+
+    assert type(_objective([demo], tutorial_data, CPU, 1000)[0]) is StackedNetwork
+    plain = synthetic.Dataset(dataclasses.replace(spec, compat="none"), tutorial_data.tensors)
+    assert type(_objective([demo], plain, CPU, 1000)[0]) is StackedLoRA
 
 
 def test_a_batch_must_share_its_key(data):

@@ -2,9 +2,9 @@
 
 A job verifies its datasets, skips every run whose folder holds a result with the same reuse
 key (:mod:`lorasweep.jobs.reuse`), groups the rest into cohorts
-(:func:`lorasweep.planning.cohorts.plan_cohorts`), trains each cohort with the batched engine
-(:func:`lorasweep.training.batched.train_cohort`) or run by run with the single-run path
-(:func:`lorasweep.training.loop.train_run`), and writes each run into its folder
+(:func:`lorasweep.planning.cohorts.plan_cohorts`; with ``train.engine: single`` a cohort of one
+per run), trains each cohort with the batched engine
+(:func:`lorasweep.training.batched.train_cohort`), and writes each run into its folder
 (:mod:`lorasweep.jobs.run_folder`) as soon as its cohort is done. Its log counts the runs and
 cohorts done, with an ETA, and so does the console every :data:`CONSOLE_INTERVAL_S` and at the
 end. Ctrl-C keeps the runs finished so far. Its only declared output is its manifest,
@@ -34,7 +34,7 @@ from lorasweep.tasks.synthetic import Dataset, GroundTruth
 from lorasweep.training.batched import train_cohort
 from lorasweep.training.devices import resolve_device
 from lorasweep.training.exact import cache_base_residuals
-from lorasweep.training.loop import RunResult, train_run
+from lorasweep.training.loop import RunResult
 
 PROGRESS_INTERVAL_S = 5.0
 CONSOLE_INTERVAL_S = 30.0
@@ -113,10 +113,7 @@ def run_job(
             if cohort[0].data not in loaded:
                 loaded[cohort[0].data] = _load(cohort[0].data, todo, metas, dataset_files, device)
             dataset, truth = loaded[cohort[0].data]
-            if engines[cohort[0].run_id] == "batched":
-                results = train_cohort(cohort, dataset, device, memory_budget_mib)
-            else:
-                results = [train_run(spec, dataset, device) for spec in cohort]
+            results = train_cohort(cohort, dataset, device, memory_budget_mib)
             for result in results:
                 if env is None:
                     env = environment(result.device, result.device_name, torch.get_num_threads())

@@ -4,9 +4,9 @@ its files match their checksums.
 The key hashes the run's parameters, the dataset's SHA-256, the code that can change a run's
 numbers (:func:`code_fingerprint`: the training code and every module it imports, docstrings and
 comments left out), the torch version, the thread count, the
-device type and the engine that trained it (``batched`` or ``single``: the two round floats in
-different orders). Which other runs shared its cohort is left out: it changes nothing
-(:mod:`lorasweep.training.batched`).
+device type and the engine setting that trained it (``batched`` or ``single``, cohorts of one of
+the same engine; kept in the key so that switching it is visible in the log). Which other runs
+shared its cohort is left out: it changes nothing (:mod:`lorasweep.training.batched`).
 """
 
 from __future__ import annotations

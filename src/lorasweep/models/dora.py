@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lorasweep.models.lora import INITIALISERS, check_adapter_arguments
+from lorasweep.models.lora import INITIALISERS, check_adapter_arguments, dropout_keep
 from lorasweep.models.registry import DORA
 from lorasweep.models.scaling import scaling_factor
 
@@ -129,7 +129,7 @@ class DoRALinear(nn.Module):
         """x after inverted dropout (training only), drawn as LoRA's from ``dropout_generator``."""
         if not self.training or self.dropout == 0:
             return x
-        keep = torch.rand(x.shape, generator=self.dropout_generator, device="cpu") >= self.dropout
+        keep = dropout_keep(x.shape, self.dropout_generator, self.dropout)
         return x * keep.to(x.device, x.dtype) / (1.0 - self.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +33,12 @@ def check_adapter_arguments(base: nn.Linear, rank: int, init: str, bias: str, dr
         raise ValueError(f"unknown bias policy {bias!r}; allowed: {', '.join(BIASES)}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def dropout_keep(shape: Sequence[int], generator: torch.Generator | None, p: float) -> torch.Tensor:
+    """A dropout keep-mask of ``shape`` (True where kept, with probability 1 − p), drawn on the
+    CPU from a module's own ``generator``: the one draw every engine makes for a step."""
+    return torch.rand(tuple(shape), generator=generator, device="cpu") >= p
 
 
 class LoRALinear(nn.Module):
@@ -115,7 +121,7 @@ class LoRALinear(nn.Module):
         """x after inverted dropout (training only), drawn from ``dropout_generator``."""
         if not self.training or self.dropout == 0:
             return x
-        keep = torch.rand(x.shape, generator=self.dropout_generator, device="cpu") >= self.dropout
+        keep = dropout_keep(x.shape, self.dropout_generator, self.dropout)
         return x * keep.to(x.device, x.dtype) / (1.0 - self.dropout)
 
     def adapter_output(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,12 +27,13 @@ from lorasweep.options import METHODS
 from lorasweep.planning.runs import RunSpec
 
 ENGINES = ("batched", "single")
-"""``batched`` trains each cohort as one tensor program; ``single`` trains run after run with the
-reference loop (:func:`lorasweep.training.loop.train_run`)."""
+"""``batched`` trains each cohort as one tensor program; ``single`` trains run after run, each a
+cohort of one of the same engine (a run's numbers do not depend on its cohort, so the two give
+the same bits). The single-run loop (:func:`lorasweep.training.loop.train_run`) is the tests'
+autograd oracle, not an engine."""
 
 BATCHED_METHODS = METHODS
-"""Methods the engine batches, on every dataset kind; any other run trains on the single-run
-path."""
+"""Methods the engine batches, on every dataset kind."""
 
 ALIGN = 64
 """Each tensor of a run's slot starts at a multiple of this many elements
@@ -46,19 +47,16 @@ from timings of 2¹⁴…2²⁰ at 4096×4096; ``make bench`` measures the resul
 
 
 def batchable(run: RunSpec, dataset: dict | None = None) -> bool:
-    """Whether the batched engine trains this run: a LoRA or full fine-tuning of a dataset's
-    single linear layer or of a deep dataset's network, on a dataset (its config entry or spec,
-    where known) that does not ask for the seed tutorial's own arithmetic (``compat:
-    tutorial``, computed by the reference loss). Other runs fall back to the single-run
-    path."""
-    if dataset is not None and dataset.get("compat", "none") == "tutorial":
-        return False
+    """Whether the batched engine trains this run: a registered method on a dataset's single
+    linear layer or a deep dataset's network, ``compat: tutorial`` included (its runs take the
+    generic objective, which reproduces the tutorial's float32 arithmetic). ``dataset`` (its
+    config entry or spec) is accepted for the planners that pass it."""
     return run.method in BATCHED_METHODS
 
 
 def effective_engine(run: RunSpec, engine: str, dataset: dict | None = None) -> str:
-    """The engine that trains ``run`` when a job is asked for ``engine``: runs the batched
-    engine cannot train go to the single-run path."""
+    """The engine setting that trains ``run`` when a job is asked for ``engine``: ``single``
+    (cohorts of one) for a run the batched engine could not stack."""
     return "batched" if engine == "batched" and batchable(run, dataset) else "single"
 
 
@@ -82,7 +80,7 @@ def cohort_key(run: RunSpec) -> tuple:
 
 def order_key(run: RunSpec, n_train: int) -> int | None:
     """Runs with the same key draw the same mini-batches: the shuffle order depends only on the
-    seed and the dataset (:func:`lorasweep.training.loop.mini_batches`), and a full-batch run sees
+    seed and the dataset (:func:`lorasweep.training.records.epoch_order`), and a full-batch run sees
     the split in order."""
     batch_size = run.batch_size or n_train
     return run.seed if batch_size < n_train else None

@@ -27,16 +27,14 @@ one-matrix product with a vector operand through a different kernel than a batch
 **Memory.** A cohort trains in waves of runs that fit the memory budget
 (:func:`lorasweep.planning.resources.cohort_waves`); splitting changes nothing in any run's numbers.
 
-**Model kinds.** The engine asks of a model only a *stacked objective*: ``params`` (a
-:class:`~lorasweep.training.stacked.StackedParameters`), ``learning_rates(specs)`` (per tensor of
-the slot, one rate per run), ``train_step(rows)`` and ``evaluate(split)`` (one loss per run, the
-former writing each run's gradients into its slot), ``keep(index)``, ``tensors(slot)``,
-``norm_columns`` (per recorded column, the slot tensor or tensors whose gradient norm it is)
-and ``cached_base``. A single layer's are hand-batched products
-(:mod:`lorasweep.training.batched_linear`); a deep model's (``mlp``, ``transformer``) is
-``torch.vmap`` of ``torch.func.grad_and_value`` over ``torch.func.functional_call`` on the
-stacked parameters (:mod:`lorasweep.training.batched_deep`). Cohorts, waves, Adam,
-divergence and the records are shared.
+**Model kinds.** The engine asks of a model only a stacked objective
+(:class:`~lorasweep.training.objective.StackedObjective`): hand-batched products for a single
+layer (:mod:`lorasweep.training.batched_linear`), ``torch.vmap`` over ``functional_call`` for a
+deep model (:mod:`lorasweep.training.batched_deep`) and for any single layer whose method or
+dataset the fused products do not serve: DoRA, and a ``compat: tutorial`` dataset, whose
+printed float32 losses the generic objective reproduces bitwise (the fused one rounds its
+third epoch's loss to 225.9159, not the tutorial's 225.9160). Cohorts, waves, Adam, divergence
+and the records are shared. ``train.engine: single`` is this engine with cohorts of one.
 """
 
 from __future__ import annotations
@@ -49,27 +47,34 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lorasweep.models.accounting import ParameterCounts
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.cohorts import batchable, cohort_key, order_key
 from lorasweep.planning.resources import budget_bytes, cohort_waves
 from lorasweep.planning.runs import RunSpec
 from lorasweep.seeding import generator
 from lorasweep.tasks.synthetic import Dataset
+from lorasweep.tasks.tutorial import is_tutorial
 from lorasweep.training.batched_deep import StackedNetwork
-from lorasweep.training.batched_linear import Rows, StackedFull, StackedLoRA
-from lorasweep.training.devices import device_name, resolve_device
+from lorasweep.training.batched_linear import StackedFull, StackedLoRA
+from lorasweep.training.devices import resolve_device
 from lorasweep.training.exact import TEST
 from lorasweep.training.loop import (
-    History,
     RunResult,
     build_model,
-    final_test_loss,
     has_test_split,
     held_out_splits,
     model_record,
-    population_loss,
+    run_result,
     starting_adapter,
+)
+from lorasweep.training.objective import Rows, StackedObjective
+from lorasweep.training.records import (
+    EpochSums,
+    History,
+    epoch_order,
+    has_diverged,
+    initial_record,
+    mini_batch_bounds,
 )
 from lorasweep.training.stacked import StackedAdam, state_bytes
 
@@ -81,35 +86,13 @@ class Member:
     """One run of a wave: what it records while it trains, and its result once it is done."""
 
     spec: RunSpec
-    counts: ParameterCounts
-    scaling: float | None
+    record: dict
+    """:func:`~lorasweep.training.loop.model_record`."""
     initial_tensors: dict[str, torch.Tensor]
     trained_numels: list[int]
-    base_weight: torch.Tensor | None
-    adapted: tuple[str, ...] | None = None
     history: History = field(default_factory=lambda: History(epochs=[]))
     stepped: bool = False
     result: RunResult | None = None
-
-
-@dataclass
-class EpochSums:
-    """One run's running sums over an epoch's steps, as :func:`~lorasweep.training.loop.train_epoch`
-    keeps them."""
-
-    loss: float = 0.0
-    norms: dict[str, float] = field(default_factory=dict)
-    steps: int = 0
-
-    def record(self, n_train: int, held_out: dict[str, float], columns: Sequence[str]) -> dict:
-        """The epoch's record; ``held_out`` maps ``val_loss`` (and ``source_loss``) to the
-        losses after the epoch, which a run whose training loss stopped being finite lacks."""
-        finite = math.isfinite(self.loss)
-        return {
-            "train_loss": self.loss / n_train if finite else math.nan,
-            **{name: value if finite else math.nan for name, value in held_out.items()},
-            **{c: self.norms.get(c, 0.0) / max(self.steps, 1) for c in columns},
-        }
 
 
 def memory_budget(budget_mib: float | None, device: torch.device) -> int:
@@ -151,13 +134,15 @@ def _member(spec: RunSpec, model: torch.nn.Module) -> Member:
     :func:`~lorasweep.training.loop.package_result` takes it."""
     return Member(
         spec=spec,
+        record=model_record(spec, model),
         initial_tensors=starting_adapter(spec, model),
         trained_numels=[p.numel() for p in model.parameters() if p.requires_grad],
-        **model_record(spec, model),
     )
 
 
-def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device, batch_size: int):
+def _objective(
+    specs: Sequence[RunSpec], dataset: Dataset, device: torch.device, batch_size: int
+) -> tuple[StackedObjective, StackedAdam, list[Member], list[int | None]]:
     """The wave's stacked objective and its members, one slot per run, plus a twin slot for a
     lone run."""
     models = [build_model(spec, dataset, device) for spec in specs]
@@ -166,11 +151,11 @@ def _objective(specs: Sequence[RunSpec], dataset: Dataset, device: torch.device,
     while len(models) < MIN_SLOTS:
         models.append(build_model(specs[0], dataset, device))
         slot_specs.append(specs[0])
-    if dataset.spec.kind in DEEP_KINDS or not specs[0].record.fused:
+    if dataset.spec.kind in DEEP_KINDS or not specs[0].record.fused or is_tutorial(dataset.spec):
         kind = StackedNetwork
     else:
         kind = StackedLoRA if specs[0].adapter else StackedFull
-    objective = kind(slot_specs, models, dataset, batch_size)
+    objective: StackedObjective = kind(slot_specs, models, dataset, batch_size)
     adam = StackedAdam(objective.params, objective.learning_rates(slot_specs))
     owners = [*range(len(specs)), *[None] * (len(slot_specs) - len(specs))]
     return objective, adam, members, owners
@@ -198,9 +183,7 @@ def _train_epochs(trainer, specs, n_train: int, batch_size: int, device: torch.d
     for epoch in range(1, specs[0].epochs + 1):
         if not trainer.active():
             break
-        orders = {
-            key: torch.randperm(n_train, generator=g).to(device) for key, g in shuffles.items()
-        }
+        orders = {key: epoch_order(n_train, batch_size, g, device) for key, g in shuffles.items()}
         trainer.train_epoch(epoch, orders, n_train, batch_size)
     trainer.finish_all()
 
@@ -208,7 +191,15 @@ def _train_epochs(trainer, specs, n_train: int, batch_size: int, device: torch.d
 class WaveTrainer:
     """The epoch loop of one wave: steps, records, divergence, and the slots runs leave."""
 
-    def __init__(self, objective, adam: StackedAdam, members, owners, device, dataset: Dataset):
+    def __init__(
+        self,
+        objective: StackedObjective,
+        adam: StackedAdam,
+        members: list[Member],
+        owners: list[int | None],
+        device: torch.device,
+        dataset: Dataset,
+    ) -> None:
         self.objective, self.adam, self.members = objective, adam, members
         self.owners: list[int | None] = owners
         self.device = device
@@ -232,7 +223,7 @@ class WaveTrainer:
         for slot, owner in enumerate(self.owners):
             if owner is not None:
                 self.members[owner].history.epochs.append(
-                    {"epoch": 0, **losses[slot], **dict.fromkeys(self.columns, math.nan)}
+                    initial_record(losses[slot], self.columns)
                 )
 
     def _slot_orders(self, orders: dict[int, torch.Tensor]) -> Rows:
@@ -253,8 +244,7 @@ class WaveTrainer:
         start, runs_at_start = time.perf_counter(), len(self.active())
         sums = {owner: EpochSums() for owner in self.active()}
         slot_orders = self._slot_orders(orders)
-        for lo in range(0, n_train, batch_size):
-            size = min(batch_size, n_train - lo)
+        for lo, size in mini_batch_bounds(n_train, batch_size):
             rows = None if slot_orders is None else slot_orders[..., lo : lo + size]
             diverged = self._step(rows, size, sums)
             lost = {f"{split}_loss": math.nan for split in self.held_out}
@@ -271,8 +261,7 @@ class WaveTrainer:
             if owner is None:
                 continue
             record = sums[owner].record(n_train, held_out[slot], self.columns)
-            diverged = not math.isfinite(record["val_loss"])
-            self._close_epoch(owner, epoch, record, start, runs_at_start, diverged)
+            self._close_epoch(owner, epoch, record, start, runs_at_start, has_diverged(record))
 
     def _step(self, rows: Rows, size: int, sums: dict[int, EpochSums]) -> list[int]:
         """Every run's loss and gradients on the step's rows, added to its sums; the runs whose
@@ -280,20 +269,16 @@ class WaveTrainer:
         losses = self.objective.train_step(rows)
         norms = self.objective.params.grad_norms(self.fields)
         values = torch.cat([losses.unsqueeze(1), norms], 1).tolist()
-        diverged = []
+        lost = []
         for owner, (loss, *slot_norms) in zip(self.owners, values, strict=True):
             if owner is None:
                 continue
-            run = sums[owner]
-            run.loss += loss * size
-            if not math.isfinite(loss):
-                diverged.append(owner)
-                continue
-            for column, norm in zip(self.columns, slot_norms, strict=True):
-                run.norms[column] = run.norms.get(column, 0.0) + norm
-            run.steps += 1
-            self.members[owner].stepped = True
-        return diverged
+            norms = dict(zip(self.columns, slot_norms, strict=True))
+            if sums[owner].add(loss, size, norms):
+                self.members[owner].stepped = True
+            else:
+                lost.append(owner)
+        return lost
 
     def _close_epoch(self, owner, epoch, record, start, runs_at_start, diverged: bool) -> None:
         """Append the epoch's record; a diverged run is finished and leaves the wave. Each run
@@ -337,28 +322,15 @@ class WaveTrainer:
         end on a dataset with a test split."""
         member = self.members[owner]
         slot = self.owners.index(owner)
-        spec, history = member.spec, member.history
-        status = "ok" if history.diverged_epoch is None else "diverged"
-        tensors = self.objective.tensors(slot)
-        test_loss = final_test_loss(self.dataset, status, lambda: test_losses[slot])
-        member.result = RunResult(
-            spec=spec,
-            status=status,
-            diverged_epoch=history.diverged_epoch,
-            epochs=history.epochs,
-            counts=member.counts,
-            train_state_bytes=state_bytes(member.trained_numels, member.stepped),
-            tensors=tensors,
-            device=self.device.type,
-            device_name=device_name(self.device),
-            epoch_seconds=history.epoch_seconds,
-            cached_base=self.objective.cached_base,
-            scaling=member.scaling,
-            initial_tensors=member.initial_tensors,
-            base_weight=member.base_weight,
-            adapted=member.adapted,
-            test_loss=test_loss,
-            population_loss=population_loss(
-                spec, self.dataset, status, tensors, member.initial_tensors, member.scaling
-            ),
+        member.result = run_result(
+            member.spec,
+            member.history,
+            member.record,
+            self.objective.tensors(slot),
+            member.initial_tensors,
+            state_bytes(member.trained_numels, member.stepped),
+            self.device,
+            self.objective.cached_base,
+            self.dataset,
+            lambda: test_losses[slot],
         )

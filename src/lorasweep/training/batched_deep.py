@@ -36,12 +36,14 @@ from torch.func import functional_call, grad_and_value
 
 from lorasweep.models import registry
 from lorasweep.models.dora import DoRALinear
-from lorasweep.models.lora import LoRALinear, lora_layers
+from lorasweep.models.lora import LoRALinear, dropout_keep, lora_layers
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
-from lorasweep.training.batched_linear import Rows, copy_generator, kept_slots
+from lorasweep.training.batched_linear import copy_generator, kept_slots
 from lorasweep.training.exact import splits_of
 from lorasweep.training.loop import adapter_tensors, tracked_gradients
+from lorasweep.training.objective import Rows
+from lorasweep.training.records import slot_rates
 from lorasweep.training.stacked import SlotLayout, StackedParameters
 
 
@@ -173,11 +175,7 @@ class StackedNetwork:
         """Each trained tensor's rate by its method record's ``lr_groups`` (A, m and biases at
         lr, B at lr·λ; every parameter at lr for full fine-tuning), as
         :func:`~lorasweep.training.loop.param_groups` gives them."""
-        groups = [s.record.lr_groups(s.lr, s.lr_ratio) for s in specs]
-        return {
-            name: [rates[name.rpartition(".")[2]] for rates in groups]
-            for name in self.params.layout.shapes
-        }
+        return slot_rates(specs, {name: name for name in self.params.layout.shapes})
 
     def _rows(self, split: str, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         """(runs, b, …) inputs and targets of each run's rows."""
@@ -212,7 +210,7 @@ class StackedNetwork:
         dtype, device = self.params.data.dtype, self.params.data.device
         for index, (name, d_in) in enumerate(self.adapted):
             shape = (*leading, d_in)
-            keeps = [torch.rand(shape, generator=generators[index], device="cpu") >= self.dropout
+            keeps = [dropout_keep(shape, generators[index], self.dropout)
                      for generators in self.dropout_generators]  # fmt: skip
             masks[_key(name, "dropout_keep")] = torch.stack(keeps).to(device, dtype)
         return masks

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lorasweep.models.lora import LoRALinear
+from lorasweep.models.lora import LoRALinear, dropout_keep
 from lorasweep.planning.cohorts import rows_per_chunk
 from lorasweep.planning.runs import RunSpec
 from lorasweep.tasks.synthetic import Dataset
@@ -32,10 +32,9 @@ from lorasweep.training.exact import (
     splits_of,
     trains_on_base_residuals,
 )
+from lorasweep.training.objective import Rows
+from lorasweep.training.records import slot_rates
 from lorasweep.training.stacked import SlotLayout, StackedParameters
-
-Rows = torch.Tensor | None
-"""Rows of a step: None (the whole split), (b,) shared by every run, or (runs, b) per run."""
 
 
 def gather_rows(
@@ -195,19 +194,16 @@ class StackedLoRA:
         return self.params.runs
 
     def learning_rates(self, specs: Sequence[RunSpec]) -> dict[str, list[float]]:
-        """A and the bias at lr, B at lr·λ (LoRA+), as
-        :func:`lorasweep.training.loop.param_groups` gives them."""
-        lrs = {"A": [s.lr for s in specs], "Bt": [s.lr * s.lr_ratio for s in specs]}
-        if self.bias_trains:
-            lrs["bias"] = lrs["A"]
-        return lrs
+        """Each slot tensor at its parameter's :func:`~lorasweep.training.records.tensor_rate`."""
+        names = {"A": "lora_A", "Bt": "lora_B", "bias": "bias"}
+        return slot_rates(specs, {k: names[k] for k in self.params.layout.shapes})
 
     def _dropped(self, x: torch.Tensor) -> torch.Tensor:
         """x after each run's inverted dropout, drawn as :meth:`LoRALinear.adapter_input` draws
         it: one mask per run for the whole step, from the run's own generator."""
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         for slot, generator in enumerate(self.dropout_generators):
-            keep = torch.rand(x.shape[1:], generator=generator, device="cpu") >= self.dropout
+            keep = dropout_keep(x.shape[1:], generator, self.dropout)
             torch.mul(x[slot], keep.to(x.device, x.dtype), out=out[slot])
         return out.div_(1.0 - self.dropout)
 
@@ -357,8 +353,7 @@ class StackedFull:
         return self.params.runs
 
     def learning_rates(self, specs: Sequence[RunSpec]) -> dict[str, list[float]]:
-        lrs = [s.lr for s in specs]
-        return {"Wt": lrs, "bias": lrs}
+        return slot_rates(specs, {"Wt": "weight", "bias": "bias"})
 
     def train_step(self, rows: Rows) -> torch.Tensor:
         return self._loss("train", rows, backward=True)

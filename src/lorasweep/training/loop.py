@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lorasweep.models import networks, registry
-from lorasweep.models.accounting import ParameterCounts, count_parameters, training_state_bytes
+from lorasweep.models.accounting import ParameterCounts, count_parameters
 from lorasweep.models.adapters import layer_class, stored_update
 from lorasweep.models.lora import is_adapter_layer, lora_layers
 from lorasweep.models.names import linear_modules, matrix_types, select
@@ -39,6 +39,16 @@ from lorasweep.training.exact import (
     splits_of,
     trains_on_base_residuals,
 )
+from lorasweep.training.records import (
+    EpochSums,
+    History,
+    epoch_order,
+    has_diverged,
+    initial_record,
+    mini_batch_bounds,
+    tensor_rate,
+)
+from lorasweep.training.stacked import state_bytes
 
 
 def build_model(spec: RunSpec, dataset: Dataset, device: torch.device) -> nn.Module:
@@ -199,20 +209,16 @@ def choose_loss(
 def param_groups(spec: RunSpec, model: nn.Module) -> list[dict]:
     """Adam's parameter groups, at the rates of the method record's ``lr_groups``: an adapter's
     A at lr, B at lr·λ (LoRA+, Hayou et al. 2024, arXiv 2402.12354; λ = ``lr_ratio``), DoRA's m
-    at lr, plus the adapted layers' biases at lr where they train. Full fine-tuning: every
-    parameter at lr."""
-    if not spec.adapter:
-        return [{"params": list(model.parameters()), "lr": spec.lr}]
-    rates = spec.record.lr_groups(spec.lr, spec.lr_ratio)
-    layers = [layer for _, layer in lora_layers(model)]
-    trained = [name for name in rates if name != "bias"]
-    groups = [
-        {"params": [getattr(layer, name) for layer in layers], "lr": rates[name]}
-        for name in trained
-    ]
-    if spec.bias == "lora_only":
-        groups.append({"params": [layer.base.bias for layer in layers], "lr": rates["bias"]})
-    return groups
+    at lr, plus the adapted layers' biases at lr where they train (one group per rate, each
+    trained parameter at :func:`~lorasweep.training.records.tensor_rate`). Full fine-tuning:
+    every parameter at lr."""
+    groups: dict[str, dict] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            kind = name.rpartition(".")[2]
+            group = groups.setdefault(kind, {"params": [], "lr": tensor_rate(spec, name)})
+            group["params"].append(param)
+    return list(groups.values())
 
 
 def tracked_gradients(spec: RunSpec, model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -287,16 +293,15 @@ def evaluate_held_out(model: nn.Module, loss: LossFn, splits: tuple[str, ...]) -
     return {f"{split}_loss": evaluate(model, loss, split) for split in splits}
 
 
-def initial_record(
+def initial_losses(
     model: nn.Module, loss: LossFn, norms: dict[str, list[nn.Parameter]], held_out: tuple[str, ...]
 ) -> dict:
-    """Epoch 0: the losses of the model before any step, and no gradient norms yet."""
-    return {
-        "epoch": 0,
+    """Epoch 0 of the model before any step (:func:`~lorasweep.training.records.initial_record`)."""
+    losses = {
         "train_loss": evaluate(model, loss, "train"),
         **evaluate_held_out(model, loss, held_out),
-        **dict.fromkeys(norms, math.nan),
     }
+    return initial_record(losses, list(norms))
 
 
 def mini_batches(
@@ -304,10 +309,10 @@ def mini_batches(
 ) -> list[tuple[torch.Tensor | None, int]]:
     """One epoch's mini-batches as (row index, size): a fresh permutation from ``shuffle`` when
     there is more than one mini-batch, else the whole split in order (index ``None``)."""
-    order = torch.randperm(n_train, generator=shuffle).to(device) if batch_size < n_train else None
+    order = epoch_order(n_train, batch_size, shuffle, device)
     return [
-        (order[lo : lo + batch_size] if order is not None else None, min(batch_size, n_train - lo))
-        for lo in range(0, n_train, batch_size)
+        (order[lo : lo + size] if order is not None else None, size)
+        for lo, size in mini_batch_bounds(n_train, batch_size)
     ]
 
 
@@ -326,39 +331,27 @@ def train_epoch(
     held_out: tuple[str, ...],
 ) -> tuple[dict, bool]:
     """One Adam step per mini-batch, then the loss on each ``held_out`` split; returns the epoch's
-    record and whether the run diverged.
-
-    ``train_loss`` is the sample-weighted mean of the mini-batch losses and each gradient norm the
-    mean over the steps taken. A non-finite mini-batch loss ends the epoch before its step; the
-    record's losses are then NaN and the run has diverged, as it has when ``val_loss`` is not
-    finite.
-    """
+    record (:class:`~lorasweep.training.records.EpochSums`) and whether the run diverged. A
+    non-finite mini-batch loss ends the epoch before its step."""
     model.train()
-    loss_sum, norm_sums, steps = 0.0, dict.fromkeys(norms, 0.0), 0
+    sums = EpochSums()
     for index, size in epoch_mini_batches:
         optimizer.zero_grad(set_to_none=True)
         loss_value = loss("train", index, backward=True)
-        loss_sum += loss_value * size
-        if not math.isfinite(loss_value):
+        step_norms = (
+            {name: _grad_norm(params) for name, params in norms.items()}
+            if math.isfinite(loss_value)
+            else {}
+        )
+        if not sums.add(loss_value, size, step_norms):
             break
-        for name, params in norms.items():
-            norm_sums[name] += _grad_norm(params)
         optimizer.step()
-        steps += 1
-    finite = math.isfinite(loss_sum)
-    held = (
-        evaluate_held_out(model, loss, held_out)
-        if finite
-        else {f"{split}_loss": math.nan for split in held_out}
-    )
-    record = {
-        "train_loss": loss_sum / sum(size for _, size in epoch_mini_batches)
-        if finite
-        else math.nan,
-        **held,
-        **{name: total / max(steps, 1) for name, total in norm_sums.items()},
-    }
-    return record, not (finite and math.isfinite(record["val_loss"]))
+    if sums.finite:
+        held = evaluate_held_out(model, loss, held_out)
+    else:
+        held = {f"{split}_loss": math.nan for split in held_out}
+    record = sums.record(sum(size for _, size in epoch_mini_batches), held, list(norms))
+    return record, has_diverged(record)
 
 
 def gap_to_optimal(loss: float, optimal: float) -> float | None:
@@ -460,16 +453,6 @@ class RunResult:
         return {"final_source_loss": after, "forgetting": after - before}
 
 
-@dataclass
-class History:
-    """What the loop records: one dict per epoch from epoch 0 (before any step), the wall-clock
-    seconds of each epoch trained, and the epoch at which the run diverged, if it did."""
-
-    epochs: list[dict]
-    epoch_seconds: list[float] = field(default_factory=list)
-    diverged_epoch: int | None = None
-
-
 def model_record(spec: RunSpec, model: nn.Module) -> dict:
     """What a run records from its model besides its epochs and tensors: its parameter counts,
     the LoRA scale s, a network's adapted modules (every linear module for full fine-tuning) and
@@ -487,6 +470,43 @@ def model_record(spec: RunSpec, model: nn.Module) -> dict:
     }
 
 
+def run_result(
+    spec: RunSpec,
+    history: History,
+    record: dict,
+    tensors: dict[str, torch.Tensor],
+    initial_tensors: dict[str, torch.Tensor],
+    train_state_bytes: int,
+    device: torch.device,
+    cached_base: bool,
+    dataset: Dataset,
+    evaluate_test,
+) -> RunResult:
+    """A run's :class:`RunResult`, whichever code trained it: its history, its
+    :func:`model_record`, its final ``tensors`` (on the CPU) with the adapter's starting point,
+    and their test loss (``evaluate_test()``, see :func:`final_test_loss`) and population
+    loss."""
+    status = "ok" if history.diverged_epoch is None else "diverged"
+    return RunResult(
+        spec=spec,
+        status=status,
+        diverged_epoch=history.diverged_epoch,
+        epochs=history.epochs,
+        train_state_bytes=train_state_bytes,
+        tensors=tensors,
+        device=device.type,
+        device_name=device_name(device),
+        epoch_seconds=history.epoch_seconds,
+        cached_base=cached_base,
+        initial_tensors=initial_tensors,
+        test_loss=final_test_loss(dataset, status, evaluate_test),
+        population_loss=population_loss(
+            spec, dataset, status, tensors, initial_tensors, record["scaling"]
+        ),
+        **record,
+    )
+
+
 def package_result(
     spec: RunSpec,
     model: nn.Module,
@@ -498,31 +518,23 @@ def package_result(
     dataset: Dataset,
     loss: LossFn,
 ) -> RunResult:
-    """The run's :class:`RunResult`: its record, counts, final weights (on the CPU) with the
-    adapter's starting point where it is stored, and their test and population losses. Full
-    fine-tuning stores every parameter (``weight`` and ``bias`` of a single layer; a network's
-    whole state dict)."""
+    """The oracle's :func:`run_result`. Full fine-tuning stores every parameter (``weight`` and
+    ``bias`` of a single layer; a network's whole state dict); the state bytes are those of
+    :func:`~lorasweep.training.stacked.state_bytes` for the tensors Adam trained."""
     tensors = adapter_tensors(model, spec.bias) if spec.adapter else dict(model.named_parameters())
     tensors = {k: v.detach().cpu() for k, v in tensors.items()}
-    status = "ok" if history.diverged_epoch is None else "diverged"
-    record = model_record(spec, model)
-    return RunResult(
-        spec=spec,
-        status=status,
-        diverged_epoch=history.diverged_epoch,
-        epochs=history.epochs,
-        train_state_bytes=training_state_bytes(model, optimizer),
-        tensors=tensors,
-        device=device.type,
-        device_name=device_name(device),
-        epoch_seconds=history.epoch_seconds,
-        cached_base=cached_base,
-        initial_tensors=initial_tensors,
-        test_loss=final_test_loss(dataset, status, lambda: evaluate(model, loss, TEST)),
-        population_loss=population_loss(
-            spec, dataset, status, tensors, initial_tensors, record["scaling"]
-        ),
-        **record,
+    numels = [p.numel() for p in model.parameters() if p.requires_grad]
+    return run_result(
+        spec,
+        history,
+        model_record(spec, model),
+        tensors,
+        initial_tensors,
+        state_bytes(numels, stepped=bool(optimizer.state)),
+        device,
+        cached_base,
+        dataset,
+        lambda: evaluate(model, loss, TEST),
     )
 
 
@@ -550,7 +562,7 @@ def train_run(
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
 
     held_out = held_out_splits(dataset)
-    history = History(epochs=[initial_record(model, loss, norms, held_out)])
+    history = History(epochs=[initial_losses(model, loss, norms, held_out)])
     for epoch in range(1, spec.epochs + 1):
         start = time.perf_counter()
         record, diverged = train_epoch(
