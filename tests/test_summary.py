@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from lorasweep.analysis import selections, statistics, summary
+from lorasweep.analysis import findings, selections, statistics, summary
 from lorasweep.analysis.findings import small_rank_suffices
 from lorasweep.models.registry import DORA
 from tests.test_findings import as_stored, efficiency_runs, lowrank_runs
@@ -92,3 +92,17 @@ def test_one_method_keeps_the_tables_it_had():
     by_rank = statistics._best_of(lora, ["dataset", "rank"], statistics.settings_in(lora))
     grouped = statistics.best_lora_settings(runs, ["dataset", "rank"])
     pd.testing.assert_frame_equal(grouped[by_rank.columns], by_rank)
+
+
+def test_the_rank_findings_judge_each_adapter_method_on_its_own_runs():
+    """LoRA reaches 0.0102 at r = 4 = the task rank (2 % above σ² = 0.01), DoRA 0.02 (100 %):
+    each method is its own check, named where several ran, and efficiency compares the chosen
+    row's own method with full FT."""
+    runs = two_method_runs()
+    finding = small_rank_suffices(runs)
+    assert "DoRA: at r = 4" in finding.evidence and "LoRA: at r = 4" in finding.evidence
+    assert "+2.0 %" in finding.evidence and "+100.0 %" in finding.evidence
+    assert "DoRA" not in small_rank_suffices(runs[runs["method"] != DORA.name]).evidence
+    table = statistics.efficiency_table(runs)
+    result = findings.efficiency(runs, table, tolerance=0.05)
+    assert "r = 4, the lowest rank" in result.evidence and "+2.0 %" in result.evidence
