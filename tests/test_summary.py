@@ -6,6 +6,7 @@ import pytest
 from lorasweep.analysis import findings, selections, statistics, summary
 from lorasweep.analysis.findings import small_rank_suffices
 from lorasweep.models.registry import DORA
+from lorasweep.report.html import _lora_against_full
 from tests.test_findings import as_stored, efficiency_runs, lowrank_runs
 
 
@@ -106,3 +107,13 @@ def test_the_rank_findings_judge_each_adapter_method_on_its_own_runs():
     table = statistics.efficiency_table(runs)
     result = findings.efficiency(runs, table, tolerance=0.05)
     assert "r = 4, the lowest rank" in result.evidence and "+2.0 %" in result.evidence
+
+
+def test_the_report_names_the_adapter_method_of_the_row_it_quotes():
+    table = statistics.efficiency_table(two_method_runs())
+    assert "; LoRA at r = 4 " in _lora_against_full(table, tolerance=0.05)
+    assert "; DoRA at r = 1 " in _lora_against_full(table, tolerance=2.5)
+    best = _lora_against_full(table, tolerance=0.0)
+    assert "(best: LoRA r = 4 at" in best
+    one = _lora_against_full(table[table["method"] != DORA.name], tolerance=0.0)
+    assert "(best: r = 4 at" in one
