@@ -183,3 +183,15 @@ def test_pareto_points_keep_each_adapter_method_apart():
     assert len(adapters) == 2 * len(pareto_points(single_layer_runs()))
     labels = legend_labels(draw("pareto_front", two_method_runs(single_layer_runs())))
     assert {"LoRA, s = α/r", "DoRA, s = α/r"} <= set(labels)
+
+
+def test_the_gap_figure_draws_each_adapter_method_apart():
+    from lorasweep.figures.evidence import gap_decomposition
+
+    gaps = _gaps(0.01, ("lora", "dora", "full"))
+    labels = legend_labels(gap_decomposition(Tables(runs=None, epochs=None, gaps=gaps)))
+    assert {"total, LoRA", "total, DoRA", "DoRA optimisation"} <= set(labels)
+    one = legend_labels(
+        gap_decomposition(Tables(runs=None, epochs=None, gaps=_gaps(0.01, ("lora", "full"))))
+    )
+    assert "total, LoRA" in one and not any("DoRA" in label for label in one)
