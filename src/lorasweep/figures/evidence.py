@@ -191,13 +191,16 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
 
 
 def _intruder_panel(ax, means: pd.DataFrame) -> None:
-    """LoRA's counts against rank per scaling rule, and full FT's mean ± sd as a band."""
-    for scaling in ordered_scalings(means["scaling"]):
-        group = means[means["scaling"] == scaling].sort_values("rank")
-        errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
-                 f"LoRA, {scaling_label(scaling)}")  # fmt: skip
-        ax.plot(group["rank"], group["null_mean"], color=SCALING_COLORS[scaling], linestyle=":",
-                linewidth=1, label=f"null control, {scaling_label(scaling)}")  # fmt: skip
+    """LoRA's counts against rank per scaling rule (each adapter method apart, in its own line
+    style, where several ran), and full FT's mean ± sd as a band."""
+    for prefix, style, part in method_parts(means[registry.adapter_rows(means["method"])]):
+        for scaling in ordered_scalings(part["scaling"]):
+            group = part[part["scaling"] == scaling].sort_values("rank")
+            errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
+                     f"{_label_of(group)}, {scaling_label(scaling)}", **style)  # fmt: skip
+            ax.plot(group["rank"], group["null_mean"], color=SCALING_COLORS[scaling],
+                    linestyle=":", linewidth=1,
+                    label=f"null control, {prefix}{scaling_label(scaling)}")  # fmt: skip
     full = means[registry.full_rows(means["method"])]
     if not full.empty:
         mean, sd = float(full["mean"].iloc[0]), float(full["std"].iloc[0])
