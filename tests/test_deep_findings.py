@@ -128,3 +128,20 @@ def test_deep_findings_appear_only_with_a_deep_dataset():
     assert len(deep_findings.deep_findings(deep_runs({("mlp", 2): 0.0101}), 0.05)) == 3
     single = deep_runs({("mlp", 2): 0.0101}).assign(dataset_kind="lowrank")
     assert deep_findings.deep_findings(single, 0.05) == []
+
+
+def test_the_deep_findings_judge_each_adapter_method_on_its_own_runs():
+    """With LoRA and DoRA runs of the same sweep, each method is checked on its own runs and
+    named in its check: the best settings have a row per method and target set at each rank,
+    never read as one."""
+    sweep = {("attention", 2): 0.2, ("mlp", 2): 0.0102, ("all", 2): 0.0101}
+    lora = deep_runs(sweep)
+    dora = lora.assign(method="dora", run_id="dora_" + lora["run_id"])
+    both = pd.concat([lora, dora], ignore_index=True)
+    regret = deep_findings.attention_only_regrets(both)
+    assert regret.verdict == findings.REPRODUCED
+    assert "tf at LoRA r = 2" in regret.evidence and "tf at DoRA r = 2" in regret.evidence
+    floor = deep_findings.floor_reached(both, tolerance=0.05)
+    assert "tf, DoRA targets mlp at r = 2" in floor.evidence
+    assert "tf, LoRA targets mlp at r = 2" in floor.evidence
+    assert "LoRA r" not in deep_findings.attention_only_regrets(lora).evidence

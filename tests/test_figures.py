@@ -143,3 +143,55 @@ def test_the_gap_figure_says_no_data_where_gaps_in_noise_units_cannot_be_drawn(
     assert no_data_message(gap_decomposition(
         Tables(runs=None, epochs=None, gaps=_gaps(0.01, ("lora", "full")))
     )) is None  # fmt: skip
+
+
+def two_method_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` and a DoRA copy of them whose losses are twice LoRA's."""
+    dora = runs.assign(
+        method="dora", run_id="dora_" + runs["run_id"], final_val_loss=2 * runs["final_val_loss"]
+    )
+    return pd.concat([runs, dora], ignore_index=True)
+
+
+def test_figures_draw_each_adapter_method_apart_with_its_label():
+    """With LoRA and DoRA runs, a figure that draws the best setting per rank draws each
+    method's own (DoRA's loss twice LoRA's), labelled by the registry; with LoRA alone it is
+    labelled as before."""
+    runs = two_method_runs(single_layer_runs())
+    fig = draw("loss_vs_rank", runs)
+    bars = {bar.get_label(): bar.lines[0] for bar in fig.axes[0].containers}
+    lora, dora = bars["LoRA α/r"], bars["DoRA α/r"]
+    np.testing.assert_allclose(
+        np.asarray(dora.get_ydata(), float), 2 * np.asarray(lora.get_ydata(), float)
+    )
+    assert lora.get_linestyle() != dora.get_linestyle()
+    assert "α/r" in legend_labels(draw("loss_vs_rank", single_layer_runs()))
+    assert "DoRA α/r" not in legend_labels(draw("loss_vs_rank", single_layer_runs()))
+    deep = legend_labels(draw("deep_targets", two_method_runs(deep_runs())))
+    assert {"LoRA attention", "DoRA attention", "LoRA mlp", "DoRA mlp"} <= set(deep)
+    heatmap = draw("rank_alpha_heatmap", runs)
+    assert sorted(ax.get_title() for ax in heatmap.axes if ax.get_title()) == [
+        "tiny · DoRA α/r",
+        "tiny · LoRA α/r",
+    ]
+
+
+def test_pareto_points_keep_each_adapter_method_apart():
+    points = pareto_points(two_method_runs(single_layer_runs()))
+    adapters = points[points["method"] != "full"]
+    assert sorted(adapters["method"].unique()) == ["dora", "lora"]
+    assert len(adapters) == 2 * len(pareto_points(single_layer_runs()))
+    labels = legend_labels(draw("pareto_front", two_method_runs(single_layer_runs())))
+    assert {"LoRA, s = α/r", "DoRA, s = α/r"} <= set(labels)
+
+
+def test_the_gap_figure_draws_each_adapter_method_apart():
+    from lorasweep.figures.evidence import gap_decomposition
+
+    gaps = _gaps(0.01, ("lora", "dora", "full"))
+    labels = legend_labels(gap_decomposition(Tables(runs=None, epochs=None, gaps=gaps)))
+    assert {"total, LoRA", "total, DoRA", "DoRA optimisation"} <= set(labels)
+    one = legend_labels(
+        gap_decomposition(Tables(runs=None, epochs=None, gaps=_gaps(0.01, ("lora", "full"))))
+    )
+    assert "total, LoRA" in one and not any("DoRA" in label for label in one)

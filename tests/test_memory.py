@@ -102,6 +102,41 @@ CASES = {
             for s in range(4)
         ],
     ),  # fmt: skip
+    "single layer, DoRA": (
+        LAYER,
+        [
+            {
+                **COMMON,
+                "dataset": "big",
+                "method": "dora",
+                "batch_size": 256,
+                "rank": 64,
+                "alpha": 8.0,
+                "scaling": "standard",
+                "init": "kaiming",
+                "seed": s,
+            }
+            for s in range(24)
+        ],
+    ),  # fmt: skip
+    "transformer, DoRA": (
+        TRANSFORMER,
+        [
+            {
+                **COMMON,
+                "dataset": "tf",
+                "method": "dora",
+                "batch_size": None,
+                "rank": 4,
+                "alpha": 8.0,
+                "scaling": "standard",
+                "init": "kaiming",
+                "targets": "all",
+                "seed": s,
+            }
+            for s in range(4)
+        ],
+    ),  # fmt: skip
     "transformer, full fine-tuning": (
         TRANSFORMER,
         [

@@ -1,10 +1,12 @@
 import copy
 import inspect
+from dataclasses import replace
 
 import pytest
 import yaml
 
-from lorasweep.planning.cohorts import Progress, cohort_key, plan_cohorts
+from lorasweep.models.registry import DORA, LORA
+from lorasweep.planning.cohorts import Progress, aligned, cohort_key, plan_cohorts
 from lorasweep.planning.grouping import (
     PARALLEL_JOBS,
     build_plan,
@@ -12,8 +14,16 @@ from lorasweep.planning.grouping import (
     group_runs,
     job_count,
 )
-from lorasweep.planning.resources import cohort_cost
-from lorasweep.planning.runs import format_number
+from lorasweep.planning.resources import (
+    cohort_cost,
+    network_slot_elements,
+    run_bytes,
+    run_cost,
+    slot_elements,
+    uses_gram,
+)
+from lorasweep.planning.runs import RunSpec, format_number
+from lorasweep.tasks.synthetic import DatasetSpec
 
 from .conftest import CONFIGS, REPO
 
@@ -156,3 +166,33 @@ def test_default_and_seed_demo_presets_expand():
 )
 def test_format_number(value, text):
     assert format_number(value) == text
+
+
+@pytest.mark.parametrize("batch_size", [None, 64])
+@pytest.mark.parametrize("kind", ["lowrank", "transformer"])
+def test_the_cost_and_memory_models_charge_dora_more_than_lora_of_the_same_rank(kind, batch_size):
+    sizes = {"in_features": 256, "out_features": 128, "task_rank": 2}
+    if kind == "transformer":
+        sizes = {"d_model": 32, "n_heads": 4, "n_layers": 2, "seq_len": 16, "d_ff": 64,
+                 "task_rank": 1}  # fmt: skip
+    entry = {"name": "d", "kind": kind, "noise_std": 0.1, "n_train": 4096, "n_val": 256, **sizes}
+    dataset = DatasetSpec.from_config(entry).as_dict()
+    targets = "all" if kind == "transformer" else None
+    lora = RunSpec("d", LORA.name, 0, 0.01, 3, batch_size, "none", "cpu", rank=4, alpha=8.0,
+                   scaling="standard", init="kaiming", targets=targets)  # fmt: skip
+    dora = replace(lora, method=DORA.name)
+    assert run_cost(dora, dataset) > run_cost(lora, dataset)
+    assert cohort_cost([dora] * 3, dataset) > cohort_cost([lora] * 3, dataset)
+    assert run_bytes(dora, dataset) > run_bytes(lora, dataset)
+    assert not uses_gram(dora, dataset)
+    if kind == "transformer":
+        rows = sum(aligned(m) for m in (32,) * 4 + (64, 32)) * 2
+        assert network_slot_elements(dora, dataset) == network_slot_elements(lora, dataset) + rows
+    else:
+        assert slot_elements(dora, 256, 128) == slot_elements(lora, 256, 128) + aligned(128)
+        assert uses_gram(lora, dataset) == (batch_size is None)
+        merged = (4 + DORA.merged_weight_cost) * 256 * 128
+        assert (
+            run_cost(dora, dataset) - run_cost(lora, dataset)
+            > 3 * (4096 // (batch_size or 4096)) * merged
+        )

@@ -58,6 +58,14 @@ def best_by_targets(lora: pd.DataFrame) -> pd.DataFrame:
     return best.join(floors, on="dataset")
 
 
+def _method_prefix(best: pd.DataFrame, dataset: str, method: str) -> str:
+    """The adapter method's label and a space where ``dataset`` has rows of several methods in
+    ``best``, else nothing (a check's text as with one method)."""
+    if best.loc[best["dataset"] == dataset, "method"].nunique() > 1:
+        return f"{registry.method(method).label} "
+    return ""
+
+
 def floor_reached(runs: pd.DataFrame, tolerance: float) -> Finding:
     """Rows whose ``optimal_val_loss`` is σ² are those whose targets include every shifted
     module at r ≥ task rank (the ground truth decided this when the run was trained); each
@@ -71,13 +79,15 @@ def floor_reached(runs: pd.DataFrame, tolerance: float) -> Finding:
     unit, value = unit_column(lora), statistics.reported_column(lora)
     keys = ["dataset", "targets", "rank", *statistics.settings_in(lora)]
     checks = []
-    for (dataset, targets), group in best.groupby(["dataset", "targets"]) if len(best) else []:
+    groups = best.groupby(["dataset", "method", "targets"]) if len(best) else []
+    for (dataset, method, targets), group in groups:
         row = group.sort_values("rank").iloc[0]
         chosen = statistics.select_runs(lora, row.to_frame().T, keys)
         excess = per_unit(chosen, value, unit) / row["noise_floor"] - 1
         mean, sd = _reported(row, value)
         text = (
-            f"{dataset}, targets {targets} at r = {row['rank']} (task rank "
+            f"{dataset}, {_method_prefix(best, dataset, method)}targets {targets} at "
+            f"r = {row['rank']} (task rank "
             f"{row['task_rank']}; settings chosen on validation): final "
             f"{statistics.split_name(value)} MSE {mean:.4g} ± {sd:.2g}, {_pct(excess.mean())} "
             f"from σ² = {row['noise_floor']:.4g}"
@@ -196,7 +206,8 @@ def attention_only_regrets(runs: pd.DataFrame) -> Finding:
     unit, value = unit_column(lora), statistics.reported_column(lora)
     keys = ["dataset", "targets", "rank", *statistics.settings_in(lora)]
     checks = []
-    for (dataset, rank), group in best.groupby(["dataset", "rank"]) if not best.empty else []:
+    groups = best.groupby(["dataset", "method", "rank"]) if not best.empty else []
+    for (dataset, method, rank), group in groups:
         rows = group.set_index("targets")
         if len(rows) < 3:
             continue
@@ -213,7 +224,8 @@ def attention_only_regrets(runs: pd.DataFrame) -> Finding:
         checks.append(
             interval_check(
                 dataset,
-                f"{dataset} at r = {rank}, final {split} MSE: attention {loss['attention']:.4g} "
+                f"{dataset} at {_method_prefix(best, dataset, method)}r = {rank}, final {split} "
+                f"MSE: attention {loss['attention']:.4g} "
                 f"({_pct(above.mean())} above the better of the others)",
                 above, REGRET_GAP, False, unit, show=_pct, arms=arms, replicates=replicates,
             )

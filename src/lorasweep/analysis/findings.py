@@ -208,7 +208,7 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
     lora = statistics.completed_lora(runs)
     unit, value = unit_column(lora), statistics.reported_column(lora)
     checks = []
-    for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
+    for dataset, method, group in _by_dataset_and_method(best):
         k, floor = int(group["task_rank"].iloc[0]), float(group["noise_floor"].iloc[0])
         at_or_above = group[group["rank"] >= k]
         if at_or_above.empty or floor <= 0:
@@ -218,11 +218,12 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
         excess = per_unit(chosen, value, unit) / floor - 1
         mean, sd = _reported(row, value)
         text = (
-            f"{dataset}: at r = {row['rank']} (task rank {k}; settings chosen on validation) "
+            f"{dataset}: {method}at r = {row['rank']} (task rank {k}; settings chosen on "
+            "validation) "
             f"the final {statistics.split_name(value)} MSE is {mean:.4g} ± {sd:.2g}, "
             f"{_pct(excess.mean())} from σ² = {floor:.4g}"
         )
-        arms = Arms({f"lora r{row['rank']}": arm_budget(row)}, comparison=False)
+        arms = Arms({f"{row['method']} r{row['rank']}": arm_budget(row)}, comparison=False)
         checks.append(
             interval_check(dataset, text, excess, SMALL_R_TOLERANCE, True, unit, show=_pct,
                            arms=arms, replicates=n_replicates(chosen))
@@ -233,6 +234,18 @@ def small_rank_suffices(runs: pd.DataFrame) -> Finding:
         checks,
         "needs a lowrank dataset with noise σ > 0 and r ≥ its task rank",
     )
+
+
+def _by_dataset_and_method(best: pd.DataFrame):
+    """(dataset, prefix, rows) of best-settings rows per dataset and adapter method: the prefix
+    names the method (``"DoRA: "``) where a dataset has several, and is empty otherwise."""
+    if best.empty:
+        return
+    for dataset, rows in best.groupby("dataset", sort=True):
+        methods = rows["method"].unique()
+        for method in sorted(methods):
+            prefix = f"{registry.method(method).label}: " if len(methods) > 1 else ""
+            yield dataset, prefix, rows[rows["method"] == method]
 
 
 def _setting_keys(lora: pd.DataFrame) -> list[str]:
@@ -255,7 +268,7 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
     lora = statistics.completed_lora(runs)
     unit, value = unit_column(lora), statistics.reported_column(lora)
     checks = []
-    for dataset, group in best.groupby("dataset", sort=True) if not best.empty else []:
+    for dataset, method, group in _by_dataset_and_method(best):
         k = int(group["task_rank"].iloc[0])
         at_or_above = group[group["rank"] >= k].sort_values("rank")
         if len(at_or_above) < 2:
@@ -277,13 +290,14 @@ def large_rank_wasted(runs: pd.DataFrame) -> Finding:
                 f"r = {low['rank']}"
             )
         text = (
-            f"{dataset}: from r = {knee['rank']} ({knee_loss:.4g}) to the best larger rank on "
+            f"{dataset}: {method}from r = {knee['rank']} ({knee_loss:.4g}) to the best larger "
+            "rank on "
             f"validation, r = {top['rank']} ({top_loss:.4g}), the final "
             f"{statistics.split_name(value)} MSE improves by "
             f"{100 * (1 - top_loss / knee_loss):.1f} %{drop}"
         )
-        arms = Arms({f"lora r{knee['rank']}": arm_budget(knee),
-                     f"lora r{top['rank']}": arm_budget(top)})  # fmt: skip
+        arms = Arms({f"{knee['method']} r{knee['rank']}": arm_budget(knee),
+                     f"{top['method']} r{top['rank']}": arm_budget(top)})  # fmt: skip
         checks.append(
             interval_check(dataset, text, gain, PLATEAU_TOLERANCE, True, unit, show=_pct,
                            arms=arms, replicates=n_replicates(knee_runs))
@@ -411,7 +425,11 @@ def efficiency(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> Fin
         ref = full.iloc[0]
         hit = statistics.first_rank_matching_full(rows, tolerance)
         row = hit if hit is not None else lora.loc[lora["final_val_loss"].idxmin()]
-        mine = lora_runs[(lora_runs["dataset"] == dataset) & (lora_runs["rank"] == row["rank"])]
+        mine = lora_runs[
+            (lora_runs["dataset"] == dataset)
+            & (lora_runs["rank"] == row["rank"])
+            & (lora_runs["method"] == row["method"])
+        ]
         theirs = full_runs[full_runs["dataset"] == dataset]
         ratio = (per_unit(mine, value, unit) / per_unit(theirs, value, unit) - 1).dropna()
         if hit is None:

@@ -18,7 +18,9 @@ LORA_SELECTIONS = {
     "targets_rank": ["dataset", "targets", "rank"],
     "scaling_rank_alpha": ["dataset", "scaling", "rank", "alpha"],
 }
-"""Each adapter selection by name: the columns of its groups (those the runs have)."""
+"""Each adapter selection by name: the columns of its groups (those the runs have), each also
+split by adapter method (:func:`statistics.by_method`), so ``targets_rank`` and
+``method_targets_rank`` choose alike; both stay, as figures name them."""
 FULL = "full"
 """The selection of full fine-tuning's learning rate per dataset."""
 FULL_KEYS = ["dataset", "lr"]

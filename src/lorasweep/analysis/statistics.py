@@ -99,12 +99,23 @@ def _best_of(runs: pd.DataFrame, by: list[str], settings: list[str]) -> pd.DataF
     return best.sort_values(_unique(by)).reset_index(drop=True)
 
 
+def by_method(runs: pd.DataFrame, by: list[str]) -> list[str]:
+    """``by`` with ``method`` after ``dataset`` where ``runs`` has that column: each adapter
+    method (LoRA, DoRA, …) is an arm of its own, never one pool whose best setting may be either
+    method's. With one method the groups, and their order, are ``by``'s."""
+    if "method" not in runs.columns or "method" in by:
+        return list(by)
+    at = by.index("dataset") + 1 if "dataset" in by else 0
+    return [*by[:at], "method", *by[at:]]
+
+
 def best_lora_settings(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """For each group in ``by`` (for example dataset and rank), the LoRA settings with the lowest
-    mean final validation loss across seeds (:func:`_best_of`: with that mean, sd and count, the
-    test loss at those settings and the group's search budget)."""
+    """For each group in ``by`` (for example dataset and rank) and adapter method
+    (:func:`by_method`), the settings with the lowest mean final validation loss across seeds
+    (:func:`_best_of`: with that mean, sd and count, the test loss at those settings and the
+    group's search budget)."""
     lora = runs[registry.adapter_rows(runs["method"])]
-    return _best_of(lora, by, settings_in(lora))
+    return _best_of(lora, by_method(lora, by), settings_in(lora))
 
 
 def reference_slice(lora: pd.DataFrame, vary: list[str]) -> pd.DataFrame:
@@ -145,12 +156,13 @@ def select_runs(runs: pd.DataFrame, settings: pd.DataFrame, keys: list[str]) -> 
 
 
 def best_lora_runs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """The completed LoRA runs (all seeds) at the :func:`best_lora_settings` of each group."""
+    """The completed adapter runs (all seeds) at the :func:`best_lora_settings` of each group
+    and method."""
     lora = runs[registry.adapter_rows(runs["method"])]
     best = best_lora_settings(lora, by)
     if best.empty:
         return completed(lora).iloc[:0]
-    return select_runs(lora, best, [*by, *settings_in(lora)])
+    return select_runs(lora, best, [*by_method(lora, by), *settings_in(lora)])
 
 
 def best_full_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -172,22 +184,21 @@ def best_lowrank_lora(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def efficiency_table(runs: pd.DataFrame, timings: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per dataset and method/rank: counts, training-state bytes, seconds per epoch, the
-    final validation loss the settings were chosen on and the final test loss they are reported
-    on (mean ± sd over runs), the arm's search budget, plus ratios to full FT."""
+    """One row per dataset and adapter method and rank, and per dataset for full FT: counts,
+    training-state bytes, seconds per epoch, the final validation loss the settings were chosen
+    on and the final test loss they are reported on (mean ± sd over runs), the arm's search
+    budget, plus ratios to full FT."""
     runs = runs.merge(timings, on="run_id", how="left") if timings is not None else runs
-    budgets = {
-        "lora": best_lora_settings(runs, ["dataset", "rank"]).set_index(["dataset", "rank"]),
-        "full": best_full(runs).set_index("dataset"),
-    }
-    chosen = [
-        ("lora", ["dataset", "rank"], best_lora_runs(runs, ["dataset", "rank"])),
-        ("full", ["dataset"], best_full_runs(runs)),
-    ]
+    keys = ["dataset", "method", "rank"]
+    adapters = best_lora_settings(runs, ["dataset", "rank"]).set_index(keys)
     rows = [
-        _efficiency_row(group, method, budgets[method].loc[key])
-        for method, keys, frame in chosen
-        for key, group in frame.groupby(keys if len(keys) > 1 else keys[0], sort=True)
+        _efficiency_row(group, key[1], adapters.loc[key])
+        for key, group in best_lora_runs(runs, ["dataset", "rank"]).groupby(keys, sort=True)
+    ]
+    full = best_full(runs).set_index("dataset")
+    rows += [
+        _efficiency_row(group, registry.full_name(), full.loc[key])
+        for key, group in best_full_runs(runs).groupby("dataset", sort=True)
     ]
     table = pd.DataFrame(rows, columns=EFFICIENCY_COLUMNS[:-4])
     return _with_ratios_to_full(table).reindex(columns=EFFICIENCY_COLUMNS)

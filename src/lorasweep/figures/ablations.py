@@ -18,6 +18,7 @@ from lorasweep.figures.style import (
     errorbar,
     legend_outside,
     log_axes,
+    method_parts,
     natural_key,
     no_data,
     rank_colors,
@@ -112,15 +113,16 @@ def task_rank_knee(t: Tables) -> plt.Figure:
     datasets = sorted(meta.index, key=lambda d: (meta.loc[d, "task_rank"], natural_key(d)))
     for dataset, color in categorical_colors(datasets).items():
         k, floor = int(meta.loc[dataset, "task_rank"]), float(meta.loc[dataset, "noise_floor"])
-        group = best[best["dataset"] == dataset]
-        errorbar(
-            ax,
-            group["rank"],
-            group["mean"] / floor,
-            group["std"] / floor,
-            color,
-            f"k={k} ({dataset})",
-        )
+        for prefix, style, group in method_parts(best[best["dataset"] == dataset]):
+            errorbar(
+                ax,
+                group["rank"],
+                group["mean"] / floor,
+                group["std"] / floor,
+                color,
+                f"{prefix}k={k} ({dataset})",
+                **style,
+            )
         optimum = lora[lora["dataset"] == dataset].groupby("rank")["optimal_val_loss"].first()
         ax.plot(optimum.index, optimum.values / floor, color=color, linestyle="--", linewidth=0.8)
         ax.axvline(k, color=color, linestyle=":", linewidth=1)

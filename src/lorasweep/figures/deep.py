@@ -24,6 +24,7 @@ from lorasweep.figures.style import (
     line_styles,
     log_axes,
     mean_sd,
+    method_parts,
     no_data,
     panel_grid,
     rank_colors,
@@ -56,8 +57,9 @@ def _reference_lines(ax, t: Tables, dataset: str) -> None:
 
 @figure(tables=SELECTED_TABLES, when=has_deep)
 def deep_targets(t: Tables) -> plt.Figure:
-    """Final validation loss against rank for each target set (best other settings), one panel
-    per deep dataset, with full fine-tuning of the whole network and σ²."""
+    """Final validation loss against rank for each target set (best other settings; each
+    adapter method in its own line style where several ran), one panel per deep dataset, with
+    full fine-tuning of the whole network and σ²."""
     lora = deep_lora(t.runs)
     if lora.empty:
         return no_data("no completed LoRA runs of a deep model")
@@ -65,13 +67,12 @@ def deep_targets(t: Tables) -> plt.Figure:
     datasets, fig, axes = dataset_panels(best)
     colors = target_colors(best["targets"])
     for ax, dataset in zip(axes, datasets, strict=True):
-        panel = best[best["dataset"] == dataset]
-        for targets in target_order(panel["targets"]):
-            group = panel[panel["targets"] == targets]
-            marker = {} if len(group) > 1 else {"linestyle": "none"}
-            errorbar(
-                ax, group["rank"], group["mean"], group["std"], colors[targets], targets, **marker
-            )
+        for prefix, style, panel in method_parts(best[best["dataset"] == dataset]):
+            for targets in target_order(panel["targets"]):
+                group = panel[panel["targets"] == targets]
+                marker = style if len(group) > 1 else {"linestyle": "none"}
+                errorbar(ax, group["rank"], group["mean"], group["std"], colors[targets],
+                         f"{prefix}{targets}", **marker)  # fmt: skip
         _reference_lines(ax, t, dataset)
         shifted = lora.loc[lora["dataset"] == dataset, "shifted"].iloc[0]
         log_axes(ax, "LoRA rank r", "final validation MSE", f"{dataset} · shift in {shifted}")
@@ -124,7 +125,7 @@ def deep_learning_curves(t: Tables) -> plt.Figure:
         return no_data("no completed LoRA runs of a deep model")
     best = chosen_settings(t, "targets_rank", lora)
     chosen = chosen_runs(t, "targets_rank", lora)
-    curves = t.epochs.merge(chosen[["run_id", "dataset", "targets", "rank"]], on="run_id")
+    curves = t.epochs.merge(chosen[["run_id", "dataset", "method", "targets", "rank"]], on="run_id")
     full_runs = chosen_runs(t, "full")
     full_curves = t.epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
     panels = _curve_panels(best)
@@ -132,18 +133,24 @@ def deep_learning_curves(t: Tables) -> plt.Figure:
     ranks = rank_colors(best["rank"].unique())
     targets = target_colors(best["targets"])
     for ax, (dataset, sets) in zip(axes, panels, strict=True):
-        panel = curves[(curves["dataset"] == dataset) & curves["targets"].isin(sets)]
-        if len(sets) == 1:
-            for rank, group in panel.groupby("rank", sort=True):
-                stats = mean_sd(group, "epoch", "val_loss")
-                band(ax, stats.index, stats["mean"], stats["std"], ranks[int(rank)], f"r={rank}")
-            ax.set_title(f"{dataset} · targets {sets[0]}")
-        else:
+        selected = curves[(curves["dataset"] == dataset) & curves["targets"].isin(sets)]
+        for prefix, style, panel in method_parts(selected):
+            if len(sets) == 1:
+                for rank, group in panel.groupby("rank", sort=True):
+                    stats = mean_sd(group, "epoch", "val_loss")
+                    band(ax, stats.index, stats["mean"], stats["std"], ranks[int(rank)],
+                         f"{prefix}r={rank}", **style)  # fmt: skip
+                continue
             for name in sets:
                 group = panel[panel["targets"] == name]
+                if group.empty:
+                    continue
                 stats = mean_sd(group, "epoch", "val_loss")
-                label = f"{name} (r={group['rank'].iloc[0]})"
-                band(ax, stats.index, stats["mean"], stats["std"], targets[name], label)
+                label = f"{prefix}{name} (r={group['rank'].iloc[0]})"
+                band(ax, stats.index, stats["mean"], stats["std"], targets[name], label, **style)
+        if len(sets) == 1:
+            ax.set_title(f"{dataset} · targets {sets[0]}")
+        else:
             ax.set_title(f"{dataset} · target sets at one rank")
         full = full_curves[full_curves["dataset"] == dataset]
         if not full.empty:
@@ -192,17 +199,18 @@ def geometry_target_set(lora) -> str:
 def deep_layer_geometry(t: Tables) -> plt.Figure:
     """Per adapted layer of one target set: φ between the learned update's top directions and
     the layer's true shift ΔW* against rank (shifted layers only), and the amplification factor
-    against rank; mean ± sd over seeds at the best other settings, one row per deep dataset."""
+    against rank; mean ± sd over seeds at the best other settings, one row per deep dataset (and
+    adapter method, where several ran)."""
     lora = deep_lora(t.runs)
     if lora.empty or t.geometry is None or t.geometry["layer"].isna().all():
         return no_data("no adapted layers of a deep model")
-    datasets = datasets_of(lora)
-    fig, axes = subplot_grid(len(datasets), 2)
+    rows_of = [(dataset, prefix, part) for dataset in datasets_of(lora)
+               for prefix, _, part in method_parts(lora[lora["dataset"] == dataset])]  # fmt: skip
+    fig, axes = subplot_grid(len(rows_of), 2)
     names = list(dict.fromkeys(t.geometry["layer"].dropna()))
     colors = categorical_colors(dict.fromkeys(matrix_type(name) for name in names))
     styles = line_styles({_block(name) for name in names})
-    for i, dataset in enumerate(datasets):
-        runs = lora[lora["dataset"] == dataset]
+    for i, (dataset, prefix, runs) in enumerate(rows_of):
         targets = geometry_target_set(runs)
         chosen = chosen_runs(t, "targets_rank", runs[runs["targets"] == targets])
         layers = t.geometry.merge(chosen[["run_id", "rank"]], on="run_id")
@@ -217,12 +225,12 @@ def deep_layer_geometry(t: Tables) -> plt.Figure:
         axes[i, 0].set_ylim(-0.02, 1.05)
         axes[i, 0].set_xlabel("LoRA rank r")
         axes[i, 0].set_ylabel("φ to the true ΔW* (input side)")
-        axes[i, 0].set_title(f"{dataset} · targets {targets} · shifted layers")
+        axes[i, 0].set_title(f"{dataset} · {prefix}targets {targets} · shifted layers")
         log_axes(
             axes[i, 1],
             "LoRA rank r",
             "amplification ‖ΔW‖ / ‖UᵀW₀V‖",
-            f"{dataset} · targets {targets} · every adapted layer",
+            f"{dataset} · {prefix}targets {targets} · every adapted layer",
         )
     handles = [Line2D([], [], color=c, marker="o", markersize=2.5, label=kind)
                for kind, c in colors.items()]  # fmt: skip

@@ -28,6 +28,7 @@ from lorasweep.figures.style import (
     errorbar_by,
     legend_outside,
     matching,
+    method_parts,
     natural_sorted,
     no_data,
     ordered_scalings,
@@ -105,15 +106,24 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
     return fig
 
 
+def _label_of(adapters: pd.DataFrame) -> str:
+    """The label of the adapter method of ``adapters`` (rows of one method)."""
+    return registry.method(adapters["method"].iloc[0]).label
+
+
 def _frontier_panel(ax, points: pd.DataFrame, colors: dict) -> None:
-    """Every checkpoint (dots) and each method's frontier F(L) (steps): LoRA per rank, full
-    FT dashed."""
-    for rank, group in points[registry.adapter_rows(points["method"])].groupby("rank", sort=True):
-        color = colors[int(rank)]
-        ax.scatter(group["val_loss"], group["forgetting"], s=3, color=color, alpha=0.25, lw=0)
-        steps = forgetting.frontier(group)
-        ax.step(steps["val_loss"], steps["forgetting"], where="post", color=color,
-                label=f"LoRA r={rank}")  # fmt: skip
+    """Every checkpoint (dots) and each method's frontier F(L) (steps): LoRA per rank (each
+    adapter method apart, in its own line style, where several ran), full FT dashed."""
+    adapters = points[registry.adapter_rows(points["method"])]
+    for _, style, part in method_parts(adapters):
+        name = _label_of(part)
+        for rank, group in part.groupby("rank", sort=True):
+            color = colors[int(rank)]
+            ax.scatter(group["val_loss"], group["forgetting"], s=3, color=color, alpha=0.25,
+                       lw=0)  # fmt: skip
+            steps = forgetting.frontier(group)
+            ax.step(steps["val_loss"], steps["forgetting"], where="post", color=color,
+                    label=f"{name} r={rank}", **style)  # fmt: skip
     full = points[registry.full_rows(points["method"])]
     if not full.empty:
         ax.scatter(full["val_loss"], full["forgetting"], s=3, color=FULL_COLOR, alpha=0.25, lw=0)
@@ -181,13 +191,16 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
 
 
 def _intruder_panel(ax, means: pd.DataFrame) -> None:
-    """LoRA's counts against rank per scaling rule, and full FT's mean ± sd as a band."""
-    for scaling in ordered_scalings(means["scaling"]):
-        group = means[means["scaling"] == scaling].sort_values("rank")
-        errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
-                 f"LoRA, {scaling_label(scaling)}")  # fmt: skip
-        ax.plot(group["rank"], group["null_mean"], color=SCALING_COLORS[scaling], linestyle=":",
-                linewidth=1, label=f"null control, {scaling_label(scaling)}")  # fmt: skip
+    """LoRA's counts against rank per scaling rule (each adapter method apart, in its own line
+    style, where several ran), and full FT's mean ± sd as a band."""
+    for prefix, style, part in method_parts(means[registry.adapter_rows(means["method"])]):
+        for scaling in ordered_scalings(part["scaling"]):
+            group = part[part["scaling"] == scaling].sort_values("rank")
+            errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
+                     f"{_label_of(group)}, {scaling_label(scaling)}", **style)  # fmt: skip
+            ax.plot(group["rank"], group["null_mean"], color=SCALING_COLORS[scaling],
+                    linestyle=":", linewidth=1,
+                    label=f"null control, {prefix}{scaling_label(scaling)}")  # fmt: skip
     full = means[registry.full_rows(means["method"])]
     if not full.empty:
         mean, sd = float(full["mean"].iloc[0]), float(full["std"].iloc[0])
@@ -218,7 +231,8 @@ def has_lowrank(config: dict) -> bool:
 @figure(tables=("runs", "epochs", "gaps"), when=all_of(has_lowrank, varies("rank")))
 def gap_decomposition(t: Tables) -> plt.Figure:
     """The excess population risk of the best run at each LoRA rank, split into optimisation,
-    approximation and estimation (``gaps.csv``, means over replicates, in units of σ²), with
+    approximation and estimation (``gaps.csv``, means over replicates, in units of σ²; each
+    adapter method apart, in its own line style, where several ran), with
     full FT's total as a dashed line. A noise-free dataset (σ² = 0) is left out, as is one whose
     LoRA runs all diverged."""
     gaps = t.gaps
@@ -236,13 +250,14 @@ def gap_decomposition(t: Tables) -> plt.Figure:
         scaled = panel.assign(
             **{c: panel[c] / panel["noise_floor"] for c in [*GAP_PARTS, "total_gap"]}
         )
-        lora = (
-            scaled[registry.adapter_rows(scaled["method"])].groupby("rank").mean(numeric_only=True)
-        )
-        for (column, label), color in zip(GAP_PARTS.items(), GAP_COLORS, strict=True):
-            ax.plot(lora.index, lora[column], marker="o", markersize=3, color=color, label=label)
-        ax.plot(lora.index, lora["total_gap"], color=FULL_COLOR, marker="s", markersize=3,
-                label="total, LoRA")  # fmt: skip
+        adapters = scaled[registry.adapter_rows(scaled["method"])]
+        for prefix, style, part in method_parts(adapters):
+            lora = part.groupby("rank").mean(numeric_only=True)
+            for (column, label), color in zip(GAP_PARTS.items(), GAP_COLORS, strict=True):
+                ax.plot(lora.index, lora[column], marker="o", markersize=3, color=color,
+                        label=f"{prefix}{label}", **style)  # fmt: skip
+            ax.plot(lora.index, lora["total_gap"], color=FULL_COLOR, marker="s", markersize=3,
+                    label=f"total, {_label_of(part)}", **style)  # fmt: skip
         full = scaled[registry.full_rows(scaled["method"])]
         if not full.empty:
             ax.axhline(full["total_gap"].mean(), color=FULL_COLOR, linestyle="--", linewidth=1,

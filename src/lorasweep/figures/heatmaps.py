@@ -10,6 +10,7 @@ from lorasweep.figures.registry import SELECTED_TABLES, Tables, figure, varies
 from lorasweep.figures.style import (
     dataset_scaling_panels,
     heatmap,
+    method_parts,
     no_data,
     panel_grid,
     scaling_label,
@@ -19,20 +20,21 @@ from lorasweep.figures.style import (
 @figure(tables=SELECTED_TABLES, when=varies("rank", "alpha"))
 def rank_alpha_heatmap(t: Tables) -> plt.Figure:
     """Mean final validation loss for each rank × α (best init and lr), one panel per dataset
-    and scaling rule; colour on a log scale."""
+    and scaling rule (and adapter method, where several ran); colour on a log scale."""
     if statistics.completed_lora(t.runs).empty:
         return no_data("no completed LoRA runs")
     best = chosen_settings(t, "scaling_rank_alpha")
-    panels = dataset_scaling_panels(best)
+    panels = [(prefix, part, panel) for prefix, _, part in method_parts(best)
+              for panel in dataset_scaling_panels(part)]  # fmt: skip
     fig, axes = panel_grid(len(panels))
-    for ax, (dataset, scaling) in zip(axes, panels, strict=True):
-        grid = best[(best["dataset"] == dataset) & (best["scaling"] == scaling)].pivot(
+    for ax, (prefix, part, (dataset, scaling)) in zip(axes, panels, strict=True):
+        grid = part[(part["dataset"] == dataset) & (part["scaling"] == scaling)].pivot(
             index="rank", columns="alpha", values="mean"
         )
         heatmap(ax, grid, cbar_kws={"label": "log₁₀ final val MSE"})
         ax.set_xlabel("α")
         ax.set_ylabel("rank r")
-        ax.set_title(f"{dataset} · {scaling_label(scaling)}")
+        ax.set_title(f"{dataset} · {prefix}{scaling_label(scaling)}")
     return fig
 
 

@@ -23,6 +23,7 @@ from lorasweep.figures.style import (
     legend_outside,
     line_styles,
     log_axes,
+    method_parts,
     no_data,
     ordered_scalings,
     rank_colors,
@@ -124,8 +125,9 @@ def _break_even(ax, run: pd.Series) -> None:
 
 @figure(tables=SELECTED_TABLES)
 def learning_curves(t: Tables) -> plt.Figure:
-    """Validation loss per epoch for each rank (best settings per rank), one panel per dataset
-    and scaling rule, with the best full fine-tuning curve and the noise floor."""
+    """Validation loss per epoch for each rank (best settings per rank; each adapter method in
+    its own line style where several ran), one panel per dataset and scaling rule, with the best
+    full fine-tuning curve and the noise floor."""
     runs, epochs = t.runs, t.epochs
     lora = runs[registry.adapter_rows(runs["method"])]
     if statistics.completed(lora).empty:
@@ -135,15 +137,17 @@ def learning_curves(t: Tables) -> plt.Figure:
     colors = rank_colors(lora["rank"].dropna().unique())
     fig, axes = subplot_grid(len(datasets), len(scalings), sharey="row")
     chosen = chosen_runs(t, "scaling_rank")
-    curves = epochs.merge(chosen[["run_id", "dataset", "scaling", "rank"]], on="run_id")
+    curves = epochs.merge(chosen[["run_id", "dataset", "method", "scaling", "rank"]], on="run_id")
     full_runs = chosen_runs(t, "full")
     full_curves = epochs.merge(full_runs[["run_id", "dataset"]], on="run_id")
     for i, dataset in enumerate(datasets):
         for j, scaling in enumerate(scalings):
             ax = axes[i, j]
             panel = curves[(curves["dataset"] == dataset) & (curves["scaling"] == scaling)]
-            for rank, group in panel.groupby("rank", sort=True):
-                band_by(ax, group, "epoch", "val_loss", colors[int(rank)], f"r={rank}")
+            for prefix, style, part in method_parts(panel):
+                for rank, group in part.groupby("rank", sort=True):
+                    band_by(ax, group, "epoch", "val_loss", colors[int(rank)], f"{prefix}r={rank}",
+                            **style)  # fmt: skip
             full = full_curves[full_curves["dataset"] == dataset]
             if not full.empty:
                 band_by(ax, full, "epoch", "val_loss", FULL_COLOR, "full FT", linestyle="--")
@@ -161,8 +165,9 @@ def learning_curves(t: Tables) -> plt.Figure:
 
 @figure(tables=SELECTED_TABLES)
 def loss_vs_rank(t: Tables) -> plt.Figure:
-    """Final validation loss against rank per scaling rule (best other settings), with the
-    Eckart–Young optimum for each rank, the noise floor, and full FT as a mean ± sd band."""
+    """Final validation loss against rank per scaling rule (best other settings; per adapter
+    method where several ran), with the Eckart–Young optimum for each rank, the noise floor, and
+    full FT as a mean ± sd band."""
     runs = t.runs
     lora = statistics.completed_lora(runs)
     if lora.empty:
@@ -171,16 +176,18 @@ def loss_vs_rank(t: Tables) -> plt.Figure:
     best = chosen_settings(t, "scaling_rank")
     for ax, dataset in zip(axes, datasets, strict=True):
         panel = best[best["dataset"] == dataset]
-        for scaling in ordered_scalings(panel["scaling"]):
-            group = panel[panel["scaling"] == scaling]
-            errorbar(
-                ax,
-                group["rank"],
-                group["mean"],
-                group["std"],
-                SCALING_COLORS[scaling],
-                scaling_label(scaling),
-            )
+        for prefix, style, part in method_parts(panel):
+            for scaling in ordered_scalings(part["scaling"]):
+                group = part[part["scaling"] == scaling]
+                errorbar(
+                    ax,
+                    group["rank"],
+                    group["mean"],
+                    group["std"],
+                    SCALING_COLORS[scaling],
+                    f"{prefix}{scaling_label(scaling)}",
+                    **style,
+                )
         optimum = _optimum_of(lora, panel)
         if not optimum.empty:
             ax.plot(

@@ -22,6 +22,7 @@ from lorasweep.figures.style import (
     THEORY_COLOR,
     datasets_of,
     legend_outside,
+    method_parts,
     natural_key,
     no_data,
     ordered_scalings,
@@ -153,14 +154,14 @@ def _parallel_panel(fig, ax, stats: pd.DataFrame, full_mean: float | None) -> No
 
 def pareto_points(runs: pd.DataFrame) -> pd.DataFrame:
     """One point per dataset and setting (mean over seeds): trainable parameters, final
-    validation loss, method, rank and scaling; ``front`` marks the Pareto-optimal ones (no other
-    point has at most as many parameters and a lower loss). A deep model's target sets are
-    settings of their own, never averaged together."""
+    validation loss, method (each adapter method's own), rank and scaling; ``front`` marks the
+    Pareto-optimal ones (no other point has at most as many parameters and a lower loss). A
+    deep model's target sets are settings of their own, never averaged together."""
     done = statistics.completed(runs)
     lora_runs = done[registry.adapter_rows(done["method"])]
     lora = statistics.seed_stats(
         lora_runs, ["dataset", "trainable_params", *hyperparameters(lora_runs)]
-    ).assign(method="lora")
+    )
     full = statistics.seed_stats(
         done[registry.full_rows(done["method"])], ["dataset", "trainable_params", "lr"]
     ).assign(method="full")
@@ -190,9 +191,10 @@ def pareto_front(t: Tables) -> plt.Figure:
     for ax, dataset in zip(axes, datasets_of(points), strict=True):
         panel = points[points["dataset"] == dataset]
         lora = panel[registry.adapter_rows(panel["method"])]
-        for color, group in _point_groups(lora, colors):
-            ax.scatter(group["trainable_params"], group["mean"], s=9, alpha=0.6, color=color,
-                       linewidths=0)  # fmt: skip
+        for _, look, part in _method_markers(lora):
+            for color, group in _point_groups(part, colors):
+                ax.scatter(group["trainable_params"], group["mean"], s=9, alpha=0.6, color=color,
+                           linewidths=0, **look)  # fmt: skip
         full = panel[registry.full_rows(panel["method"])]
         ax.scatter(full["trainable_params"], full["mean"], marker="*", s=60, color=FULL_COLOR)
         front = panel[panel["front"]].sort_values("trainable_params")
@@ -206,18 +208,39 @@ def pareto_front(t: Tables) -> plt.Figure:
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel("final validation MSE")
         ax.set_title(dataset)
-    single = points[(registry.adapter_rows(points["method"])) & points["targets"].isna()]
-    handles = [Line2D([], [], marker="o", linestyle="none", color=SCALING_COLORS[s],
-                      markersize=4, label=f"LoRA, s = {scaling_label(s)}")
-               for s in ordered_scalings(single["scaling"])]  # fmt: skip
-    handles += [Line2D([], [], marker="o", linestyle="none", color=c, markersize=4,
-                       label=f"LoRA, targets {name}") for name, c in colors.items()]  # fmt: skip
+    handles = []
+    for name, look, part in _method_markers(points[registry.adapter_rows(points["method"])]):
+        marker = look.get("marker", "o")
+        single = part[part["targets"].isna()]
+        handles += [Line2D([], [], marker=marker, linestyle="none", color=SCALING_COLORS[s],
+                           markersize=4, label=f"{name}, s = {scaling_label(s)}")
+                    for s in ordered_scalings(single["scaling"])]  # fmt: skip
+        sets = set(part["targets"].dropna())
+        handles += [Line2D([], [], marker=marker, linestyle="none", color=c, markersize=4,
+                           label=f"{name}, targets {target}")
+                    for target, c in colors.items() if target in sets]  # fmt: skip
     if (registry.full_rows(points["method"])).any():
         handles.append(Line2D([], [], marker="*", linestyle="none", color=FULL_COLOR,
                               markersize=8, label="full fine-tuning"))  # fmt: skip
     handles.append(Line2D([], [], color=THEORY_COLOR, label="Pareto front"))
     legend_outside(fig, handles=handles)
     return fig
+
+
+POINT_MARKERS = ("o", "s", "^")
+"""The adapter methods' markers, in the registry's order, where several ran."""
+
+
+def _method_markers(points: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
+    """(label, scatter keywords, points) per adapter method: the method's label, and its own
+    marker where several methods ran (none otherwise, so the figure is as it was)."""
+    parts = method_parts(points)
+    if len(parts) == 1:
+        methods = points["method"].dropna().unique() if "method" in points else []
+        name = registry.method(methods[0]).label if len(methods) == 1 else registry.LORA.label
+        return [(name, {}, points)]
+    return [(prefix.strip(), {"marker": POINT_MARKERS[k % len(POINT_MARKERS)]}, part)
+            for k, (prefix, _, part) in enumerate(parts)]  # fmt: skip
 
 
 def _point_groups(lora: pd.DataFrame, target_colors_: dict):

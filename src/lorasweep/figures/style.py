@@ -73,6 +73,31 @@ METHOD_COLORS = {
     )
 }
 """One colour per adapter method, LoRA's being :data:`LORA_COLOR`."""
+METHOD_LINE_STYLES = {
+    m.name: style
+    for m, style in zip(
+        [m for m in registry.METHOD_RECORDS if m.adapter],
+        ["-", (0, (5, 1, 1, 1)), (0, (1, 1))],
+        strict=False,
+    )
+}
+"""One line style per adapter method, for figures whose colours are ranks or rules: LoRA solid,
+DoRA dash-dotted densely, unlike full FT's dashes."""
+
+
+def method_parts(frame: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:
+    """``frame``'s rows by adapter method, each with the prefix of its legend labels and the
+    keywords of its lines: one part with no prefix and no keywords where one method ran (the
+    figure is as it was), else each method's label (``"DoRA "``) and line style, in the
+    registry's order."""
+    if "method" not in frame or frame["method"].nunique() <= 1:
+        return [("", {}, frame)]
+    order = [m.name for m in registry.METHOD_RECORDS if (frame["method"] == m.name).any()]
+    return [
+        (f"{registry.method(name).label} ", {"linestyle": METHOD_LINE_STYLES[name]},
+         frame[frame["method"] == name])
+        for name in order
+    ]  # fmt: skip
 
 
 def set_style() -> None:

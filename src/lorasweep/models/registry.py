@@ -31,6 +31,19 @@ class Method:
     """The hand-fused single-layer objective (``training/batched_linear.py``) computes it;
     otherwise a single layer trains through the generic ``functional_call`` objective as a
     network of one module."""
+    merged_weight_cost: float = 0
+    """Cost, in multiply-add equivalents, of each element of an adapted module's d_out×d_in
+    weight per step and run, beyond the product BA: DoRA's s·BA, W₀ + s·BA and its row norms
+    (:func:`lorasweep.models.dora.row_norms`), elementwise passes over memory that each take
+    about as long as a hundred multiply-adds of the batched products (calibrated on DoRA steps
+    of 256² to 1024² layers, rank 4 and 32, one CPU core); the cost model reads it."""
+    merged_weight_copies: int = 0
+    """d_out×d_in temporaries of each adapted module that one run holds at once while its
+    forward forms them (DoRA: s·BA and W₀ + s·BA); the memory model reads it."""
+    output_copies: int = 0
+    """Values per output of each adapted module, per token, that the forward forms beyond the
+    module's output and keeps for the backward pass (DoRA: the base output W₀x, the adapter's
+    output and the two scaled terms m/‖·‖ multiplies)."""
 
     @property
     def additive(self) -> bool:
@@ -52,6 +65,14 @@ class Method:
         if self.magnitude:
             count += d_out
         return count + (d_out if bias else 0)
+
+    def step_multiply_adds(self, d_in: int, d_out: int, rank: int) -> int:
+        """Multiply-add equivalents per step and run that one adapted d_in → d_out module costs
+        whatever the mini-batch's size: DoRA's merged weight W₀ + s·BA (r·d_in·d_out for BA)
+        and its row norms (:attr:`merged_weight_cost` per weight); 0 for LoRA."""
+        if not self.merged_weight_cost:
+            return 0
+        return (rank + self.merged_weight_cost) * d_in * d_out
 
     def lr_groups(self, lr: float, lr_ratio: float) -> dict[str, float]:
         """Learning rate by trained tensor: LoRA+ puts B at lr·λ (Hayou et al. 2024,
@@ -128,7 +149,17 @@ class Scaling:
 
 FULL = Method("full", "full FT", adapter=False)
 LORA = Method("lora", "LoRA", adapter=True)
-DORA = Method("dora", "DoRA", adapter=True, magnitude=True, peft_use_dora=True, fused=False)
+DORA = Method(
+    "dora",
+    "DoRA",
+    adapter=True,
+    magnitude=True,
+    peft_use_dora=True,
+    fused=False,
+    merged_weight_cost=150,
+    merged_weight_copies=2,
+    output_copies=4,
+)
 
 METHOD_RECORDS = (LORA, FULL, DORA)
 ADAPTER_METHODS = tuple(m.name for m in METHOD_RECORDS if m.adapter)

@@ -102,50 +102,61 @@ def step_and_widest_rows(run: RunSpec, dataset: dict) -> tuple[int, int]:
 
 def slot_elements(run: RunSpec, d_in: int, d_out: int) -> int:
     """Length of one run's slot on a single layer: every tensor it trains, each aligned to
-    :data:`~lorasweep.planning.cohorts.ALIGN`."""
+    :data:`~lorasweep.planning.cohorts.ALIGN` (DoRA's magnitude m among them)."""
     if registry.is_full(run.method):
         return aligned(d_out * d_in) + aligned(d_out)
     bias = aligned(d_out) if run.bias == "lora_only" else 0
-    return aligned(run.rank * d_in) + aligned(run.rank * d_out) + bias
+    magnitude = aligned(d_out) if registry.method(run.method).magnitude else 0
+    return aligned(run.rank * d_in) + aligned(run.rank * d_out) + magnitude + bias
 
 
 def network_slot_elements(run: RunSpec, dataset: dict) -> int:
     """Length of one run's slot on a deep dataset: each tensor it trains, aligned
-    (every A, B and trained bias of the modules its ``targets`` select for LoRA; every
-    parameter of the described network for full fine-tuning)."""
+    (every A, B, DoRA magnitude m and trained bias of the modules its ``targets`` select for an
+    adapter; every parameter of the described network for full fine-tuning)."""
     architecture = describe(dataset)
     if registry.is_full(run.method):
         return sum(aligned(math.prod(shape)) for _, shape in architecture.parameters)
     chosen = select(architecture.linears, run.targets or "all")
-    bias = [aligned(m.out_features) for m in chosen] if run.bias == "lora_only" else []
+    trained_rows = (run.bias == "lora_only") + registry.method(run.method).magnitude
+    bias = [trained_rows * aligned(m.out_features) for m in chosen]
     adapters = [aligned(run.rank * m.in_features) + aligned(run.rank * m.out_features)
                 for m in chosen]  # fmt: skip
     return sum(adapters) + sum(bias)
 
 
 def network_run_bytes(run: RunSpec, dataset: dict) -> int:
-    """Bytes one run of a deep dataset adds to a cohort's wave: its slot seven times
-    (parameters, gradients as computed and as stored, Adam's two moments and two temporaries);
-    its rows of x and y for a step and for a whole split; a step's activations three times (kept
-    for the backward pass, and their gradients); a whole split's activations of one layer while
-    it is evaluated; its own copy of the network while the wave is built; and with PiSSA its
-    own frozen weights of the modules it adapts."""
+    """Bytes one run of the generic objective (a deep dataset, or a method the hand-fused
+    single-layer objective does not compute, whose layer trains as a network of one module) adds
+    to a cohort's wave: its slot seven times (parameters, gradients as computed and as stored,
+    Adam's two moments and two temporaries); its rows of x and y for a step and for a whole
+    split; a step's activations three times (kept for the backward pass, and their gradients);
+    a whole split's activations of one layer while it is evaluated; a deep run's own copy of
+    the network while the wave is built (a single layer's adapter wraps the shared W₀); with
+    PiSSA its own frozen weights of the modules it adapts; and where the method forms a merged
+    weight (DoRA), its temporaries of every adapted module, and its extra outputs among the
+    activations."""
     architecture = describe(dataset)
+    record = registry.method(run.method)
+    chosen = select(architecture.linears, run.targets or "all") if record.adapter else []
     batch_size, widest = step_and_widest_rows(run, dataset)
     activations = architecture.activations()
+    activations += record.output_copies * architecture.tokens * sum(m.out_features for m in chosen)
     elements = 7 * network_slot_elements(run, dataset)
-    elements += network_slot_elements(dataclasses.replace(run, method="full"), dataset)
+    if architecture.deep:
+        elements += network_slot_elements(dataclasses.replace(run, method="full"), dataset)
     elements += (batch_size + widest) * (architecture.inputs + architecture.outputs)
     elements += 3 * batch_size * activations + 2 * widest * activations / architecture.n_layers
-    if registry.is_adapter(run.method) and registry.replaces_base(run.init):
-        chosen = select(architecture.linears, run.targets or "all")
+    elements += record.merged_weight_copies * sum(m.weights for m in chosen)
+    if record.adapter and registry.replaces_base(run.init):
         elements += sum(m.weights for m in chosen)
     return int(FLOAT_BYTES * elements)
 
 
 def run_bytes(run: RunSpec, dataset: dict) -> int:
     """Bytes one run adds to a cohort's wave, beyond the dataset every run shares; a deep
-    dataset's run: :func:`network_run_bytes`.
+    dataset's run, or one of a method the fused single-layer objective does not compute (DoRA):
+    :func:`network_run_bytes`.
 
     Per run: the slot's parameters, gradients, Adam's two moments and its two temporaries; with
     mini-batches, a step's rows of x and of the target, gathered per run (and masked, with
@@ -153,7 +164,7 @@ def run_bytes(run: RunSpec, dataset: dict) -> int:
     s·U and their gradient for the widest pass's rows; the error of one row chunk, twice (the
     error and its square); and with PiSSA the run's own residual of every split.
     """
-    if linear_modules(dataset):
+    if linear_modules(dataset) or not registry.method(run.method).fused:
         return network_run_bytes(run, dataset)
     d_in, d_out = dataset["in_features"], dataset["out_features"]
     batch_size, widest = step_and_widest_rows(run, dataset)
@@ -202,9 +213,9 @@ def cohort_waves(runs: Sequence[RunSpec], dataset: dict, budget: int) -> list[li
 
 def uses_gram(run: RunSpec, dataset: dict) -> bool:
     """Whether a LoRA run of one layer trains from sufficient statistics (see
-    ``training.exact.can_use_gram``): full batch, no dropout, and statistics no larger than the
-    residual."""
-    if not registry.is_adapter(run.method) or linear_modules(dataset):
+    ``training.exact.can_use_gram``): an additive method (not DoRA), full batch, no dropout,
+    and statistics no larger than the residual."""
+    if not registry.method(run.method).additive or linear_modules(dataset):
         return False
     d_in, d_out, n = dataset["in_features"], dataset["out_features"], dataset["n_train"]
     full_batch = (run.batch_size or n) >= n
@@ -213,14 +224,15 @@ def uses_gram(run: RunSpec, dataset: dict) -> bool:
 
 def dataset_bytes(dataset: dict, runs: Iterable[RunSpec]) -> float:
     """What a training job holds of one dataset for ``runs``: its float32 weights (base and
-    shift) and every split, and for LoRA runs of one layer the residual y − W₀x (a copy of y
-    even where it overwrites y, since the dataset is read from a memory-mapped file)."""
+    shift) and every split, and for runs of one layer of an additive method (LoRA, not DoRA)
+    the residual y − W₀x (a copy of y even where it overwrites y, since the dataset is read
+    from a memory-mapped file)."""
     architecture = describe(dataset)
     samples, _ = split_rows(dataset)
     held = 2 * architecture.linear_weights() + samples * (
         architecture.inputs + architecture.outputs
     )
-    if not architecture.deep and any(registry.is_adapter(run.method) for run in runs):
+    if not architecture.deep and any(registry.method(run.method).additive for run in runs):
         held += samples * architecture.outputs
     return FLOAT32 * held
 
@@ -276,32 +288,43 @@ def _per_sample(run: RunSpec, dataset: dict) -> tuple[float, float]:
     """(multiply-adds of a training step, output values) per sample.
 
     One layer, against the cached residual: LoRA 2.5·r·(d_in + d_out) (forward, error, and the
-    three gradient products); full fine-tuning 2·d_in·d_out (forward and weight gradient). A deep
-    network: three forward passes (forward, and the backward pass through every module), plus
-    the adapter's 2.5·r·(d_in + d_out) per token of each module it adapts; its output values are
-    every module's."""
+    three gradient products); full fine-tuning 2·d_in·d_out (forward and weight gradient). A
+    layer of a method the fused objective does not compute (DoRA) has no cached residual: its
+    forward W₀x (d_in·d_out, once more for the dropped input W₀x̃ with dropout) plus the
+    adapter's. A deep network: three forward passes (forward, and the backward pass through
+    every module), plus the adapter's 2.5·r·(d_in + d_out) per token of each module it adapts
+    (and DoRA's W₀x̃ with dropout); its output values are every module's. The method's
+    ``output_copies`` add as many output values per adapted module."""
     architecture = describe(dataset)
+    record = registry.method(run.method)
+    chosen = select(architecture.linears, run.targets or "all") if record.adapter else []
+    extra = record.output_copies * architecture.tokens * sum(m.out_features for m in chosen)
+    dropped = 0
+    if record.magnitude and run.dropout > 0:
+        dropped = architecture.tokens * sum(m.weights for m in chosen)
+    adapter = architecture.tokens * (run.rank or 1) * sum(m.in_features + m.out_features
+                                                          for m in chosen)  # fmt: skip
     if architecture.deep:
         train = 3 * architecture.forward_multiply_adds()
-        if registry.is_adapter(run.method):
-            chosen = select(architecture.linears, run.targets or "all")
-            adapter = architecture.tokens * run.rank * sum(m.in_features + m.out_features
-                                                           for m in chosen)  # fmt: skip
-            train += 2.5 * adapter
+        if record.adapter:
+            train += 2.5 * adapter + dropped
         values = architecture.tokens * sum(m.out_features for m in architecture.linears)
-        return train, values
+        return train, values + extra
     d_in, d_out = architecture.inputs, architecture.outputs
-    if registry.is_full(run.method):
+    if not record.adapter:
         return 2 * d_in * d_out, d_out
-    width = (run.rank or 1) * (d_in + d_out)
-    return 2.5 * width, d_out
+    if record.fused:
+        return 2.5 * adapter, d_out
+    return d_in * d_out + dropped + 2.5 * adapter, d_out + extra
 
 
 def run_cost(run: RunSpec, dataset: dict) -> float:
     """A run's own share of its cohort's cost, in multiply-add equivalents: per step, the
     mini-batch's products and :data:`ERROR_ELEMENT_COST` per element of its error
-    (:func:`_per_sample`), or, for full-batch LoRA from sufficient statistics, the statistics
-    once (n·d_in·(d_in + d_out)) and 3·r·d_in·(d_in + d_out) per step. Evaluation passes are
+    (:func:`_per_sample`) and what the method costs per step whatever the mini-batch (DoRA's
+    merged weights and their row norms, ``step_multiply_adds`` of each adapted module), or, for
+    full-batch LoRA from sufficient statistics, the statistics once (n·d_in·(d_in + d_out)) and
+    3·r·d_in·(d_in + d_out) per step. Evaluation passes are
     left out: a forward pass over the held-out splits each epoch is about a tenth of the
     training work of the default study, and counting them would move runs between its jobs."""
     batch_size, steps = training_steps(run, dataset)
@@ -310,7 +333,17 @@ def run_cost(run: RunSpec, dataset: dict) -> float:
         d_in, d_out = dataset["in_features"], dataset["out_features"]
         statistics = dataset["n_train"] * d_in * (d_in + d_out)
         return statistics + 3 * steps * run.rank * d_in * (d_in + d_out)
-    return steps * batch_size * (train + ERROR_ELEMENT_COST * values)
+    return steps * (batch_size * (train + ERROR_ELEMENT_COST * values) + _per_step(run, dataset))
+
+
+def _per_step(run: RunSpec, dataset: dict) -> float:
+    """Multiply-adds of a training step that do not grow with the mini-batch: the method's
+    ``step_multiply_adds`` of each module it adapts (0 for LoRA and full fine-tuning)."""
+    record = registry.method(run.method)
+    if not record.adapter:
+        return 0
+    chosen = select(describe(dataset).linears, run.targets or "all")
+    return sum(record.step_multiply_adds(m.in_features, m.out_features, run.rank) for m in chosen)
 
 
 def cohort_cost(cohort: Sequence[RunSpec], dataset: dict) -> float:

@@ -104,14 +104,18 @@ def _dataset_prefix(runs: pd.DataFrame, dataset: str) -> str:
 
 def _lora_against_full(rows: pd.DataFrame, tolerance: float, full_ran: bool = True) -> str:
     """How LoRA compares with full fine-tuning, from one dataset's efficiency rows (at least
-    one); ``full_ran`` tells a full fine-tuning that diverged from one not run at all."""
+    one); ``full_ran`` tells a full fine-tuning that diverged from one not run at all. Where
+    several adapter methods ran, each row it names is named with its method's label."""
     lora = rows[registry.adapter_rows(rows["method"])]
     full = rows[registry.full_rows(rows["method"])]
     best = lora.loc[lora["final_val_loss"].idxmin()] if not lora.empty else None
+    which = ""
+    if best is not None and lora["method"].nunique() > 1:
+        which = f"{registry.method(best['method']).label} "
     if full.empty:
         return (
             f"the lowest final validation MSE is {_row_loss(best)} "
-            f"at r = {best['rank']} with {best['trainable_params']:,} trainable parameters "
+            f"at {which}r = {best['rank']} with {best['trainable_params']:,} trainable parameters "
             f"({best['trainable_pct']:.1f} % of {best['total_params']:,}); "
             + (
                 "every full fine-tuning run diverged."
@@ -130,10 +134,11 @@ def _lora_against_full(rows: pd.DataFrame, tolerance: float, full_ran: bool = Tr
     if hit is None:
         return full_text + (
             f"; no LoRA rank comes within {tolerance:.0%} of it "
-            f"(best: r = {best['rank']} at {_row_loss(best)})."
+            f"(best: {which}r = {best['rank']} at {_row_loss(best)})."
         )
     return full_text + (
-        f"; LoRA at r = {hit['rank']} ({html.escape(hit['settings'])}) "
+        f"; {registry.method(hit['method']).label} at r = {hit['rank']} "
+        f"({html.escape(hit['settings'])}) "
         f"reaches {_row_loss(hit)}, within "
         f"{tolerance:.0%}, with {hit['trainable_params']:,} trainable parameters "
         f"({1 / hit['params_vs_full']:.1f}× fewer) and {fmt_bytes(hit['train_state_bytes'])} "
