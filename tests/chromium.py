@@ -103,15 +103,20 @@ class Browser:
             self.events.append(reply)
 
     def wait_for(self, method: str) -> dict:
-        """The first event named ``method`` (already received, or the next to come)."""
+        """The first event named ``method`` (already received, or the next to come), taken off
+        the queue so that a second wait waits for a second event."""
         deadline = time.monotonic() + self.timeout
         while True:
             for event in self.events:
                 if event.get("method") == method:
+                    self.events.remove(event)
                     return event
             self.events.append(self._read_message(deadline))
 
     def open(self, url: str) -> None:
+        """Navigate and return once the new page has loaded (an earlier page's load event,
+        still in the queue, does not count)."""
+        self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
         self.call("Page.navigate", {"url": url}, session=True)
         self.wait_for("Page.loadEventFired")
 
