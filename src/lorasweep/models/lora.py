@@ -158,19 +158,28 @@ class LoRALinear(nn.Module):
         )
 
 
+def _drawn(param: torch.Tensor, init, generator: torch.Generator | None, **kwargs) -> None:
+    """Fill ``param`` by ``init`` on the generator's device (the CPU) and copy the draw over,
+    so that a seeded run starts from the same adapter on CPU and CUDA."""
+    where = generator.device if generator is not None else param.device
+    value = torch.empty(param.shape, dtype=param.dtype, device=where)
+    init(value, generator=generator, **kwargs)
+    param.copy_(value)
+
+
 def _kaiming(layer: LoRALinear, generator: torch.Generator | None) -> None:
-    nn.init.kaiming_uniform_(layer.lora_A, a=math.sqrt(5), generator=generator)
+    _drawn(layer.lora_A, nn.init.kaiming_uniform_, generator, a=math.sqrt(5))
     nn.init.zeros_(layer.lora_B)
 
 
 def _gaussian(layer: LoRALinear, generator: torch.Generator | None) -> None:
-    nn.init.normal_(layer.lora_A, std=1.0 / layer.rank, generator=generator)
+    _drawn(layer.lora_A, nn.init.normal_, generator, std=1.0 / layer.rank)
     nn.init.zeros_(layer.lora_B)
 
 
 def _randn(layer: LoRALinear, generator: torch.Generator | None) -> None:
-    nn.init.normal_(layer.lora_A, generator=generator)
-    nn.init.normal_(layer.lora_B, generator=generator)
+    _drawn(layer.lora_A, nn.init.normal_, generator)
+    _drawn(layer.lora_B, nn.init.normal_, generator)
 
 
 def _pissa(layer: LoRALinear, generator: torch.Generator | None) -> None:

@@ -174,7 +174,10 @@ class ResidualLoss:
             flat = error.view(-1)
             total += float(torch.dot(flat, flat))
             if backward:
-                grad_bt.addmm_(u.T, error)
+                if grad_bt.is_cuda:  # cuBLASLt finds no algorithm for an in-place 1×n·n×d
+                    grad_bt += u.T @ error
+                else:
+                    grad_bt.addmm_(u.T, error)
                 grad_a.addmm_(b_t @ error.T, x_rows)  # x's rows are still in cache here
                 if bias_trains:
                     grad_bias += error.sum(0)
