@@ -3,22 +3,26 @@
 # CUDA tests, then the GPU benchmark rows, in one prepared run of under 8 minutes. Writes its
 # logs and CSVs under ${OUT:-results/gpu} and exits non-zero if a test failed.
 #   bash benchmarks/gpu.sh
+# On a machine that cannot reach PyPI, name a Python that already has the dependencies (with
+# src/ and the repository root on PYTHONPATH) and no virtual environment is made:
+#   PYTHON=python3 PYTHONPATH=src:. bash benchmarks/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-results/gpu}"
 mkdir -p "$out"
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+python="${PYTHON:-.venv/bin/python}"
+if [ -z "${PYTHON:-}" ]; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]' \
+        >"$out/setup.log" 2>&1 || { echo "setup failed: see $out/setup.log"; exit 1; }
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]' \
-    >"$out/setup.log" 2>&1 || { echo "setup failed: see $out/setup.log"; exit 1; }
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1
-timeout 300 .venv/bin/python -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py \
+timeout 300 "$python" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py \
     >"$out/tests.log" 2>&1
 tests=$?
 tail -n 3 "$out/tests.log"
-timeout 240 .venv/bin/python -m benchmarks.run gpu --no-doc >"$out/bench.log" 2>&1
+timeout 240 "$python" -m benchmarks.run gpu --no-doc >"$out/bench.log" 2>&1
 echo "benchmarks exit $?"
-cp -r results/benchmarks "$out/" 2>/dev/null
+cp results/benchmarks/gpu.csv "$out/" 2>/dev/null
 tail -n 15 "$out/bench.log"
 exit "$tests"
