@@ -23,6 +23,10 @@ COMPATS = ("none", "tutorial")
 DEVICES = ("auto", "cpu", "cuda")
 METHODS = tuple(m.name for m in METHOD_RECORDS)
 GRID_METHODS = ADAPTER_METHODS
+ENGINE_METHODS = tuple(m.name for m in METHOD_RECORDS if not m.through_peft)
+"""The methods this package's engine trains (and exports in PEFT's format itself)."""
+PEFT_METHODS = tuple(m.name for m in METHOD_RECORDS if m.through_peft)
+"""The methods trained through real PEFT, one run at a time."""
 TARGET_PRESETS = ("attention", "mlp", "all")
 
 

@@ -4,8 +4,9 @@ A job verifies its datasets, skips every run whose folder holds a result with th
 key (:mod:`lorasweep.jobs.reuse`), groups the rest into cohorts
 (:func:`lorasweep.planning.cohorts.plan_cohorts`; with ``train.engine: single`` a cohort of one
 per run), trains each cohort with the batched engine
-(:func:`lorasweep.training.batched.train_cohort`), and writes each run into its folder
-(:mod:`lorasweep.jobs.run_folder`) as soon as its cohort is done. Its log counts the runs and
+(:func:`lorasweep.training.batched.train_cohort`; a method trained through PEFT, one run at a
+time with :func:`lorasweep.training.peft_trainer.train_peft_run`), and writes each run into its
+folder (:mod:`lorasweep.jobs.run_folder`) as soon as its cohort is done. Its log counts the runs and
 cohorts done, with an ETA, and so does the console every :data:`CONSOLE_INTERVAL_S` and at the
 end. Ctrl-C keeps the runs finished so far. Its only declared output is its manifest,
 ``jobs/<job>.json``: the run ids, and the runs folder relative to it.
@@ -35,6 +36,7 @@ from lorasweep.training.batched import train_cohort
 from lorasweep.training.devices import resolve_device
 from lorasweep.training.exact import cache_base_residuals
 from lorasweep.training.loop import RunResult
+from lorasweep.training.peft_trainer import train_peft_run
 
 PROGRESS_INTERVAL_S = 5.0
 CONSOLE_INTERVAL_S = 30.0
@@ -113,7 +115,10 @@ def run_job(
             if cohort[0].data not in loaded:
                 loaded[cohort[0].data] = _load(cohort[0].data, todo, metas, dataset_files, device)
             dataset, truth = loaded[cohort[0].data]
-            results = train_cohort(cohort, dataset, device, memory_budget_mib)
+            if engines[cohort[0].run_id] == "peft":
+                results = [train_peft_run(cohort[0], dataset, device)]
+            else:
+                results = train_cohort(cohort, dataset, device, memory_budget_mib)
             for result in results:
                 if env is None:
                     env = environment(result.device, result.device_name, torch.get_num_threads())

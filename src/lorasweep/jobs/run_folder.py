@@ -27,7 +27,11 @@ run folder that exists is a finished run.
   ``peft/`` included (:mod:`lorasweep.jobs.integrity`).
 
 A single-layer LoRA run also has ``peft/``, the adapter in PEFT's format
-(:mod:`lorasweep.models.peft_format`); a deep model's adapters are not exported in it yet.
+(:mod:`lorasweep.models.peft_format`); a deep model's LoRA adapters are not exported in it yet.
+A run of a method trained through PEFT (:mod:`lorasweep.training.peft_trainer`) has ``peft/``
+as PEFT's ``save_pretrained`` wrote it, single layer and deep, and its ``weights.safetensors``
+holds PEFT's trained tensors under PEFT's names plus the merged change of each module it
+adapted, ``delta_weight`` (``blocks.0.mlp.up.delta_weight`` in a deep model).
 """
 
 from __future__ import annotations
@@ -59,7 +63,9 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
         spec = result.spec
         weights = tmp / "weights.safetensors"
         metadata = {"run_id": spec.run_id, "method": spec.method}
-        if spec.adapter:
+        if spec.record.through_peft:
+            metadata |= {"rank": spec.rank, "alpha": spec.alpha, "scaling": None}
+        elif spec.adapter:
             metadata |= {
                 "rank": spec.rank,
                 "alpha": spec.alpha,
@@ -71,9 +77,12 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
             metadata["modules"] = list(result.adapted)
             if spec.targets is not None:
                 metadata["targets"] = spec.targets
-        elif spec.adapter:
+        if result.peft_files:
+            write_peft_files(tmp / "peft", result.peft_files)
+        elif result.adapted is None and spec.adapter:
             write_adapter(tmp / "peft", spec, result.tensors, result.base_weight)
-        save_tensors(weights, {**result.tensors, **result.initial_tensors}, metadata=metadata)
+        stored = {**result.tensors, **result.initial_tensors, **result.delta_weights}
+        save_tensors(weights, stored, metadata=metadata)
         has_source = SOURCE_COLUMN in result.epochs[0]
         columns = EPOCH_COLUMNS + [SOURCE_COLUMN] * has_source
         frame = pd.DataFrame(result.epochs).reindex(columns=columns)
@@ -101,6 +110,13 @@ def write_run(run_dir: Path, result: RunResult, truth: GroundTruth, provenance: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_peft_files(folder: Path, files: Mapping[str, bytes]) -> None:
+    """A PEFT-trained run's ``save_pretrained`` output, file by file."""
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
 
 
 def remove_path(path: Path) -> None:

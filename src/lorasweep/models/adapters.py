@@ -19,6 +19,10 @@ LAYERS = {cls.method_record.name: cls for cls in (LoRALinear, DoRALinear)}
 registry's adapter methods."""
 
 
+DELTA_WEIGHT = "delta_weight"
+"""Where a PEFT-trained run stores its merged change W_final − W₀ of each module it adapted."""
+
+
 def layer_class(method: str) -> type:
     """The layer class of adapter method ``method``."""
     registry.method(method)
@@ -37,7 +41,10 @@ def stored_update(
     """W_final − W₀ (float64) of the adapter stored under ``prefix`` in ``tensors``:
     s·(BA − B₀A₀) for LoRA (:func:`~lorasweep.analysis.geometry.lora_update`), the merged
     weight's change for DoRA (:func:`~lorasweep.models.dora.merged_update`); ``init_a`` and
-    ``init_b`` are A₀, B₀ where the frozen base was W₀ − s·B₀A₀."""
+    ``init_b`` are A₀, B₀ where the frozen base was W₀ − s·B₀A₀. A method trained through
+    PEFT stored its merged change itself, ``delta_weight``."""
+    if f"{prefix}{DELTA_WEIGHT}" in tensors:
+        return tensors[f"{prefix}{DELTA_WEIGHT}"].double()
     a, b = tensors[f"{prefix}lora_A"], tensors[f"{prefix}lora_B"]
     if registry.method(method).magnitude:
         return merged_update(w0, a, b, tensors[f"{prefix}magnitude"], scaling, init_a, init_b)

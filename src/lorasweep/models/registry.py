@@ -44,13 +44,73 @@ class Method:
     """Values per output of each adapted module, per token, that the forward forms beyond the
     module's output and keeps for the backward pass (DoRA: the base output W₀x, the adapter's
     output and the two scaled terms m/‖·‖ multiplies)."""
+    peft_config: str | None = None
+    """The PEFT config class that builds it when it trains through real PEFT
+    (:mod:`lorasweep.training.peft_trainer`, one run at a time); None for the methods this
+    package's engine trains (LoRA, DoRA and full fine-tuning)."""
+    rank_keyword: str | None = None
+    """The config keyword the run's rank r sets (``r``; AdaLoRA's ``target_r``); None for a
+    method without a rank (IA3), whose runs ignore the grid's ``rank`` axis."""
+    alpha_keyword: str | None = None
+    """The config keyword the run's α sets (``lora_alpha``, LoHa's and LoKr's ``alpha``); None
+    for a method without one, whose runs ignore the grid's ``alpha`` axis."""
+    peft_defaults: tuple[tuple[str, object], ...] = ()
+    """Keyword arguments it always passes beyond PEFT's defaults (OFT's block count by r)."""
+    settings: tuple[str, ...] = ()
+    """The config keywords ``method_settings`` may set for it (validated before any job)."""
+    additive_shift: bool = True
+    """Can represent an additive change W₀ + ΔW of the adapted weight (every low-rank method);
+    False for the multiplicative and rotational ones (IA3 rescales, OFT and HRA rotate)."""
+    allocates_rank: bool = False
+    """Redistributes rank while it trains (AdaLoRA): the trainer calls PEFT's
+    ``update_and_allocate`` after every step and adds its orthogonality penalty."""
+    peft_optimizer: str | None = None
+    """A PEFT optimizer factory it trains with instead of Adam (LoRA-FA's
+    ``create_lorafa_optimizer``)."""
+    rank_bounds_update: bool = True
+    """rank(ΔW) ≤ r, so the best rank-r change is the run's theoretical optimum; False where r
+    is a block count, a number of frequencies or a base rank that a Hadamard or Kronecker
+    product multiplies (the full-rank optimum is then the bound)."""
+    source: str = ""
+    """Where it comes from (paper), for the docs and the report."""
 
     @property
     def additive(self) -> bool:
         """The layer's output is W₀x + b + s·B(Ax), linear in the adapter's output, so caching
         W₀x (and the residual y − W₀x) is exact. DoRA's row norm couples W₀ and BA: not
-        additive."""
-        return self.adapter and not self.magnitude
+        additive; nor is a method PEFT trains, which computes its own forward."""
+        return self.adapter and not self.magnitude and not self.through_peft
+
+    @property
+    def has_factors(self) -> bool:
+        """Its stored adapter is LoRA's factors A (r×d_in) and B (d_out×r); a method trained
+        through PEFT stores PEFT's own tensors and its merged change of weight instead."""
+        return self.adapter and not self.through_peft
+
+    def update_rank(self, rank: int | None) -> int | None:
+        """The rank that bounds its change of weight at run rank ``rank``; None for full
+        fine-tuning and where r does not bound it (:attr:`rank_bounds_update`)."""
+        if not self.adapter or not self.rank_bounds_update:
+            return None
+        if self.through_peft and self.rank_keyword is None:
+            return None
+        return rank
+
+    @property
+    def through_peft(self) -> bool:
+        """Its runs train through real PEFT (``get_peft_model``), one run at a time."""
+        return self.peft_config is not None
+
+    def peft_arguments(self, rank: int | None, alpha: float | None, settings: dict) -> dict:
+        """The PEFT config's keyword arguments for a run (without ``target_modules``): its rank
+        and α where the method has them, :attr:`peft_defaults`, then the config's
+        ``method_settings`` for it."""
+        arguments = dict(self.peft_defaults)
+        if self.rank_keyword is not None:
+            arguments[self.rank_keyword] = rank
+        if self.alpha_keyword is not None:
+            arguments[self.alpha_keyword] = alpha
+        return {**arguments, **settings}
 
     def run_tag(self) -> str:
         """The method's token in a run id (``lowrank__lora_r4…``, ``lowrank__dora_r4…``)."""
@@ -161,7 +221,49 @@ DORA = Method(
     output_copies=4,
 )
 
-METHOD_RECORDS = (LORA, FULL, DORA)
+
+def _peft(name: str, label: str, config: str, source: str, **fields) -> Method:
+    """A method trained through real PEFT: an adapter on the frozen base, one run at a time,
+    priced by the cost and memory models as a generic-objective method that forms a merged
+    weight and two extra outputs per adapted module (an estimate; the run records what it
+    actually trained, held, and took per step)."""
+    fields = {"rank_keyword": "r", "merged_weight_copies": 1, "output_copies": 2, **fields}
+    return Method(name, label, adapter=True, fused=False, peft_config=config, source=source,
+                  **fields)  # fmt: skip
+
+
+PEFT_RECORDS = (
+    _peft("adalora", "AdaLoRA", "AdaLoraConfig", "Zhang et al. 2023, arXiv 2303.10512",
+          rank_keyword="target_r", alpha_keyword="lora_alpha", allocates_rank=True,
+          settings=("init_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight")),
+    _peft("lora_fa", "LoRA-FA", "LoraConfig", "Zhang et al. 2023, arXiv 2308.03303",
+          alpha_keyword="lora_alpha", peft_optimizer="create_lorafa_optimizer"),
+    _peft("vera", "VeRA", "VeraConfig", "Kopiczko et al. 2024, arXiv 2310.11454",
+          settings=("d_initial", "projection_prng_key")),
+    _peft("randlora", "RandLoRA", "RandLoraConfig", "Albert et al. 2025, arXiv 2502.00987",
+          rank_bounds_update=False,
+          settings=("randlora_alpha", "sparse", "very_sparse", "projection_prng_key")),
+    _peft("loha", "LoHa", "LoHaConfig", "Hyeon-Woo et al. 2022, arXiv 2108.06098",
+          alpha_keyword="alpha", rank_bounds_update=False,
+          settings=("rank_dropout", "module_dropout", "use_effective_conv2d")),
+    _peft("lokr", "LoKr", "LoKrConfig", "Edalati et al. 2022, arXiv 2212.10650",
+          alpha_keyword="alpha", rank_bounds_update=False,
+          settings=("decompose_both", "decompose_factor", "rank_dropout")),
+    _peft("fourierft", "FourierFT", "FourierFTConfig", "Gao et al. 2024, arXiv 2405.03003",
+          rank_keyword="n_frequency", rank_bounds_update=False,
+          settings=("scaling", "random_loc_seed")),
+    _peft("ia3", "IA³", "IA3Config", "Liu et al. 2022, arXiv 2205.05638", rank_keyword=None,
+          additive_shift=False, settings=("feedforward_modules",)),
+    _peft("oft", "OFT", "OFTConfig", "Qiu et al. 2023, arXiv 2306.07280",
+          peft_defaults=(("oft_block_size", 0),), additive_shift=False, rank_bounds_update=False,
+          settings=("coft", "eps", "block_share", "use_cayley_neumann")),
+    _peft("hra", "HRA", "HRAConfig", "Yuan et al. 2024, arXiv 2405.17484",
+          additive_shift=False, settings=("apply_GS",)),
+)  # fmt: skip
+"""The methods trained through PEFT 0.21.2, each its config class; ``r`` is the rank
+keyword unless said (FourierFT's is its number of frequencies, OFT's its number of blocks)."""
+
+METHOD_RECORDS = (LORA, FULL, DORA, *PEFT_RECORDS)
 ADAPTER_METHODS = tuple(m.name for m in METHOD_RECORDS if m.adapter)
 """The methods a grid's ``method`` axis may name; full fine-tuning is its own block."""
 

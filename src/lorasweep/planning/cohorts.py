@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lorasweep.models import registry
-from lorasweep.options import METHODS
+from lorasweep.options import ENGINE_METHODS
 from lorasweep.planning.runs import RunSpec
 
 ENGINES = ("batched", "single")
@@ -32,8 +32,9 @@ cohort of one of the same engine (a run's numbers do not depend on its cohort, s
 the same bits). The single-run loop (:func:`lorasweep.training.loop.train_run`) is the tests'
 autograd oracle, not an engine."""
 
-BATCHED_METHODS = METHODS
-"""Methods the engine batches, on every dataset kind."""
+BATCHED_METHODS = ENGINE_METHODS
+"""Methods the engine batches, on every dataset kind; a method trained through PEFT trains one
+run at a time (engine ``peft``, :mod:`lorasweep.training.peft_trainer`)."""
 
 ALIGN = 64
 """Each tensor of a run's slot starts at a multiple of this many elements
@@ -55,8 +56,11 @@ def batchable(run: RunSpec, dataset: dict | None = None) -> bool:
 
 
 def effective_engine(run: RunSpec, engine: str, dataset: dict | None = None) -> str:
-    """The engine setting that trains ``run`` when a job is asked for ``engine``: ``single``
-    (cohorts of one) for a run the batched engine could not stack."""
+    """The engine that trains ``run`` when a job is asked for ``engine``: ``peft`` for a method
+    trained through PEFT, else ``single`` (cohorts of one) for a run the batched engine could
+    not stack."""
+    if registry.method(run.method).through_peft:
+        return "peft"
     return "batched" if engine == "batched" and batchable(run, dataset) else "single"
 
 

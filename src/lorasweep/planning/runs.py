@@ -14,6 +14,7 @@ replicate's dataset files (:func:`replicate_name`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -22,7 +23,9 @@ from dataclasses import asdict, dataclass
 
 from lorasweep.models import registry
 from lorasweep.models.names import linear_modules, matrix_types, pattern_label, select
-from lorasweep.options import BIAS_ALIASES
+from lorasweep.options import BIAS_ALIASES, ENGINE_METHODS
+
+ENGINE_ADAPTERS = tuple(m for m in ENGINE_METHODS if registry.is_adapter(m))
 
 
 def format_number(value: float | int) -> str:
@@ -57,6 +60,9 @@ class RunSpec:
     (:mod:`lorasweep.models.names`). None for the single-layer kinds and for full FT."""
     task_seed: int = 0
     """The replicate of the dataset's task the run trains on (``task_seeds``)."""
+    settings: str | None = None
+    """A method trained through PEFT: the config's ``method_settings`` for it, as canonical
+    JSON (None where it gives none)."""
 
     @property
     def record(self) -> registry.Method:
@@ -79,6 +85,8 @@ class RunSpec:
         if not self.adapter:
             tag = self.record.run_tag()
             return f"{self.dataset}__{tag}_lr{format_number(self.lr)}_s{self.seed}{replicate}"
+        if self.record.through_peft:
+            return self._peft_run_id(replicate)
         ratio = f"_lrB{format_number(self.lr_ratio)}" if self.lr_ratio != 1 else ""
         where = f"-{pattern_label(self.targets)}" if self.targets is not None else ""
         bias = "_biasall" if self.bias == "lora_only" else ""
@@ -88,13 +96,28 @@ class RunSpec:
             f"{replicate}"
         )
 
+    def _peft_run_id(self, replicate: str) -> str:
+        """``lowrank__loha_r4_a8_lr0.01_s0``: rank and α where the method has them, and a
+        digest of its ``method_settings`` where the config gives some."""
+        where = f"-{pattern_label(self.targets)}" if self.targets is not None else ""
+        rank = f"_r{self.rank}" if self.rank is not None else ""
+        alpha = f"_a{format_number(self.alpha)}" if self.alpha is not None else ""
+        settings = ""
+        if self.settings is not None:
+            settings = "_m" + hashlib.sha256(self.settings.encode()).hexdigest()[:8]
+        return (
+            f"{self.dataset}__{self.record.run_tag()}{where}{rank}{alpha}{settings}"
+            f"_lr{format_number(self.lr)}_s{self.seed}{replicate}"
+        )
+
     def as_dict(self) -> dict:
-        """The run id and every field; ``targets`` only where it is set and ``task_seed`` only
-        where it is not 0, so a run's record is what it was before deep models and replicated
-        tasks existed."""
+        """The run id and every field; ``targets`` and ``settings`` only where they are set and
+        ``task_seed`` only where it is not 0, so a run's record is what it was before deep
+        models, replicated tasks and PEFT-trained methods existed."""
         fields = asdict(self)
-        if self.targets is None:
-            del fields["targets"]
+        for name in ("targets", "settings"):
+            if fields[name] is None:
+                del fields[name]
         if self.task_seed == 0:
             del fields["task_seed"]
         return {"run_id": self.run_id, **fields}
@@ -187,6 +210,43 @@ def lora_settings(dataset: dict, block: dict) -> Iterator[tuple]:
         yield from itertools.product([pattern], ranks, *(block[a] for a in SETTING_AXES))
 
 
+def method_settings(config: dict, method: str) -> str | None:
+    """The config's ``method_settings`` for ``method`` as canonical JSON, None where it gives
+    none."""
+    settings = config.get("method_settings", {}).get(method)
+    return json.dumps(settings, sort_keys=True, separators=(",", ":")) if settings else None
+
+
+def method_run(run: RunSpec, config: dict) -> RunSpec:
+    """``run`` (built from a grid's LoRA axes) as its method trains it: a method trained
+    through PEFT keeps its rank and α only where it has them, and has no scaling rule, init,
+    LoRA+ ratio or dropout; it carries its ``method_settings``."""
+    record = run.record
+    if not record.through_peft:
+        return run
+    if run.bias != "none":
+        raise ValueError(
+            f"method {run.method!r} trains through PEFT without the base bias; "
+            f"bias: {run.bias} is allowed for {', '.join(ENGINE_ADAPTERS)} only"
+        )
+    return dataclasses.replace(
+        run,
+        rank=run.rank if record.rank_keyword else None,
+        alpha=run.alpha if record.alpha_keyword else None,
+        scaling=None,
+        init=None,
+        lr_ratio=1.0,
+        dropout=0.0,
+        settings=method_settings(config, run.method),
+    )
+
+
+def method_rates(block: dict, method: str) -> list[float]:
+    """The learning rates a grid block searches for ``method``: its ``method_lr`` entry for the
+    method where there is one, else the block's ``lr``."""
+    return (block.get("method_lr") or {}).get(method, block["lr"])
+
+
 def expand_runs(config: dict) -> list[RunSpec]:
     """The adapter runs (datasets × task seeds × seeds × method × targets × rank × α × scaling ×
     init × lr × lr_ratio × bias, for the main grid and each extra grid, without repeats)
@@ -203,29 +263,31 @@ def expand_runs(config: dict) -> list[RunSpec]:
     for dataset, grid in itertools.product(config["datasets"], grids(config)):
         if grid["datasets"] is not None and dataset["name"] not in grid["datasets"]:
             continue
-        settings = list(lora_settings(dataset, grid))
+        settings = {
+            method: list(lora_settings(dataset, {**grid, "lr": method_rates(grid, method)}))
+            for method in grid["method"]
+        }
         for task_seed, seed, method in itertools.product(
             task_seeds, config["seeds"], grid["method"]
         ):
-            for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in settings:
-                runs.append(
-                    RunSpec(
-                        dataset=dataset["name"],
-                        method=method,
-                        seed=seed,
-                        lr=lr,
-                        rank=rank,
-                        alpha=alpha,
-                        scaling=scaling,
-                        init=init,
-                        lr_ratio=lr_ratio,
-                        bias=BIAS_ALIASES.get(bias, bias),
-                        dropout=train.get("lora_dropout", 0.0),
-                        targets=targets,
-                        task_seed=task_seed,
-                        **common,
-                    )
+            for targets, rank, alpha, scaling, init, lr, lr_ratio, bias in settings[method]:
+                run = RunSpec(
+                    dataset=dataset["name"],
+                    method=method,
+                    seed=seed,
+                    lr=lr,
+                    rank=rank,
+                    alpha=alpha,
+                    scaling=scaling,
+                    init=init,
+                    lr_ratio=lr_ratio,
+                    bias=BIAS_ALIASES.get(bias, bias),
+                    dropout=train.get("lora_dropout", 0.0),
+                    targets=targets,
+                    task_seed=task_seed,
+                    **common,
                 )
+                runs.append(method_run(run, config))
     full = config.get("full_finetune", {})
     if full.get("enabled", False):
         for dataset in config["datasets"]:
@@ -251,6 +313,7 @@ def rank_settings(runs: list[RunSpec]) -> dict[str, list[tuple[int, str]]]:
     oracles."""
     settings: dict[str, set[tuple[int, str]]] = {}
     for run in runs:
-        if run.adapter:
-            settings.setdefault(run.data, set()).add((run.rank, run.bias))
+        rank = run.record.update_rank(run.rank)
+        if rank is not None:
+            settings.setdefault(run.data, set()).add((rank, run.bias))
     return {name: sorted(pairs) for name, pairs in sorted(settings.items())}

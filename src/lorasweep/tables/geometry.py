@@ -19,7 +19,7 @@ from lorasweep.analysis.geometry import (
 from lorasweep.analysis.statistics import LORA_SETTINGS
 from lorasweep.io import load_metadata, load_tensors, read_json
 from lorasweep.models import registry
-from lorasweep.models.adapters import stored_update
+from lorasweep.models.adapters import DELTA_WEIGHT, stored_update
 from lorasweep.models.names import linear_modules
 from lorasweep.options import DEEP_KINDS
 from lorasweep.planning.runs import replicate_name
@@ -109,7 +109,7 @@ def layer_updates(
         name, w0 = module.name, data[f"{module.name}.weight"]
         if not lora:
             yield name, w0, tensors[f"{name}.weight"].double() - w0.double()
-        elif f"{name}.lora_A" in tensors:
+        elif f"{name}.lora_A" in tensors or f"{name}.{DELTA_WEIGHT}" in tensors:
             yield name, w0, adapter_update(run_dir, tensors, f"{name}.", scaling, metrics, w0)
 
 
@@ -156,7 +156,9 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFram
     completed = [(d, m) for d, m in runs if m["status"] == "ok"]
     per_run = [row for d, m in completed for row in _run_geometry(d, m, datasets[_data(m)])]
     lora = [
-        m for _, m in completed if registry.is_adapter(m["method"]) and m.get("targets") is None
+        m
+        for _, m in completed
+        if registry.method(m["method"]).has_factors and m.get("targets") is None
     ]
     pairs = [
         row

@@ -329,10 +329,12 @@ def train_epoch(
     norms: dict[str, list[nn.Parameter]],
     epoch_mini_batches: list[tuple[torch.Tensor | None, int]],
     held_out: tuple[str, ...],
+    after_step=None,
 ) -> tuple[dict, bool]:
     """One Adam step per mini-batch, then the loss on each ``held_out`` split; returns the epoch's
     record (:class:`~lorasweep.training.records.EpochSums`) and whether the run diverged. A
-    non-finite mini-batch loss ends the epoch before its step."""
+    non-finite mini-batch loss ends the epoch before its step. ``after_step()``, where given,
+    runs after every step (AdaLoRA's rank allocation)."""
     model.train()
     sums = EpochSums()
     for index, size in epoch_mini_batches:
@@ -346,6 +348,8 @@ def train_epoch(
         if not sums.add(loss_value, size, step_norms):
             break
         optimizer.step()
+        if after_step is not None:
+            after_step()
     if sums.finite:
         held = evaluate_held_out(model, loss, held_out)
     else:
@@ -390,6 +394,11 @@ class RunResult:
     """:func:`final_test_loss`."""
     population_loss: float | None = None
     """:func:`population_loss`."""
+    delta_weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    """A PEFT-trained run's merged change of each adapted module, stored beside ``tensors``
+    (:data:`~lorasweep.models.adapters.DELTA_WEIGHT`); empty otherwise."""
+    peft_files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """A PEFT-trained run's ``save_pretrained`` files, written as its ``peft/`` folder."""
 
     @property
     def final(self) -> dict:
@@ -410,7 +419,7 @@ class RunResult:
             types = "+".join(matrix_types(self.adapted))
             deep = {"adapted_modules": len(self.adapted), "adapted_types": types}
         if truth is not None:
-            rank = spec.rank if spec.adapter else None
+            rank = spec.record.update_rank(spec.rank)
             bias_trains = not spec.adapter or spec.bias == "lora_only"
             if self.adapted is None:
                 optimal = truth.optimal_loss(rank, bias_trains)
@@ -481,11 +490,12 @@ def run_result(
     cached_base: bool,
     dataset: Dataset,
     evaluate_test,
+    population_tensors: dict[str, torch.Tensor] | None = None,
 ) -> RunResult:
     """A run's :class:`RunResult`, whichever code trained it: its history, its
     :func:`model_record`, its final ``tensors`` (on the CPU) with the adapter's starting point,
     and their test loss (``evaluate_test()``, see :func:`final_test_loss`) and population
-    loss."""
+    loss (of ``population_tensors`` where given: a PEFT-trained run's merged changes)."""
     status = "ok" if history.diverged_epoch is None else "diverged"
     return RunResult(
         spec=spec,
@@ -501,7 +511,12 @@ def run_result(
         initial_tensors=initial_tensors,
         test_loss=final_test_loss(dataset, status, evaluate_test),
         population_loss=population_loss(
-            spec, dataset, status, tensors, initial_tensors, record["scaling"]
+            spec,
+            dataset,
+            status,
+            tensors if population_tensors is None else population_tensors,
+            initial_tensors,
+            record["scaling"],
         ),
         **record,
     )
