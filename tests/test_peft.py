@@ -150,7 +150,11 @@ def test_config_is_what_peft_writes_for_the_same_settings(peft, dataset, tmp_pat
 
 @pytest.mark.parametrize(
     ("method", "scaling", "init", "bias"),
-    list(itertools.product([m for m in ENGINE_METHODS if registry.is_adapter(m)], SCALINGS, INITS, BIASES)),
+    list(
+        itertools.product(
+            [m for m in ENGINE_METHODS if registry.is_adapter(m)], SCALINGS, INITS, BIASES
+        )
+    ),
 )
 def test_peft_loads_each_run_and_computes_the_same_outputs(
     peft, dataset, dataset_file, tmp_path, method, scaling, init, bias

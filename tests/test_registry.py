@@ -45,6 +45,9 @@ def test_schema_enums_are_the_registries():
     assert defs["scalings"]["items"]["enum"] == list(options.SCALINGS)
     assert defs["inits"]["items"]["enum"] == list(options.INITS)
     assert defs["methods"]["items"]["enum"] == list(options.GRID_METHODS)
+    assert defs["method_lrs"]["propertyNames"]["enum"] == list(options.GRID_METHODS)
+    settings = schema["properties"]["method_settings"]
+    assert settings["propertyNames"]["enum"] == list(options.PEFT_METHODS)
 
 
 def test_every_init_has_code_and_every_rule_its_formula():
@@ -58,8 +61,10 @@ def test_every_init_has_code_and_every_rule_its_formula():
 
 
 def test_unknown_names_are_refused_with_the_allowed_ones():
-    with pytest.raises(ValueError, match="unknown method 'vera'; allowed: lora, full, dora"):
-        registry.method("vera")
+    with pytest.raises(
+        ValueError, match="unknown method 'bone'; allowed: lora, full, dora, adalora"
+    ):
+        registry.method("bone")
     with pytest.raises(ValueError, match="allowed: kaiming, gaussian, pissa, randn"):
         registry.init("olora")
 
@@ -102,7 +107,7 @@ def test_every_adapter_method_has_a_layer_class_and_dora_never_caches_the_base()
     from lorasweep.models.lora import LoRALinear
     from lorasweep.training.exact import can_cache_base, trains_on_base_residuals
 
-    assert set(LAYERS) == set(options.GRID_METHODS)
+    assert set(LAYERS) == set(options.GRID_METHODS) - set(options.PEFT_METHODS)
     assert all(cls.method_record.name == name for name, cls in LAYERS.items())
     assert not issubclass(DoRALinear, LoRALinear)
     gen = torch.Generator().manual_seed(0)

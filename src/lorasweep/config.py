@@ -22,6 +22,8 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from lorasweep import options
+from lorasweep.models import registry
 from lorasweep.models.names import (
     LinearModule,
     describe_names,
@@ -303,6 +305,62 @@ def check_semantics(config: dict) -> None:
                     f"{key}.datasets", f"unknown dataset {name!r}; allowed: {', '.join(datasets)}"
                 )
         check_block(key, block, main, [datasets[n] for n in names or datasets])
+        check_methods(key, block, main, [datasets[n] for n in names or datasets], config)
+    check_method_settings(config)
+
+
+def check_method_settings(config: dict) -> None:
+    """Each method's ``method_settings`` name only keywords the method takes."""
+    for name, settings in config.get("method_settings", {}).items():
+        allowed = registry.method(name).settings
+        for keyword in settings:
+            if keyword not in allowed:
+                raise ConfigError(
+                    f"method_settings.{name}.{keyword}",
+                    f"unknown setting of {name}; allowed: {', '.join(allowed) or 'none'}",
+                )
+
+
+def check_methods(key: str, block: dict, main: dict, datasets: list[dict], config: dict) -> None:
+    """A block's methods fit its settings: one trained through PEFT leaves the base bias
+    frozen, and its rank obeys the method's rule on every module it adapts (OFT: divides
+    in_features; HRA: even)."""
+    methods = block.get("method", main.get("method", [registry.default_method()]))
+    ranks = block.get("rank", main["rank"]) if "rank_budget" not in block else []
+    bias = config["train"].get("bias", "none")
+    for index, name in enumerate(methods):
+        record = registry.method(name)
+        if record.through_peft and BIAS_ALIASES.get(bias, bias) != "none":
+            engine = [m for m in options.ENGINE_METHODS if registry.is_adapter(m)]
+            raise ConfigError(
+                f"{key}.method[{index}]",
+                f"{name} trains through PEFT, which leaves the base bias frozen; train.bias "
+                f"{bias} is allowed with {', '.join(engine)} only",
+            )
+        for r_index, rank in enumerate(ranks if record.rank_keyword else []):
+            if record.even_rank and rank % 2:
+                raise ConfigError(
+                    f"{key}.rank[{r_index}]", f"got {rank}; allowed for {name}: an even rank"
+                )
+            if not record.rank_divides_inputs:
+                continue
+            for dataset in datasets:
+                for module in _adapted(dataset, block, main):
+                    if module.in_features % rank:
+                        raise ConfigError(
+                            f"{key}.rank[{r_index}]",
+                            f"got {rank}; allowed for {name}: a divisor of in_features of every "
+                            f"adapted module, and {module.shape_text()} of dataset "
+                            f"{dataset['name']!r} has {module.in_features}",
+                        )
+
+
+def _adapted(dataset: dict, block: dict, main: dict) -> list[LinearModule]:
+    """The modules a block adapts on a dataset: its targets' on a deep one, else its layer."""
+    if dataset["kind"] not in DEEP_KINDS:
+        return [LinearModule("", dataset["in_features"], dataset["out_features"], "mlp")]
+    patterns = block.get("targets", main.get("targets", ["all"]))
+    return [m for pattern in patterns for m in select(linear_modules(dataset), pattern)]
 
 
 SHAPE_KEYS = ("in_features", "out_features", "d_model", "n_layers", "n_heads", "seq_len", "d_ff")

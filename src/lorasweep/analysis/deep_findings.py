@@ -45,7 +45,7 @@ trainable parameter count, and every LoRA setting but the targets."""
 
 def deep_lora(runs: pd.DataFrame) -> pd.DataFrame:
     """The completed LoRA runs of deep models."""
-    lora = statistics.completed(runs[registry.adapter_rows(runs["method"])])
+    lora = statistics.completed(runs[registry.factor_rows(runs["method"])])
     return lora[lora["dataset_kind"].isin(DEEP_KINDS)]
 
 

@@ -112,7 +112,7 @@ def lr_ratio(optima: pd.DataFrame | None) -> Finding:
     curves = _mean_curves(optima)
     full = curves[registry.full_rows(curves["method"])].set_index("dataset")
     lora = curves[
-        (registry.adapter_rows(curves["method"]))
+        (registry.factor_rows(curves["method"]))
         & (curves["scaling"] == registry.REFERENCE_SCALING.name)
     ]
     lora = lora[lora["dataset"].isin(full.index)]
@@ -167,7 +167,7 @@ def _rank_spreads(optima: pd.DataFrame | None, scaling: str) -> list[tuple[str, 
     """(dataset, curves) per group of ``scaling`` curves that differ only in rank, with at
     least two ranks ≥ :data:`MIN_RANK` whose optimum the grid brackets."""
     curves = _mean_curves(optima)
-    lora = curves[(registry.adapter_rows(curves["method"])) & (curves["scaling"] == scaling)]
+    lora = curves[(registry.factor_rows(curves["method"])) & (curves["scaling"] == scaling)]
     lora = lora[lora["rank"] >= MIN_RANK]
     return [
         (key[0], group.sort_values("rank"))
@@ -181,7 +181,7 @@ def _unit_spreads(optima: pd.DataFrame, group: pd.DataFrame) -> tuple[pd.Series,
     with at least two such ranks."""
     units, unit = _unit_optima(optima)
     first = group.iloc[0]
-    mine = units[(registry.adapter_rows(units["method"])) & (units["scaling"] == first["scaling"])]
+    mine = units[(registry.factor_rows(units["method"])) & (units["scaling"] == first["scaling"])]
     mine = mine[mine["rank"].isin(group["rank"])]
     for key in GROUP_KEYS:
         mine = mine[mine[key].isna()] if pd.isna(first[key]) else mine[mine[key] == first[key]]
@@ -352,7 +352,7 @@ def lora_introduces_intruders(runs: pd.DataFrame, intruders: pd.DataFrame | None
         return Finding("intruders", statement, NOT_TESTED, missing)
     chosen = intruder_runs(runs, intruders)
     if chosen.empty or not (
-        registry.adapter_rows(chosen["method"]).any() and registry.full_rows(chosen["method"]).any()
+        registry.factor_rows(chosen["method"]).any() and registry.full_rows(chosen["method"]).any()
     ):
         return Finding("intruders", statement, NOT_TESTED, missing)
     chosen = chosen.assign(excess=chosen["intruders"] - chosen["null_intruders"])
@@ -360,7 +360,7 @@ def lora_introduces_intruders(runs: pd.DataFrame, intruders: pd.DataFrame | None
     truth = at_eps[at_eps["run_id"].isna()].groupby("dataset")["intruders"].mean()
     checks = []
     for dataset, group in chosen.groupby("dataset", sort=True):
-        lora = group[registry.adapter_rows(group["method"])]
+        lora = group[registry.factor_rows(group["method"])]
         full = group[registry.full_rows(group["method"])]
         if lora.empty or full.empty:
             continue

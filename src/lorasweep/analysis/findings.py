@@ -419,7 +419,7 @@ def efficiency(runs: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> Fin
     checks = []
     for dataset, rows in table.groupby("dataset", sort=True):
         full = rows[registry.full_rows(rows["method"])]
-        lora = rows[registry.adapter_rows(rows["method"])]
+        lora = rows[registry.factor_rows(rows["method"])]
         if full.empty or lora.empty:
             continue
         ref = full.iloc[0]

@@ -68,7 +68,7 @@ def matched_forgetting(points: pd.DataFrame) -> pd.DataFrame:
         full = group[registry.full_rows(group["method"])]
         if full.empty:
             continue
-        for rank, lora in group[registry.adapter_rows(group["method"])].groupby("rank", sort=True):
+        for rank, lora in group[registry.factor_rows(group["method"])].groupby("rank", sort=True):
             level = max(lora["val_loss"].min(), full["val_loss"].min())
             rows.append(
                 {

@@ -43,7 +43,7 @@ def gap_table(runs: pd.DataFrame, oracles: pd.DataFrame | None) -> pd.DataFrame:
     if chosen.empty:
         return pd.DataFrame(columns=COLUMNS)
     chosen = chosen.assign(
-        bias=chosen["bias"].where(registry.adapter_rows(chosen["method"]), "lora_only")
+        bias=chosen["bias"].where(registry.factor_rows(chosen["method"]), "lora_only")
     )
     keys = ["dataset", "task_seed", "method", "rank", "bias"]
     grouped = chosen.groupby(keys, dropna=False, sort=True)

@@ -136,7 +136,7 @@ def lr_optima(runs: pd.DataFrame) -> pd.DataFrame:
         for d, t, s in zip(table["dataset"], table["task_seed"], table["seed"], strict=True)
     ]
     table["ratio_to_full"] = (table["optimal_lr"] / reference).where(
-        registry.adapter_rows(table["method"])
+        registry.factor_rows(table["method"])
     )
     return table.reindex(columns=OPTIMA_COLUMNS)
 

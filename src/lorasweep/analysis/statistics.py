@@ -49,7 +49,7 @@ def completed(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def completed_lora(runs: pd.DataFrame) -> pd.DataFrame:
-    return completed(runs[registry.adapter_rows(runs["method"])])
+    return completed(runs[registry.factor_rows(runs["method"])])
 
 
 def diverged(runs: pd.DataFrame) -> pd.DataFrame:
@@ -114,7 +114,7 @@ def best_lora_settings(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     (:func:`by_method`), the settings with the lowest mean final validation loss across seeds
     (:func:`_best_of`: with that mean, sd and count, the test loss at those settings and the
     group's search budget)."""
-    lora = runs[registry.adapter_rows(runs["method"])]
+    lora = runs[registry.factor_rows(runs["method"])]
     return _best_of(lora, by_method(lora, by), settings_in(lora))
 
 
@@ -158,7 +158,7 @@ def select_runs(runs: pd.DataFrame, settings: pd.DataFrame, keys: list[str]) -> 
 def best_lora_runs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """The completed adapter runs (all seeds) at the :func:`best_lora_settings` of each group
     and method."""
-    lora = runs[registry.adapter_rows(runs["method"])]
+    lora = runs[registry.factor_rows(runs["method"])]
     best = best_lora_settings(lora, by)
     if best.empty:
         return completed(lora).iloc[:0]
@@ -177,7 +177,7 @@ def best_full_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def best_lowrank_lora(runs: pd.DataFrame) -> pd.DataFrame:
     """:func:`best_lora_settings` per lowrank dataset and rank, with the dataset's task rank and
     noise floor."""
-    lora = runs[(registry.adapter_rows(runs["method"])) & (runs["dataset_kind"] == "lowrank")]
+    lora = runs[(registry.factor_rows(runs["method"])) & (runs["dataset_kind"] == "lowrank")]
     best = best_lora_settings(lora, ["dataset", "rank"])
     meta = lora.groupby("dataset")[["task_rank", "noise_floor"]].first()
     return best.join(meta, on="dataset") if not best.empty else best
@@ -290,7 +290,7 @@ def first_rank_matching_full(rows: pd.DataFrame, tolerance: float) -> pd.Series 
     """Of one dataset's :func:`efficiency_table` rows, the lowest-rank LoRA row whose final
     validation loss is within ``tolerance`` of full fine-tuning's (a choice, so made on the
     validation split); None without a match or without full FT."""
-    lora = rows[registry.adapter_rows(rows["method"])].sort_values("rank")
+    lora = rows[registry.factor_rows(rows["method"])].sort_values("rank")
     full = rows[registry.full_rows(rows["method"])]
     if full.empty:
         return None
@@ -313,7 +313,7 @@ def seed_demo_count_note(runs: pd.DataFrame) -> list[dict]:
     """For LoRA runs whose base bias trains (``bias="lora_only"``, as in the seed demo): the count a
     reader would expect from the adapter alone, the count that really trains, and the gap."""
     notes = []
-    lora = runs[(registry.adapter_rows(runs["method"])) & (runs["bias"] == "lora_only")]
+    lora = runs[(registry.factor_rows(runs["method"])) & (runs["bias"] == "lora_only")]
     for (dataset, rank), group in lora.groupby(["dataset", "rank"], sort=True):
         first = group.iloc[0]
         notes.append(

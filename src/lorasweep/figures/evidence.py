@@ -68,7 +68,7 @@ def loss_vs_learning_rate(t: Tables) -> plt.Figure:
     full FT, mean ± sd over seeds, per scaling rule; triangles mark each curve's optimum."""
     runs = statistics.completed(t.runs)
     lora = statistics.reference_slice(
-        runs[registry.adapter_rows(runs["method"])], vary=["rank", "lr", "scaling"]
+        runs[registry.factor_rows(runs["method"])], vary=["rank", "lr", "scaling"]
     )
     lora = statistics.where_varies(lora, ["dataset", "scaling", "rank"], "lr")
     full = statistics.where_varies(runs[registry.full_rows(runs["method"])], ["dataset"], "lr")
@@ -114,7 +114,7 @@ def _label_of(adapters: pd.DataFrame) -> str:
 def _frontier_panel(ax, points: pd.DataFrame, colors: dict) -> None:
     """Every checkpoint (dots) and each method's frontier F(L) (steps): LoRA per rank (each
     adapter method apart, in its own line style, where several ran), full FT dashed."""
-    adapters = points[registry.adapter_rows(points["method"])]
+    adapters = points[registry.factor_rows(points["method"])]
     for _, style, part in method_parts(adapters):
         name = _label_of(part)
         for rank, group in part.groupby("rank", sort=True):
@@ -167,7 +167,7 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
     if t.intruders is None or t.intruders.empty or t.intruder_means is None:
         return no_data("no intruder counts")
     runs = statistics.completed(t.runs)
-    datasets = datasets_of(runs[registry.adapter_rows(runs["method"])])
+    datasets = datasets_of(runs[registry.factor_rows(runs["method"])])
     epsilons = sorted(t.intruders["epsilon"].unique())
     if not datasets:
         return no_data("no completed LoRA runs")
@@ -193,7 +193,7 @@ def intruders_vs_rank(t: Tables) -> plt.Figure:
 def _intruder_panel(ax, means: pd.DataFrame) -> None:
     """LoRA's counts against rank per scaling rule (each adapter method apart, in its own line
     style, where several ran), and full FT's mean ± sd as a band."""
-    for prefix, style, part in method_parts(means[registry.adapter_rows(means["method"])]):
+    for prefix, style, part in method_parts(means[registry.factor_rows(means["method"])]):
         for scaling in ordered_scalings(part["scaling"]):
             group = part[part["scaling"] == scaling].sort_values("rank")
             errorbar(ax, group["rank"], group["mean"], group["std"], SCALING_COLORS[scaling],
@@ -239,7 +239,7 @@ def gap_decomposition(t: Tables) -> plt.Figure:
     if gaps is None or gaps.empty:
         return no_data("no single-layer lowrank dataset with oracles")
     gaps = gaps[gaps["noise_floor"] > 0]
-    with_lora = gaps.loc[registry.adapter_rows(gaps["method"]), "dataset"].unique()
+    with_lora = gaps.loc[registry.factor_rows(gaps["method"]), "dataset"].unique()
     gaps = gaps[gaps["dataset"].isin(with_lora)]
     if gaps.empty:
         return no_data("no noisy lowrank dataset with a completed LoRA run (gaps are in σ²)")
@@ -250,7 +250,7 @@ def gap_decomposition(t: Tables) -> plt.Figure:
         scaled = panel.assign(
             **{c: panel[c] / panel["noise_floor"] for c in [*GAP_PARTS, "total_gap"]}
         )
-        adapters = scaled[registry.adapter_rows(scaled["method"])]
+        adapters = scaled[registry.factor_rows(scaled["method"])]
         for prefix, style, part in method_parts(adapters):
             lora = part.groupby("rank").mean(numeric_only=True)
             for (column, label), color in zip(GAP_PARTS.items(), GAP_COLORS, strict=True):

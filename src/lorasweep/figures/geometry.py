@@ -56,7 +56,7 @@ def subspace_similarity(t: Tables) -> plt.Figure:
     )
     has_truth = (
         truth is not None
-        and truth.loc[registry.adapter_rows(truth["method"]), "phi_true_right"].notna().any()
+        and truth.loc[registry.factor_rows(truth["method"]), "phi_true_right"].notna().any()
     )
     n = len(panels) + int(has_truth)
     if n == 0:
@@ -65,7 +65,7 @@ def subspace_similarity(t: Tables) -> plt.Figure:
     for j, (kind, part) in enumerate(panels):
         _pair_heatmap(axes[0, j], kind, part)
     if has_truth:
-        _similarity_to_truth(axes[0, -1], truth[registry.adapter_rows(truth["method"])])
+        _similarity_to_truth(axes[0, -1], truth[registry.factor_rows(truth["method"])])
         legend_outside(fig, axes[0, -1:])
     return fig
 
@@ -128,7 +128,7 @@ def amplification(t: Tables) -> plt.Figure:
         return no_data("no adapters")
     data = single_layer_rows(t.geometry).merge(statistics.completed(t.runs), on="run_id")
     lora = statistics.reference_slice(
-        data[registry.adapter_rows(data["method"])], vary=["rank", "scaling"]
+        data[registry.factor_rows(data["method"])], vary=["rank", "scaling"]
     )
     if lora.empty:
         return no_data("no completed LoRA runs")

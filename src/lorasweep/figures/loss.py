@@ -129,7 +129,7 @@ def learning_curves(t: Tables) -> plt.Figure:
     its own line style where several ran), one panel per dataset and scaling rule, with the best
     full fine-tuning curve and the noise floor."""
     runs, epochs = t.runs, t.epochs
-    lora = runs[registry.adapter_rows(runs["method"])]
+    lora = runs[registry.factor_rows(runs["method"])]
     if statistics.completed(lora).empty:
         return no_data("no completed LoRA runs")
     datasets = datasets_of(lora)

@@ -82,7 +82,7 @@ def parallel_coordinates(t: Tables) -> plt.Figure:
     """Each LoRA setting (mean over seeds) as a line through its hyperparameters to its final
     validation loss, coloured by that loss; axes with a single value are left out, and full
     fine-tuning's best loss is marked on the loss axis."""
-    lora = statistics.completed(t.runs[registry.adapter_rows(t.runs["method"])])
+    lora = statistics.completed(t.runs[registry.factor_rows(t.runs["method"])])
     if lora.empty:
         return no_data("no completed LoRA runs")
     datasets = datasets_of(lora)
@@ -158,7 +158,7 @@ def pareto_points(runs: pd.DataFrame) -> pd.DataFrame:
     Pareto-optimal ones (no other point has at most as many parameters and a lower loss). A
     deep model's target sets are settings of their own, never averaged together."""
     done = statistics.completed(runs)
-    lora_runs = done[registry.adapter_rows(done["method"])]
+    lora_runs = done[registry.factor_rows(done["method"])]
     lora = statistics.seed_stats(
         lora_runs, ["dataset", "trainable_params", *hyperparameters(lora_runs)]
     )
@@ -190,7 +190,7 @@ def pareto_front(t: Tables) -> plt.Figure:
     colors = target_colors(points["targets"])
     for ax, dataset in zip(axes, datasets_of(points), strict=True):
         panel = points[points["dataset"] == dataset]
-        lora = panel[registry.adapter_rows(panel["method"])]
+        lora = panel[registry.factor_rows(panel["method"])]
         for _, look, part in _method_markers(lora):
             for color, group in _point_groups(part, colors):
                 ax.scatter(group["trainable_params"], group["mean"], s=9, alpha=0.6, color=color,
@@ -209,7 +209,7 @@ def pareto_front(t: Tables) -> plt.Figure:
         ax.set_ylabel("final validation MSE")
         ax.set_title(dataset)
     handles = []
-    for name, look, part in _method_markers(points[registry.adapter_rows(points["method"])]):
+    for name, look, part in _method_markers(points[registry.factor_rows(points["method"])]):
         marker = look.get("marker", "o")
         single = part[part["targets"].isna()]
         handles += [Line2D([], [], marker=marker, linestyle="none", color=SCALING_COLORS[s],

@@ -64,25 +64,24 @@ SCALING_LABELS = {rule.name: rule.label for rule in registry.SCALING_RECORDS}
 INIT_COLORS = categorical_colors(INITS)
 LORA_COLOR = sns.color_palette("colorblind")[0]
 """LoRA drawn in one colour (its best settings at each rank)."""
-METHOD_COLORS = {
-    m.name: c
-    for m, c in zip(
-        [m for m in registry.METHOD_RECORDS if m.adapter],
-        [LORA_COLOR, *sns.color_palette("colorblind")[4:]],
-        strict=False,
-    )
-}
-"""One colour per adapter method, LoRA's being :data:`LORA_COLOR`."""
+_ADAPTERS = [m for m in registry.METHOD_RECORDS if m.adapter]
+_COLORS = [LORA_COLOR, *sns.color_palette("colorblind")[4:], *sns.color_palette("dark")[4:]]
+METHOD_COLORS = {m.name: c for m, c in zip(_ADAPTERS, _COLORS[: len(_ADAPTERS)], strict=True)}
+"""One colour per adapter method, LoRA's being :data:`LORA_COLOR`; the colour-blind palette's
+after the first four, then the dark palette's (twelve methods)."""
 METHOD_LINE_STYLES = {
     m.name: style
     for m, style in zip(
-        [m for m in registry.METHOD_RECORDS if m.adapter],
-        ["-", (0, (5, 1, 1, 1)), (0, (1, 1))],
-        strict=False,
+        _ADAPTERS,
+        ["-", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (8, 2)),
+         (0, (1, 3)), (0, (5, 2, 1, 2)), (0, (2, 1)), (0, (8, 1, 1, 1)), (0, (1, 1, 3, 1)),
+         (0, (4, 1, 4, 3)), (0, (6, 1, 1, 1, 1, 1, 1, 1))],
+        strict=True,
     )
-}
+}  # fmt: skip
 """One line style per adapter method, for figures whose colours are ranks or rules: LoRA solid,
-DoRA dash-dotted densely, unlike full FT's dashes."""
+DoRA dash-dotted densely, unlike full FT's dashes; the methods trained through PEFT each a
+pattern of their own."""
 
 
 def method_parts(frame: pd.DataFrame) -> list[tuple[str, dict, pd.DataFrame]]:

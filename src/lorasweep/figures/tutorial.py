@@ -54,7 +54,7 @@ def _dataset_title(runs: pd.DataFrame, dataset: str) -> str:
 def tutorial_vs_corrected(t: Tables) -> plt.Figure:
     """Training (solid) and validation (dashed) loss per epoch of the tutorial's method and of
     the corrected one, one panel per dataset (noise targets first), log y, with σ²."""
-    lora = statistics.completed(t.runs[registry.adapter_rows(t.runs["method"])])
+    lora = statistics.completed(t.runs[registry.factor_rows(t.runs["method"])])
     if lora.empty:
         return no_data("no completed LoRA runs")
     kinds = lora.groupby("dataset")["dataset_kind"].first()

@@ -67,6 +67,10 @@ class Method:
     peft_optimizer: str | None = None
     """A PEFT optimizer factory it trains with instead of Adam (LoRA-FA's
     ``create_lorafa_optimizer``)."""
+    rank_divides_inputs: bool = False
+    """Its r must divide every adapted module's in_features (OFT's r blocks of equal size)."""
+    even_rank: bool = False
+    """Its r must be even (HRA's symmetric init pairs its reflections)."""
     rank_bounds_update: bool = True
     """rank(ΔW) ≤ r, so the best rank-r change is the run's theoretical optimum; False where r
     is a block count, a number of frequencies or a base rank that a Hadamard or Kronecker
@@ -256,9 +260,10 @@ PEFT_RECORDS = (
           additive_shift=False, settings=("feedforward_modules",)),
     _peft("oft", "OFT", "OFTConfig", "Qiu et al. 2023, arXiv 2306.07280",
           peft_defaults=(("oft_block_size", 0),), additive_shift=False, rank_bounds_update=False,
+          rank_divides_inputs=True,
           settings=("coft", "eps", "block_share", "use_cayley_neumann")),
     _peft("hra", "HRA", "HRAConfig", "Yuan et al. 2024, arXiv 2405.17484",
-          additive_shift=False, settings=("apply_GS",)),
+          additive_shift=False, even_rank=True, settings=("apply_GS",)),
 )  # fmt: skip
 """The methods trained through PEFT 0.21.2, each its config class; ``r`` is the rank
 keyword unless said (FourierFT's is its number of frequencies, OFT's its number of blocks)."""
@@ -378,6 +383,13 @@ def adapter_rows(methods):
     """A boolean mask of ``methods`` (a pandas Series of method names, empty where a row is
     no run): the adapter runs."""
     return methods.map(lambda name: isinstance(name, str) and is_adapter(name)).astype(bool)
+
+
+def factor_rows(methods):
+    """A boolean mask of ``methods`` (as :func:`adapter_rows`): the runs of a method whose
+    adapter is LoRA's factors (LoRA, DoRA; :attr:`Method.has_factors`), which the LoRA study's
+    figures (against rank, of A's subspaces, of gradient norms) read."""
+    return methods.map(lambda name: isinstance(name, str) and method(name).has_factors).astype(bool)
 
 
 def full_rows(methods):

@@ -100,6 +100,12 @@ def step_and_widest_rows(run: RunSpec, dataset: dict) -> tuple[int, int]:
     return batch_size, max(batch_size, dataset["n_val"], test_size(dataset), source_rows(dataset))
 
 
+def priced_rank(run: RunSpec) -> int:
+    """The rank the models price an adapter run at: its own, or 1 for a method without one
+    (IA3's per-feature vectors)."""
+    return run.rank if run.rank is not None else 1
+
+
 def slot_elements(run: RunSpec, d_in: int, d_out: int) -> int:
     """Length of one run's slot on a single layer: every tensor it trains, each aligned to
     :data:`~lorasweep.planning.cohorts.ALIGN` (DoRA's magnitude m among them)."""
@@ -107,7 +113,8 @@ def slot_elements(run: RunSpec, d_in: int, d_out: int) -> int:
         return aligned(d_out * d_in) + aligned(d_out)
     bias = aligned(d_out) if run.bias == "lora_only" else 0
     magnitude = aligned(d_out) if registry.method(run.method).magnitude else 0
-    return aligned(run.rank * d_in) + aligned(run.rank * d_out) + magnitude + bias
+    rank = priced_rank(run)
+    return aligned(rank * d_in) + aligned(rank * d_out) + magnitude + bias
 
 
 def network_slot_elements(run: RunSpec, dataset: dict) -> int:
@@ -120,7 +127,8 @@ def network_slot_elements(run: RunSpec, dataset: dict) -> int:
     chosen = select(architecture.linears, run.targets or "all")
     trained_rows = (run.bias == "lora_only") + registry.method(run.method).magnitude
     bias = [trained_rows * aligned(m.out_features) for m in chosen]
-    adapters = [aligned(run.rank * m.in_features) + aligned(run.rank * m.out_features)
+    rank = priced_rank(run)
+    adapters = [aligned(rank * m.in_features) + aligned(rank * m.out_features)
                 for m in chosen]  # fmt: skip
     return sum(adapters) + sum(bias)
 
@@ -173,7 +181,7 @@ def run_bytes(run: RunSpec, dataset: dict) -> int:
     if batch_size < dataset["n_train"] or run.dropout > 0:
         elements += batch_size * (d_in + d_out)
     if registry.is_adapter(run.method):
-        elements += 3 * widest * run.rank
+        elements += 3 * widest * priced_rank(run)
     if registry.is_adapter(run.method) and registry.replaces_base(run.init):
         elements += (split_rows(dataset)[0] + source_rows(dataset)) * d_out
     return FLOAT_BYTES * elements
@@ -343,7 +351,8 @@ def _per_step(run: RunSpec, dataset: dict) -> float:
     if not record.adapter:
         return 0
     chosen = select(describe(dataset).linears, run.targets or "all")
-    return sum(record.step_multiply_adds(m.in_features, m.out_features, run.rank) for m in chosen)
+    rank = priced_rank(run)
+    return sum(record.step_multiply_adds(m.in_features, m.out_features, rank) for m in chosen)
 
 
 def cohort_cost(cohort: Sequence[RunSpec], dataset: dict) -> float:

@@ -20,9 +20,14 @@ def _table(frame: pd.DataFrame) -> str:
 def _curve_name(row) -> str:
     if registry.is_full(row["method"]):
         return "full FT"
-    rule = registry.scaling_label(row["scaling"]) if pd.notna(row["scaling"]) else ""
-    label = registry.method(row["method"]).label
-    return f"{label} r={int(row['rank'])}, {rule}, α={row['alpha']:g}"
+    parts = [registry.method(row["method"]).label]
+    if pd.notna(row["rank"]):
+        parts[0] += f" r={int(row['rank'])}"
+    if pd.notna(row["scaling"]):
+        parts.append(registry.scaling_label(row["scaling"]))
+    if pd.notna(row["alpha"]):
+        parts.append(f"α={row['alpha']:g}")
+    return ", ".join(parts)
 
 
 def _spread_text(ratios: pd.Series) -> str:

@@ -106,7 +106,7 @@ def _lora_against_full(rows: pd.DataFrame, tolerance: float, full_ran: bool = Tr
     """How LoRA compares with full fine-tuning, from one dataset's efficiency rows (at least
     one); ``full_ran`` tells a full fine-tuning that diverged from one not run at all. Where
     several adapter methods ran, each row it names is named with its method's label."""
-    lora = rows[registry.adapter_rows(rows["method"])]
+    lora = rows[registry.factor_rows(rows["method"])]
     full = rows[registry.full_rows(rows["method"])]
     best = lora.loc[lora["final_val_loss"].idxmin()] if not lora.empty else None
     which = ""
@@ -280,7 +280,7 @@ def render(
 
 def _head(title: str, runs: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
     """Document head, title and the one-line count of runs."""
-    n_lora = int((registry.adapter_rows(runs["method"])).sum())
+    n_lora = int((registry.factor_rows(runs["method"])).sum())
     n_full = int((registry.full_rows(runs["method"])).sum())
     return [
         "<!DOCTYPE html>",

@@ -117,7 +117,7 @@ def _layer_rows(run_dir: Path, metrics: dict, data) -> list[dict]:
     """A deep model's run: one row per linear module it changed, against that module's W₀ and,
     where the teacher shifts it, its ΔW* of the dataset's known rank."""
     task_rank = data.spec.task_rank
-    rank = metrics["rank"] if registry.is_adapter(metrics["method"]) else task_rank
+    rank = registry.method(metrics["method"]).update_rank(metrics["rank"]) or task_rank
     return [
         _geometry_row(
             metrics["run_id"],
@@ -187,7 +187,7 @@ def _run_geometry(run_dir: Path, metrics: dict, data) -> list[dict]:
         return _layer_rows(run_dir, metrics, data)
     w0, truth = data["W0"], data["delta_W"]
     delta = run_update(run_dir, metrics, w0)
-    rank = metrics["rank"] if registry.is_adapter(metrics["method"]) else None
+    rank = registry.method(metrics["method"]).update_rank(metrics["rank"])
     return [_geometry_row(metrics["run_id"], None, delta, w0, truth, rank)]
 
 
