@@ -132,6 +132,7 @@ rule summary:
         intruders=RESULTS.table("intruders"),
         forgetting=RESULTS.table("forgetting"),
         oracles=RESULTS.table("oracles"),
+        geometry=RESULTS.table("geometry"),
     output:
         best_settings=RESULTS.table("best_settings"),
         efficiency=RESULTS.table("efficiency"),
@@ -139,6 +140,7 @@ rule summary:
         intruder_means=RESULTS.table("intruder_means"),
         gaps=RESULTS.table("gaps"),
         selections=RESULTS.table("selections"),
+        methods=RESULTS.table("methods"),
     log:
         RESULTS.log("summary"),
     localrule: True

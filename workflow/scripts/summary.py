@@ -1,4 +1,5 @@
-"""Snakemake script: the best settings, the efficiency table and the findings of the study."""
+"""Snakemake script: the best settings, the efficiency and method tables and the findings of the
+study."""
 
 from lorasweep.logs import workflow_script
 
@@ -21,6 +22,7 @@ with workflow_script(snakemake):  # noqa: F821
         tolerance=sm.params.tolerance,
         forgetting=read_forgetting(sm.input.forgetting),
         oracles=pd.read_csv(sm.input.oracles),
+        geometry=pd.read_csv(sm.input.geometry),
     )
     for name, frame in tables.items():
         write_csv(sm.output[name], frame)

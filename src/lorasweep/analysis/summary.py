@@ -1,6 +1,6 @@
 """The derived tables that the report reads: best settings, efficiency against full fine-tuning,
-the findings, the intruder means and the gap decomposition, each computed once from the run
-tables (``tables/<name>.csv``)."""
+the findings, the intruder means, the gap decomposition and the method comparison, each
+computed once from the run tables (``tables/<name>.csv``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from lorasweep.analysis import findings, statistics
 from lorasweep.analysis.deep_findings import deep_findings
 from lorasweep.analysis.evidence_findings import evidence_findings, intruder_means
 from lorasweep.analysis.gaps import gap_table
+from lorasweep.analysis.methods import method_findings, method_table
 from lorasweep.analysis.selections import selections_table
+from lorasweep.models import registry
 
 FINDING_COLUMNS = ["claim_id", "claim", "verdict", "dataset", "estimate", "ci_low", "ci_high",
                    "n_units", "n_replicates", "threshold", "search_budget", "evidence"]  # fmt: skip
@@ -79,16 +81,21 @@ def summarise(
     tolerance: float,
     forgetting: pd.DataFrame | None = None,
     oracles: pd.DataFrame | None = None,
+    geometry: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The summary tables of one study, by name: best settings, efficiency, findings, intruder
-    means, gaps and the figures' selections (``forgetting`` is ``forgetting.csv``, ``oracles``
-    ``oracles.csv``)."""
+    means, gaps, the figures' selections and the method comparison (``forgetting`` is
+    ``forgetting.csv``, ``oracles`` ``oracles.csv``, ``geometry`` ``geometry.csv``). The method
+    comparison's findings join the others where the study compares methods
+    (:func:`compares_methods`)."""
     efficiency = statistics.efficiency_table(runs, timings)
     items = (
         findings.all_findings(runs, epochs, pairs, efficiency, tolerance)
         + evidence_findings(runs, lr_optima, intruders, forgetting)
         + deep_findings(runs, tolerance)
     )
+    if compares_methods(runs):
+        items += method_findings(runs)
     return {
         "best_settings": best_settings(runs),
         "efficiency": efficiency,
@@ -96,7 +103,14 @@ def summarise(
         "intruder_means": intruder_means(runs, intruders),
         "gaps": gap_table(runs, oracles),
         "selections": selections_table(runs),
+        "methods": method_table(runs, timings, geometry),
     }
+
+
+def compares_methods(runs: pd.DataFrame) -> bool:
+    """Whether the study's grid names several adapter methods, or one trained through PEFT."""
+    names = set(runs.loc[registry.adapter_rows(runs["method"]), "method"])
+    return len(names) > 1 or any(registry.method(n).through_peft for n in names)
 
 
 def read_summary(path) -> pd.DataFrame:

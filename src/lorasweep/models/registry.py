@@ -75,6 +75,9 @@ class Method:
     """rank(ΔW) ≤ r, so the best rank-r change is the run's theoretical optimum; False where r
     is a block count, a number of frequencies or a base rank that a Hadamard or Kronecker
     product multiplies (the full-rank optimum is then the bound)."""
+    lora_variant: bool = False
+    """A variant of LoRA's BA adapter (DoRA, AdaLoRA, LoRA-FA): what "Learning Rate Matters"
+    (arXiv 2602.04998) compares with LoRA once each is tuned."""
     source: str = ""
     """Where it comes from (paper), for the docs and the report."""
 
@@ -219,6 +222,7 @@ DORA = Method(
     adapter=True,
     magnitude=True,
     peft_use_dora=True,
+    lora_variant=True,
     fused=False,
     merged_weight_cost=150,
     merged_weight_copies=2,
@@ -239,9 +243,11 @@ def _peft(name: str, label: str, config: str, source: str, **fields) -> Method:
 PEFT_RECORDS = (
     _peft("adalora", "AdaLoRA", "AdaLoraConfig", "Zhang et al. 2023, arXiv 2303.10512",
           rank_keyword="target_r", alpha_keyword="lora_alpha", allocates_rank=True,
+          lora_variant=True,
           settings=("init_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight")),
     _peft("lora_fa", "LoRA-FA", "LoraConfig", "Zhang et al. 2023, arXiv 2308.03303",
-          alpha_keyword="lora_alpha", peft_optimizer="create_lorafa_optimizer"),
+          alpha_keyword="lora_alpha", peft_optimizer="create_lorafa_optimizer",
+          lora_variant=True),
     _peft("vera", "VeRA", "VeraConfig", "Kopiczko et al. 2024, arXiv 2310.11454",
           settings=("d_initial", "projection_prng_key")),
     _peft("randlora", "RandLoRA", "RandLoraConfig", "Albert et al. 2025, arXiv 2502.00987",

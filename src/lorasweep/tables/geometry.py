@@ -26,7 +26,7 @@ from lorasweep.planning.runs import replicate_name
 from lorasweep.tasks.deep import SHIFT_SUFFIX
 
 PER_RUN_COLUMNS = ["run_id", "layer", "delta_norm", "amplification", "phi_true_right",
-                   "phi_true_left"]  # fmt: skip
+                   "phi_true_left", "error_norm", "truth_norm"]  # fmt: skip
 PAIR_COLUMNS = ["comparison", "dataset", "run_a", "run_b", "rank_a", "rank_b", "seed_a",
                 "seed_b", "i", "j", "phi"]  # fmt: skip
 
@@ -75,7 +75,8 @@ def _geometry_row(
 ) -> dict:
     """One row of ``geometry.csv``: ‖ΔW‖_F, the amplification factor at ``rank`` (the run's,
     or for full FT that of the true shift, at least 1), and φ to the true shift where there is
-    one. ``true_rank`` is the shift's known rank; without it, it is estimated from ``truth``."""
+    one, with ‖ΔW − ΔW*‖_F and ‖ΔW*‖_F (ΔW* = 0 on a module the task does not shift).
+    ``true_rank`` is the shift's known rank; without it, it is estimated from ``truth``."""
     if truth is None:
         true_rank = 0
     elif true_rank is None:
@@ -86,6 +87,7 @@ def _geometry_row(
         if true_rank > 0
         else {"phi_right": math.nan, "phi_left": math.nan}
     )
+    target = truth.double() if truth is not None else torch.zeros_like(delta)
     return {
         "run_id": run_id,
         "layer": layer,
@@ -93,6 +95,8 @@ def _geometry_row(
         "amplification": amplification_factor(delta, w0, rank),
         "phi_true_right": similarity["phi_right"],
         "phi_true_left": similarity["phi_left"],
+        "error_norm": float(torch.linalg.matrix_norm(delta.double() - target)),
+        "truth_norm": float(torch.linalg.matrix_norm(target)),
     }
 
 
@@ -145,7 +149,8 @@ def geometry_tables(run_dirs, datasets: dict) -> tuple[pd.DataFrame, pd.DataFram
 
     Returns (per_run, pairs) DataFrames, sorted by run id (a deep run's layers in forward order)
     and by comparison, dataset, runs and cell. ``per_run``: ``run_id, layer, delta_norm,
-    amplification, phi_true_right, phi_true_left``, one row per single-layer run (``layer``
+    amplification, phi_true_right, phi_true_left, error_norm, truth_norm``, one row per
+    single-layer run (``layer``
     empty) and one per changed module of a deep model's run. ``pairs``: φ(A₁, A₂, i, j) in long
     format for two comparisons of single-layer adapters, ``rank`` (the smallest of 8 or the
     lowest rank, against the highest rank, same seed and settings) and ``seed`` (two seeds at

@@ -87,7 +87,8 @@ def collect(
         epochs = pd.read_csv(run_dir / "epochs.csv")
         epochs.insert(0, "run_id", metrics["run_id"])
         epoch_frames.append(epochs)
-        timing_rows.append(_timing_row(run_dir, metrics["run_id"], job_id))
+        steps = _steps_per_epoch(metrics, provenance["dataset"]["spec"])
+        timing_rows.append(_timing_row(run_dir, metrics["run_id"], job_id, steps))
     if not run_rows:
         raise IncompleteRunError("no runs found")
     runs = _runs_table(run_rows)
@@ -130,14 +131,23 @@ def _run_row(metrics: dict, dataset: dict) -> dict:
     }
 
 
-def _timing_row(run_dir: Path, run_id: str, job_id: str) -> dict:
+def _steps_per_epoch(metrics: dict, dataset: dict) -> int:
+    n_train = dataset["n_train"]
+    return math.ceil(n_train / min(metrics.get("batch_size") or n_train, n_train))
+
+
+def _timing_row(run_dir: Path, run_id: str, job_id: str, steps_per_epoch: int) -> dict:
+    """A run's wall-clock seconds; ``mean_step_seconds`` is an epoch's (its steps and its
+    held-out losses) over its number of optimizer steps."""
     seconds = read_json(run_dir / "timing.json")["epoch_seconds"]
+    mean = sum(seconds) / len(seconds) if seconds else math.nan
     return {
         "run_id": run_id,
         "job_id": job_id,
         "epochs_timed": len(seconds),
-        "mean_epoch_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
+        "mean_epoch_seconds": mean,
         "total_train_seconds": sum(seconds),
+        "mean_step_seconds": mean / steps_per_epoch,
     }
 
 
