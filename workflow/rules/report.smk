@@ -10,6 +10,7 @@ rule report:
         forgetting=RESULTS.table("forgetting"),
         intruder_means=RESULTS.table("intruder_means"),
         gaps=RESULTS.table("gaps"),
+        methods=RESULTS.table("methods"),
         figures=figure_files("png"),
     output:
         report(

@@ -32,5 +32,6 @@ with workflow_script(snakemake):  # noqa: F821
         forgetting=read_forgetting(sm.input.forgetting),
         intruder_means=read_summary(sm.input.intruder_means),
         gaps=read_summary(sm.input.gaps),
+        methods=read_summary(sm.input.methods),
     )
     write_text(sm.output[0], html)

@@ -59,6 +59,13 @@ METHOD_COLUMNS = [
 ]  # fmt: skip
 
 
+def compares_methods(methods: pd.Series) -> bool:
+    """Whether ``methods`` (a table's method column) holds several adapter methods, or one
+    trained through PEFT: where the method comparison's findings and section appear."""
+    names = set(methods[registry.adapter_rows(methods)])
+    return len(names) > 1 or any(registry.method(n).through_peft for n in names)
+
+
 def _present(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     return [k for k in keys if k in runs]
 

@@ -10,9 +10,8 @@ from lorasweep.analysis import findings, statistics
 from lorasweep.analysis.deep_findings import deep_findings
 from lorasweep.analysis.evidence_findings import evidence_findings, intruder_means
 from lorasweep.analysis.gaps import gap_table
-from lorasweep.analysis.methods import method_findings, method_table
+from lorasweep.analysis.methods import compares_methods, method_findings, method_table
 from lorasweep.analysis.selections import selections_table
-from lorasweep.models import registry
 
 FINDING_COLUMNS = ["claim_id", "claim", "verdict", "dataset", "estimate", "ci_low", "ci_high",
                    "n_units", "n_replicates", "threshold", "search_budget", "evidence"]  # fmt: skip
@@ -94,7 +93,7 @@ def summarise(
         + evidence_findings(runs, lr_optima, intruders, forgetting)
         + deep_findings(runs, tolerance)
     )
-    if compares_methods(runs):
+    if compares_methods(runs["method"]):
         items += method_findings(runs)
     return {
         "best_settings": best_settings(runs),
@@ -105,12 +104,6 @@ def summarise(
         "selections": selections_table(runs),
         "methods": method_table(runs, timings, geometry),
     }
-
-
-def compares_methods(runs: pd.DataFrame) -> bool:
-    """Whether the study's grid names several adapter methods, or one trained through PEFT."""
-    names = set(runs.loc[registry.adapter_rows(runs["method"]), "method"])
-    return len(names) > 1 or any(registry.method(n).through_peft for n in names)
 
 
 def read_summary(path) -> pd.DataFrame:

@@ -38,6 +38,7 @@ class Tables:
     forgetting: object | None = None
     gaps: object | None = None
     selections: object | None = None
+    methods: object | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from lorasweep.models import registry
 from lorasweep.options import DEEP_KINDS
 from lorasweep.report import deep, explorer
 from lorasweep.report.evidence import evidence_sections
+from lorasweep.report.methods import methods_section
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:62rem;margin:2rem auto;
@@ -247,9 +248,11 @@ def render(
     forgetting: pd.DataFrame | None = None,
     intruder_means: pd.DataFrame | None = None,
     gaps: pd.DataFrame | None = None,
+    methods: pd.DataFrame | None = None,
 ) -> str:
     """The report as one HTML string. ``figures`` maps a name to (PNG path, caption);
-    ``efficiency`` and ``findings`` are the summary tables (:mod:`lorasweep.analysis.summary`)."""
+    ``efficiency``, ``findings`` and ``methods`` are the summary tables
+    (:mod:`lorasweep.analysis.summary`)."""
     failed = statistics.diverged(runs)
     parts = [
         *_head(title, runs, failed),
@@ -266,6 +269,7 @@ def render(
         findings_html(findings),
         *_count_notes_section(runs),
         *_efficiency_section(efficiency),
+        *methods_section(methods),
         *evidence_sections(lr_optima, intruders, forgetting, intruder_means, gaps),
         *deep.budget_section(runs),
         "<h2>Figures</h2>",
@@ -282,12 +286,14 @@ def _head(title: str, runs: pd.DataFrame, failed: pd.DataFrame) -> list[str]:
     """Document head, title and the one-line count of runs."""
     n_lora = int((registry.factor_rows(runs["method"])).sum())
     n_full = int((registry.full_rows(runs["method"])).sum())
+    n_other = len(runs) - n_lora - n_full
+    other = f", {n_other} of the other methods" if n_other else ""
     return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>{len(runs)} runs ({n_lora} LoRA, {n_full} full fine-tuning) on "
+        f"<p>{len(runs)} runs ({n_lora} LoRA{other}, {n_full} full fine-tuning) on "
         f"{runs['dataset'].nunique()} dataset(s) with {runs['seed'].nunique()} seed(s); "
         f"{'every run' if len(failed) == len(runs) else len(failed)} diverged.</p>",
     ]
