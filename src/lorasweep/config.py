@@ -324,7 +324,7 @@ def check_method_settings(config: dict) -> None:
 def check_methods(key: str, block: dict, main: dict, datasets: list[dict], config: dict) -> None:
     """A block's methods fit its settings: one trained through PEFT leaves the base bias
     frozen, and its rank obeys the method's rule on every module it adapts (OFT: divides
-    in_features; HRA: even)."""
+    in_features; HRA: even; FourierFT: at most d_in·d_out coefficients)."""
     methods = block.get("method", main.get("method", [registry.default_method()]))
     ranks = block.get("rank", main["rank"]) if "rank_budget" not in block else []
     bias = config["train"].get("bias", "none")
@@ -342,6 +342,14 @@ def check_methods(key: str, block: dict, main: dict, datasets: list[dict], confi
                 raise ConfigError(
                     f"{key}.rank[{r_index}]", f"got {rank}; allowed for {name}: an even rank"
                 )
+            for dataset in datasets if record.rank_counts_entries else []:
+                smallest = min(_adapted(dataset, block, main), key=lambda m: m.weights)
+                if rank > smallest.weights:
+                    raise ConfigError(
+                        f"{key}.rank[{r_index}]",
+                        f"got {rank}; allowed for {name}: 1..{smallest.weights} = d_in·d_out of "
+                        f"{smallest.shape_text()} of dataset {dataset['name']!r}",
+                    )
             if not record.rank_divides_inputs:
                 continue
             for dataset in datasets:
@@ -462,6 +470,9 @@ def check_block(key: str, block: dict, main: dict, datasets: list[dict]) -> None
         check_budget(key, block, deep, datasets, patterns)
         return
     smallest, _, where = min(limits)
+    methods = block.get("method", main.get("method", [registry.default_method()]))
+    if all(registry.method(m).rank_counts_entries for m in methods):
+        return
     for index, rank in enumerate(block.get("rank", main["rank"])):
         if rank > smallest:
             raise ConfigError(

@@ -67,6 +67,9 @@ class Method:
     peft_optimizer: str | None = None
     """A PEFT optimizer factory it trains with instead of Adam (LoRA-FA's
     ``create_lorafa_optimizer``)."""
+    rank_counts_entries: bool = False
+    """Its "rank" counts entries of a module's weight (FourierFT's spectral coefficients), so it
+    may be up to d_in·d_out rather than min(d_in, d_out)."""
     rank_divides_inputs: bool = False
     """Its r must divide every adapted module's in_features (OFT's r blocks of equal size)."""
     even_rank: bool = False
@@ -260,7 +263,7 @@ PEFT_RECORDS = (
           alpha_keyword="alpha", rank_bounds_update=False,
           settings=("decompose_both", "decompose_factor", "rank_dropout")),
     _peft("fourierft", "FourierFT", "FourierFTConfig", "Gao et al. 2024, arXiv 2405.03003",
-          rank_keyword="n_frequency", rank_bounds_update=False,
+          rank_keyword="n_frequency", rank_bounds_update=False, rank_counts_entries=True,
           settings=("scaling", "random_loc_seed")),
     _peft("ia3", "IA³", "IA3Config", "Liu et al. 2022, arXiv 2205.05638", rank_keyword=None,
           additive_shift=False, settings=("feedforward_modules",)),
