@@ -41,7 +41,7 @@ def tiny():
 
 def test_presets_are_valid():
     check(tiny())
-    for preset in ("config.yaml", "paper.yaml", "seed_demo.yaml"):
+    for preset in ("config.yaml", "paper.yaml", "seed_demo.yaml", "methods.yaml"):
         check({**tiny(), **yaml.safe_load((REPO / "config" / preset).read_text())})
 
 
@@ -702,3 +702,37 @@ def test_bias_none_keeps_the_default_run_ids():
     ids = [run.run_id for run in build_plan(config).runs]
     assert "lowrank256__lora_r4_a16_standard_kaiming_lr0.001_s0" in ids
     assert not any("bias" in run_id for run_id in ids)
+
+
+def methods_config(**grid) -> dict:
+    config = yaml.safe_load((CONFIGS / "methods.yaml").read_text())
+    config["grid"].update(grid)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "allowed"),
+    [
+        (lambda c: c.update(method_settings={"vera": {"alpha": 2}}), "method_settings.vera.alpha",
+         "allowed: d_initial, projection_prng_key"),
+        (lambda c: c.update(method_settings={"lora": {"r": 2}}), "method_settings",
+         "one of adalora"),
+        (lambda c: c["grid"].update(method=["oft"], rank=[3]), "grid.rank[0]",
+         "allowed for oft: a divisor of in_features"),
+        (lambda c: c["grid"].update(method=["hra"], rank=[3]), "grid.rank[0]",
+         "allowed for hra: an even rank"),
+        (lambda c: c["grid"].update(method=["ia3"]) or c["train"].update(bias="lora_only"),
+         "grid.method[0]", "allowed with lora, dora only"),
+        (lambda c: c["grid"].update(method=["fourierft"], rank=[10_000]), "grid.rank[0]",
+         "allowed for fourierft: 1..192"),
+        (lambda c: c["grid"].update(method=["lora", "fourierft"], rank=[100]), "grid.rank[0]",
+         "allowed: 1..8"),
+        (lambda c: c["grid"].update(method_lr={"bone": [0.1]}), "grid.method_lr", "one of lora"),
+    ],
+)  # fmt: skip
+def test_method_settings_that_peft_would_refuse_are_config_errors(mutate, key, allowed):
+    config = methods_config()
+    mutate(config)
+    message = rejected(config)
+    assert message.startswith(f"config error: {key}"), message
+    assert allowed in message, message

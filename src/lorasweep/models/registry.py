@@ -55,7 +55,9 @@ class Method:
     """The config keyword the run's α sets (``lora_alpha``, LoHa's and LoKr's ``alpha``); None
     for a method without one, whose runs ignore the grid's ``alpha`` axis."""
     peft_defaults: tuple[tuple[str, object], ...] = ()
-    """Keyword arguments it always passes beyond PEFT's defaults (OFT's block count by r)."""
+    """Keyword arguments it always passes beyond PEFT's defaults: OFT's block count by r, and
+    FourierFT's zero-initialised spectrum (PEFT's default draws it at random, so the model would
+    not start as the base, as every other method does)."""
     settings: tuple[str, ...] = ()
     """The config keywords ``method_settings`` may set for it (validated before any job)."""
     additive_shift: bool = True
@@ -264,6 +266,7 @@ PEFT_RECORDS = (
           settings=("decompose_both", "decompose_factor", "rank_dropout")),
     _peft("fourierft", "FourierFT", "FourierFTConfig", "Gao et al. 2024, arXiv 2405.03003",
           rank_keyword="n_frequency", rank_bounds_update=False, rank_counts_entries=True,
+          peft_defaults=(("init_weights", True),),
           settings=("scaling", "random_loc_seed")),
     _peft("ia3", "IA³", "IA3Config", "Liu et al. 2022, arXiv 2205.05638", rank_keyword=None,
           additive_shift=False, settings=("feedforward_modules",)),
