@@ -202,6 +202,7 @@ TITLES = {
     "grid": "Grid throughput, default config, from clean to runs.csv (seconds; CPU = user + "
     "system of every process)",
     "paper": "Paper preset, clean, end to end with the report (seconds)",
+    "methods": "Methods preset, clean, end to end with the report (seconds)",
     "engine": "Batched engine in one process, one thread: roofline and rank layout",
     "deep": "Batched engine on config/deep.yaml's tf_mlp transformer (LoRA on its MLP, 4 epochs,"
     " one seed per run): CPU seconds at one thread, together and one by one",

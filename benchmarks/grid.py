@@ -61,14 +61,15 @@ def run(repeats: int = 2, configfile: Path | None = None) -> pd.DataFrame:
     return frame
 
 
-def paper(repeats: int = 1) -> pd.DataFrame:
-    """The paper preset from clean to report.html and manifest.tsv on two cores."""
+def preset(name: str, runs: int, repeats: int = 1) -> pd.DataFrame:
+    """A preset (``config/<name>.yaml``) from clean to report.html and manifest.tsv on two
+    cores."""
     wall, cpu = [], []
     for _ in range(repeats):
-        workdir = Path(tempfile.mkdtemp(prefix="bench-paper-"))
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         try:
-            paper_yaml = str(REPO / "config" / "paper.yaml")
-            cmd = snakemake_cmd("--cores", str(CORES), "--configfile", paper_yaml)
+            configfile = str(REPO / "config" / f"{name}.yaml")
+            cmd = snakemake_cmd("--cores", str(CORES), "--configfile", configfile)
             seconds, cpu_seconds = measured_command(cmd, cwd=workdir)
             wall.append(seconds)
             cpu.append(cpu_seconds)
@@ -77,9 +78,20 @@ def paper(repeats: int = 1) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "config": "paper.yaml (480 runs)",
+                "config": f"{name}.yaml ({runs:,} runs)",
                 **summary(wall),
                 "cpu_median_s": statistics.median(cpu),
             }
         ]
     )
+
+
+def paper(repeats: int = 1) -> pd.DataFrame:
+    """The paper preset end to end (:func:`preset`)."""
+    return preset("paper", 2170, repeats)
+
+
+def methods(repeats: int = 1) -> pd.DataFrame:
+    """The method-comparison preset end to end (:func:`preset`): LoRA and DoRA on the engine,
+    the ten methods trained through PEFT one run at a time."""
+    return preset("methods", 330, repeats)
