@@ -53,13 +53,15 @@ def useful_flops(run, dataset: dict) -> float:
 
 
 def _default_grid(epochs: int | None = None):
+    """The default config's runs on its first task replicate (the one dataset drawn here), and
+    that dataset."""
     from lorasweep.planning.grouping import build_plan
     from lorasweep.sequential import load_config
     from lorasweep.tasks import synthetic
     from lorasweep.training.exact import cache_base_residuals
 
     config = load_config()
-    runs = build_plan(config).runs
+    runs = [run for run in build_plan(config).runs if run.task_seed == 0]
     if epochs is not None:
         runs = [dataclasses.replace(run, epochs=epochs) for run in runs]
     spec = config["datasets"][0]

@@ -6,7 +6,6 @@ table chose on validation."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
@@ -22,6 +21,7 @@ from lorasweep.figures.style import (
     log_ticks,
     no_data,
     panel_grid,
+    pareto_mask,
 )
 from lorasweep.models import registry
 from lorasweep.planning.runs import grids
@@ -49,13 +49,7 @@ def pareto_arms(table: pd.DataFrame) -> pd.DataFrame:
     """``table``'s arms with ``front`` set where no arm of the dataset with at most as many
     trainable parameters has a lower test loss."""
     table = table.dropna(subset=["test_loss", "trainable_params"]).copy()
-    table["front"] = False
-    for _, group in table.groupby("dataset"):
-        best = np.inf
-        for index, row in group.sort_values(["trainable_params", "test_loss"]).iterrows():
-            if row["test_loss"] < best:
-                best = row["test_loss"]
-                table.loc[index, "front"] = True
+    table["front"] = pareto_mask(table, "trainable_params", "test_loss")
     return table
 
 

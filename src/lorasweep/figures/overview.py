@@ -27,6 +27,7 @@ from lorasweep.figures.style import (
     no_data,
     ordered_scalings,
     panel_grid,
+    pareto_mask,
     scaling_label,
 )
 from lorasweep.figures.targets import target_colors, target_order
@@ -166,13 +167,7 @@ def pareto_points(runs: pd.DataFrame) -> pd.DataFrame:
         done[registry.full_rows(done["method"])], ["dataset", "trainable_params", "lr"]
     ).assign(method="full")
     points = pd.concat([lora, full], ignore_index=True)
-    points["front"] = False
-    for _, group in points.groupby("dataset", dropna=False):
-        best = np.inf
-        for index, row in group.sort_values(["trainable_params", "mean"]).iterrows():
-            if row["mean"] < best:
-                best = row["mean"]
-                points.loc[index, "front"] = True
+    points["front"] = pareto_mask(points, "trainable_params", "mean")
     return points
 
 

@@ -258,6 +258,19 @@ def mean_sd(frame: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
     return frame.groupby(by, dropna=False)[column].agg(["mean", "std"]).fillna(0.0)
 
 
+def pareto_mask(frame: pd.DataFrame, cost: str, loss: str) -> pd.Series:
+    """Per dataset, the rows no row with at most as much ``cost`` beats on ``loss`` (ties in
+    cost go to the lower loss): the Pareto front."""
+    front = pd.Series(False, index=frame.index)
+    for _, group in frame.groupby("dataset", dropna=False):
+        best = np.inf
+        for index, row in group.sort_values([cost, loss]).iterrows():
+            if row[loss] < best:
+                best = row[loss]
+                front[index] = True
+    return front
+
+
 def matching(frame: pd.DataFrame, **values) -> pd.DataFrame:
     """Rows of ``frame`` whose columns equal ``values``, a missing value matching a missing
     one (``==`` alone never matches NaN, so it would drop single-layer rows' empty targets)."""

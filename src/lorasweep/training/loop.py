@@ -553,6 +553,43 @@ def package_result(
     )
 
 
+def train_epochs(
+    epochs: int,
+    model: nn.Module,
+    loss: LossFn,
+    optimizer: torch.optim.Optimizer,
+    norms: dict[str, list[nn.Parameter]],
+    batches: tuple[int, int, torch.Generator],
+    device: torch.device,
+    held_out: tuple[str, ...],
+    after_step=None,
+) -> History:
+    """Epoch 0 of the model before any step, then up to ``epochs`` :func:`train_epoch` s, each
+    timed to the end of its held-out losses; a divergence stops the run and is recorded.
+    ``batches`` is (n_train, mini-batch size, the run's shuffle generator)."""
+    n_train, batch_size, shuffle = batches
+    history = History(epochs=[initial_losses(model, loss, norms, held_out)])
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        record, diverged = train_epoch(
+            model,
+            loss,
+            optimizer,
+            norms,
+            mini_batches(n_train, batch_size, shuffle, device),
+            held_out,
+            after_step,
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        history.epoch_seconds.append(time.perf_counter() - start)
+        history.epochs.append({"epoch": epoch, **record})
+        if diverged:
+            history.diverged_epoch = epoch
+            break
+    return history
+
+
 def train_run(
     spec: RunSpec,
     dataset: Dataset,
@@ -577,24 +614,9 @@ def train_run(
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
 
     held_out = held_out_splits(dataset)
-    history = History(epochs=[initial_losses(model, loss, norms, held_out)])
-    for epoch in range(1, spec.epochs + 1):
-        start = time.perf_counter()
-        record, diverged = train_epoch(
-            model,
-            loss,
-            optimizer,
-            norms,
-            mini_batches(n_train, batch_size, shuffle, device),
-            held_out,
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        history.epoch_seconds.append(time.perf_counter() - start)
-        history.epochs.append({"epoch": epoch, **record})
-        if diverged:
-            history.diverged_epoch = epoch
-            break
+    history = train_epochs(
+        spec.epochs, model, loss, optimizer, norms, (n_train, batch_size, shuffle), device, held_out
+    )
     return package_result(
         spec, model, optimizer, device, history, cached_base, initial_tensors, dataset, loss
     )

@@ -17,7 +17,6 @@ import copy
 import json
 import math
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,13 +36,10 @@ from lorasweep.training.loop import (
     adapted_modules,
     evaluate,
     held_out_splits,
-    initial_losses,
-    mini_batches,
     reference_loss,
     run_result,
-    train_epoch,
+    train_epochs,
 )
-from lorasweep.training.records import History
 from lorasweep.training.stacked import state_bytes
 
 SAVED_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -225,26 +221,17 @@ def train_peft_run(
     shuffle = generator(spec.seed, "shuffle", spec.dataset)
     after_step = rank_allocation(spec, model, n_train)
 
-    held_out = held_out_splits(dataset)
-    history = History(epochs=[initial_losses(model, loss, {}, held_out)])
-    for epoch in range(1, spec.epochs + 1):
-        start = time.perf_counter()
-        record, diverged = train_epoch(
-            model,
-            loss,
-            optimizer,
-            {},
-            mini_batches(n_train, batch_size, shuffle, device),
-            held_out,
-            after_step,
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        history.epoch_seconds.append(time.perf_counter() - start)
-        history.epochs.append({"epoch": epoch, **record})
-        if diverged:
-            history.diverged_epoch = epoch
-            break
+    history = train_epochs(
+        spec.epochs,
+        model,
+        loss,
+        optimizer,
+        {},
+        (n_train, batch_size, shuffle),
+        device,
+        held_out_splits(dataset),
+        after_step,
+    )
     return _result(spec, model, optimizer, history, dataset, device, loss)
 
 
