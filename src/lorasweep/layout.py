@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 TABLES = ("runs", "epochs", "timings", "provenance", "geometry", "subspace_pairs", "lr_optima",
           "intruders", "oracles", "forgetting", "best_settings", "efficiency", "findings",
-          "intruder_means", "gaps", "selections")  # fmt: skip
+          "intruder_means", "gaps", "selections", "methods")  # fmt: skip
 
-WALL_CLOCK = ("timing.json", "timings.csv", "efficiency.csv", "report.html")
+WALL_CLOCK = ("timing.json", "timings.csv", "efficiency.csv", "methods.csv", "report.html")
 """Result files that hold wall-clock times, so differ between reruns and machines: left out of
 ``manifest.tsv``, which lists only what two runs of a config can compare."""
 
